@@ -1,1 +1,10 @@
-//! (being written)
+//! Model families: configuration, graph builders, tensor naming and weight binding.
+
+pub mod bind;
+pub mod config;
+pub mod llama;
+pub mod names;
+
+pub use bind::{bind_weights, RawTensor, WeightView};
+pub use config::{Arch, ModelConfig, RopeScaling};
+pub use llama::build_graph;

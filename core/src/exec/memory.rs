@@ -1,0 +1,74 @@
+//! The memory plan of a graph: arena offsets for every activation, KV cache size, weight bytes.
+//! A pure function of the graph (and so of the model header and the limits).
+
+use crate::error::{Error, Result};
+use crate::graph::{lifetime, Graph, Role};
+use crate::plan::{self, ArenaPlan, Buf};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Where every byte of a session lives, known before any weight is read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Planner buffers, one per graph tensor (weights: size 0).
+    pub buffers: Vec<Buf>,
+    /// Offsets of those buffers in the arena.
+    pub arena: ArenaPlan,
+    /// Arena bytes: every activation and scratch buffer.
+    pub arena_bytes: usize,
+    /// Largest sum of simultaneously live activation bytes (the arena's lower bound).
+    pub peak_live_bytes: usize,
+    /// KV cache bytes: `2 × layers × max_ctx × kv_width × 4` (f32).
+    pub kv_bytes: usize,
+    /// Weight bytes as stored (0 for weights whose format is not yet known).
+    pub weight_bytes: usize,
+}
+
+impl Plan {
+    /// Plans `graph` with the greedy best-fit planner and checks the result for overlaps.
+    pub fn new(graph: &Graph) -> Result<Plan> {
+        let buffers = lifetime::buffers(graph);
+        let arena = plan::greedy::plan(&buffers);
+        plan::validate(&buffers, &arena)?;
+        let kv_bytes = 2usize
+            .checked_mul(graph.kv_layers)
+            .and_then(|v| v.checked_mul(graph.limits.max_ctx))
+            .and_then(|v| v.checked_mul(graph.kv_width))
+            .and_then(|v| v.checked_mul(4))
+            .ok_or_else(|| Error::invalid("limits.max_ctx", "KV cache size overflows"))?;
+        let mut weight_bytes = 0usize;
+        for t in graph.tensors.iter().filter(|t| t.role == Role::Weight) {
+            if let Some(f) = t.format {
+                weight_bytes += f.tensor_bytes(t.cols, t.weight_rows, &t.name)?;
+            }
+        }
+        Ok(Plan {
+            peak_live_bytes: plan::peak_live_bytes(&buffers),
+            arena_bytes: arena.arena_bytes,
+            buffers,
+            arena,
+            kv_bytes,
+            weight_bytes,
+        })
+    }
+
+    /// Weights + arena + KV cache.
+    pub fn total_bytes(&self) -> usize {
+        self.weight_bytes + self.arena_bytes + self.kv_bytes
+    }
+
+    /// A few lines for humans: the byte totals by category.
+    pub fn summary(&self) -> String {
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        format!(
+            "weights {:.2} MiB + arena {:.2} MiB (peak live {:.2} MiB) + KV cache {:.2} MiB = {:.2} MiB",
+            mib(self.weight_bytes),
+            mib(self.arena_bytes),
+            mib(self.peak_live_bytes),
+            mib(self.kv_bytes),
+            mib(self.total_bytes())
+        )
+    }
+}

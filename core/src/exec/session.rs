@@ -1,0 +1,292 @@
+//! A session runs a planned graph over caller-provided memory: the arena and the KV cache come
+//! from the caller (sized by the [`Plan`]); `forward` allocates nothing.
+
+use super::memory::Plan;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, OpKind, Role, Rows, TensorId};
+use crate::kernels::attention::{attention_heads, AttnShape};
+use crate::kernels::{activation, for_each_tile, norm, rope, KernelTable, Parallel, SharedOut};
+use crate::model::WeightView;
+use core::ops::Range;
+
+/// Largest head the per-head norm decodes on the stack.
+const MAX_HEAD_DIM: usize = 512;
+
+/// A running model: graph, plan, bound weights, arena, KV cache and the position reached.
+pub struct Session<'a> {
+    graph: &'a Graph,
+    plan: &'a Plan,
+    weights: &'a [Option<WeightView<'a>>],
+    /// Activations at planned offsets, `plan.arena_bytes / 4` f32.
+    arena: &'a mut [f32],
+    /// `(layers, 2 [k|v], max_ctx, kv_width)` f32.
+    kv: &'a mut [f32],
+    kernels: &'a KernelTable,
+    par: &'a dyn Parallel,
+    pos: usize,
+}
+
+impl<'a> Session<'a> {
+    /// Checks that the buffers hold the plan and every weight is bound.
+    pub fn new(
+        graph: &'a Graph,
+        plan: &'a Plan,
+        weights: &'a [Option<WeightView<'a>>],
+        arena: &'a mut [u8],
+        kv: &'a mut [u8],
+        kernels: &'a KernelTable,
+        par: &'a dyn Parallel,
+    ) -> Result<Self> {
+        if arena.len() < plan.arena_bytes {
+            return Err(Error::ArenaTooSmall { what: "arena", need: plan.arena_bytes, have: arena.len() });
+        }
+        if kv.len() < plan.kv_bytes {
+            return Err(Error::ArenaTooSmall { what: "kv", need: plan.kv_bytes, have: kv.len() });
+        }
+        let arena: &mut [f32] = bytemuck::try_cast_slice_mut(&mut arena[..plan.arena_bytes])
+            .map_err(|_| Error::invalid("arena", "buffer is not 4-byte aligned"))?;
+        let kv: &mut [f32] = bytemuck::try_cast_slice_mut(&mut kv[..plan.kv_bytes])
+            .map_err(|_| Error::invalid("kv", "buffer is not 4-byte aligned"))?;
+        if weights.len() != graph.tensors.len() {
+            return Err(Error::invalid("weights", "not bound to this graph"));
+        }
+        for (id, t) in graph.tensors.iter().enumerate() {
+            if t.role == Role::Weight && weights[id].is_none() {
+                return Err(Error::missing(alloc::format!("tensor '{}'", t.name)));
+            }
+        }
+        for op in &graph.ops {
+            if let OpKind::HeadRmsNorm { head_dim, .. } = op.kind {
+                if head_dim > MAX_HEAD_DIM {
+                    return Err(Error::invalid("head_dim", alloc::format!("{head_dim} > {MAX_HEAD_DIM}")));
+                }
+            }
+        }
+        Ok(Session { graph, plan, weights, arena, kv, kernels, par, pos: 0 })
+    }
+
+    /// Positions held in the KV cache.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Forgets the cached positions past `pos` (keeps a shared prefix, e.g. across chat turns).
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Forgets everything.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// The limits this session was planned for.
+    pub fn limits(&self) -> crate::graph::Limits {
+        self.graph.limits
+    }
+
+    /// Runs `tokens` at the next positions and returns their logits: `tokens.len() × vocab` when
+    /// the graph was built with `all_logits`, else the last token's `vocab` values.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        let lim = self.graph.limits;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::invalid("tokens", "empty step"));
+        }
+        if n > lim.max_tokens {
+            return Err(Error::LimitExceeded { what: "tokens per step", limit: lim.max_tokens, requested: n });
+        }
+        if self.pos + n > lim.max_ctx {
+            return Err(Error::LimitExceeded { what: "context length", limit: lim.max_ctx, requested: self.pos + n });
+        }
+        for op_index in 0..self.graph.ops.len() {
+            self.run_op(op_index, tokens)?;
+        }
+        self.pos += n;
+        let out = self.graph.output;
+        let range = self.range(out, n);
+        Ok(&self.arena[range])
+    }
+
+    /// Element range of activation `id` in the arena at `n` tokens.
+    fn range(&self, id: TensorId, n: usize) -> Range<usize> {
+        let start = self.plan.arena.offsets[id] / 4;
+        start..start + self.graph.tensors[id].activation_len(n)
+    }
+
+    fn weight(&self, id: TensorId) -> WeightView<'a> {
+        // Session::new checked that every weight is bound.
+        self.weights[id].expect("weights are bound at Session::new")
+    }
+
+    fn run_op(&mut self, op_index: usize, tokens: &[u32]) -> Result<()> {
+        let graph = self.graph;
+        let op = &graph.ops[op_index];
+        let n = tokens.len();
+        let rows = |id: TensorId| match graph.tensors[id].rows {
+            Rows::Tokens => n,
+            Rows::One => 1,
+        };
+        let act_ins: heapless::Vec<Range<usize>, 4> = op
+            .inputs
+            .iter()
+            .filter(|&&i| graph.tensors[i].role != Role::Weight)
+            .map(|&i| self.range(i, n))
+            .collect();
+        let out_ranges: heapless::Vec<Range<usize>, 2> = op.outputs.iter().map(|&o| self.range(o, n)).collect();
+        let out_rows = rows(op.outputs[0]);
+        let pos0 = self.pos;
+        let (kernels, par) = (self.kernels, self.par);
+        let weights: heapless::Vec<WeightView<'a>, 3> = op
+            .inputs
+            .iter()
+            .filter(|&&i| graph.tensors[i].role == Role::Weight)
+            .map(|&i| self.weight(i))
+            .collect();
+        let max_ctx = graph.limits.max_ctx;
+        let kv_width = graph.kv_width;
+        let (outs, ins) = split_views(self.arena, &out_ranges, &act_ins)?;
+        let [y, extra] = outs;
+        match &op.kind {
+            OpKind::Embed => {
+                let table = weights[0];
+                for (t, &tok) in tokens.iter().enumerate() {
+                    if tok as usize >= table.rows {
+                        return Err(Error::invalid(
+                            "token id",
+                            alloc::format!("{tok} is outside the vocabulary of {}", table.rows),
+                        ));
+                    }
+                    let row = &mut y[t * table.cols..(t + 1) * table.cols];
+                    for_each_tile(&table, tok as usize, |c0, tile| row[c0..c0 + tile.len()].copy_from_slice(tile));
+                }
+            }
+            OpKind::RmsNorm { eps } => {
+                let w = weights[0];
+                let x = ins[0];
+                let d = w.cols;
+                for t in 0..out_rows {
+                    let (xs, ys) = (&x[t * d..(t + 1) * d], &mut y[t * d..(t + 1) * d]);
+                    // Normalize with unit weight, then scale tile by tile (no heap copy of w).
+                    let ones_scale = rms_scale(xs, *eps);
+                    for_each_tile(&w, 0, |c0, tile| {
+                        for (i, &wv) in tile.iter().enumerate() {
+                            ys[c0 + i] = xs[c0 + i] * ones_scale * wv;
+                        }
+                    });
+                }
+            }
+            OpKind::MatMul => {
+                let w = weights[0];
+                let x = ins[0];
+                let shared = SharedOut::new(y);
+                let f = kernels.matmul(w.format).f;
+                par.for_each_range(w.rows, &|r| f(&w, x, out_rows, r, &shared));
+                if let Some(bias) = weights.get(1) {
+                    for t in 0..out_rows {
+                        let yrow = &mut y_row(&shared, t, w.rows);
+                        for_each_tile(bias, 0, |c0, tile| {
+                            for (i, &b) in tile.iter().enumerate() {
+                                yrow[c0 + i] += b;
+                            }
+                        });
+                    }
+                }
+            }
+            OpKind::HeadRmsNorm { eps, head_dim } => {
+                let mut wbuf = [0f32; MAX_HEAD_DIM];
+                for_each_tile(&weights[0], 0, |c0, tile| wbuf[c0..c0 + tile.len()].copy_from_slice(tile));
+                norm::head_rms_norm(ins[0], &wbuf[..*head_dim], *eps, *head_dim, y);
+            }
+            OpKind::Rope { head_dim, layout, inv_freq } => {
+                let width = graph.tensors[op.outputs[0]].cols;
+                for t in 0..out_rows {
+                    let r = t * width..(t + 1) * width;
+                    rope::rope_row(&ins[0][r.clone()], &mut y[r], pos0 + t, *head_dim, *layout, inv_freq);
+                }
+            }
+            OpKind::Attention { layer, n_heads, n_kv_heads, head_dim, scale } => {
+                let (q, k, v) = (ins[0], ins[1], ins[2]);
+                let layer_len = max_ctx * kv_width;
+                let base = layer * 2 * layer_len;
+                let (kc, vc) = self.kv[base..base + 2 * layer_len].split_at_mut(layer_len);
+                kc[pos0 * kv_width..(pos0 + n) * kv_width].copy_from_slice(&k[..n * kv_width]);
+                vc[pos0 * kv_width..(pos0 + n) * kv_width].copy_from_slice(&v[..n * kv_width]);
+                let shape = AttnShape {
+                    n_heads: *n_heads,
+                    n_kv_heads: *n_kv_heads,
+                    head_dim: *head_dim,
+                    scale: *scale,
+                    tokens: n,
+                    pos0,
+                    max_ctx,
+                };
+                let (kc, vc) = (&*kc, &*vc);
+                let scores = SharedOut::new(extra);
+                let out = SharedOut::new(y);
+                par.for_each_range(*n_heads, &|heads| attention_heads(&shape, q, kc, vc, heads, &scores, &out));
+            }
+            OpKind::SwiGlu => activation::swiglu(ins[0], ins[1], y),
+            OpKind::Add => activation::add(ins[0], ins[1], y),
+            OpKind::LastRow => {
+                let d = y.len();
+                let x = ins[0];
+                y.copy_from_slice(&x[x.len() - d..]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The inverse RMS of a row: `1 / sqrt(mean(x²) + eps)`.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let mut ss = 0f32;
+    for &v in x {
+        ss += v * v;
+    }
+    1.0 / libm::sqrtf(ss / x.len() as f32 + eps)
+}
+
+/// Row `t` of a `[tokens, width]` buffer behind a [`SharedOut`], once the parallel writers are done.
+fn y_row<'b>(out: &'b SharedOut<'_>, t: usize, width: usize) -> &'b mut [f32] {
+    // SAFETY: called after `for_each_range` returned, so no other thread holds the buffer, and
+    // each row is borrowed once at a time by the caller's loop.
+    unsafe { out.slice_mut(t * width..(t + 1) * width) }
+}
+
+/// Borrows up to two output ranges mutably and up to three input ranges shared from one arena,
+/// after checking that no output overlaps another output or any input (the planner's promise for
+/// buffers live at the same step, re-checked here so a bad plan is an error, not UB).
+#[allow(clippy::type_complexity)]
+fn split_views<'b>(
+    arena: &'b mut [f32],
+    outs: &[Range<usize>],
+    ins: &[Range<usize>],
+) -> Result<([&'b mut [f32]; 2], [&'b [f32]; 3])> {
+    let overlap = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
+    for (i, o) in outs.iter().enumerate() {
+        if o.start > o.end || o.end > arena.len() {
+            return Err(Error::invalid("plan", "output buffer outside the arena"));
+        }
+        if outs[..i].iter().any(|p| overlap(o, p)) || ins.iter().any(|p| overlap(o, p)) {
+            return Err(Error::invalid("plan", "an op's output overlaps a live buffer"));
+        }
+    }
+    if ins.iter().any(|r| r.start > r.end || r.end > arena.len()) || ins.len() > 3 || outs.len() > 2 {
+        return Err(Error::invalid("plan", "input buffer outside the arena"));
+    }
+    let base = arena.as_mut_ptr();
+    let mut o: [&'b mut [f32]; 2] = [&mut [], &mut []];
+    let mut i: [&'b [f32]; 3] = [&[], &[], &[]];
+    for (slot, r) in o.iter_mut().zip(outs) {
+        // SAFETY: r is inside the arena (checked), and overlaps no other range handed out here
+        // (checked), so this mutable slice aliases nothing else derived from `arena` for 'b.
+        *slot = unsafe { core::slice::from_raw_parts_mut(base.add(r.start), r.len()) };
+    }
+    for (slot, r) in i.iter_mut().zip(ins) {
+        // SAFETY: inside the arena (checked) and disjoint from every mutable slice (checked);
+        // shared slices may overlap each other.
+        *slot = unsafe { core::slice::from_raw_parts(base.add(r.start), r.len()) };
+    }
+    Ok((o, i))
+}

@@ -1,0 +1,206 @@
+//! ggml `IQ4_NL`: 32 weights per block, 4-bit indices into a fixed non-linear codebook, one f16
+//! scale.
+//!
+//! Block layout (18 bytes, ggml-common.h `block_iq4_nl`), **4.5 bits per weight** (18 × 8 / 32):
+//!
+//! | bytes   | field     | meaning                              |
+//! |---------|-----------|--------------------------------------|
+//! | 0..2    | `d`       | f16 little-endian scale              |
+//! | 2..18   | `qs[16]`  | 4-bit codebook indices, two per byte |
+//!
+//! Element `i < 16` is the low nibble of byte `2 + i`; element `i >= 16` is the high nibble of
+//! byte `2 + i - 16`. Value: `d * KVALUES[q] as f32`, in f32.
+
+use super::{f16_at, put_f16};
+use crate::format::Format;
+
+/// The format this file defines.
+pub const FORMAT: Format = Format::IQ4_NL;
+/// Weights per block.
+pub const BLOCK_ELEMS: usize = 32;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 18;
+const OFF_D: usize = 0;
+const OFF_QS: usize = 2;
+const _: () = assert!(OFF_QS + BLOCK_ELEMS / 2 == BLOCK_BYTES);
+
+/// The codebook shared by IQ4_NL and IQ4_XS (ggml `kvalues_iq4nl`), ascending.
+pub const KVALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// Decode one block: `out[i] = d * KVALUES[q[i]]`.
+pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(out.len(), BLOCK_ELEMS);
+    let d = f16_at(block, OFF_D);
+    let (lo, hi) = out.split_at_mut(16);
+    for (j, &b) in block[OFF_QS..OFF_QS + 16].iter().enumerate() {
+        lo[j] = d * KVALUES[(b & 0x0F) as usize] as f32;
+        hi[j] = d * KVALUES[(b >> 4) as usize] as f32;
+    }
+}
+
+/// Index of the codebook entry nearest to `x` (ggml `best_index_int8`; the lower entry on exact
+/// ties). NaN maps to a valid index.
+pub(crate) fn best_index(x: f32) -> usize {
+    let v = |i: usize| KVALUES[i] as f32;
+    if x <= v(0) {
+        return 0;
+    }
+    if x >= v(15) {
+        return 15;
+    }
+    let (mut lo, mut hi) = (0usize, 15usize);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if x < v(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    if x - v(hi - 1) < v(hi) - x {
+        hi - 1
+    } else {
+        hi
+    }
+}
+
+/// Best scale for one group of `x` with weights `w` (ggml `quantize_row_iq4_nl_impl` without
+/// importance weights, `ntry = 7`): start from `d = max / 127`, refit `d` by weighted least
+/// squares, then try 15 nearby inverse scales and keep the best. Returns 0 for an (almost)
+/// all-zero group.
+pub(crate) fn best_scale(x: &[f32], w: &[f32]) -> f32 {
+    const NTRY: i32 = 7;
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        return 0.0;
+    }
+    let fit = |id: f32| {
+        let (mut sumqx, mut sumq2) = (0f32, 0f32);
+        for (&xv, &wv) in x.iter().zip(w) {
+            let q = KVALUES[best_index(id * xv)] as f32;
+            sumqx += wv * q * xv;
+            sumq2 += wv * q * q;
+        }
+        (sumqx, sumq2)
+    };
+    let d0 = -max / KVALUES[0] as f32;
+    let (sumqx, sumq2) = fit(1.0 / d0);
+    let mut d = sumqx / sumq2;
+    let mut best = d * sumqx;
+    for itry in -NTRY..=NTRY {
+        let id = (itry as f32 + KVALUES[0] as f32) / max;
+        let (sumqx, sumq2) = fit(id);
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    d
+}
+
+/// Reference quantizer, ggml's `quantize_row_iq4_nl_ref` without importance weights: the scale
+/// from [`best_scale`] with weights `x²`, then each element to its nearest codebook entry.
+pub fn quantize_block(x: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let w: [f32; BLOCK_ELEMS] = core::array::from_fn(|j| x[j] * x[j]);
+    let d = best_scale(x, &w);
+    put_f16(out, OFF_D, d);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for j in 0..16 {
+        let (q0, q1) = (best_index(id * x[j]), best_index(id * x[j + 16]));
+        out[OFF_QS + j] = (q0 | (q1 << 4)) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn sizes_match_format() {
+        assert_eq!(FORMAT.block_bytes(), BLOCK_BYTES);
+        assert_eq!(FORMAT.block_elems(), BLOCK_ELEMS);
+        assert_eq!(FORMAT.bits_per_weight(), 4.5);
+    }
+
+    #[test]
+    fn best_index_is_nearest() {
+        for k in -1300..=1300 {
+            let x = k as f32 / 10.0;
+            let i = best_index(x);
+            let err = (KVALUES[i] as f32 - x).abs();
+            assert!(KVALUES.iter().all(|&v| (v as f32 - x).abs() >= err), "{x}");
+        }
+        assert!(best_index(f32::NAN) < 16);
+    }
+
+    #[test]
+    fn layout_matches_doc() {
+        let mut rng = Rng::new(3);
+        let mut b = [0u8; BLOCK_BYTES];
+        let mut y = [0f32; BLOCK_ELEMS];
+        for _ in 0..100 {
+            rng.fill_bytes(&mut b);
+            put_f16(&mut b, OFF_D, rng.normal());
+            dequantize_block(&b, &mut y);
+            let d = f16_at(&b, 0);
+            for (i, &v) in y.iter().enumerate() {
+                let byte = b[2 + i % 16];
+                let q = if i < 16 { byte & 15 } else { byte >> 4 };
+                assert_eq!(v.to_bits(), (d * KVALUES[q as usize] as f32).to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_rmse() {
+        let x = Rng::new(1).normals(BLOCK_ELEMS * 256);
+        let y = round_trip(
+            quantize_block,
+            dequantize_block,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &x,
+        );
+        let e = rel_rmse(&x, &y);
+        assert!(e < 0.1, "rel rmse {e}");
+    }
+
+    #[test]
+    fn special_blocks() {
+        let mut b = [0u8; BLOCK_BYTES];
+        let mut y = [1f32; BLOCK_ELEMS];
+        quantize_block(&[0.0; BLOCK_ELEMS], &mut b);
+        dequantize_block(&b, &mut y);
+        assert!(y.iter().all(|&v| v == 0.0));
+        quantize_block(&[0.75; BLOCK_ELEMS], &mut b);
+        dequantize_block(&b, &mut y);
+        assert!(y.iter().all(|&v| (v - 0.75).abs() < 1e-3), "{y:?}");
+        let x: [f32; BLOCK_ELEMS] =
+            core::array::from_fn(|i| if i % 2 == 0 { 3.0e4 } else { -3.0e4 });
+        quantize_block(&x, &mut b);
+        dequantize_block(&b, &mut y);
+        assert!(y.iter().all(|v| v.is_finite()));
+        assert!(rel_rmse(&x, &y) < 0.1);
+        let mut x = [1.0f32; BLOCK_ELEMS];
+        x[3] = f32::NAN;
+        x[5] = f32::INFINITY;
+        quantize_block(&x, &mut b);
+    }
+
+    #[test]
+    fn decode_never_panics_any_bytes() {
+        decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+}

@@ -1,0 +1,146 @@
+//! ggml `Q5_0`: 32 weights per block, symmetric 5-bit with one f16 scale.
+//!
+//! Block layout (22 bytes, ggml-common.h `block_q5_0`), **5.5 bits per weight** (22 × 8 / 32):
+//!
+//! | bytes   | field     | meaning                                   |
+//! |---------|-----------|-------------------------------------------|
+//! | 0..2    | `d`       | f16 little-endian scale                   |
+//! | 2..6    | `qh`      | u32 little-endian: bit `i` = bit 4 of q_i |
+//! | 6..22   | `qs[16]`  | low 4 bits of the quants, two per byte    |
+//!
+//! Element `i < 16`: low nibble of byte `6 + i`; element `i >= 16`: high nibble of byte
+//! `6 + i - 16`. Bit 4 of every element `i` is bit `i % 8` of byte `2 + i / 8` (bit `i` of `qh`).
+//! Value: `(q - 16) as f32 * d`, in f32.
+
+use super::{f16_at, put_f16};
+use crate::format::Format;
+
+/// The format this file defines.
+pub const FORMAT: Format = Format::Q5_0;
+/// Weights per block.
+pub const BLOCK_ELEMS: usize = 32;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 22;
+const OFF_D: usize = 0;
+const OFF_QH: usize = 2;
+const OFF_QS: usize = 6;
+const _: () = assert!(OFF_QS + BLOCK_ELEMS / 2 == BLOCK_BYTES);
+
+/// Decode one block: `out[i] = (q[i] - 16) * d`.
+pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(out.len(), BLOCK_ELEMS);
+    let d = f16_at(block, OFF_D);
+    let qh = u32::from_le_bytes([
+        block[OFF_QH],
+        block[OFF_QH + 1],
+        block[OFF_QH + 2],
+        block[OFF_QH + 3],
+    ]);
+    let (lo, hi) = out.split_at_mut(16);
+    for (j, &b) in block[OFF_QS..OFF_QS + 16].iter().enumerate() {
+        let h0 = ((qh >> j) & 1) << 4;
+        let h1 = ((qh >> (j + 16)) & 1) << 4;
+        lo[j] = (((b & 0x0F) as u32 | h0) as i32 - 16) as f32 * d;
+        hi[j] = (((b >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+    }
+}
+
+/// ggml's reference quantizer (`quantize_row_q5_0_ref`): `d = max / -16` where `max` is the
+/// signed value of largest magnitude, `q = min(31, trunc(x / d + 16.5))`.
+pub fn quantize_block(x: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(out, OFF_D, d);
+    let q = |v: f32| ((v * id + 16.5) as i8).clamp(0, 31) as u32;
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (q0, q1) = (q(x[j]), q(x[j + 16]));
+        out[OFF_QS + j] = ((q0 & 0x0F) | ((q1 & 0x0F) << 4)) as u8;
+        qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+    }
+    out[OFF_QH..OFF_QH + 4].copy_from_slice(&qh.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn sizes_match_format() {
+        assert_eq!(FORMAT.block_bytes(), BLOCK_BYTES);
+        assert_eq!(FORMAT.block_elems(), BLOCK_ELEMS);
+        assert_eq!(FORMAT.bits_per_weight(), 5.5);
+    }
+
+    #[test]
+    fn layout_matches_doc() {
+        let mut rng = Rng::new(3);
+        let mut b = [0u8; BLOCK_BYTES];
+        let mut y = [0f32; BLOCK_ELEMS];
+        for _ in 0..100 {
+            rng.fill_bytes(&mut b);
+            put_f16(&mut b, OFF_D, rng.normal());
+            dequantize_block(&b, &mut y);
+            let d = f16_at(&b, 0);
+            for (i, &v) in y.iter().enumerate() {
+                let byte = b[6 + i % 16];
+                let lo = if i < 16 { byte & 15 } else { byte >> 4 };
+                let hbit = (b[2 + i / 8] >> (i % 8)) & 1;
+                let q = lo | (hbit << 4);
+                assert_eq!(v.to_bits(), ((q as f32 - 16.0) * d).to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_rmse() {
+        let x = Rng::new(1).normals(BLOCK_ELEMS * 256);
+        let y = round_trip(
+            quantize_block,
+            dequantize_block,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &x,
+        );
+        let e = rel_rmse(&x, &y);
+        assert!(e < 0.055, "rel rmse {e}");
+    }
+
+    #[test]
+    fn special_blocks() {
+        let mut b = [0u8; BLOCK_BYTES];
+        let mut y = [1f32; BLOCK_ELEMS];
+        quantize_block(&[0.0; BLOCK_ELEMS], &mut b);
+        dequantize_block(&b, &mut y);
+        assert!(y.iter().all(|&v| v == 0.0));
+        quantize_block(&[0.75; BLOCK_ELEMS], &mut b);
+        dequantize_block(&b, &mut y);
+        assert!(y.iter().all(|&v| v == 0.75));
+        let x: [f32; BLOCK_ELEMS] =
+            core::array::from_fn(|i| if i % 2 == 0 { 6.0e4 } else { -6.0e4 });
+        quantize_block(&x, &mut b);
+        dequantize_block(&b, &mut y);
+        assert!(y.iter().all(|v| v.is_finite()));
+        assert!(rel_rmse(&x, &y) < 0.05);
+        let mut x = [1.0f32; BLOCK_ELEMS];
+        x[3] = f32::NAN;
+        x[5] = f32::INFINITY;
+        quantize_block(&x, &mut b);
+    }
+
+    #[test]
+    fn decode_never_panics_any_bytes() {
+        decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+}

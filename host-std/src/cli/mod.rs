@@ -1,0 +1,201 @@
+//! The `vspec` command line. Flags are named like llama.cpp's where they mean the same.
+
+mod inspect;
+mod run;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use vspec_core::sample::SamplerConfig;
+
+/// Vspec: low-bit LLM inference with a statically planned memory budget.
+#[derive(Debug, Parser)]
+#[command(name = "vspec", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt; text streams to stdout, timings go to stderr.
+    Generate(GenerateArgs),
+    /// Interactive chat with the model's own chat template; the KV cache is kept across turns.
+    Chat(ChatArgs),
+    /// Perplexity of a text file with llama-perplexity's protocol.
+    Perplexity(PerplexityArgs),
+    /// Show metadata, tensors with formats and sizes, and the memory plan.
+    Inspect(InspectArgs),
+    /// Print the graph IR (and its memory plan) as JSON.
+    Ir(IrArgs),
+    /// Download the default model (SmolLM2-135M-Instruct) into the cache and print its path.
+    Fetch,
+}
+
+/// Model selection and runtime shape, shared by every command.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model: a .gguf file or a Hugging Face directory. Default: SmolLM2-135M-Instruct, fetched once.
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// Threads (0 = one per core).
+    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens (0 = the model's training context, at most 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    pub ctx_size: usize,
+    /// Maximum tokens per forward step while processing a prompt.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
+}
+
+/// Sampling flags.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens of history the repetition penalty looks at.
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed; the same seed and inputs give the same text on every machine.
+    #[arg(short = 's', long = "seed", default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampler configuration, validated.
+    pub fn config(&self) -> Result<SamplerConfig> {
+        let c = SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        };
+        c.validate().map_err(|e| anyhow::anyhow!("sampling: {e}"))?;
+        Ok(c)
+    }
+}
+
+/// `vspec generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    #[command(flatten)]
+    /// Sampling.
+    pub sampling: SamplingArgs,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt", default_value = "Once upon a time")]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    pub n_predict: usize,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long = "chat-template")]
+    pub use_chat_template: bool,
+}
+
+/// `vspec chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    #[command(flatten)]
+    /// Sampling.
+    pub sampling: SamplingArgs,
+    /// System prompt.
+    #[arg(long = "system")]
+    pub system: Option<String>,
+    /// Maximum tokens per reply.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    pub n_predict: usize,
+}
+
+/// `vspec perplexity`.
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    /// Text file to score.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long = "ctx", default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks to score (default: all).
+    #[arg(long = "chunks")]
+    pub chunks: Option<usize>,
+    /// Also write the result as JSON to this file.
+    #[arg(long = "json")]
+    pub json: Option<PathBuf>,
+}
+
+/// `vspec inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    /// Print every metadata array in full.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `vspec ir`.
+#[derive(Debug, Args)]
+pub struct IrArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    /// Also print the memory plan.
+    #[arg(long)]
+    pub plan: bool,
+    /// Plan for logits of every token (as perplexity does).
+    #[arg(long)]
+    pub all_logits: bool,
+}
+
+/// Resolves `-m` or fetches the default model.
+pub fn model_path(m: &ModelArgs) -> Result<PathBuf> {
+    match &m.model {
+        Some(p) => Ok(p.clone()),
+        None => crate::fetch::default_model(true),
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => run::generate(&a),
+        Command::Chat(a) => run::chat(&a),
+        Command::Perplexity(a) => run::perplexity(&a),
+        Command::Inspect(a) => inspect::inspect(&a),
+        Command::Ir(a) => inspect::ir(&a),
+        Command::Fetch => {
+            let p = crate::fetch::default_model(true)?;
+            println!("{}", p.display());
+            Ok(())
+        }
+    }
+}

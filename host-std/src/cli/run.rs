@@ -1,0 +1,166 @@
+//! generate, chat and perplexity.
+
+use super::{model_path, ChatArgs, GenerateArgs, ModelArgs, PerplexityArgs};
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::generate::{generate as gen_tokens, GenStats};
+use crate::model::{Engine, ModelFile};
+use crate::tokenizer::StreamDecoder;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, Write};
+use vspec_core::graph::Limits;
+
+/// Default context when `-c 0`: the training context, capped to keep the KV cache modest.
+const DEFAULT_CTX_CAP: usize = 4096;
+
+fn open(m: &ModelArgs) -> Result<ModelFile> {
+    let path = model_path(m)?;
+    ModelFile::open(&path)
+}
+
+fn limits(m: &ModelArgs, model: &ModelFile, all_logits: bool) -> Result<Limits> {
+    let ctx = if m.ctx_size == 0 { model.config.train_ctx.clamp(1, DEFAULT_CTX_CAP) } else { m.ctx_size };
+    if m.batch_size == 0 {
+        bail!("-b/--batch-size must be positive");
+    }
+    Ok(Limits { max_ctx: ctx, max_tokens: m.batch_size.min(ctx), all_logits })
+}
+
+pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
+    let sampler = a.sampling.config()?;
+    let model = open(&a.model)?;
+    let tok = model.tokenizer()?;
+    let lim = limits(&a.model, &model, false)?;
+    let text = if a.use_chat_template {
+        let tmpl = ChatTemplate::from_tokenizer(&tok)?;
+        tmpl.render(&[ChatMessage::new("user", a.prompt.clone())], true)?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = tok.encode(&text, !starts_with_bos(&tok, &text))?;
+    if prompt.len() > lim.max_ctx {
+        bail!("the prompt has {} tokens but the context holds {} (raise -c/--ctx-size)", prompt.len(), lim.max_ctx);
+    }
+    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    eprintln!("[vspec] {} | {} | {} threads", model.config.summary(), engine.plan.summary(), engine.threads());
+    let mut sess = engine.session()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut dec = StreamDecoder::new(&tok);
+    let mut history = Vec::new();
+    let (_, stats) = gen_tokens(&mut sess, &tok, &prompt, a.n_predict, &sampler, &mut history, |id| {
+        if let Some(s) = dec.push(id) {
+            stdout.write_all(s.as_bytes())?;
+            stdout.flush()?;
+        }
+        Ok(())
+    })?;
+    if let Some(s) = dec.flush() {
+        stdout.write_all(s.as_bytes())?;
+    }
+    writeln!(stdout)?;
+    eprintln!("[vspec] {}", stats.report());
+    Ok(())
+}
+
+/// Whether a rendered template already starts with the BOS text (then no second BOS is added).
+fn starts_with_bos(tok: &crate::tokenizer::Tokenizer, text: &str) -> bool {
+    tok.bos_token().is_some_and(|b| !b.is_empty() && text.starts_with(&b))
+}
+
+pub(super) fn chat(a: &ChatArgs) -> Result<()> {
+    let sampler = a.sampling.config()?;
+    let model = open(&a.model)?;
+    let tok = model.tokenizer()?;
+    let tmpl = ChatTemplate::from_tokenizer(&tok)?;
+    let lim = limits(&a.model, &model, false)?;
+    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    eprintln!("[vspec] {} | {} | type a message, empty line or EOF to quit", model.config.summary(), engine.plan.summary());
+    let mut sess = engine.session()?;
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(ChatMessage::new("system", s.clone()));
+    }
+    // Tokens whose keys and values are in the cache, in order.
+    let mut cached: Vec<u32> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    let mut total = GenStats::default();
+    loop {
+        write!(stdout, "> ")?;
+        stdout.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        messages.push(ChatMessage::new("user", line.trim_end_matches(['\n', '\r']).to_string()));
+        let text = tmpl.render(&messages, true)?;
+        let ids = tok.encode(&text, !starts_with_bos(&tok, &text))?;
+        if ids.len() + 1 > lim.max_ctx {
+            bail!("the conversation has {} tokens but the context holds {} (raise -c)", ids.len(), lim.max_ctx);
+        }
+        // Reuse the cached prefix; at least one token must be evaluated to get logits.
+        let mut keep = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        keep = keep.min(ids.len() - 1);
+        sess.truncate(keep);
+        cached.truncate(keep);
+        let budget = a.n_predict.min(lim.max_ctx - ids.len());
+        let mut dec = StreamDecoder::new(&tok);
+        let mut history = ids[..keep].to_vec();
+        let (reply, stats) = gen_tokens(&mut sess, &tok, &ids[keep..], budget, &sampler, &mut history, |id| {
+            if let Some(s) = dec.push(id) {
+                stdout.write_all(s.as_bytes())?;
+                stdout.flush()?;
+            }
+            Ok(())
+        })?;
+        if let Some(s) = dec.flush() {
+            stdout.write_all(s.as_bytes())?;
+        }
+        writeln!(stdout)?;
+        cached.extend_from_slice(&ids[keep..]);
+        // The last sampled token was not evaluated; the cache holds everything before it.
+        if let Some((_, evaluated)) = reply.split_last() {
+            cached.extend_from_slice(evaluated);
+        }
+        cached.truncate(sess.pos());
+        messages.push(ChatMessage::new("assistant", tok.decode(&reply)));
+        total.prompt_tokens += stats.prompt_tokens;
+        total.prompt_secs += stats.prompt_secs;
+        total.gen_tokens += stats.gen_tokens;
+        total.gen_secs += stats.gen_secs;
+    }
+    eprintln!("[vspec] {}", total.report());
+    Ok(())
+}
+
+pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let model = open(&a.model)?;
+    let tok = model.tokenizer()?;
+    if a.ctx < 4 {
+        bail!("--ctx {} is too small", a.ctx);
+    }
+    let lim = Limits { max_ctx: a.ctx, max_tokens: a.model.batch_size.clamp(1, a.ctx), all_logits: true };
+    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    eprintln!("[vspec] {} | {} | {} threads", model.config.summary(), engine.plan.summary(), engine.threads());
+    let mut sess = engine.session()?;
+    let t0 = std::time::Instant::now();
+    let mut stdout = std::io::stdout().lock();
+    let r = crate::perplexity::perplexity(&mut sess, &tok, &text, a.ctx, a.chunks, |c, ppl| {
+        let _ = write!(stdout, "[{}]{:.4},", c + 1, ppl);
+        let _ = stdout.flush();
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    writeln!(stdout)?;
+    eprintln!(
+        "[vspec] {} chunks x {} tokens in {:.1} s ({:.1} tok/s)",
+        r.chunks,
+        r.ctx,
+        secs,
+        (r.chunks * r.ctx) as f64 / secs
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    writeln!(stdout, "Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_err)?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Prompt processing and token generation over a [`Session`].
+
+use crate::tokenizer::Tokenizer;
+use anyhow::{anyhow, bail, Result};
+use std::time::Instant;
+use vspec_core::exec::Session;
+use vspec_core::sample::{Sampler, SamplerConfig};
+
+/// Timings of one generation, for the llama.cpp-style report on stderr.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GenStats {
+    /// Tokens evaluated as prompt.
+    pub prompt_tokens: usize,
+    /// Seconds spent on them.
+    pub prompt_secs: f64,
+    /// Tokens generated (sampled and evaluated).
+    pub gen_tokens: usize,
+    /// Seconds spent generating.
+    pub gen_secs: f64,
+}
+
+impl GenStats {
+    /// `prompt eval: N tokens, X tok/s | generation: M tokens, Y tok/s`.
+    pub fn report(&self) -> String {
+        let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        format!(
+            "prompt eval: {} tokens in {:.2} s ({:.2} tok/s) | generation: {} tokens in {:.2} s ({:.2} tok/s)",
+            self.prompt_tokens,
+            self.prompt_secs,
+            rate(self.prompt_tokens, self.prompt_secs),
+            self.gen_tokens,
+            self.gen_secs,
+            rate(self.gen_tokens, self.gen_secs)
+        )
+    }
+}
+
+/// Feeds `tokens` to the session in steps of at most the session's `max_tokens`; returns the
+/// logits of the last token.
+pub fn prefill<'s>(sess: &'s mut Session<'_>, tokens: &[u32]) -> Result<&'s [f32]> {
+    if tokens.is_empty() {
+        bail!("nothing to evaluate: the prompt is empty");
+    }
+    let lim = sess.limits();
+    if sess.pos() + tokens.len() > lim.max_ctx {
+        bail!(
+            "the prompt needs {} positions but the context holds {} (raise -c/--ctx-size)",
+            sess.pos() + tokens.len(),
+            lim.max_ctx
+        );
+    }
+    let step = lim.max_tokens;
+    let chunks = tokens.len().div_ceil(step);
+    for (i, chunk) in tokens.chunks(step).enumerate() {
+        if i + 1 < chunks {
+            sess.forward(chunk).map_err(|e| anyhow!("{e}"))?;
+        } else {
+            let logits = sess.forward(chunk).map_err(|e| anyhow!("{e}"))?;
+            let vocab = logits.len() / if lim.all_logits { chunk.len() } else { 1 };
+            return Ok(&logits[logits.len() - vocab..]);
+        }
+    }
+    unreachable!("at least one chunk")
+}
+
+/// Generates up to `n_predict` tokens after `prompt`, calling `on_token` for each; stops at an
+/// end-of-sequence token (not passed to `on_token`), at `n_predict`, or when the context is full.
+/// `history` is the token history the repetition penalty sees (prompt included) and grows.
+pub fn generate(
+    sess: &mut Session<'_>,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    n_predict: usize,
+    sampler_cfg: &SamplerConfig,
+    history: &mut Vec<u32>,
+    mut on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<(Vec<u32>, GenStats)> {
+    let mut sampler = Sampler::new(sampler_cfg.clone(), tok.vocab_size().max(1)).map_err(|e| anyhow!("{e}"))?;
+    let mut stats = GenStats { prompt_tokens: prompt.len(), ..Default::default() };
+    let t0 = Instant::now();
+    let mut next = {
+        let logits = prefill(sess, prompt)?;
+        history.extend_from_slice(prompt);
+        sampler.sample(logits, history)
+    };
+    stats.prompt_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut out = Vec::new();
+    let max_ctx = sess.limits().max_ctx;
+    while out.len() < n_predict {
+        if tok.eos_ids().contains(&next) {
+            break;
+        }
+        out.push(next);
+        history.push(next);
+        on_token(next)?;
+        if out.len() == n_predict || sess.pos() >= max_ctx {
+            if sess.pos() >= max_ctx {
+                log::warn!("context of {max_ctx} positions is full; stopping");
+            }
+            break;
+        }
+        let logits = sess.forward(&[next]).map_err(|e| anyhow!("{e}"))?;
+        next = sampler.sample(logits, history);
+        stats.gen_tokens += 1;
+    }
+    stats.gen_secs = t1.elapsed().as_secs_f64();
+    Ok((out, stats))
+}

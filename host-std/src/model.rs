@@ -1,0 +1,244 @@
+//! Opening models: a GGUF file or a Hugging Face directory (config.json + safetensors shards),
+//! memory-mapped, headers parsed and validated by the core, weights bound zero-copy.
+
+use crate::parallel::RayonParallel;
+use crate::tokenizer::Tokenizer;
+use anyhow::{anyhow, bail, Context, Result};
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use vspec_core::exec::{Plan, Session};
+use vspec_core::gguf::Gguf;
+use vspec_core::graph::{Graph, Limits};
+use vspec_core::kernels::{KernelTable, Parallel};
+use vspec_core::model::{bind_weights, build_graph, ModelConfig, RawTensor, RopeScaling, WeightView};
+use vspec_core::safetensors::SafetensorsHeader;
+
+/// Where the weights come from.
+pub enum Source {
+    /// One GGUF file.
+    Gguf {
+        /// Parsed header.
+        header: Box<Gguf>,
+    },
+    /// A Hugging Face directory: shards and, per GGUF tensor name, (shard, HF name).
+    Hf {
+        /// Parsed headers of each shard, in `maps` order.
+        shards: Vec<SafetensorsHeader>,
+        /// GGUF name → (shard index, Hugging Face name).
+        names: HashMap<String, (usize, String)>,
+    },
+}
+
+/// A model opened from disk: mapped bytes, parsed headers, configuration.
+pub struct ModelFile {
+    /// The path given by the user.
+    pub path: PathBuf,
+    /// Mapped files (one for GGUF, one per shard for safetensors).
+    pub maps: Vec<(PathBuf, Mmap)>,
+    /// Parsed headers.
+    pub source: Source,
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+}
+
+/// Maps a file read-only.
+fn map_file(path: &Path) -> Result<Mmap> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: the map is read-only and private to us; like every mmap-based loader we rely on the
+    // file not being truncated while mapped (a truncation would fault, not corrupt).
+    unsafe { Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))
+}
+
+impl ModelFile {
+    /// Opens a `.gguf` file or a Hugging Face model directory.
+    pub fn open(path: &Path) -> Result<ModelFile> {
+        if path.is_dir() {
+            Self::open_hf(path)
+        } else {
+            Self::open_gguf(path)
+        }
+    }
+
+    fn open_gguf(path: &Path) -> Result<ModelFile> {
+        let map = map_file(path)?;
+        let header = vspec_core::gguf::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mut config = ModelConfig::from_gguf(&header).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        if let Some(t) = header.tensor("rope_freqs.weight") {
+            let bytes = header.tensor_data(&map, t).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let fmt = t.format.ok_or_else(|| anyhow!("{}: rope_freqs.weight has an unsupported type", path.display()))?;
+            let mut factors = vec![0f32; t.n_elements() as usize];
+            vspec_core::quant::dequantize_row(fmt, bytes, &mut factors)
+                .map_err(|e| anyhow!("{}: tensor 'rope_freqs.weight': {e}", path.display()))?;
+            config.rope_scaling = RopeScaling::FreqFactors(factors);
+            config.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        }
+        Ok(ModelFile {
+            path: path.to_owned(),
+            maps: vec![(path.to_owned(), map)],
+            source: Source::Gguf { header: Box::new(header) },
+            config,
+        })
+    }
+
+    fn open_hf(dir: &Path) -> Result<ModelFile> {
+        let cfg_path = dir.join("config.json");
+        let cfg_text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("{}: cannot read config.json", dir.display()))?;
+        let shard_files = hf_shards(dir)?;
+        let mut maps = Vec::new();
+        let mut shards = Vec::new();
+        let mut names = HashMap::new();
+        for (i, f) in shard_files.iter().enumerate() {
+            let map = map_file(f)?;
+            let header = vspec_core::safetensors::parse_header(&map).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+            for t in &header.tensors {
+                if let Some(g) = vspec_core::model::names::hf_to_gguf(&t.name) {
+                    if names.insert(g, (i, t.name.clone())).is_some() {
+                        bail!("{}: tensor '{}' appears in more than one shard", f.display(), t.name);
+                    }
+                }
+            }
+            shards.push(header);
+            maps.push((f.clone(), map));
+        }
+        let has = |hf: &str| {
+            vspec_core::model::names::hf_to_gguf(hf).map(|g| names.contains_key(&g)).unwrap_or(false)
+        };
+        let config = ModelConfig::from_hf_json(&cfg_text, &has).map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+        Ok(ModelFile { path: dir.to_owned(), maps, source: Source::Hf { shards, names }, config })
+    }
+
+    /// The raw tensor `name` (GGUF naming), without touching its data pages.
+    pub fn raw_tensor(&self, name: &str) -> vspec_core::Result<Option<RawTensor<'_>>> {
+        match &self.source {
+            Source::Gguf { header } => {
+                let Some(t) = header.tensor(name) else { return Ok(None) };
+                let data = header.tensor_data(&self.maps[0].1, t)?;
+                let format = t.format.ok_or_else(|| vspec_core::Error::UnsupportedFormat {
+                    tensor: name.to_string(),
+                    format: format!("ggml type {}", t.ggml_type),
+                })?;
+                Ok(Some(RawTensor { format, dims: t.dims.clone(), data }))
+            }
+            Source::Hf { shards, names } => {
+                let Some((shard, hf_name)) = names.get(name) else { return Ok(None) };
+                let header = &shards[*shard];
+                let t = header.tensor(hf_name).ok_or_else(|| vspec_core::Error::missing(hf_name.clone()))?;
+                let format = t.dtype.format().ok_or_else(|| vspec_core::Error::UnsupportedFormat {
+                    tensor: hf_name.clone(),
+                    format: t.dtype.name().to_string(),
+                })?;
+                let data = header.tensor_data(&self.maps[*shard].1, t)?;
+                // safetensors shapes are outermost first; GGUF order is innermost first.
+                let dims = t.shape.iter().rev().copied().collect();
+                Ok(Some(RawTensor { format, dims, data }))
+            }
+        }
+    }
+
+    /// The model's tokenizer: from GGUF metadata, or tokenizer.json in the directory.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        match &self.source {
+            Source::Gguf { header } => {
+                Tokenizer::from_gguf(header).with_context(|| format!("{}: tokenizer", self.path.display()))
+            }
+            Source::Hf { .. } => Tokenizer::from_hf_dir(&self.path),
+        }
+    }
+
+    /// The graph for `limits` with weights bound (formats recorded from the headers).
+    pub fn bind(&self, limits: Limits) -> Result<(Graph, Vec<Option<WeightView<'_>>>)> {
+        let mut graph = build_graph(&self.config, limits).map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+        let lookup = |name: &str| self.raw_tensor(name);
+        let weights = bind_weights(&mut graph, &lookup).map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+        Ok((graph, weights))
+    }
+
+    /// The GGUF header, when the model is a GGUF file.
+    pub fn gguf(&self) -> Option<&Gguf> {
+        match &self.source {
+            Source::Gguf { header } => Some(header),
+            Source::Hf { .. } => None,
+        }
+    }
+}
+
+/// The safetensors files of a Hugging Face directory: those named by `model.safetensors.index.json`
+/// when present, else every `*.safetensors`, sorted.
+fn hf_shards(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    let mut files: Vec<PathBuf> = if index.exists() {
+        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", index.display()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| anyhow!("{}: missing 'weight_map'", index.display()))?;
+        let mut names: Vec<String> = map.values().filter_map(|s| s.as_str().map(String::from)).collect();
+        names.sort();
+        names.dedup();
+        for n in &names {
+            if n.contains('/') || n.contains('\\') || n.starts_with('.') {
+                bail!("{}: shard name '{n}' must be a plain file name", index.display());
+            }
+        }
+        names.into_iter().map(|n| dir.join(n)).collect()
+    } else {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let p = e?.path();
+            if p.extension().and_then(|s| s.to_str()) == Some("safetensors") {
+                v.push(p);
+            }
+        }
+        v
+    };
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no *.safetensors files", dir.display());
+    }
+    Ok(files)
+}
+
+/// Everything needed to run: graph, plan, bound weights, the arena and KV buffers, kernels and
+/// threads. Create a [`Session`] over it with [`Engine::session`].
+pub struct Engine<'m> {
+    /// The graph.
+    pub graph: Graph,
+    /// Its memory plan.
+    pub plan: Plan,
+    weights: Vec<Option<WeightView<'m>>>,
+    arena: Vec<u32>,
+    kv: Vec<u32>,
+    kernels: KernelTable,
+    par: RayonParallel,
+}
+
+impl<'m> Engine<'m> {
+    /// Plans `model` for `limits` and allocates exactly the planned arena and KV cache.
+    pub fn new(model: &'m ModelFile, limits: Limits, threads: usize) -> Result<Engine<'m>> {
+        let (graph, weights) = model.bind(limits)?;
+        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
+        log::info!("memory plan: {}", plan.summary());
+        // u32 storage keeps the buffers 4-byte aligned for the f32 views the session takes.
+        let arena = vec![0u32; plan.arena_bytes.div_ceil(4)];
+        let kv = vec![0u32; plan.kv_bytes.div_ceil(4)];
+        Ok(Engine { graph, plan, weights, arena, kv, kernels: KernelTable::scalar(), par: RayonParallel::new(threads)? })
+    }
+
+    /// Threads in use.
+    pub fn threads(&self) -> usize {
+        self.par.threads()
+    }
+
+    /// A session starting at position 0.
+    pub fn session(&mut self) -> Result<Session<'_>> {
+        let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
+        let kv: &mut [u8] = bytemuck::cast_slice_mut(&mut self.kv);
+        Session::new(&self.graph, &self.plan, &self.weights, arena, kv, &self.kernels, &self.par)
+            .map_err(|e| anyhow!("session: {e}"))
+    }
+}
