@@ -101,7 +101,7 @@ fn dequantize_matches_gguf_py_bit_exactly() {
                 .all(|(x, y)| x.to_bits() == y.to_bits()));
         }
         println!(
-            "{}: {} blocks bit-exact ({} F16 NaN payload differences)",
+            "{}: {} blocks bit-exact ({} NaNs that differ only in payload)",
             format.name(),
             fx.n_blocks,
             nan_payload_diffs
@@ -109,9 +109,12 @@ fn dequantize_matches_gguf_py_bit_exactly() {
     }
 }
 
+/// A reference quantizer of one block.
+type Quantizer = fn(&[f32], &mut [u8]);
+
 #[test]
 fn quantize_matches_gguf_py_bytes() {
-    let cases: [(Format, fn(&[f32], &mut [u8])); 5] = [
+    let cases: [(Format, Quantizer); 5] = [
         (Format::Q8_0, q8_0::quantize_block),
         (Format::Q4_0, q4_0::quantize_block),
         (Format::Q4_1, q4_1::quantize_block),

@@ -56,7 +56,11 @@ fn describe(e: &minijinja::Error) -> String {
     let mut msg = format!("{e}");
     if let Some(src) = e.template_source() {
         if let Some(line) = e.line().and_then(|l| src.lines().nth(l.saturating_sub(1))) {
-            msg.push_str(&format!("\n  line {}: {}", e.line().unwrap_or(0), line.trim()));
+            msg.push_str(&format!(
+                "\n  line {}: {}",
+                e.line().unwrap_or(0),
+                line.trim()
+            ));
         }
     }
     msg

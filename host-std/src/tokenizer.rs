@@ -11,6 +11,7 @@
 //! Decoding is exact at the byte level: every token id maps to the bytes it stands for, so
 //! [`StreamDecoder`] can emit text as soon as it forms complete UTF-8 characters.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -48,8 +49,7 @@ const EOG_TEXTS: &[&str] = &[
 ];
 
 /// The GPT-2 split regex (`'s|'t|... ?\p{L}+| ?\p{N}+|...`), as llama.cpp spells it.
-const RE_GPT2: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const RE_GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 /// Llama 3's split regex (numbers in groups of up to three), llama.cpp's case-folded spelling.
 const RE_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen 2's split regex (like Llama 3's but single digits).
@@ -68,16 +68,19 @@ const RE_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD
 pub fn pre_tokenizer_regexes(pre: &str) -> Option<(Vec<&'static str>, bool, bool)> {
     Some(match pre {
         "default" => (
-            vec![r"[\p{P}\$\+<=>\^~\|]+", RE_GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
+            vec![
+                r"[\p{P}\$\+<=>\^~\|]+",
+                RE_GPT2,
+                r"\p{N}+",
+                "[0-9][0-9][0-9]",
+            ],
             false,
             false,
         ),
         "gpt2" | "gpt-2" | "mpt" | "olmo" | "jais" | "phi-2" | "roberta-bpe" => {
             (vec![RE_GPT2], false, false)
         }
-        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" => {
-            (vec![RE_LLAMA3], true, true)
-        }
+        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" => (vec![RE_LLAMA3], true, true),
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => {
             (vec![r"\p{N}", RE_GPT2], false, false)
         }
@@ -256,8 +259,8 @@ impl Tokenizer {
             );
         }
         let pre = m.str_opt("tokenizer.ggml.pre")?.unwrap_or("default");
-        let (regexes, ignore_merges, default_add_bos) = pre_tokenizer_regexes(pre)
-            .ok_or_else(|| {
+        let (regexes, ignore_merges, default_add_bos) =
+            pre_tokenizer_regexes(pre).ok_or_else(|| {
                 anyhow!(
                     "unsupported pre-tokenizer: GGUF metadata tokenizer.ggml.pre = {pre:?} \
                      (supported: default, gpt2, llama3/llama-bpe, smollm, qwen2 and their aliases)"
@@ -425,10 +428,13 @@ impl Tokenizer {
         };
         let ids_of = |v: Option<&serde_json::Value>| -> Vec<u32> {
             match v {
-                Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-                Some(serde_json::Value::Array(a)) => {
-                    a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect()
+                Some(serde_json::Value::Number(n)) => {
+                    n.as_u64().map(|x| x as u32).into_iter().collect()
                 }
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as u32))
+                    .collect(),
                 _ => Vec::new(),
             }
         };
@@ -487,7 +493,8 @@ impl Tokenizer {
                     // A list of named templates: take "default", else the first.
                     Some(serde_json::Value::Array(list)) => {
                         let named = |n: &str| {
-                            list.iter().find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n))
+                            list.iter()
+                                .find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n))
                         };
                         named("default")
                             .or_else(|| list.first())
@@ -606,6 +613,15 @@ impl Tokenizer {
                 }
                 self.inner.decode(&[id], false).ok()
             }
+        }
+    }
+
+    /// The exact bytes one token stands for (part of a UTF-8 character, possibly). Exact for
+    /// byte-level vocabularies; otherwise the token's decoded text. `None` outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<Cow<'_, [u8]>> {
+        match &self.token_bytes {
+            Some(table) => table.get(id as usize).map(|b| Cow::Borrowed(b.as_slice())),
+            None => self.token_str(id).map(|s| Cow::Owned(s.into_bytes())),
         }
     }
 

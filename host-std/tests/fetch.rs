@@ -37,7 +37,10 @@ fn hashing_and_verification() {
     verify_file(&f, &HELLO_SHA.to_uppercase()).unwrap();
     let wrong = "0".repeat(64);
     let e = format!("{}", verify_file(&f, &wrong).unwrap_err());
-    assert!(e.contains("hash mismatch") && e.contains(HELLO_SHA) && e.contains(&wrong), "{e}");
+    assert!(
+        e.contains("hash mismatch") && e.contains(HELLO_SHA) && e.contains(&wrong),
+        "{e}"
+    );
 
     // The marker lets a second check skip hashing, and goes stale when the file changes.
     verify_cached(&f, HELLO_SHA).unwrap();
@@ -128,7 +131,12 @@ fn zip_extraction() {
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
     assert_eq!(names(&d), vec!["model.gguf"]);
 
-    let e = extract_from_zip(Cursor::new(b"not a zip".to_vec()), "model.gguf", &dest, HELLO_SHA);
+    let e = extract_from_zip(
+        Cursor::new(b"not a zip".to_vec()),
+        "model.gguf",
+        &dest,
+        HELLO_SHA,
+    );
     assert!(e.is_err());
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -139,7 +147,11 @@ fn cache_dir_is_absolute_or_env() {
     let d = cache_dir();
     match std::env::var_os("VSPEC_CACHE").filter(|v| !v.is_empty()) {
         Some(v) => assert_eq!(d, PathBuf::from(v)),
-        None => assert!(d.ends_with("vspec") || d.ends_with("vspec-cache"), "{}", d.display()),
+        None => assert!(
+            d.ends_with("vspec") || d.ends_with("vspec-cache"),
+            "{}",
+            d.display()
+        ),
     }
 }
 
@@ -150,6 +162,10 @@ fn cache_dir_is_absolute_or_env() {
 fn download_default_model() {
     let t = std::time::Instant::now();
     let p = vspec_host::fetch::default_model(true).unwrap();
-    println!("default model at {} in {:.1} s", p.display(), t.elapsed().as_secs_f64());
+    println!(
+        "default model at {} in {:.1} s",
+        p.display(),
+        t.elapsed().as_secs_f64()
+    );
     verify_file(&p, vspec_host::fetch::DEFAULT_MODEL_SHA256).unwrap();
 }

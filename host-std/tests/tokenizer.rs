@@ -34,22 +34,31 @@ fn strs(v: &[String]) -> MetaValue {
 
 /// A GGUF whose vocabulary is the 256 bytes, a few merges and two control tokens.
 fn synthetic(pre: Option<&str>, model: &str) -> Gguf {
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
     let mut types = vec![3, 3, 3];
     for b in 0..=255u8 {
         tokens.push(byte_char(b).to_string());
         types.push(1);
     }
-    let merges: Vec<String> = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "Ġwor l", "Ġworl d", "1 2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let merges: Vec<String> = [
+        "h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "Ġwor l", "Ġworl d", "1 2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for m in &merges {
         tokens.push(m.replace(' ', ""));
         types.push(1);
     }
     let mut metadata = vec![
-        ("tokenizer.ggml.model".to_string(), MetaValue::Str(model.into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            MetaValue::Str(model.into()),
+        ),
         ("tokenizer.ggml.tokens".to_string(), strs(&tokens)),
         (
             "tokenizer.ggml.token_type".to_string(),
@@ -58,8 +67,14 @@ fn synthetic(pre: Option<&str>, model: &str) -> Gguf {
         ("tokenizer.ggml.merges".to_string(), strs(&merges)),
         ("tokenizer.ggml.bos_token_id".to_string(), MetaValue::U32(1)),
         ("tokenizer.ggml.eos_token_id".to_string(), MetaValue::U32(2)),
-        ("tokenizer.ggml.add_bos_token".to_string(), MetaValue::Bool(true)),
-        ("tokenizer.chat_template".to_string(), MetaValue::Str("{{ bos_token }}".into())),
+        (
+            "tokenizer.ggml.add_bos_token".to_string(),
+            MetaValue::Bool(true),
+        ),
+        (
+            "tokenizer.chat_template".to_string(),
+            MetaValue::Str("{{ bos_token }}".into()),
+        ),
     ];
     if let Some(p) = pre {
         metadata.push(("tokenizer.ggml.pre".to_string(), MetaValue::Str(p.into())));
@@ -109,8 +124,14 @@ fn synthetic_vocab_encode_decode() {
 
     let hello = id_of(&tok, "hello");
     let world = id_of(&tok, " world");
-    assert_eq!(tok.encode("hello world", false).unwrap(), vec![hello, world]);
-    assert_eq!(tok.encode("hello world", true).unwrap(), vec![1, hello, world]);
+    assert_eq!(
+        tok.encode("hello world", false).unwrap(),
+        vec![hello, world]
+    );
+    assert_eq!(
+        tok.encode("hello world", true).unwrap(),
+        vec![1, hello, world]
+    );
     // Special tokens in text become their ids.
     assert_eq!(
         tok.encode("<|im_start|>hello<|im_end|>", false).unwrap(),
@@ -147,10 +168,16 @@ fn pre_tokenizer_choice_matters() {
 fn unsupported_metadata_is_a_clear_error() {
     let e = Tokenizer::from_gguf(&synthetic(Some("smollm"), "bert")).unwrap_err();
     let s = format!("{e:#}");
-    assert!(s.contains("tokenizer.ggml.model") && s.contains("bert"), "{s}");
+    assert!(
+        s.contains("tokenizer.ggml.model") && s.contains("bert"),
+        "{s}"
+    );
     let e = Tokenizer::from_gguf(&synthetic(Some("no-such-pre"), "gpt2")).unwrap_err();
     let s = format!("{e:#}");
-    assert!(s.contains("tokenizer.ggml.pre") && s.contains("no-such-pre"), "{s}");
+    assert!(
+        s.contains("tokenizer.ggml.pre") && s.contains("no-such-pre"),
+        "{s}"
+    );
     let mut g = synthetic(Some("gpt2"), "gpt2");
     g.metadata.retain(|(k, _)| k != "tokenizer.ggml.merges");
     let s = format!("{:#}", Tokenizer::from_gguf(&g).unwrap_err());
@@ -257,8 +284,12 @@ fn load_smollm2(path: &Path) -> Tokenizer {
     Tokenizer::from_gguf(&g).unwrap()
 }
 
-/// `(text, ids)` pairs from llama.cpp's fixture, whichever of the usual shapes it has.
-fn fixture_cases() -> Option<Vec<(String, Vec<u32>)>> {
+/// A fixture case: text, llama.cpp's ids, and each id's bytes in hex when the fixture has them.
+type Case = (String, Vec<u32>, Option<Vec<String>>);
+
+/// Cases from llama.cpp's fixture (`tests/fixtures/smollm2/tokenize.json`,
+/// `{"cases": [{"text", "ids", "pieces_hex"}]}`).
+fn fixture_cases() -> Option<Vec<Case>> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/smollm2/tokenize.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).unwrap();
     let list = v
@@ -279,7 +310,12 @@ fn fixture_cases() -> Option<Vec<(String, Vec<u32>)>> {
                     .iter()
                     .map(|x| x.as_u64().unwrap() as u32)
                     .collect();
-                (text, ids)
+                let hex = c.get("pieces_hex").and_then(|h| h.as_array()).map(|h| {
+                    h.iter()
+                        .map(|x| x.as_str().unwrap().to_lowercase())
+                        .collect()
+                });
+                (text, ids, hex)
             })
             .collect(),
     )
@@ -307,7 +343,10 @@ fn smollm2_matches_llama_cpp() {
         ("The capital of France is", &[504, 3575, 282, 4649, 314]),
         ("\n", &[198]),
         ("Hello world! 123", &[19556, 905, 17, 216, 33, 34, 35]),
-        ("Café déjà vu.", &[51, 1939, 2756, 32564, 90, 16739, 386, 101, 30]),
+        (
+            "Café déjà vu.",
+            &[51, 1939, 2756, 32564, 90, 16739, 386, 101, 30],
+        ),
         ("  multiple   spaces", &[216, 2701, 256, 5600]),
     ];
     for (text, ids) in known {
@@ -317,14 +356,37 @@ fn smollm2_matches_llama_cpp() {
     match fixture_cases() {
         Some(cases) => {
             let mut bad = Vec::new();
-            for (text, ids) in &cases {
+            for (text, ids, hex) in &cases {
                 let got = tok.encode(text, false).unwrap();
                 if &got != ids {
                     bad.push(format!("{text:?}: llama.cpp {ids:?}, ours {got:?}"));
                 }
-                assert_eq!(tok.decode(ids), *text, "decode of llama.cpp's ids for {text:?}");
+                assert_eq!(
+                    tok.decode(ids),
+                    *text,
+                    "decode of llama.cpp's ids for {text:?}"
+                );
+                if let Some(hex) = hex {
+                    let ours: Vec<String> = ids
+                        .iter()
+                        .map(|&id| {
+                            tok.token_bytes(id)
+                                .unwrap()
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect()
+                        })
+                        .collect();
+                    assert_eq!(&ours, hex, "token bytes for {text:?}");
+                }
             }
-            assert!(bad.is_empty(), "{} of {} cases differ:\n{}", bad.len(), cases.len(), bad.join("\n"));
+            assert!(
+                bad.is_empty(),
+                "{} of {} cases differ:\n{}",
+                bad.len(),
+                cases.len(),
+                bad.join("\n")
+            );
             println!("{} fixture cases match llama.cpp", cases.len());
         }
         None => println!("no tokenize.json fixture yet: checked known ids and round trips only"),

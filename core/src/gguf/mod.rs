@@ -483,8 +483,7 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf> {
             dims.push(d);
         }
         // ggml counts elements in i64.
-        let n_el = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-        if n_el.map_or(true, |n| n > i64::MAX as u64) {
+        if element_count(&dims).is_none() {
             return Err(Error::invalid(
                 what(),
                 format!("element count of shape {dims:?} overflows"),
@@ -585,6 +584,13 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf> {
         tensors,
         data_offset,
     })
+}
+
+/// Product of `dims`, or `None` when it overflows ggml's `i64` element count.
+pub(crate) fn element_count(dims: &[u64]) -> Option<u64> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
 }
 
 /// `x` rounded up to a multiple of `align` (a power of two), or `None` on overflow.

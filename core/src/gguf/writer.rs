@@ -1,7 +1,8 @@
 //! [`GgufWriter`]: builds a GGUF v3 file in memory (for tests and converters).
 
 use super::{
-    align_up, tensor_size, MetaValue, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
+    align_up, element_count, tensor_size, MetaValue, ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
+    MAX_ARRAY_DEPTH, MAX_DIMS,
 };
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -86,11 +87,7 @@ impl<'a> GgufWriter<'a> {
         if dims.contains(&0) {
             return Err(Error::invalid(field(), "a dimension is 0"));
         }
-        if dims
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .map_or(true, |n| n > i64::MAX as u64)
-        {
+        if element_count(dims).is_none() {
             return Err(Error::invalid(
                 field(),
                 format!("element count of shape {dims:?} overflows"),

@@ -104,7 +104,8 @@ mod tests {
             &x,
         );
         let e = rel_rmse(&x, &y);
-        assert!(e < 0.11, "rel rmse {e}");
+        // Measured 0.0778 on these 8192 N(0,1) values; the budget leaves ~10% of slack.
+        assert!(e < 0.085, "rel rmse {e}");
     }
 
     #[test]

@@ -97,7 +97,8 @@ mod tests {
             &x,
         );
         let e = rel_rmse(&x, &y);
-        assert!(e < 0.006, "rel rmse {e}");
+        // Measured 0.00527 on these 8192 N(0,1) values; the budget leaves ~10% of slack.
+        assert!(e < 0.0058, "rel rmse {e}");
     }
 
     #[test]

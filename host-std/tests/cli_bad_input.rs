@@ -1,0 +1,767 @@
+//! The `vspec` binary on bad input: every case must exit with a clean error (non-zero status, not
+//! Rust's panic status 101, no "panicked" on stderr) whose message names the file, metadata key,
+//! field or tensor at fault.
+//!
+//! The GGUF cases start from a small valid GGUF built in memory from the tiny Hugging Face Llama
+//! fixture (tests/fixtures/hf/llama) with [`GgufWriter`], q/k rows permuted the way
+//! llama.cpp's convert_hf_to_gguf does; that file is checked to work (generate, inspect) and to
+//! give the same logits as the Hugging Face directory it came from, then damaged one way per test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vspec_core::format::Format;
+use vspec_core::gguf::{GgufWriter, MetaValue};
+use vspec_core::graph::Limits;
+use vspec_host::{Engine, ModelFile};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: temp dirs, running the binary, checking the failure.
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "vspec-cli-bad-input-{}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            tag
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf").join(name)
+}
+
+/// Copies a fixture directory (flat) into `dst`, leaving out the files named in `skip`.
+fn copy_fixture(name: &str, dst: &Path, skip: &[&str]) {
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let e = e.unwrap();
+        let fname = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_file() && !skip.contains(&fname.as_str()) {
+            std::fs::copy(e.path(), dst.join(&fname)).unwrap();
+        }
+    }
+}
+
+fn vspec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vspec"))
+        .args(args)
+        // No network, no default-model fetch: every test passes -m.
+        .env("VSPEC_LOG", "warn")
+        .output()
+        .expect("running the vspec binary")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs `vspec args` and checks it fails cleanly with every string of `needles` on stderr.
+/// Returns stderr.
+#[track_caller]
+fn fails_with(args: &[&str], needles: &[&str]) -> String {
+    let out = vspec(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let ctx = format!("vspec {args:?}\nstatus: {:?}\nstderr:\n{stderr}", out.status);
+    let code = out.status.code();
+    assert!(!out.status.success(), "expected failure: {ctx}");
+    assert_ne!(code, Some(101), "exit code 101 means a panic: {ctx}");
+    assert!(code.is_some(), "killed by a signal: {ctx}");
+    assert!(!stderr.contains("panicked"), "panicked: {ctx}");
+    assert!(stderr.contains("error:"), "no error line: {ctx}");
+    // Shown with --nocapture: the message each bad input gets.
+    eprintln!("--- vspec {:?}\n{}", &args[..args.len().min(3)], stderr.trim_end());
+    for n in needles {
+        assert!(stderr.contains(n), "stderr does not mention {n:?}: {ctx}");
+    }
+    stderr
+}
+
+/// `generate` with small, fast settings on `model`.
+fn gen_args(model: &str) -> Vec<&str> {
+    vec!["generate", "-m", model, "-p", "Hello", "-n", "4", "--temp", "0", "-t", "1"]
+}
+
+/// The same failure from `generate` and `inspect`.
+#[track_caller]
+fn both_fail_with(model: &Path, needles: &[&str]) {
+    fails_with(&gen_args(s(model)), needles);
+    fails_with(&["inspect", "-m", s(model)], needles);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny GGUF built from the Hugging Face Llama fixture.
+// ---------------------------------------------------------------------------------------------
+
+/// A GGUF under construction: metadata and tensors that tests may change before writing.
+struct GgufSpec {
+    meta: Vec<(String, MetaValue)>,
+    /// (GGUF name, dims in ggml order, F32 data as bytes).
+    tensors: Vec<(String, Vec<u64>, Vec<u8>)>,
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// convert_hf_to_gguf's `permute` of q/k rows: per head, `w.reshape(n_head, 2, hd/2, cols)
+/// .swapaxes(1, 2)`, so rotate-half pairs (i, i + hd/2) become adjacent rows (2i, 2i + 1).
+fn permute_rows(data: &[u8], rows: usize, cols: usize, n_head: usize) -> Vec<u8> {
+    let row_bytes = cols * 4;
+    assert_eq!(data.len(), rows * row_bytes);
+    let hd = rows / n_head;
+    let half = hd / 2;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for sft in 0..2 {
+                let src = h * hd + sft * half + i;
+                let dst = h * hd + 2 * i + sft;
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    out
+}
+
+impl GgufSpec {
+    /// The llama fixture as a GGUF: F32 tensors (q/k permuted), llama metadata, gpt2 tokenizer.
+    fn llama() -> GgufSpec {
+        let dir = fixture("llama");
+        let cfg = read_json(&dir.join("config.json"));
+        let u = |k: &str| cfg[k].as_u64().unwrap_or_else(|| panic!("config.json {k}")) as u32;
+        let n_head = u("num_attention_heads") as usize;
+        let n_kv = u("num_key_value_heads") as usize;
+
+        let st = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let header = vspec_core::safetensors::parse_header(&st).unwrap();
+        let mut tensors = Vec::new();
+        for t in &header.tensors {
+            let Some(name) = vspec_core::model::names::hf_to_gguf(&t.name) else { continue };
+            assert_eq!(t.dtype.format(), Some(Format::F32), "{}: fixture is F32", t.name);
+            let mut data = header.tensor_data(&st, t).unwrap().to_vec();
+            let dims: Vec<u64> = t.shape.iter().rev().copied().collect();
+            if name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight") {
+                let heads = if name.ends_with("attn_q.weight") { n_head } else { n_kv };
+                data = permute_rows(&data, t.shape[0] as usize, t.shape[1] as usize, heads);
+            }
+            tensors.push((name, dims, data));
+        }
+
+        let mut meta: Vec<(String, MetaValue)> = vec![
+            ("general.architecture".into(), MetaValue::Str("llama".into())),
+            ("general.name".into(), MetaValue::Str("tiny-llama-fixture".into())),
+            ("llama.block_count".into(), MetaValue::U32(u("num_hidden_layers"))),
+            ("llama.context_length".into(), MetaValue::U32(u("max_position_embeddings"))),
+            ("llama.embedding_length".into(), MetaValue::U32(u("hidden_size"))),
+            ("llama.feed_forward_length".into(), MetaValue::U32(u("intermediate_size"))),
+            ("llama.attention.head_count".into(), MetaValue::U32(n_head as u32)),
+            ("llama.attention.head_count_kv".into(), MetaValue::U32(n_kv as u32)),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                MetaValue::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+            ),
+            ("llama.rope.freq_base".into(), MetaValue::F32(cfg["rope_theta"].as_f64().unwrap() as f32)),
+        ];
+
+        // Tokenizer: byte-level BPE from tokenizer.json, specials from tokenizer_config.json.
+        let tj = read_json(&dir.join("tokenizer.json"));
+        let tc = read_json(&dir.join("tokenizer_config.json"));
+        let vocab = tj["model"]["vocab"].as_object().unwrap();
+        let mut tokens = vec![String::new(); vocab.len()];
+        for (tok, id) in vocab {
+            tokens[id.as_u64().unwrap() as usize] = tok.clone();
+        }
+        let mut types = vec![1i32; tokens.len()];
+        for a in tj["added_tokens"].as_array().unwrap() {
+            let id = a["id"].as_u64().unwrap() as usize;
+            tokens[id] = a["content"].as_str().unwrap().to_string();
+            types[id] = if a["special"].as_bool() == Some(true) { 3 } else { 4 };
+        }
+        let merges: Vec<MetaValue> = tj["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m {
+                serde_json::Value::String(s) => MetaValue::Str(s.clone()),
+                serde_json::Value::Array(p) => {
+                    MetaValue::Str(format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()))
+                }
+                other => panic!("merge {other:?}"),
+            })
+            .collect();
+        let id_of = |key: &str| {
+            let text = tc[key].as_str().unwrap();
+            tokens.iter().position(|t| t == text).unwrap() as u32
+        };
+        let (bos, eos) = (id_of("bos_token"), id_of("eos_token"));
+        meta.extend([
+            ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
+            ("tokenizer.ggml.pre".into(), MetaValue::Str("gpt2".into())),
+            ("tokenizer.ggml.tokens".into(), MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect())),
+            ("tokenizer.ggml.token_type".into(), MetaValue::Array(types.into_iter().map(MetaValue::I32).collect())),
+            ("tokenizer.ggml.merges".into(), MetaValue::Array(merges)),
+            ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(bos)),
+            ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(eos)),
+            ("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(tc["add_bos_token"].as_bool().unwrap_or(false))),
+        ]);
+        GgufSpec { meta, tensors }
+    }
+
+    fn remove_meta(&mut self, key: &str) {
+        let before = self.meta.len();
+        self.meta.retain(|(k, _)| k != key);
+        assert_eq!(self.meta.len() + 1, before, "no key {key}");
+    }
+
+    fn set_meta(&mut self, key: &str, v: MetaValue) {
+        let slot = self.meta.iter_mut().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key}"));
+        slot.1 = v;
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        for (k, v) in &self.meta {
+            w.add_meta(k.clone(), v.clone());
+        }
+        for (name, dims, data) in &self.tensors {
+            w.add_tensor(name.clone(), dims, Format::F32, data).unwrap();
+        }
+        w.finish().unwrap()
+    }
+}
+
+/// Byte position of tensor `name`'s info (its u64 name length) in a GGUF file.
+fn tensor_info_pos(file: &[u8], name: &str) -> usize {
+    let mut needle = (name.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(name.as_bytes());
+    let hits: Vec<usize> = file.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    assert_eq!(hits.len(), 1, "tensor info of {name} found {} times", hits.len());
+    hits[0]
+}
+
+/// Byte positions of the ggml type (u32) and offset (u64) fields of tensor `name`'s info.
+fn tensor_type_and_offset_pos(file: &[u8], name: &str) -> (usize, usize) {
+    let p = tensor_info_pos(file, name) + 8 + name.len();
+    let n_dims = u32::from_le_bytes(file[p..p + 4].try_into().unwrap()) as usize;
+    let ty = p + 4 + 8 * n_dims;
+    (ty, ty + 4)
+}
+
+/// Byte position of metadata key `key` (its u64 length) in a GGUF file.
+fn meta_key_pos(file: &[u8], key: &str) -> usize {
+    tensor_info_pos(file, key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The valid file works.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn valid_gguf_generates_and_inspects() {
+    let tmp = TempDir::new("valid");
+    let bytes = GgufSpec::llama().bytes();
+    vspec_core::gguf::parse(&bytes).expect("the writer's output parses");
+    let p = tmp.write("tiny.gguf", &bytes);
+
+    let out = vspec(&gen_args(s(&p)));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "generate failed: {:?}\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = vspec(&["inspect", "-m", s(&p)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "inspect failed: {:?}\n{stderr}", out.status);
+    for want in ["blk.0.attn_q.weight", "output.weight", "general.architecture = \"llama\"", "GGUF v3"] {
+        assert!(stdout.contains(want), "inspect output lacks {want:?}:\n{stdout}");
+    }
+}
+
+/// The GGUF (q/k permuted as convert_hf_to_gguf does, interleaved RoPE) and the Hugging Face
+/// directory (rotate-half RoPE) are the same model: same tokens, same logits.
+#[test]
+fn gguf_logits_match_hf_directory() {
+    let tmp = TempDir::new("logits");
+    let p = tmp.write("tiny.gguf", &GgufSpec::llama().bytes());
+    let gguf = ModelFile::open(&p).unwrap();
+    let hf = ModelFile::open(&fixture("llama")).unwrap();
+    assert_eq!(gguf.config.n_layers, hf.config.n_layers);
+    assert_eq!(gguf.config.vocab, hf.config.vocab);
+    assert_ne!(gguf.config.rope_layout, hf.config.rope_layout, "the two loaders should differ in RoPE layout");
+
+    let text = "Hello world, the quick brown fox jumps over the lazy dog. <|im_start|>user 123";
+    let tg = gguf.tokenizer().unwrap();
+    let th = hf.tokenizer().unwrap();
+    let ids = th.encode(text, true).unwrap();
+    assert_eq!(tg.encode(text, true).unwrap(), ids, "GGUF and HF tokenizers disagree");
+    assert_eq!(tg.decode(&ids), th.decode(&ids));
+    assert_eq!(tg.bos_id(), th.bos_id());
+    assert_eq!(tg.eos_ids().first(), th.eos_ids().first());
+    assert!(ids.len() > 8 && ids.len() <= 64, "{} tokens", ids.len());
+
+    let lim = Limits { max_ctx: 64, max_tokens: ids.len(), all_logits: true };
+    let run = |m: &ModelFile| {
+        let mut e = Engine::new(m, lim, 1).unwrap();
+        let mut sess = e.session().unwrap();
+        sess.forward(&ids).unwrap().to_vec()
+    };
+    let (lg, lh) = (run(&gguf), run(&hf));
+    assert_eq!(lg.len(), lh.len());
+    assert_eq!(lg.len(), ids.len() * hf.config.vocab);
+    let scale = lh.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let err = lg.iter().zip(&lh).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(scale > 0.0);
+    eprintln!("GGUF vs HF logits: max abs error {err:e}, max abs logit {scale}");
+    assert!(err <= 1e-5 * scale.max(1.0), "GGUF vs HF logits: max abs error {err:e} (scale {scale})");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF damage.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn truncated_gguf_in_header() {
+    let tmp = TempDir::new("trunc-header");
+    let bytes = GgufSpec::llama().bytes();
+    // Magic only; magic + version + half the tensor count.
+    let p = tmp.write("a.gguf", &bytes[..4]);
+    both_fail_with(&p, &[s(&p), "truncated", "GGUF version"]);
+    let p = tmp.write("b.gguf", &bytes[..12]);
+    both_fail_with(&p, &[s(&p), "truncated", "tensor count"]);
+    let p = tmp.write("c.gguf", &bytes[..2]);
+    both_fail_with(&p, &[s(&p), "truncated", "GGUF magic"]);
+}
+
+#[test]
+fn truncated_gguf_in_metadata() {
+    let tmp = TempDir::new("trunc-meta");
+    let bytes = GgufSpec::llama().bytes();
+    // Inside the value of llama.block_count (key length + key + type + 2 of 4 value bytes).
+    let k = "llama.block_count";
+    let cut = meta_key_pos(&bytes, k) + 8 + k.len() + 4 + 2;
+    let p = tmp.write("a.gguf", &bytes[..cut]);
+    both_fail_with(&p, &[s(&p), "truncated", "metadata"]);
+    // Inside the token list (the largest array): names the key.
+    let k = "tokenizer.ggml.tokens";
+    let cut = meta_key_pos(&bytes, k) + 8 + k.len() + 4 + 8 + 100;
+    let p = tmp.write("b.gguf", &bytes[..cut]);
+    both_fail_with(&p, &[s(&p), "truncated", "'tokenizer.ggml.tokens'"]);
+}
+
+#[test]
+fn truncated_gguf_in_tensor_infos() {
+    let tmp = TempDir::new("trunc-infos");
+    let bytes = GgufSpec::llama().bytes();
+    // In the middle of the dims of the last tensor info... but before that the count check sees
+    // too few bytes for the remaining infos, or the info read itself fails: both name tensors.
+    let name = "output.weight";
+    let cut = tensor_info_pos(&bytes, name) + 8 + name.len() + 4 + 3;
+    let p = tmp.write("a.gguf", &bytes[..cut]);
+    both_fail_with(&p, &[s(&p), "truncated", "tensor"]);
+    // Right after the first tensor name of the info section.
+    let first = &GgufSpec::llama().tensors[0].0.clone();
+    let cut = tensor_info_pos(&bytes, first) + 8 + first.len();
+    let p = tmp.write("b.gguf", &bytes[..cut]);
+    both_fail_with(&p, &[s(&p), "truncated", "tensor"]);
+}
+
+#[test]
+fn truncated_gguf_in_tensor_data() {
+    let tmp = TempDir::new("trunc-data");
+    let spec = GgufSpec::llama();
+    let bytes = spec.bytes();
+    let last = spec.tensors.last().unwrap().0.clone();
+    let p = tmp.write("a.gguf", &bytes[..bytes.len() - 100]);
+    both_fail_with(&p, &[s(&p), "truncated", &format!("tensor '{last}' data")]);
+    // Just after the data section starts: the first tensor's data is cut.
+    let g = vspec_core::gguf::parse(&bytes).unwrap();
+    let first = &g.tensors.iter().min_by_key(|t| t.offset).unwrap().name;
+    let p = tmp.write("b.gguf", &bytes[..g.data_offset as usize + 8]);
+    both_fail_with(&p, &[s(&p), "truncated", &format!("tensor '{first}' data")]);
+}
+
+#[test]
+fn gguf_with_wrong_magic() {
+    let tmp = TempDir::new("magic");
+    let mut bytes = GgufSpec::llama().bytes();
+    bytes[..4].copy_from_slice(b"GGML");
+    let p = tmp.write("bad-magic.gguf", &bytes);
+    both_fail_with(&p, &[s(&p), "bad magic", "GGUF"]);
+    // A text file passed as a model.
+    let p = tmp.write("notes.txt", b"just some text, not a model\n");
+    both_fail_with(&p, &[s(&p), "bad magic"]);
+    // An empty file.
+    let p = tmp.write("empty.gguf", b"");
+    both_fail_with(&p, &[s(&p), "GGUF magic"]);
+}
+
+#[test]
+fn gguf_tensor_offset_past_end_of_file() {
+    let tmp = TempDir::new("offset");
+    let mut bytes = GgufSpec::llama().bytes();
+    let (_, off) = tensor_type_and_offset_pos(&bytes, "blk.1.ffn_up.weight");
+    bytes[off..off + 8].copy_from_slice(&(1u64 << 30).to_le_bytes());
+    let p = tmp.write("offset.gguf", &bytes);
+    both_fail_with(&p, &[s(&p), "'blk.1.ffn_up.weight'"]);
+    // A misaligned offset is named too.
+    let mut bytes = GgufSpec::llama().bytes();
+    let (_, off) = tensor_type_and_offset_pos(&bytes, "blk.1.ffn_up.weight");
+    let old = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap());
+    bytes[off..off + 8].copy_from_slice(&(old + 4).to_le_bytes());
+    let p = tmp.write("misaligned.gguf", &bytes);
+    both_fail_with(&p, &[s(&p), "'blk.1.ffn_up.weight'", "alignment"]);
+    // An offset so large that data_offset + offset overflows u64.
+    let mut bytes = GgufSpec::llama().bytes();
+    let (_, off) = tensor_type_and_offset_pos(&bytes, "blk.0.attn_v.weight");
+    bytes[off..off + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
+    let p = tmp.write("overflow.gguf", &bytes);
+    both_fail_with(&p, &[s(&p), "'blk.0.attn_v.weight'"]);
+}
+
+#[test]
+fn gguf_tensor_shape_mismatch() {
+    let tmp = TempDir::new("shape");
+    let mut spec = GgufSpec::llama();
+    // attn_q with half its rows: [64 cols, 32 rows].
+    let t = spec.tensors.iter_mut().find(|t| t.0 == "blk.1.attn_q.weight").unwrap();
+    let cols = t.1[0];
+    let rows = t.1[1] / 2;
+    t.1 = vec![cols, rows];
+    t.2.truncate((cols * rows * 4) as usize);
+    let p = tmp.write("shape.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "'blk.1.attn_q.weight'", "shape"]);
+
+    // A 3-d norm weight.
+    let mut spec = GgufSpec::llama();
+    let t = spec.tensors.iter_mut().find(|t| t.0 == "output_norm.weight").unwrap();
+    t.1 = vec![16, 2, 2];
+    let p = tmp.write("shape3.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "'output_norm.weight'"]);
+}
+
+#[test]
+fn gguf_unsupported_or_unknown_tensor_type() {
+    let tmp = TempDir::new("dtype");
+    for (ty, file) in [(19u32, "iq1s.gguf"), (99, "t99.gguf")] {
+        let mut bytes = GgufSpec::llama().bytes();
+        let (tyo, _) = tensor_type_and_offset_pos(&bytes, "blk.0.ffn_gate.weight");
+        bytes[tyo..tyo + 4].copy_from_slice(&ty.to_le_bytes());
+        let p = tmp.write(file, &bytes);
+        both_fail_with(&p, &[s(&p), "'blk.0.ffn_gate.weight'", &format!("ggml type {ty}")]);
+    }
+}
+
+#[test]
+fn gguf_unknown_architecture() {
+    let tmp = TempDir::new("arch");
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("general.architecture", MetaValue::Str("mamba".into()));
+    let p = tmp.write("mamba.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "'mamba'", "architecture"]);
+    // Missing architecture key.
+    let mut spec = GgufSpec::llama();
+    spec.remove_meta("general.architecture");
+    let p = tmp.write("noarch.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "general.architecture"]);
+    // Architecture of the wrong type.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("general.architecture", MetaValue::U32(7));
+    let p = tmp.write("intarch.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "general.architecture"]);
+}
+
+#[test]
+fn gguf_missing_required_metadata() {
+    let tmp = TempDir::new("meta");
+    for key in [
+        "llama.block_count",
+        "llama.embedding_length",
+        "llama.feed_forward_length",
+        "llama.attention.head_count",
+        "llama.context_length",
+        "llama.attention.layer_norm_rms_epsilon",
+    ] {
+        let mut spec = GgufSpec::llama();
+        spec.remove_meta(key);
+        let p = tmp.write(&format!("no-{key}.gguf"), &spec.bytes());
+        both_fail_with(&p, &[s(&p), &format!("'{key}'")]);
+    }
+    // Wrong type: a string block count.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.block_count", MetaValue::Str("two".into()));
+    let p = tmp.write("str-blocks.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "'llama.block_count'"]);
+    // Inconsistent: zero heads.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.attention.head_count", MetaValue::U32(0));
+    let p = tmp.write("zero-heads.gguf", &spec.bytes());
+    both_fail_with(&p, &[s(&p), "head_count"]);
+}
+
+#[test]
+fn gguf_missing_tokenizer_model() {
+    let tmp = TempDir::new("tok-gguf");
+    let mut spec = GgufSpec::llama();
+    spec.remove_meta("tokenizer.ggml.model");
+    let p = tmp.write("notok.gguf", &spec.bytes());
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.model"]);
+    // No token list.
+    let mut spec = GgufSpec::llama();
+    spec.remove_meta("tokenizer.ggml.tokens");
+    let p = tmp.write("notokens.gguf", &spec.bytes());
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.tokens"]);
+    // An unsupported tokenizer model (SentencePiece).
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("tokenizer.ggml.model", MetaValue::Str("llama".into()));
+    let p = tmp.write("spm.gguf", &spec.bytes());
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.model"]);
+    // An unknown pre-tokenizer.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("tokenizer.ggml.pre", MetaValue::Str("no-such-pre".into()));
+    let p = tmp.write("pre.gguf", &spec.bytes());
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.pre", "no-such-pre"]);
+    // A BOS id outside the vocabulary.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("tokenizer.ggml.bos_token_id", MetaValue::U32(100_000));
+    let p = tmp.write("bos.gguf", &spec.bytes());
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.bos_token_id"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face directory damage.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hf_dir_without_tokenizer_json() {
+    let tmp = TempDir::new("hf-notok");
+    copy_fixture("llama", tmp.path(), &["tokenizer.json"]);
+    fails_with(&gen_args(s(tmp.path())), &["tokenizer.json"]);
+}
+
+#[test]
+fn hf_dir_with_invalid_tokenizer_json() {
+    let tmp = TempDir::new("hf-badtok");
+    copy_fixture("llama", tmp.path(), &["tokenizer.json"]);
+    tmp.write("tokenizer.json", b"{\"model\": [1, 2");
+    fails_with(&gen_args(s(tmp.path())), &["tokenizer.json"]);
+}
+
+#[test]
+fn hf_dir_with_invalid_config_json() {
+    let tmp = TempDir::new("hf-cfg");
+    copy_fixture("llama", tmp.path(), &["config.json"]);
+    tmp.write("config.json", b"{\"hidden_size\": 64,, }");
+    both_fail_with(tmp.path(), &["config.json", "JSON"]);
+}
+
+#[test]
+fn hf_dir_with_config_missing_fields() {
+    let tmp = TempDir::new("hf-cfg-missing");
+    copy_fixture("llama", tmp.path(), &[]);
+    let cfg = read_json(&fixture("llama").join("config.json"));
+    for key in ["hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_attention_heads"] {
+        let mut c = cfg.clone();
+        c.as_object_mut().unwrap().remove(key).unwrap();
+        tmp.write("config.json", serde_json::to_string(&c).unwrap().as_bytes());
+        both_fail_with(tmp.path(), &["config.json", &format!("'{key}'")]);
+    }
+    // Unknown architecture.
+    let mut c = cfg.clone();
+    c["architectures"] = serde_json::json!(["MambaForCausalLM"]);
+    tmp.write("config.json", serde_json::to_string(&c).unwrap().as_bytes());
+    both_fail_with(tmp.path(), &["config.json", "MambaForCausalLM"]);
+    // Config larger than the weights: tensors no longer match.
+    let mut c = cfg.clone();
+    c["hidden_size"] = serde_json::json!(128);
+    tmp.write("config.json", serde_json::to_string(&c).unwrap().as_bytes());
+    both_fail_with(tmp.path(), &["tensor '"]);
+}
+
+#[test]
+fn hf_dir_without_config_json() {
+    let tmp = TempDir::new("hf-nocfg");
+    copy_fixture("llama", tmp.path(), &["config.json"]);
+    both_fail_with(tmp.path(), &["config.json"]);
+}
+
+#[test]
+fn hf_dir_with_truncated_safetensors() {
+    let tmp = TempDir::new("hf-st");
+    copy_fixture("llama", tmp.path(), &["model.safetensors"]);
+    let st = std::fs::read(fixture("llama").join("model.safetensors")).unwrap();
+    // Inside the tensor data.
+    tmp.write("model.safetensors", &st[..st.len() - 1000]);
+    both_fail_with(tmp.path(), &["model.safetensors", "truncated"]);
+    // Inside the JSON header.
+    tmp.write("model.safetensors", &st[..100]);
+    both_fail_with(tmp.path(), &["model.safetensors", "truncated", "safetensors header"]);
+    // Inside the header length.
+    tmp.write("model.safetensors", &st[..5]);
+    both_fail_with(tmp.path(), &["model.safetensors", "truncated"]);
+}
+
+#[test]
+fn hf_dir_with_no_weights() {
+    let tmp = TempDir::new("hf-noweights");
+    copy_fixture("llama", tmp.path(), &["model.safetensors"]);
+    both_fail_with(tmp.path(), &[s(tmp.path()), "safetensors"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime limits and paths.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn prompt_longer_than_context() {
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(8);
+    let dir = fixture("llama");
+    fails_with(
+        &["generate", "-m", s(&dir), "-p", &long, "-n", "4", "--temp", "0", "-t", "1", "-c", "8"],
+        &["context", "-c"],
+    );
+    // The same through a GGUF.
+    let tmp = TempDir::new("ctx");
+    let p = tmp.write("tiny.gguf", &GgufSpec::llama().bytes());
+    fails_with(
+        &["generate", "-m", s(&p), "-p", &long, "-n", "4", "--temp", "0", "-t", "1", "-c", "8"],
+        &["context", "-c"],
+    );
+}
+
+#[test]
+fn perplexity_on_missing_text_file() {
+    let tmp = TempDir::new("ppl");
+    let missing = tmp.path().join("no-such-text.txt");
+    fails_with(
+        &["perplexity", "-m", s(&fixture("llama")), "-f", s(&missing), "-t", "1"],
+        &[s(&missing)],
+    );
+}
+
+#[test]
+fn model_path_does_not_exist() {
+    let tmp = TempDir::new("nomodel");
+    let missing = tmp.path().join("no-such-model.gguf");
+    fails_with(&gen_args(s(&missing)), &[s(&missing)]);
+    fails_with(&["inspect", "-m", s(&missing)], &[s(&missing)]);
+    fails_with(&["ir", "-m", s(&missing)], &[s(&missing)]);
+    let text = tmp.write("text.txt", b"hello world hello world hello world\n");
+    fails_with(&["perplexity", "-m", s(&missing), "-f", s(&text)], &[s(&missing)]);
+}
+
+#[test]
+fn zz_scratch_probe() {
+    let tmp = TempDir::new("probe");
+    let show = |label: &str, args: &[&str]| {
+        let out = vspec(args);
+        eprintln!("=== {label}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    };
+    // Embedding smaller than the tokenizer vocabulary.
+    let mut spec = GgufSpec::llama();
+    for t in spec.tensors.iter_mut().filter(|t| t.0 == "token_embd.weight" || t.0 == "output.weight") {
+        t.1[1] = 256;
+        t.2.truncate(256 * 64 * 4);
+    }
+    let p = tmp.write("smallvocab.gguf", &spec.bytes());
+    show("small embd", &["generate", "-m", s(&p), "-p", "the quick brown fox <|im_end|> then there", "-n", "4", "--temp", "0", "-t", "1"]);
+    show("small embd ppl", &["perplexity", "-m", s(&p), "-f", s(&tmp.write("t.txt", "the quick brown fox then there the the ".repeat(40).as_bytes())), "--ctx", "16", "-t", "1"]);
+    // Tokenizer smaller than the embedding.
+    let mut spec = GgufSpec::llama();
+    if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.tokens") { a.truncate(280); }
+    if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.token_type") { a.truncate(280); }
+    let p = tmp.write("smalltok.gguf", &spec.bytes());
+    show("small tok", &["generate", "-m", s(&p), "-p", "the quick brown fox", "-n", "8", "--temp", "0", "-t", "1"]);
+    // token_type length mismatch.
+    let mut spec = GgufSpec::llama();
+    if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.token_type") { a.truncate(280); }
+    let p = tmp.write("toktype.gguf", &spec.bytes());
+    show("token_type len", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    // context_length 0.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.context_length", MetaValue::U32(0));
+    let p = tmp.write("ctx0.gguf", &spec.bytes());
+    show("ctx 0", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    // head_count_kv 3.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.attention.head_count_kv", MetaValue::U32(3));
+    let p = tmp.write("kv3.gguf", &spec.bytes());
+    show("kv 3", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    // head_count 5 (64 % 5 != 0).
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.attention.head_count", MetaValue::U32(5));
+    let p = tmp.write("h5.gguf", &spec.bytes());
+    show("heads 5", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    // block_count huge.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.block_count", MetaValue::U32(u32::MAX));
+    let p = tmp.write("blocks.gguf", &spec.bytes());
+    show("blocks max", &["inspect", "-m", s(&p)]);
+    // embedding_length huge.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.embedding_length", MetaValue::U32(u32::MAX));
+    let p = tmp.write("dmodel.gguf", &spec.bytes());
+    show("d_model max", &["inspect", "-m", s(&p)]);
+    // ff huge.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.feed_forward_length", MetaValue::U32(u32::MAX));
+    let p = tmp.write("ff.gguf", &spec.bytes());
+    show("ff max", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    // eps NaN, rope base 0.
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(f32::NAN));
+    let p = tmp.write("eps.gguf", &spec.bytes());
+    show("eps nan", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    let mut spec = GgufSpec::llama();
+    spec.set_meta("llama.rope.freq_base", MetaValue::F32(0.0));
+    let p = tmp.write("rope0.gguf", &spec.bytes());
+    show("rope 0", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    // NaN weights.
+    let mut spec = GgufSpec::llama();
+    let t = spec.tensors.iter_mut().find(|t| t.0 == "output.weight").unwrap();
+    for c in t.2.chunks_mut(4) { c.copy_from_slice(&f32::NAN.to_le_bytes()); }
+    let p = tmp.write("nan.gguf", &spec.bytes());
+    show("nan weights", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
+    show("nan weights greedy", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1", "--temp", "0"]);
+    // Chat template broken.
+    let mut spec = GgufSpec::llama();
+    spec.meta.push(("tokenizer.chat_template".into(), MetaValue::Str("{% for m in messages %}{{ m.content ".into())));
+    let p = tmp.write("tmpl.gguf", &spec.bytes());
+    show("bad template", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1", "--chat-template"]);
+    let spec = GgufSpec::llama();
+    let p = tmp.write("notmpl.gguf", &spec.bytes());
+    show("no template", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1", "--chat-template"]);
+    show("ppl huge ctx", &["perplexity", "-m", s(&p), "-f", s(&tmp.write("u.txt", b"hello")), "--ctx", "100000000000", "-t", "1"]);
+    show("ppl chunks 0", &["perplexity", "-m", s(&p), "-f", s(&tmp.write("v.txt", "the quick brown fox ".repeat(100).as_bytes())), "--ctx", "16", "--chunks", "0", "-t", "1"]);
+    show("threads huge", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "100000"]);
+}
