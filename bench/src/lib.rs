@@ -1,1 +1,45 @@
-//! Benchmark helpers.
+//! Benchmark helpers: deterministic weight rows in any format.
+
+use vspec_core::format::Format;
+
+/// A small deterministic generator (xorshift64*), so benchmarks see the same data on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// `rows × cols` weights of `format` with random bytes, and finite f16 scales where the format
+/// has them (random bytes there could be NaN). Float formats get random finite values.
+pub fn random_weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let n = format.tensor_bytes(cols, rows, "bench").expect("whole blocks");
+    match format {
+        Format::F32 => (0..rows * cols).flat_map(|_| rng.f32().to_le_bytes()).collect(),
+        Format::F16 | Format::BF16 => {
+            (0..rows * cols).flat_map(|_| ((rng.next_u64() as u16) & 0x3bff).to_le_bytes()).collect()
+        }
+        _ => {
+            let mut v: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+            // Every block format here keeps an f16 scale in its first two bytes; 0x2e00 ≈ 0.09.
+            for b in v.chunks_exact_mut(format.block_bytes()) {
+                b[0] = 0x00;
+                b[1] = 0x2e;
+            }
+            v
+        }
+    }
+}

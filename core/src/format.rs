@@ -166,7 +166,7 @@ impl Format {
     /// Bytes of a row of `n` weights; an error naming `tensor` when `n` is not whole blocks.
     pub fn row_bytes(self, n: usize, tensor: &str) -> Result<usize> {
         let be = self.block_elems();
-        if n % be != 0 {
+        if !n.is_multiple_of(be) {
             return Err(Error::invalid(
                 format!("tensor '{tensor}'"),
                 format!("row length {n} is not a multiple of the {} block size {be}", self.name()),

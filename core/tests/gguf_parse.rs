@@ -307,7 +307,7 @@ impl Raw {
     }
     /// Pad to `align` and append `data_len` bytes of data.
     fn data(mut self, align: usize, data_len: usize) -> Vec<u8> {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self.0.resize(self.0.len() + data_len, 0xAB);
@@ -719,10 +719,10 @@ fn fuzz_byte_flips_never_panic() {
         for _ in 0..flips {
             let i = (rng.next() % file.len() as u64) as usize;
             // Mostly flip bytes in the header, where the parser looks.
-            let i = if rng.next() % 4 == 0 { i } else { i % 400 };
+            let i = if rng.next().is_multiple_of(4) { i } else { i % 400 };
             file[i] ^= (rng.next() % 255 + 1) as u8;
         }
-        let cut = if rng.next() % 8 == 0 {
+        let cut = if rng.next().is_multiple_of(8) {
             (rng.next() % file.len() as u64) as usize
         } else {
             file.len()

@@ -248,6 +248,7 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
 }
 
 /// Row `t` of a `[tokens, width]` buffer behind a [`SharedOut`], once the parallel writers are done.
+#[allow(clippy::mut_from_ref)]
 fn y_row<'b>(out: &'b SharedOut<'_>, t: usize, width: usize) -> &'b mut [f32] {
     // SAFETY: called after `for_each_range` returned, so no other thread holds the buffer, and
     // each row is borrowed once at a time by the caller's loop.

@@ -4,7 +4,6 @@
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::graph::{Graph, Role};
-use alloc::string::String;
 use alloc::vec::Vec;
 
 /// A tensor as a model file holds it.
@@ -51,7 +50,7 @@ pub fn bind_weights<'a>(
     lookup: &Lookup<'_, 'a>,
 ) -> Result<Vec<Option<WeightView<'a>>>> {
     let mut views = alloc::vec![None; graph.tensors.len()];
-    for id in 0..graph.tensors.len() {
+    for (id, view) in views.iter_mut().enumerate() {
         let t = &graph.tensors[id];
         if t.role != Role::Weight {
             continue;
@@ -72,10 +71,10 @@ pub fn bind_weights<'a>(
         if raw.data.len() != need {
             return Err(Error::invalid(
                 alloc::format!("tensor '{}'", t.name),
-                alloc::format!("{} bytes of data, {} {} needs {need}", raw.data.len(), String::from(raw.format.name()), alloc::format!("[{cols} x {rows}]")),
+                alloc::format!("{} bytes of data, {} [{cols} x {rows}] needs {need}", raw.data.len(), raw.format.name()),
             ));
         }
-        views[id] = Some(WeightView { format: raw.format, rows, cols, row_bytes, data: raw.data });
+        *view = Some(WeightView { format: raw.format, rows, cols, row_bytes, data: raw.data });
         graph.tensors[id].format = Some(raw.format);
     }
     Ok(views)

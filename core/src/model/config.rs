@@ -310,13 +310,13 @@ impl ModelConfig {
                 return bad(name, format!("{v} is out of range"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(
                 "n_kv_heads",
                 format!("{} query heads are not a multiple of {} kv heads", self.n_heads, self.n_kv_heads),
             );
         }
-        if self.head_dim % 2 != 0 || self.rope_dim % 2 != 0 || self.rope_dim > self.head_dim {
+        if !self.head_dim.is_multiple_of(2) || !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
             return bad("rope_dim", format!("{} (head_dim {}) must be even and ≤ head_dim", self.rope_dim, self.head_dim));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
