@@ -226,7 +226,7 @@ impl<'m> Engine<'m> {
         // u32 storage keeps the buffers 4-byte aligned for the f32 views the session takes.
         let arena = vec![0u32; plan.arena_bytes.div_ceil(4)];
         let kv = vec![0u32; plan.kv_bytes.div_ceil(4)];
-        Ok(Engine { graph, plan, weights, arena, kv, kernels: KernelTable::scalar(), par: RayonParallel::new(threads)? })
+        Ok(Engine { graph, plan, weights, arena, kv, kernels: crate::detect::kernel_table(), par: RayonParallel::new(threads)? })
     }
 
     /// Threads in use.

@@ -88,6 +88,16 @@ impl<'a> Session<'a> {
     /// Runs `tokens` at the next positions and returns their logits: `tokens.len() × vocab` when
     /// the graph was built with `all_logits`, else the last token's `vocab` values.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.forward_observed(tokens, None)
+    }
+
+    /// [`Session::forward`], also showing `observer` the input of every matmul before it runs:
+    /// `(weight name, x as rows × cols, cols)`. Calibration uses it to measure activations.
+    pub fn forward_observed(
+        &mut self,
+        tokens: &[u32],
+        mut observer: Option<&mut dyn FnMut(&str, &[f32], usize)>,
+    ) -> Result<&[f32]> {
         let lim = self.graph.limits;
         let n = tokens.len();
         if n == 0 {
@@ -100,7 +110,10 @@ impl<'a> Session<'a> {
             return Err(Error::LimitExceeded { what: "context length", limit: lim.max_ctx, requested: self.pos + n });
         }
         for op_index in 0..self.graph.ops.len() {
-            self.run_op(op_index, tokens)?;
+            match observer {
+                Some(ref mut obs) => self.run_op(op_index, tokens, Some(&mut **obs))?,
+                None => self.run_op(op_index, tokens, None)?,
+            }
         }
         self.pos += n;
         let out = self.graph.output;
@@ -119,7 +132,12 @@ impl<'a> Session<'a> {
         self.weights[id].expect("weights are bound at Session::new")
     }
 
-    fn run_op(&mut self, op_index: usize, tokens: &[u32]) -> Result<()> {
+    fn run_op(
+        &mut self,
+        op_index: usize,
+        tokens: &[u32],
+        observer: Option<&mut (dyn FnMut(&str, &[f32], usize) + '_)>,
+    ) -> Result<()> {
         let graph = self.graph;
         let op = &graph.ops[op_index];
         let n = tokens.len();
@@ -179,6 +197,9 @@ impl<'a> Session<'a> {
             OpKind::MatMul => {
                 let w = weights[0];
                 let x = ins[0];
+                if let Some(obs) = observer {
+                    obs(&graph.tensors[op.inputs[1]].name, &x[..out_rows * w.cols], w.cols);
+                }
                 let shared = SharedOut::new(y);
                 let f = kernels.matmul(w.format).f;
                 par.for_each_range(w.rows, &|r| f(&w, x, out_rows, r, &shared));

@@ -10,6 +10,8 @@ pub mod attention;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
 use crate::format::Format;
 use core::marker::PhantomData;
@@ -156,6 +158,62 @@ impl KernelTable {
     /// Replaces the matmul kernel for `format` (a faster tier installing itself).
     pub fn set_matmul(&mut self, format: Format, entry: MatMulEntry) {
         self.matmul[format_index(format)] = entry;
+    }
+}
+
+/// CPU features the running machine has, as detected by the shell. Faster kernels are installed
+/// only from a value whose constructor promises detection, so a safe function pointer in the
+/// table can never run an instruction the CPU lacks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CpuFeatures {
+    avx2_fma: bool,
+}
+
+impl CpuFeatures {
+    /// No optional features: the scalar references only.
+    pub fn none() -> Self {
+        CpuFeatures::default()
+    }
+
+    /// Features as detected at run time.
+    ///
+    /// # Safety
+    /// Every feature passed as `true` must be supported by the CPU (and enabled by the OS) that
+    /// will run the kernels, e.g. checked with `is_x86_feature_detected!`.
+    pub unsafe fn assume_detected(avx2_fma: bool) -> Self {
+        CpuFeatures { avx2_fma }
+    }
+
+    /// AVX2 and FMA (x86-64).
+    pub fn avx2_fma(&self) -> bool {
+        self.avx2_fma
+    }
+}
+
+/// Safe entry for the AVX2 matmul; installed in a table only when [`CpuFeatures::avx2_fma`] holds.
+#[cfg(target_arch = "x86_64")]
+fn matmul_avx2(w: &crate::model::WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>) {
+    // SAFETY: this function is reachable only through a KernelTable built by `select` from a
+    // CpuFeatures whose constructor guarantees AVX2 and FMA are present.
+    unsafe { x86_64::avx2::matmul_unchecked(w, x, tokens, rows, out) }
+}
+
+impl KernelTable {
+    /// The scalar table with every slot the CPU can run faster replaced, and a line saying which
+    /// kernels were activated (for logs).
+    pub fn select(features: &CpuFeatures) -> (Self, alloc::string::String) {
+        let mut table = Self::scalar();
+        #[allow(unused_mut)]
+        let mut log = alloc::string::String::from("scalar");
+        #[cfg(target_arch = "x86_64")]
+        if features.avx2_fma {
+            for f in Format::ALL {
+                table.set_matmul(f, MatMulEntry { name: "avx2_matmul_4x3", quality: Quality::Optimized, f: matmul_avx2 });
+            }
+            log = alloc::string::String::from("avx2+fma matmul (4 rows x 3 tokens), scalar elsewhere");
+        }
+        let _ = features;
+        (table, log)
     }
 }
 
