@@ -11,9 +11,22 @@ fn matmul(c: &mut Criterion) {
     let (rows, cols) = (1536, 576);
     let table = KernelTable::scalar();
     let mut rng = Rng::new(7);
-    for format in [Format::F32, Format::F16, Format::Q8_0, Format::Q4_0, Format::Q4_1, Format::IQ4_NL] {
+    for format in [
+        Format::F32,
+        Format::F16,
+        Format::Q8_0,
+        Format::Q4_0,
+        Format::Q4_1,
+        Format::IQ4_NL,
+    ] {
         let data = random_weights(format, rows, cols, &mut rng);
-        let w = WeightView { format, rows, cols, row_bytes: format.row_bytes(cols, "w").unwrap(), data: &data };
+        let w = WeightView {
+            format,
+            rows,
+            cols,
+            row_bytes: format.row_bytes(cols, "w").unwrap(),
+            data: &data,
+        };
         let kernel = table.matmul(format);
         let mut group = c.benchmark_group(format!("matmul_{}", kernel.name));
         for tokens in [1usize, 64] {

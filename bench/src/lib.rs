@@ -26,12 +26,16 @@ impl Rng {
 /// `rows × cols` weights of `format` with random bytes, and finite f16 scales where the format
 /// has them (random bytes there could be NaN). Float formats get random finite values.
 pub fn random_weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
-    let n = format.tensor_bytes(cols, rows, "bench").expect("whole blocks");
+    let n = format
+        .tensor_bytes(cols, rows, "bench")
+        .expect("whole blocks");
     match format {
-        Format::F32 => (0..rows * cols).flat_map(|_| rng.f32().to_le_bytes()).collect(),
-        Format::F16 | Format::BF16 => {
-            (0..rows * cols).flat_map(|_| ((rng.next_u64() as u16) & 0x3bff).to_le_bytes()).collect()
-        }
+        Format::F32 => (0..rows * cols)
+            .flat_map(|_| rng.f32().to_le_bytes())
+            .collect(),
+        Format::F16 | Format::BF16 => (0..rows * cols)
+            .flat_map(|_| ((rng.next_u64() as u16) & 0x3bff).to_le_bytes())
+            .collect(),
         _ => {
             let mut v: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             // Every block format here keeps an f16 scale in its first two bytes; 0x2e00 ≈ 0.09.

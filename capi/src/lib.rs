@@ -92,9 +92,16 @@ pub unsafe extern "C" fn vspec_plan_memory(
         let path = unsafe { CStr::from_ptr(path) }
             .to_str()
             .map_err(|_| (VSPEC_ERR_ARGUMENT, "path is not UTF-8".to_string()))?;
-        let model = vspec_host::ModelFile::open(Path::new(path)).map_err(|e| (VSPEC_ERR_MODEL, format!("{e:#}")))?;
-        let lim = Limits { max_ctx: max_ctx as usize, max_tokens: max_tokens as usize, all_logits: false };
-        let (graph, _) = model.bind(lim).map_err(|e| (VSPEC_ERR_MODEL, format!("{e:#}")))?;
+        let model = vspec_host::ModelFile::open(Path::new(path))
+            .map_err(|e| (VSPEC_ERR_MODEL, format!("{e:#}")))?;
+        let lim = Limits {
+            max_ctx: max_ctx as usize,
+            max_tokens: max_tokens as usize,
+            all_logits: false,
+        };
+        let (graph, _) = model
+            .bind(lim)
+            .map_err(|e| (VSPEC_ERR_MODEL, format!("{e:#}")))?;
         let plan = Plan::new(&graph).map_err(|e| (VSPEC_ERR_MODEL, e.to_string()))?;
         let mem = VspecMemory {
             weight_bytes: plan.weight_bytes as u64,

@@ -78,7 +78,10 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), reason: reason.into() }
+        Error::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
     /// Shorthand for [`Error::Missing`].
     pub fn missing(what: impl Into<String>) -> Self {
@@ -86,7 +89,11 @@ impl Error {
     }
     /// Shorthand for [`Error::Truncated`].
     pub fn truncated(what: impl Into<String>, need: u64, have: u64) -> Self {
-        Error::Truncated { what: what.into(), need, have }
+        Error::Truncated {
+            what: what.into(),
+            need,
+            have,
+        }
     }
 }
 
@@ -95,21 +102,38 @@ impl fmt::Display for Error {
         match self {
             Error::BadMagic { expected } => write!(f, "bad magic: not a {expected} file"),
             Error::Truncated { what, need, have } => {
-                write!(f, "truncated: {what} needs {need} bytes but only {have} are present")
+                write!(
+                    f,
+                    "truncated: {what} needs {need} bytes but only {have} are present"
+                )
             }
             Error::Invalid { field, reason } => write!(f, "invalid {field}: {reason}"),
             Error::Missing { what } => write!(f, "missing {what}"),
-            Error::ShapeMismatch { tensor, expected, found } => {
-                write!(f, "tensor '{tensor}': shape {found:?}, expected {expected:?}")
+            Error::ShapeMismatch {
+                tensor,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "tensor '{tensor}': shape {found:?}, expected {expected:?}"
+                )
             }
             Error::UnsupportedFormat { tensor, format } => {
                 write!(f, "tensor '{tensor}': unsupported weight format {format}")
             }
             Error::UnsupportedArch(a) => write!(f, "unsupported model architecture '{a}'"),
             Error::ArenaTooSmall { what, need, have } => {
-                write!(f, "{what} buffer too small: plan needs {need} bytes, got {have}")
+                write!(
+                    f,
+                    "{what} buffer too small: plan needs {need} bytes, got {have}"
+                )
             }
-            Error::LimitExceeded { what, limit, requested } => {
+            Error::LimitExceeded {
+                what,
+                limit,
+                requested,
+            } => {
                 write!(f, "{what}: {requested} exceeds the limit of {limit}")
             }
         }

@@ -1,7 +1,8 @@
 //! Weight formats: how one row of a weight tensor is stored.
 //!
 //! A row of `n` weights is `n / block_elems()` blocks of `block_bytes()` bytes each. Plain floats
-//! are blocks of one element. The GGUF block formats keep the ggml type ids so files map 1:1.
+//! are blocks of one element. The GGUF block formats keep the ggml type ids so files map 1:1;
+//! Vspec's own packed formats (`VQ2`, `VQ3`, `VQ4`, groups of 64) have no ggml id.
 
 use crate::error::{Error, Result};
 use alloc::format;
@@ -41,11 +42,17 @@ pub enum Format {
     IQ4_NL,
     /// ggml IQ4_XS: 256-weight super-blocks of IQ4_NL codes with 6-bit sub-scales (4.25 bpw).
     IQ4_XS,
+    /// Vspec VQ2: 64 weights, f16 scale and min + 2-bit quants (2.5 bpw); `quant::vspec::vq2`.
+    VQ2,
+    /// Vspec VQ3: 64 weights, f16 scale and min + 3-bit quants (3.5 bpw); `quant::vspec::vq3`.
+    VQ3,
+    /// Vspec VQ4: 64 weights, f16 scale and min + 4-bit quants (4.5 bpw); `quant::vspec::vq4`.
+    VQ4,
 }
 
 impl Format {
     /// Every format, for tables and tests.
-    pub const ALL: [Format; 15] = [
+    pub const ALL: [Format; 18] = [
         Format::F32,
         Format::F16,
         Format::BF16,
@@ -61,6 +68,9 @@ impl Format {
         Format::Q6_K,
         Format::IQ4_NL,
         Format::IQ4_XS,
+        Format::VQ2,
+        Format::VQ3,
+        Format::VQ4,
     ];
 
     /// The format for a ggml type id, if we support it.
@@ -85,9 +95,9 @@ impl Format {
         })
     }
 
-    /// The ggml type id of this format.
-    pub fn ggml_type(self) -> u32 {
-        match self {
+    /// The ggml type id of this format; `None` for Vspec's own formats, which GGUF cannot hold.
+    pub fn ggml_type(self) -> Option<u32> {
+        Some(match self {
             Format::F32 => 0,
             Format::F16 => 1,
             Format::Q4_0 => 2,
@@ -103,7 +113,16 @@ impl Format {
             Format::IQ4_NL => 20,
             Format::IQ4_XS => 23,
             Format::BF16 => 30,
-        }
+            Format::VQ2 | Format::VQ3 | Format::VQ4 => return None,
+        })
+    }
+
+    /// The format with this [`Format::name`], compared ASCII case-insensitively (`"q4_k"` finds
+    /// `Q4_K`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
     /// Human name, as llama.cpp prints it.
@@ -124,6 +143,9 @@ impl Format {
             Format::Q6_K => "Q6_K",
             Format::IQ4_NL => "IQ4_NL",
             Format::IQ4_XS => "IQ4_XS",
+            Format::VQ2 => "VQ2",
+            Format::VQ3 => "VQ3",
+            Format::VQ4 => "VQ4",
         }
     }
 
@@ -135,6 +157,7 @@ impl Format {
             Format::IQ4_NL => 32,
             Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K => 256,
             Format::IQ4_XS => 256,
+            Format::VQ2 | Format::VQ3 | Format::VQ4 => 64,
         }
     }
 
@@ -155,6 +178,9 @@ impl Format {
             Format::Q6_K => 210,
             Format::IQ4_NL => 18,
             Format::IQ4_XS => 136,
+            Format::VQ2 => 20,
+            Format::VQ3 => 28,
+            Format::VQ4 => 36,
         }
     }
 
@@ -169,12 +195,15 @@ impl Format {
         if !n.is_multiple_of(be) {
             return Err(Error::invalid(
                 format!("tensor '{tensor}'"),
-                format!("row length {n} is not a multiple of the {} block size {be}", self.name()),
+                format!(
+                    "row length {n} is not a multiple of the {} block size {be}",
+                    self.name()
+                ),
             ));
         }
-        (n / be).checked_mul(self.block_bytes()).ok_or_else(|| {
-            Error::invalid(format!("tensor '{tensor}'"), "row size overflows")
-        })
+        (n / be)
+            .checked_mul(self.block_bytes())
+            .ok_or_else(|| Error::invalid(format!("tensor '{tensor}'"), "row size overflows"))
     }
 
     /// Bytes of a tensor with `rows` rows of `cols` weights.

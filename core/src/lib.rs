@@ -23,6 +23,7 @@ pub mod plan;
 pub mod quant;
 pub mod safetensors;
 pub mod sample;
+pub mod vspecfile;
 
 pub use error::{Error, Result};
 pub use format::Format;

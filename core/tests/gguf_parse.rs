@@ -124,7 +124,7 @@ fn round_trip_preserves_metadata_and_tensor_bytes() {
         let t = g.tensor(name).unwrap();
         assert_eq!(t.dims, dims);
         assert_eq!(t.format, Some(format));
-        assert_eq!(t.ggml_type, format.ggml_type());
+        assert_eq!(Some(t.ggml_type), format.ggml_type());
         assert_eq!(t.size, Some(data.len() as u64));
         assert_eq!(t.offset % 32, 0);
         assert!(t.offset >= g.data_offset);
@@ -719,7 +719,11 @@ fn fuzz_byte_flips_never_panic() {
         for _ in 0..flips {
             let i = (rng.next() % file.len() as u64) as usize;
             // Mostly flip bytes in the header, where the parser looks.
-            let i = if rng.next().is_multiple_of(4) { i } else { i % 400 };
+            let i = if rng.next().is_multiple_of(4) {
+                i
+            } else {
+                i % 400
+            };
             file[i] ^= (rng.next() % 255 + 1) as u8;
         }
         let cut = if rng.next().is_multiple_of(8) {

@@ -23,8 +23,12 @@ impl Rng {
 /// format here keeps its f16 scale there); floats get random finite values.
 fn weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     match format {
-        Format::F32 => (0..rows * cols).flat_map(|_| rng.f32().to_le_bytes()).collect(),
-        Format::F16 | Format::BF16 => (0..rows * cols).flat_map(|_| ((rng.next() as u16) & 0x3bff).to_le_bytes()).collect(),
+        Format::F32 => (0..rows * cols)
+            .flat_map(|_| rng.f32().to_le_bytes())
+            .collect(),
+        Format::F16 | Format::BF16 => (0..rows * cols)
+            .flat_map(|_| ((rng.next() as u16) & 0x3bff).to_le_bytes())
+            .collect(),
         _ => {
             let n = format.tensor_bytes(cols, rows, "w").unwrap();
             let mut v: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
@@ -41,7 +45,13 @@ fn weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     }
 }
 
-fn run(table: &KernelTable, w: &WeightView<'_>, x: &[f32], tokens: usize, splits: &[usize]) -> Vec<f32> {
+fn run(
+    table: &KernelTable,
+    w: &WeightView<'_>,
+    x: &[f32],
+    tokens: usize,
+    splits: &[usize],
+) -> Vec<f32> {
     let mut out = vec![f32::NAN; tokens * w.rows];
     let shared = SharedOut::new(&mut out);
     let f = table.matmul(w.format).f;
@@ -83,7 +93,13 @@ fn avx2_matmul_matches_scalar_reference() {
             let cols = (be.max(32) * cols_blocks).max(be);
             for &rows in &[1usize, 3, 4, 5, 9] {
                 let data = weights(format, rows, cols, &mut rng);
-                let w = WeightView { format, rows, cols, row_bytes: format.row_bytes(cols, "w").unwrap(), data: &data };
+                let w = WeightView {
+                    format,
+                    rows,
+                    cols,
+                    row_bytes: format.row_bytes(cols, "w").unwrap(),
+                    data: &data,
+                };
                 for &tokens in &[1usize, 2, 3, 4, 7] {
                     let mut x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
                     if tokens == 7 {
@@ -109,11 +125,20 @@ fn avx2_matmul_matches_scalar_reference() {
                     }
                     // Any row split, and one token at a time, give the same bits.
                     let split = run(&fast, &w, &x, tokens, &[1, 2, 6]);
-                    assert!(split.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{format:?}: split changed bits");
+                    assert!(
+                        split
+                            .iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{format:?}: split changed bits"
+                    );
                     for t in 0..tokens {
                         let one = run(&fast, &w, &x[t * cols..(t + 1) * cols], 1, &[]);
                         let row = &got[t * rows..(t + 1) * rows];
-                        assert!(one.iter().zip(row).all(|(a, b)| a.to_bits() == b.to_bits()), "{format:?}: token count changed bits");
+                        assert!(
+                            one.iter().zip(row).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{format:?}: token count changed bits"
+                        );
                     }
                     checked += 1;
                 }

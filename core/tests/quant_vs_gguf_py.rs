@@ -63,7 +63,8 @@ fn f32s(b: &[u8]) -> Vec<f32> {
 
 #[test]
 fn dequantize_matches_gguf_py_bit_exactly() {
-    for format in Format::ALL {
+    // Only the GGUF formats have gguf-py fixtures; Vspec's own (VQ2/3/4) are tested in quant::vspec.
+    for format in Format::ALL.into_iter().filter(|f| f.ggml_type().is_some()) {
         let name = format!("{}.deq.bin", format.name());
         let fx = load(&name, b"VQDQ");
         assert_eq!(fx.format, format);

@@ -75,8 +75,12 @@ pub fn generate(
     history: &mut Vec<u32>,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<(Vec<u32>, GenStats)> {
-    let mut sampler = Sampler::new(sampler_cfg.clone(), tok.vocab_size().max(1)).map_err(|e| anyhow!("{e}"))?;
-    let mut stats = GenStats { prompt_tokens: prompt.len(), ..Default::default() };
+    let mut sampler =
+        Sampler::new(sampler_cfg.clone(), tok.vocab_size().max(1)).map_err(|e| anyhow!("{e}"))?;
+    let mut stats = GenStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
     let t0 = Instant::now();
     let mut next = {
         let logits = prefill(sess, prompt)?;

@@ -1,5 +1,6 @@
-//! Opening models: a GGUF file or a Hugging Face directory (config.json + safetensors shards),
-//! memory-mapped, headers parsed and validated by the core, weights bound zero-copy.
+//! Opening models: a GGUF file, a `.vspec` file, or a Hugging Face directory (config.json +
+//! safetensors shards), memory-mapped, headers parsed and validated by the core, weights bound
+//! zero-copy.
 
 use crate::parallel::RayonParallel;
 use crate::tokenizer::Tokenizer;
@@ -12,8 +13,11 @@ use vspec_core::exec::{Plan, Session};
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
 use vspec_core::kernels::{KernelTable, Parallel};
-use vspec_core::model::{bind_weights, build_graph, ModelConfig, RawTensor, RopeScaling, WeightView};
+use vspec_core::model::{
+    bind_weights, build_graph, ModelConfig, RawTensor, RopeScaling, WeightView,
+};
 use vspec_core::safetensors::SafetensorsHeader;
+use vspec_core::vspecfile::VspecFile;
 
 /// Where the weights come from.
 pub enum Source {
@@ -21,6 +25,11 @@ pub enum Source {
     Gguf {
         /// Parsed header.
         header: Box<Gguf>,
+    },
+    /// One `.vspec` file (checksum verified at open).
+    Vspec {
+        /// Parsed header.
+        header: Box<VspecFile>,
     },
     /// A Hugging Face directory: shards and, per GGUF tensor name, (shard, HF name).
     Hf {
@@ -52,32 +61,65 @@ fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 impl ModelFile {
-    /// Opens a `.gguf` file or a Hugging Face model directory.
+    /// Opens a Hugging Face model directory, or a file: `.vspec` or GGUF, told apart by their
+    /// magic whatever the extension.
     pub fn open(path: &Path) -> Result<ModelFile> {
         if path.is_dir() {
             Self::open_hf(path)
+        } else if crate::vspecfile::is_vspec(path) {
+            Self::open_vspec(path)
         } else {
             Self::open_gguf(path)
         }
     }
 
+    fn open_vspec(path: &Path) -> Result<ModelFile> {
+        let map = map_file(path)?;
+        vspec_core::vspecfile::verify_checksum(&map)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let header =
+            vspec_core::vspecfile::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let config = header.config.clone();
+        Ok(ModelFile {
+            path: path.to_owned(),
+            maps: vec![(path.to_owned(), map)],
+            source: Source::Vspec {
+                header: Box::new(header),
+            },
+            config,
+        })
+    }
+
     fn open_gguf(path: &Path) -> Result<ModelFile> {
         let map = map_file(path)?;
-        let header = vspec_core::gguf::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let mut config = ModelConfig::from_gguf(&header).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let header =
+            vspec_core::gguf::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mut config =
+            ModelConfig::from_gguf(&header).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         if let Some(t) = header.tensor("rope_freqs.weight") {
-            let bytes = header.tensor_data(&map, t).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let fmt = t.format.ok_or_else(|| anyhow!("{}: rope_freqs.weight has an unsupported type", path.display()))?;
+            let bytes = header
+                .tensor_data(&map, t)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let fmt = t.format.ok_or_else(|| {
+                anyhow!(
+                    "{}: rope_freqs.weight has an unsupported type",
+                    path.display()
+                )
+            })?;
             let mut factors = vec![0f32; t.n_elements() as usize];
             vspec_core::quant::dequantize_row(fmt, bytes, &mut factors)
                 .map_err(|e| anyhow!("{}: tensor 'rope_freqs.weight': {e}", path.display()))?;
             config.rope_scaling = RopeScaling::FreqFactors(factors);
-            config.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            config
+                .validate()
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         }
         Ok(ModelFile {
             path: path.to_owned(),
             maps: vec![(path.to_owned(), map)],
-            source: Source::Gguf { header: Box::new(header) },
+            source: Source::Gguf {
+                header: Box::new(header),
+            },
             config,
         })
     }
@@ -92,11 +134,16 @@ impl ModelFile {
         let mut names = HashMap::new();
         for (i, f) in shard_files.iter().enumerate() {
             let map = map_file(f)?;
-            let header = vspec_core::safetensors::parse_header(&map).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+            let header = vspec_core::safetensors::parse_header(&map)
+                .map_err(|e| anyhow!("{}: {e}", f.display()))?;
             for t in &header.tensors {
                 if let Some(g) = vspec_core::model::names::hf_to_gguf(&t.name) {
                     if names.insert(g, (i, t.name.clone())).is_some() {
-                        bail!("{}: tensor '{}' appears in more than one shard", f.display(), t.name);
+                        bail!(
+                            "{}: tensor '{}' appears in more than one shard",
+                            f.display(),
+                            t.name
+                        );
                     }
                 }
             }
@@ -104,32 +151,66 @@ impl ModelFile {
             maps.push((f.clone(), map));
         }
         let has = |hf: &str| {
-            vspec_core::model::names::hf_to_gguf(hf).map(|g| names.contains_key(&g)).unwrap_or(false)
+            vspec_core::model::names::hf_to_gguf(hf)
+                .map(|g| names.contains_key(&g))
+                .unwrap_or(false)
         };
-        let config = ModelConfig::from_hf_json(&cfg_text, &has).map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
-        Ok(ModelFile { path: dir.to_owned(), maps, source: Source::Hf { shards, names }, config })
+        let config = ModelConfig::from_hf_json(&cfg_text, &has)
+            .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
+        Ok(ModelFile {
+            path: dir.to_owned(),
+            maps,
+            source: Source::Hf { shards, names },
+            config,
+        })
     }
 
     /// The raw tensor `name` (GGUF naming), without touching its data pages.
     pub fn raw_tensor(&self, name: &str) -> vspec_core::Result<Option<RawTensor<'_>>> {
         match &self.source {
             Source::Gguf { header } => {
-                let Some(t) = header.tensor(name) else { return Ok(None) };
+                let Some(t) = header.tensor(name) else {
+                    return Ok(None);
+                };
                 let data = header.tensor_data(&self.maps[0].1, t)?;
-                let format = t.format.ok_or_else(|| vspec_core::Error::UnsupportedFormat {
-                    tensor: name.to_string(),
-                    format: format!("ggml type {}", t.ggml_type),
-                })?;
-                Ok(Some(RawTensor { format, dims: t.dims.clone(), data }))
+                let format = t
+                    .format
+                    .ok_or_else(|| vspec_core::Error::UnsupportedFormat {
+                        tensor: name.to_string(),
+                        format: format!("ggml type {}", t.ggml_type),
+                    })?;
+                Ok(Some(RawTensor {
+                    format,
+                    dims: t.dims.clone(),
+                    data,
+                }))
+            }
+            Source::Vspec { header } => {
+                let Some(t) = header.tensor(name) else {
+                    return Ok(None);
+                };
+                let data = header.tensor_data(&self.maps[0].1, t)?;
+                Ok(Some(RawTensor {
+                    format: t.format,
+                    dims: t.dims.clone(),
+                    data,
+                }))
             }
             Source::Hf { shards, names } => {
-                let Some((shard, hf_name)) = names.get(name) else { return Ok(None) };
+                let Some((shard, hf_name)) = names.get(name) else {
+                    return Ok(None);
+                };
                 let header = &shards[*shard];
-                let t = header.tensor(hf_name).ok_or_else(|| vspec_core::Error::missing(hf_name.clone()))?;
-                let format = t.dtype.format().ok_or_else(|| vspec_core::Error::UnsupportedFormat {
-                    tensor: hf_name.clone(),
-                    format: t.dtype.name().to_string(),
-                })?;
+                let t = header
+                    .tensor(hf_name)
+                    .ok_or_else(|| vspec_core::Error::missing(hf_name.clone()))?;
+                let format =
+                    t.dtype
+                        .format()
+                        .ok_or_else(|| vspec_core::Error::UnsupportedFormat {
+                            tensor: hf_name.clone(),
+                            format: t.dtype.name().to_string(),
+                        })?;
                 let data = header.tensor_data(&self.maps[*shard].1, t)?;
                 // safetensors shapes are outermost first; GGUF order is innermost first.
                 let dims = t.shape.iter().rev().copied().collect();
@@ -138,21 +219,25 @@ impl ModelFile {
         }
     }
 
-    /// The model's tokenizer: from GGUF metadata, or tokenizer.json in the directory.
+    /// The model's tokenizer: from GGUF metadata, the `.vspec` header, or tokenizer.json in the
+    /// directory.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         match &self.source {
-            Source::Gguf { header } => {
-                Tokenizer::from_gguf(header).with_context(|| format!("{}: tokenizer", self.path.display()))
-            }
+            Source::Gguf { header } => Tokenizer::from_gguf(header)
+                .with_context(|| format!("{}: tokenizer", self.path.display())),
+            Source::Vspec { header } => Tokenizer::from_parts(&header.tokenizer)
+                .with_context(|| format!("{}: tokenizer", self.path.display())),
             Source::Hf { .. } => Tokenizer::from_hf_dir(&self.path),
         }
     }
 
     /// The graph for `limits` with weights bound (formats recorded from the headers).
     pub fn bind(&self, limits: Limits) -> Result<(Graph, Vec<Option<WeightView<'_>>>)> {
-        let mut graph = build_graph(&self.config, limits).map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+        let mut graph = build_graph(&self.config, limits)
+            .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
         let lookup = |name: &str| self.raw_tensor(name);
-        let weights = bind_weights(&mut graph, &lookup).map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+        let weights = bind_weights(&mut graph, &lookup)
+            .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
         Ok((graph, weights))
     }
 
@@ -160,7 +245,15 @@ impl ModelFile {
     pub fn gguf(&self) -> Option<&Gguf> {
         match &self.source {
             Source::Gguf { header } => Some(header),
-            Source::Hf { .. } => None,
+            Source::Vspec { .. } | Source::Hf { .. } => None,
+        }
+    }
+
+    /// The `.vspec` header (metadata, tensor list, checksum), when the model is a `.vspec` file.
+    pub fn vspec(&self) -> Option<&VspecFile> {
+        match &self.source {
+            Source::Vspec { header } => Some(header),
+            Source::Gguf { .. } | Source::Hf { .. } => None,
         }
     }
 }
@@ -170,19 +263,26 @@ impl ModelFile {
 fn hf_shards(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     let mut files: Vec<PathBuf> = if index.exists() {
-        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", index.display()))?;
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("cannot read {}", index.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid JSON", index.display()))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| anyhow!("{}: missing 'weight_map'", index.display()))?;
-        let mut names: Vec<String> = map.values().filter_map(|s| s.as_str().map(String::from)).collect();
+        let mut names: Vec<String> = map
+            .values()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect();
         names.sort();
         names.dedup();
         for n in &names {
             if n.contains('/') || n.contains('\\') || n.starts_with('.') {
-                bail!("{}: shard name '{n}' must be a plain file name", index.display());
+                bail!(
+                    "{}: shard name '{n}' must be a plain file name",
+                    index.display()
+                );
             }
         }
         names.into_iter().map(|n| dir.join(n)).collect()
@@ -201,6 +301,21 @@ fn hf_shards(dir: &Path) -> Result<Vec<PathBuf>> {
         bail!("{}: no *.safetensors files", dir.display());
     }
     Ok(files)
+}
+
+/// A zeroed buffer of `bytes` (rounded up to 4), or an error saying what could not be allocated:
+/// an oversized `-c` must be a message, not an abort.
+fn zeroed_words(bytes: usize, what: &str) -> Result<Vec<u32>> {
+    let words = bytes.div_ceil(4);
+    let mut v = Vec::new();
+    v.try_reserve_exact(words).map_err(|_| {
+        anyhow!(
+            "cannot allocate {:.1} MiB for the {what}: lower -c/--ctx-size or -b/--batch-size",
+            bytes as f64 / (1 << 20) as f64
+        )
+    })?;
+    v.resize(words, 0);
+    Ok(v)
 }
 
 /// Everything needed to run: graph, plan, bound weights, the arena and KV buffers, kernels and
@@ -224,9 +339,17 @@ impl<'m> Engine<'m> {
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         log::info!("memory plan: {}", plan.summary());
         // u32 storage keeps the buffers 4-byte aligned for the f32 views the session takes.
-        let arena = vec![0u32; plan.arena_bytes.div_ceil(4)];
-        let kv = vec![0u32; plan.kv_bytes.div_ceil(4)];
-        Ok(Engine { graph, plan, weights, arena, kv, kernels: crate::detect::kernel_table(), par: RayonParallel::new(threads)? })
+        let arena = zeroed_words(plan.arena_bytes, "activation arena")?;
+        let kv = zeroed_words(plan.kv_bytes, "KV cache")?;
+        Ok(Engine {
+            graph,
+            plan,
+            weights,
+            arena,
+            kv,
+            kernels: crate::detect::kernel_table(),
+            par: RayonParallel::new(threads)?,
+        })
     }
 
     /// Threads in use.
@@ -238,7 +361,15 @@ impl<'m> Engine<'m> {
     pub fn session(&mut self) -> Result<Session<'_>> {
         let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
         let kv: &mut [u8] = bytemuck::cast_slice_mut(&mut self.kv);
-        Session::new(&self.graph, &self.plan, &self.weights, arena, kv, &self.kernels, &self.par)
-            .map_err(|e| anyhow!("session: {e}"))
+        Session::new(
+            &self.graph,
+            &self.plan,
+            &self.weights,
+            arena,
+            kv,
+            &self.kernels,
+            &self.par,
+        )
+        .map_err(|e| anyhow!("session: {e}"))
     }
 }

@@ -13,12 +13,20 @@ pub struct RayonParallel {
 impl RayonParallel {
     /// A pool of `threads` threads (0 = one per available core).
     pub fn new(threads: usize) -> anyhow::Result<Self> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let threads = if threads == 0 { cores } else { threads };
+        // Far more threads than cores only costs start-up time (thousands take minutes).
+        let limit = (8 * cores).max(64);
+        if threads > limit {
+            anyhow::bail!(
+                "-t/--threads {threads} is more than {limit} (this machine has {cores} cores)"
+            );
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         Ok(RayonParallel { pool, threads })
     }
 }
@@ -35,7 +43,9 @@ impl Parallel for RayonParallel {
         let chunk = n.div_ceil(self.threads * 4).max(1);
         let chunks = n.div_ceil(chunk);
         self.pool.install(|| {
-            (0..chunks).into_par_iter().for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
+            (0..chunks)
+                .into_par_iter()
+                .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
         });
     }
 

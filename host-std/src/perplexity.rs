@@ -41,7 +41,21 @@ pub fn perplexity(
     text: &str,
     ctx: usize,
     max_chunks: Option<usize>,
+    on_chunk: impl FnMut(usize, f64),
+) -> Result<PplResult> {
+    perplexity_with(sess, tok, text, ctx, max_chunks, on_chunk, |_, _| Ok(()))
+}
+
+/// [`perplexity`], also handing every scored position's logits and target token to `on_scored`
+/// (the KL-divergence mode reads them).
+pub fn perplexity_with(
+    sess: &mut Session<'_>,
+    tok: &Tokenizer,
+    text: &str,
+    ctx: usize,
+    max_chunks: Option<usize>,
     mut on_chunk: impl FnMut(usize, f64),
+    mut on_scored: impl FnMut(&[f32], usize) -> Result<()>,
 ) -> Result<PplResult> {
     let lim = sess.limits();
     if !lim.all_logits || lim.max_ctx < ctx {
@@ -54,7 +68,10 @@ pub fn perplexity(
     let tokens = tok.encode(text, true)?;
     let available = tokens.len() / ctx;
     if available == 0 {
-        bail!("the text has {} tokens, fewer than one chunk of {ctx}", tokens.len());
+        bail!(
+            "the text has {} tokens, fewer than one chunk of {ctx}",
+            tokens.len()
+        );
     }
     let n_chunk = max_chunks.map_or(available, |m| m.min(available));
     let first = ctx / 2;
@@ -79,6 +96,7 @@ pub fn perplexity(
                     if target >= vocab {
                         bail!("token id {target} is outside the model's vocabulary of {vocab}");
                     }
+                    on_scored(row, target)?;
                     let v = -log_softmax_at(row, target);
                     nll += v;
                     nll2 += v * v;
@@ -93,6 +111,17 @@ pub fn perplexity(
     let mean = nll / count as f64;
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
-    let ppl_err = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(PplResult { chunks: n_chunk, ctx, n_tokens: tokens.len(), ppl, ppl_err, running })
+    let ppl_err = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
+    Ok(PplResult {
+        chunks: n_chunk,
+        ctx,
+        n_tokens: tokens.len(),
+        ppl,
+        ppl_err,
+        running,
+    })
 }

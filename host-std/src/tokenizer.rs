@@ -23,6 +23,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 use vspec_core::gguf::{Gguf, MetaValue};
+pub use vspec_core::vspecfile::TokenizerParts;
 
 /// GGUF token type of an ordinary vocabulary entry.
 const TYPE_NORMAL: i64 = 1;
@@ -507,23 +508,7 @@ impl Tokenizer {
             }
         };
 
-        let token_bytes = match inner.get_decoder() {
-            Some(DecoderWrapper::ByteLevel(_)) => {
-                let map = char_to_byte();
-                Some(
-                    (0..vocab_size as u32)
-                        .map(|id| match added.get(&id) {
-                            Some(t) => t.content.as_bytes().to_vec(),
-                            None => inner
-                                .id_to_token(id)
-                                .map(|s| byte_level_bytes(&s, &map))
-                                .unwrap_or_default(),
-                        })
-                        .collect(),
-                )
-            }
-            _ => None,
-        };
+        let token_bytes = derive_token_bytes(&inner, vocab_size);
 
         Ok(Tokenizer {
             inner,
@@ -643,6 +628,125 @@ impl Tokenizer {
     /// The underlying `tokenizers` pipeline.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+}
+
+/// The exact bytes of every id when the pipeline decodes byte-level (added tokens: their text;
+/// others: the GPT-2 byte mapping of the vocabulary entry); `None` for other decoders.
+fn derive_token_bytes(inner: &tokenizers::Tokenizer, vocab_size: usize) -> Option<Vec<Vec<u8>>> {
+    match inner.get_decoder() {
+        Some(DecoderWrapper::ByteLevel(_)) => {
+            let map = char_to_byte();
+            let added = inner.get_added_tokens_decoder();
+            Some(
+                (0..vocab_size as u32)
+                    .map(|id| match added.get(&id) {
+                        Some(t) => t.content.as_bytes().to_vec(),
+                        None => inner
+                            .id_to_token(id)
+                            .map(|s| byte_level_bytes(&s, &map))
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+impl Tokenizer {
+    /// Everything needed to rebuild this tokenizer with [`Tokenizer::from_parts`] (what a
+    /// `.vspec` file stores): the pipeline as `tokenizers` JSON, the special ids and flags, the
+    /// chat template, and the exact bytes of any id the pipeline alone would decode differently.
+    pub fn to_parts(&self) -> Result<TokenizerParts> {
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| anyhow!("serializing the tokenizer pipeline failed: {e}"))?;
+        let vocab_size = u32::try_from(self.vocab_size)
+            .map_err(|_| anyhow!("vocabulary of {} tokens is too large", self.vocab_size))?;
+        let special_ids = (0..vocab_size).filter(|&id| self.is_special(id)).collect();
+        let mut token_bytes = Vec::new();
+        if let Some(table) = &self.token_bytes {
+            let derived = derive_token_bytes(&self.inner, self.vocab_size).unwrap_or_default();
+            for (id, bytes) in table.iter().enumerate() {
+                if derived.get(id) != Some(bytes) {
+                    token_bytes.push((id as u32, bytes.clone()));
+                }
+            }
+        }
+        Ok(TokenizerParts {
+            json,
+            vocab_size,
+            bos_id: self.bos.as_ref().map(|b| b.0),
+            bos_token: self.bos.as_ref().map(|b| b.1.clone()),
+            eos_id: self.eos.as_ref().map(|e| e.0),
+            eos_token: self.eos.as_ref().map(|e| e.1.clone()),
+            eos_ids: self.eos_ids.clone(),
+            add_bos: self.add_bos,
+            chat_template: self.chat_template.clone(),
+            byte_level: self.token_bytes.is_some(),
+            special_ids,
+            token_bytes,
+        })
+    }
+
+    /// Rebuilds a tokenizer from [`Tokenizer::to_parts`]'s output (as read from a `.vspec`
+    /// file); it encodes and decodes exactly as the original.
+    pub fn from_parts(parts: &TokenizerParts) -> Result<Tokenizer> {
+        parts.validate().map_err(|e| anyhow!("{e}"))?;
+        let inner: tokenizers::Tokenizer = parts.json.parse().map_err(|e| {
+            anyhow!("tokenizer.json: the stored tokenizer pipeline does not load: {e}")
+        })?;
+        let vocab_size = parts.vocab_size as usize;
+        let token_bytes = if parts.byte_level {
+            let mut table = derive_token_bytes(&inner, vocab_size).unwrap_or_else(|| {
+                (0..vocab_size as u32)
+                    .map(|id| {
+                        inner
+                            .id_to_token(id)
+                            .map(String::into_bytes)
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            });
+            for (id, bytes) in &parts.token_bytes {
+                if let Some(slot) = table.get_mut(*id as usize) {
+                    *slot = bytes.clone();
+                }
+            }
+            Some(table)
+        } else {
+            None
+        };
+        let mut special = vec![false; vocab_size];
+        for &id in &parts.special_ids {
+            if let Some(s) = special.get_mut(id as usize) {
+                *s = true;
+            }
+        }
+        let pair =
+            |id: Option<u32>, text: &Option<String>, what: &str| -> Result<Option<(u32, String)>> {
+                match (id, text) {
+                    (None, _) => Ok(None),
+                    (Some(id), Some(t)) => Ok(Some((id, t.clone()))),
+                    (Some(id), None) => match inner.id_to_token(id) {
+                        Some(t) => Ok(Some((id, t))),
+                        None => bail!("tokenizer: {what} id {id} has no token text"),
+                    },
+                }
+            };
+        Ok(Tokenizer {
+            bos: pair(parts.bos_id, &parts.bos_token, "bos")?,
+            eos: pair(parts.eos_id, &parts.eos_token, "eos")?,
+            inner,
+            token_bytes,
+            special,
+            eos_ids: parts.eos_ids.clone(),
+            add_bos: parts.add_bos,
+            chat_template: parts.chat_template.clone(),
+            vocab_size,
+        })
     }
 }
 

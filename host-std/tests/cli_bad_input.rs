@@ -58,7 +58,9 @@ impl Drop for TempDir {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/hf")
+        .join(name)
 }
 
 /// Copies a fixture directory (flat) into `dst`, leaving out the files named in `skip`.
@@ -91,7 +93,10 @@ fn s(p: &Path) -> &str {
 fn fails_with(args: &[&str], needles: &[&str]) -> String {
     let out = vspec(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let ctx = format!("vspec {args:?}\nstatus: {:?}\nstderr:\n{stderr}", out.status);
+    let ctx = format!(
+        "vspec {args:?}\nstatus: {:?}\nstderr:\n{stderr}",
+        out.status
+    );
     let code = out.status.code();
     assert!(!out.status.success(), "expected failure: {ctx}");
     assert_ne!(code, Some(101), "exit code 101 means a panic: {ctx}");
@@ -99,16 +104,56 @@ fn fails_with(args: &[&str], needles: &[&str]) -> String {
     assert!(!stderr.contains("panicked"), "panicked: {ctx}");
     assert!(stderr.contains("error:"), "no error line: {ctx}");
     // Shown with --nocapture: the message each bad input gets.
-    eprintln!("--- vspec {:?}\n{}", &args[..args.len().min(3)], stderr.trim_end());
+    eprintln!(
+        "--- vspec {:?}\n{}",
+        &args[..args.len().min(3)],
+        stderr.trim_end()
+    );
     for n in needles {
         assert!(stderr.contains(n), "stderr does not mention {n:?}: {ctx}");
     }
     stderr
 }
 
+/// Like [`fails_with`], but the run is killed after `secs` seconds (a hang is a failure too).
+#[track_caller]
+fn fails_within(secs: u64, args: &[&str], needles: &[&str]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vspec"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running the vspec binary");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vspec {args:?} still running after {secs} s (killed)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let ctx = format!("vspec {args:?}\nstatus: {status:?}\nstderr:\n{stderr}");
+    assert!(!status.success(), "expected failure: {ctx}");
+    assert!(
+        status.code().is_some() && status.code() != Some(101),
+        "crashed: {ctx}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr does not mention {n:?}: {ctx}");
+    }
+}
+
 /// `generate` with small, fast settings on `model`.
 fn gen_args(model: &str) -> Vec<&str> {
-    vec!["generate", "-m", model, "-p", "Hello", "-n", "4", "--temp", "0", "-t", "1"]
+    vec![
+        "generate", "-m", model, "-p", "Hello", "-n", "4", "--temp", "0", "-t", "1",
+    ]
 }
 
 /// The same failure from `generate` and `inspect`.
@@ -167,31 +212,69 @@ impl GgufSpec {
         let header = vspec_core::safetensors::parse_header(&st).unwrap();
         let mut tensors = Vec::new();
         for t in &header.tensors {
-            let Some(name) = vspec_core::model::names::hf_to_gguf(&t.name) else { continue };
-            assert_eq!(t.dtype.format(), Some(Format::F32), "{}: fixture is F32", t.name);
+            let Some(name) = vspec_core::model::names::hf_to_gguf(&t.name) else {
+                continue;
+            };
+            assert_eq!(
+                t.dtype.format(),
+                Some(Format::F32),
+                "{}: fixture is F32",
+                t.name
+            );
             let mut data = header.tensor_data(&st, t).unwrap().to_vec();
             let dims: Vec<u64> = t.shape.iter().rev().copied().collect();
             if name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight") {
-                let heads = if name.ends_with("attn_q.weight") { n_head } else { n_kv };
+                let heads = if name.ends_with("attn_q.weight") {
+                    n_head
+                } else {
+                    n_kv
+                };
                 data = permute_rows(&data, t.shape[0] as usize, t.shape[1] as usize, heads);
             }
             tensors.push((name, dims, data));
         }
 
         let mut meta: Vec<(String, MetaValue)> = vec![
-            ("general.architecture".into(), MetaValue::Str("llama".into())),
-            ("general.name".into(), MetaValue::Str("tiny-llama-fixture".into())),
-            ("llama.block_count".into(), MetaValue::U32(u("num_hidden_layers"))),
-            ("llama.context_length".into(), MetaValue::U32(u("max_position_embeddings"))),
-            ("llama.embedding_length".into(), MetaValue::U32(u("hidden_size"))),
-            ("llama.feed_forward_length".into(), MetaValue::U32(u("intermediate_size"))),
-            ("llama.attention.head_count".into(), MetaValue::U32(n_head as u32)),
-            ("llama.attention.head_count_kv".into(), MetaValue::U32(n_kv as u32)),
+            (
+                "general.architecture".into(),
+                MetaValue::Str("llama".into()),
+            ),
+            (
+                "general.name".into(),
+                MetaValue::Str("tiny-llama-fixture".into()),
+            ),
+            (
+                "llama.block_count".into(),
+                MetaValue::U32(u("num_hidden_layers")),
+            ),
+            (
+                "llama.context_length".into(),
+                MetaValue::U32(u("max_position_embeddings")),
+            ),
+            (
+                "llama.embedding_length".into(),
+                MetaValue::U32(u("hidden_size")),
+            ),
+            (
+                "llama.feed_forward_length".into(),
+                MetaValue::U32(u("intermediate_size")),
+            ),
+            (
+                "llama.attention.head_count".into(),
+                MetaValue::U32(n_head as u32),
+            ),
+            (
+                "llama.attention.head_count_kv".into(),
+                MetaValue::U32(n_kv as u32),
+            ),
             (
                 "llama.attention.layer_norm_rms_epsilon".into(),
                 MetaValue::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
             ),
-            ("llama.rope.freq_base".into(), MetaValue::F32(cfg["rope_theta"].as_f64().unwrap() as f32)),
+            (
+                "llama.rope.freq_base".into(),
+                MetaValue::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
+            ),
         ];
 
         // Tokenizer: byte-level BPE from tokenizer.json, specials from tokenizer_config.json.
@@ -206,7 +289,11 @@ impl GgufSpec {
         for a in tj["added_tokens"].as_array().unwrap() {
             let id = a["id"].as_u64().unwrap() as usize;
             tokens[id] = a["content"].as_str().unwrap().to_string();
-            types[id] = if a["special"].as_bool() == Some(true) { 3 } else { 4 };
+            types[id] = if a["special"].as_bool() == Some(true) {
+                3
+            } else {
+                4
+            };
         }
         let merges: Vec<MetaValue> = tj["model"]["merges"]
             .as_array()
@@ -214,9 +301,11 @@ impl GgufSpec {
             .iter()
             .map(|m| match m {
                 serde_json::Value::String(s) => MetaValue::Str(s.clone()),
-                serde_json::Value::Array(p) => {
-                    MetaValue::Str(format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()))
-                }
+                serde_json::Value::Array(p) => MetaValue::Str(format!(
+                    "{} {}",
+                    p[0].as_str().unwrap(),
+                    p[1].as_str().unwrap()
+                )),
                 other => panic!("merge {other:?}"),
             })
             .collect();
@@ -228,12 +317,21 @@ impl GgufSpec {
         meta.extend([
             ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
             ("tokenizer.ggml.pre".into(), MetaValue::Str("gpt2".into())),
-            ("tokenizer.ggml.tokens".into(), MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect())),
-            ("tokenizer.ggml.token_type".into(), MetaValue::Array(types.into_iter().map(MetaValue::I32).collect())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+            ),
             ("tokenizer.ggml.merges".into(), MetaValue::Array(merges)),
             ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(bos)),
             ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(eos)),
-            ("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(tc["add_bos_token"].as_bool().unwrap_or(false))),
+            (
+                "tokenizer.ggml.add_bos_token".into(),
+                MetaValue::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)),
+            ),
         ]);
         GgufSpec { meta, tensors }
     }
@@ -245,7 +343,11 @@ impl GgufSpec {
     }
 
     fn set_meta(&mut self, key: &str, v: MetaValue) {
-        let slot = self.meta.iter_mut().find(|(k, _)| k == key).unwrap_or_else(|| panic!("no key {key}"));
+        let slot = self
+            .meta
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no key {key}"));
         slot.1 = v;
     }
 
@@ -265,8 +367,18 @@ impl GgufSpec {
 fn tensor_info_pos(file: &[u8], name: &str) -> usize {
     let mut needle = (name.len() as u64).to_le_bytes().to_vec();
     needle.extend_from_slice(name.as_bytes());
-    let hits: Vec<usize> = file.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
-    assert_eq!(hits.len(), 1, "tensor info of {name} found {} times", hits.len());
+    let hits: Vec<usize> = file
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "tensor info of {name} found {} times",
+        hits.len()
+    );
     hits[0]
 }
 
@@ -296,15 +408,31 @@ fn valid_gguf_generates_and_inspects() {
 
     let out = vspec(&gen_args(s(&p)));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "generate failed: {:?}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "generate failed: {:?}\n{stderr}",
+        out.status
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     let out = vspec(&["inspect", "-m", s(&p)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "inspect failed: {:?}\n{stderr}", out.status);
-    for want in ["blk.0.attn_q.weight", "output.weight", "general.architecture = \"llama\"", "GGUF v3"] {
-        assert!(stdout.contains(want), "inspect output lacks {want:?}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "inspect failed: {:?}\n{stderr}",
+        out.status
+    );
+    for want in [
+        "blk.0.attn_q.weight",
+        "output.weight",
+        "general.architecture = \"llama\"",
+        "GGUF v3",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "inspect output lacks {want:?}:\n{stdout}"
+        );
     }
 }
 
@@ -318,19 +446,30 @@ fn gguf_logits_match_hf_directory() {
     let hf = ModelFile::open(&fixture("llama")).unwrap();
     assert_eq!(gguf.config.n_layers, hf.config.n_layers);
     assert_eq!(gguf.config.vocab, hf.config.vocab);
-    assert_ne!(gguf.config.rope_layout, hf.config.rope_layout, "the two loaders should differ in RoPE layout");
+    assert_ne!(
+        gguf.config.rope_layout, hf.config.rope_layout,
+        "the two loaders should differ in RoPE layout"
+    );
 
     let text = "Hello world, the quick brown fox jumps over the lazy dog. <|im_start|>user 123";
     let tg = gguf.tokenizer().unwrap();
     let th = hf.tokenizer().unwrap();
     let ids = th.encode(text, true).unwrap();
-    assert_eq!(tg.encode(text, true).unwrap(), ids, "GGUF and HF tokenizers disagree");
+    assert_eq!(
+        tg.encode(text, true).unwrap(),
+        ids,
+        "GGUF and HF tokenizers disagree"
+    );
     assert_eq!(tg.decode(&ids), th.decode(&ids));
     assert_eq!(tg.bos_id(), th.bos_id());
     assert_eq!(tg.eos_ids().first(), th.eos_ids().first());
     assert!(ids.len() > 8 && ids.len() <= 64, "{} tokens", ids.len());
 
-    let lim = Limits { max_ctx: 64, max_tokens: ids.len(), all_logits: true };
+    let lim = Limits {
+        max_ctx: 64,
+        max_tokens: ids.len(),
+        all_logits: true,
+    };
     let run = |m: &ModelFile| {
         let mut e = Engine::new(m, lim, 1).unwrap();
         let mut sess = e.session().unwrap();
@@ -340,10 +479,16 @@ fn gguf_logits_match_hf_directory() {
     assert_eq!(lg.len(), lh.len());
     assert_eq!(lg.len(), ids.len() * hf.config.vocab);
     let scale = lh.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let err = lg.iter().zip(&lh).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    let err = lg
+        .iter()
+        .zip(&lh)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
     assert!(scale > 0.0);
     eprintln!("GGUF vs HF logits: max abs error {err:e}, max abs logit {scale}");
-    assert!(err <= 1e-5 * scale.max(1.0), "GGUF vs HF logits: max abs error {err:e} (scale {scale})");
+    assert!(
+        err <= 1e-5 * scale.max(1.0),
+        "GGUF vs HF logits: max abs error {err:e} (scale {scale})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,17 +528,24 @@ fn truncated_gguf_in_metadata() {
 fn truncated_gguf_in_tensor_infos() {
     let tmp = TempDir::new("trunc-infos");
     let bytes = GgufSpec::llama().bytes();
-    // In the middle of the dims of the last tensor info... but before that the count check sees
-    // too few bytes for the remaining infos, or the info read itself fails: both name tensors.
-    let name = "output.weight";
-    let cut = tensor_info_pos(&bytes, name) + 8 + name.len() + 4 + 3;
+    let spec = GgufSpec::llama();
+    // In the middle of the dims of the last tensor info: names that tensor.
+    let last = spec.tensors.last().unwrap().0.clone();
+    let cut = tensor_info_pos(&bytes, &last) + 8 + last.len() + 4 + 3;
     let p = tmp.write("a.gguf", &bytes[..cut]);
-    both_fail_with(&p, &[s(&p), "truncated", "tensor"]);
-    // Right after the first tensor name of the info section.
-    let first = &GgufSpec::llama().tensors[0].0.clone();
-    let cut = tensor_info_pos(&bytes, first) + 8 + first.len();
+    both_fail_with(&p, &[s(&p), "truncated", &format!("tensor '{last}'")]);
+    // Right after the first tensor name: fewer bytes than the infos' minimum size.
+    let first = spec.tensors[0].0.clone();
+    let cut = tensor_info_pos(&bytes, &first) + 8 + first.len();
     let p = tmp.write("b.gguf", &bytes[..cut]);
-    both_fail_with(&p, &[s(&p), "truncated", "tensor"]);
+    both_fail_with(
+        &p,
+        &[
+            s(&p),
+            "truncated",
+            &format!("{} tensor infos", spec.tensors.len()),
+        ],
+    );
 }
 
 #[test]
@@ -454,7 +606,11 @@ fn gguf_tensor_shape_mismatch() {
     let tmp = TempDir::new("shape");
     let mut spec = GgufSpec::llama();
     // attn_q with half its rows: [64 cols, 32 rows].
-    let t = spec.tensors.iter_mut().find(|t| t.0 == "blk.1.attn_q.weight").unwrap();
+    let t = spec
+        .tensors
+        .iter_mut()
+        .find(|t| t.0 == "blk.1.attn_q.weight")
+        .unwrap();
     let cols = t.1[0];
     let rows = t.1[1] / 2;
     t.1 = vec![cols, rows];
@@ -464,7 +620,11 @@ fn gguf_tensor_shape_mismatch() {
 
     // A 3-d norm weight.
     let mut spec = GgufSpec::llama();
-    let t = spec.tensors.iter_mut().find(|t| t.0 == "output_norm.weight").unwrap();
+    let t = spec
+        .tensors
+        .iter_mut()
+        .find(|t| t.0 == "output_norm.weight")
+        .unwrap();
     t.1 = vec![16, 2, 2];
     let p = tmp.write("shape3.gguf", &spec.bytes());
     both_fail_with(&p, &[s(&p), "'output_norm.weight'"]);
@@ -478,7 +638,10 @@ fn gguf_unsupported_or_unknown_tensor_type() {
         let (tyo, _) = tensor_type_and_offset_pos(&bytes, "blk.0.ffn_gate.weight");
         bytes[tyo..tyo + 4].copy_from_slice(&ty.to_le_bytes());
         let p = tmp.write(file, &bytes);
-        both_fail_with(&p, &[s(&p), "'blk.0.ffn_gate.weight'", &format!("ggml type {ty}")]);
+        both_fail_with(
+            &p,
+            &[s(&p), "'blk.0.ffn_gate.weight'", &format!("ggml type {ty}")],
+        );
     }
 }
 
@@ -550,7 +713,10 @@ fn gguf_missing_tokenizer_model() {
     let mut spec = GgufSpec::llama();
     spec.set_meta("tokenizer.ggml.pre", MetaValue::Str("no-such-pre".into()));
     let p = tmp.write("pre.gguf", &spec.bytes());
-    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.pre", "no-such-pre"]);
+    fails_with(
+        &gen_args(s(&p)),
+        &[s(&p), "tokenizer.ggml.pre", "no-such-pre"],
+    );
     // A BOS id outside the vocabulary.
     let mut spec = GgufSpec::llama();
     spec.set_meta("tokenizer.ggml.bos_token_id", MetaValue::U32(100_000));
@@ -590,7 +756,13 @@ fn hf_dir_with_config_missing_fields() {
     let tmp = TempDir::new("hf-cfg-missing");
     copy_fixture("llama", tmp.path(), &[]);
     let cfg = read_json(&fixture("llama").join("config.json"));
-    for key in ["hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_attention_heads"] {
+    for key in [
+        "hidden_size",
+        "num_hidden_layers",
+        "intermediate_size",
+        "vocab_size",
+        "num_attention_heads",
+    ] {
         let mut c = cfg.clone();
         c.as_object_mut().unwrap().remove(key).unwrap();
         tmp.write("config.json", serde_json::to_string(&c).unwrap().as_bytes());
@@ -625,7 +797,10 @@ fn hf_dir_with_truncated_safetensors() {
     both_fail_with(tmp.path(), &["model.safetensors", "truncated"]);
     // Inside the JSON header.
     tmp.write("model.safetensors", &st[..100]);
-    both_fail_with(tmp.path(), &["model.safetensors", "truncated", "safetensors header"]);
+    both_fail_with(
+        tmp.path(),
+        &["model.safetensors", "truncated", "safetensors header"],
+    );
     // Inside the header length.
     tmp.write("model.safetensors", &st[..5]);
     both_fail_with(tmp.path(), &["model.safetensors", "truncated"]);
@@ -647,14 +822,42 @@ fn prompt_longer_than_context() {
     let long = "the quick brown fox jumps over the lazy dog ".repeat(8);
     let dir = fixture("llama");
     fails_with(
-        &["generate", "-m", s(&dir), "-p", &long, "-n", "4", "--temp", "0", "-t", "1", "-c", "8"],
+        &[
+            "generate",
+            "-m",
+            s(&dir),
+            "-p",
+            &long,
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "-t",
+            "1",
+            "-c",
+            "8",
+        ],
         &["context", "-c"],
     );
     // The same through a GGUF.
     let tmp = TempDir::new("ctx");
     let p = tmp.write("tiny.gguf", &GgufSpec::llama().bytes());
     fails_with(
-        &["generate", "-m", s(&p), "-p", &long, "-n", "4", "--temp", "0", "-t", "1", "-c", "8"],
+        &[
+            "generate",
+            "-m",
+            s(&p),
+            "-p",
+            &long,
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "-t",
+            "1",
+            "-c",
+            "8",
+        ],
         &["context", "-c"],
     );
 }
@@ -664,7 +867,15 @@ fn perplexity_on_missing_text_file() {
     let tmp = TempDir::new("ppl");
     let missing = tmp.path().join("no-such-text.txt");
     fails_with(
-        &["perplexity", "-m", s(&fixture("llama")), "-f", s(&missing), "-t", "1"],
+        &[
+            "perplexity",
+            "-m",
+            s(&fixture("llama")),
+            "-f",
+            s(&missing),
+            "-t",
+            "1",
+        ],
         &[s(&missing)],
     );
 }
@@ -677,91 +888,192 @@ fn model_path_does_not_exist() {
     fails_with(&["inspect", "-m", s(&missing)], &[s(&missing)]);
     fails_with(&["ir", "-m", s(&missing)], &[s(&missing)]);
     let text = tmp.write("text.txt", b"hello world hello world hello world\n");
-    fails_with(&["perplexity", "-m", s(&missing), "-f", s(&text)], &[s(&missing)]);
+    fails_with(
+        &["perplexity", "-m", s(&missing), "-f", s(&text)],
+        &[s(&missing)],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inconsistent files: tokenizer vs. embedding, hyper-parameters out of range.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gguf_embedding_smaller_than_tokenizer_vocabulary() {
+    let tmp = TempDir::new("small-embd");
+    let mut spec = GgufSpec::llama();
+    for t in spec
+        .tensors
+        .iter_mut()
+        .filter(|t| t.0 == "token_embd.weight" || t.0 == "output.weight")
+    {
+        t.1[1] = 256;
+        t.2.truncate(256 * t.1[0] as usize * 4);
+    }
+    let p = tmp.write("small-embd.gguf", &spec.bytes());
+    // The prompt's merged tokens have ids >= 256 (caught at the first forward step).
+    fails_with(
+        &[
+            "generate",
+            "-m",
+            s(&p),
+            "-p",
+            "the quick brown fox then there",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+            "-t",
+            "1",
+        ],
+        &["token id", "outside the vocabulary of 256"],
+    );
 }
 
 #[test]
-fn zz_scratch_probe() {
-    let tmp = TempDir::new("probe");
-    let show = |label: &str, args: &[&str]| {
-        let out = vspec(args);
-        eprintln!("=== {label}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    };
-    // Embedding smaller than the tokenizer vocabulary.
+fn gguf_tokenizer_merge_names_a_missing_token() {
+    let tmp = TempDir::new("small-tok");
     let mut spec = GgufSpec::llama();
-    for t in spec.tensors.iter_mut().filter(|t| t.0 == "token_embd.weight" || t.0 == "output.weight") {
-        t.1[1] = 256;
-        t.2.truncate(256 * 64 * 4);
+    for key in ["tokenizer.ggml.tokens", "tokenizer.ggml.token_type"] {
+        if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == key) {
+            a.truncate(280);
+        }
     }
-    let p = tmp.write("smallvocab.gguf", &spec.bytes());
-    show("small embd", &["generate", "-m", s(&p), "-p", "the quick brown fox <|im_end|> then there", "-n", "4", "--temp", "0", "-t", "1"]);
-    show("small embd ppl", &["perplexity", "-m", s(&p), "-f", s(&tmp.write("t.txt", "the quick brown fox then there the the ".repeat(40).as_bytes())), "--ctx", "16", "-t", "1"]);
-    // Tokenizer smaller than the embedding.
+    let p = tmp.write("small-tok.gguf", &spec.bytes());
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer", "out of vocabulary"]);
+    // token_type of another length than tokens.
     let mut spec = GgufSpec::llama();
-    if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.tokens") { a.truncate(280); }
-    if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.token_type") { a.truncate(280); }
-    let p = tmp.write("smalltok.gguf", &spec.bytes());
-    show("small tok", &["generate", "-m", s(&p), "-p", "the quick brown fox", "-n", "8", "--temp", "0", "-t", "1"]);
-    // token_type length mismatch.
-    let mut spec = GgufSpec::llama();
-    if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == "tokenizer.ggml.token_type") { a.truncate(280); }
+    if let Some((_, MetaValue::Array(a))) = spec
+        .meta
+        .iter_mut()
+        .find(|(k, _)| k == "tokenizer.ggml.token_type")
+    {
+        a.truncate(280);
+    }
     let p = tmp.write("toktype.gguf", &spec.bytes());
-    show("token_type len", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    // context_length 0.
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.context_length", MetaValue::U32(0));
-    let p = tmp.write("ctx0.gguf", &spec.bytes());
-    show("ctx 0", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    // head_count_kv 3.
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.attention.head_count_kv", MetaValue::U32(3));
-    let p = tmp.write("kv3.gguf", &spec.bytes());
-    show("kv 3", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    // head_count 5 (64 % 5 != 0).
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.attention.head_count", MetaValue::U32(5));
-    let p = tmp.write("h5.gguf", &spec.bytes());
-    show("heads 5", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    // block_count huge.
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.block_count", MetaValue::U32(u32::MAX));
-    let p = tmp.write("blocks.gguf", &spec.bytes());
-    show("blocks max", &["inspect", "-m", s(&p)]);
-    // embedding_length huge.
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.embedding_length", MetaValue::U32(u32::MAX));
-    let p = tmp.write("dmodel.gguf", &spec.bytes());
-    show("d_model max", &["inspect", "-m", s(&p)]);
-    // ff huge.
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.feed_forward_length", MetaValue::U32(u32::MAX));
-    let p = tmp.write("ff.gguf", &spec.bytes());
-    show("ff max", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    // eps NaN, rope base 0.
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(f32::NAN));
-    let p = tmp.write("eps.gguf", &spec.bytes());
-    show("eps nan", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    let mut spec = GgufSpec::llama();
-    spec.set_meta("llama.rope.freq_base", MetaValue::F32(0.0));
-    let p = tmp.write("rope0.gguf", &spec.bytes());
-    show("rope 0", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    // NaN weights.
-    let mut spec = GgufSpec::llama();
-    let t = spec.tensors.iter_mut().find(|t| t.0 == "output.weight").unwrap();
-    for c in t.2.chunks_mut(4) { c.copy_from_slice(&f32::NAN.to_le_bytes()); }
-    let p = tmp.write("nan.gguf", &spec.bytes());
-    show("nan weights", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1"]);
-    show("nan weights greedy", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1", "--temp", "0"]);
-    // Chat template broken.
-    let mut spec = GgufSpec::llama();
-    spec.meta.push(("tokenizer.chat_template".into(), MetaValue::Str("{% for m in messages %}{{ m.content ".into())));
-    let p = tmp.write("tmpl.gguf", &spec.bytes());
-    show("bad template", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1", "--chat-template"]);
-    let spec = GgufSpec::llama();
-    let p = tmp.write("notmpl.gguf", &spec.bytes());
-    show("no template", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "1", "--chat-template"]);
-    show("ppl huge ctx", &["perplexity", "-m", s(&p), "-f", s(&tmp.write("u.txt", b"hello")), "--ctx", "100000000000", "-t", "1"]);
-    show("ppl chunks 0", &["perplexity", "-m", s(&p), "-f", s(&tmp.write("v.txt", "the quick brown fox ".repeat(100).as_bytes())), "--ctx", "16", "--chunks", "0", "-t", "1"]);
-    show("threads huge", &["generate", "-m", s(&p), "-p", "Hi", "-n", "2", "-t", "100000"]);
+    fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer.ggml.token_type"]);
+}
+
+#[test]
+fn gguf_hyperparameters_out_of_range() {
+    let tmp = TempDir::new("hparams");
+    // (key, value, what the message names). The config validator names its own fields
+    // (n_kv_heads, n_layers, ...) rather than the GGUF keys.
+    let cases: Vec<(&str, MetaValue, &str)> = vec![
+        (
+            "llama.attention.head_count_kv",
+            MetaValue::U32(3),
+            "kv heads",
+        ),
+        (
+            "llama.attention.head_count",
+            MetaValue::U32(5),
+            "query heads",
+        ),
+        ("llama.block_count", MetaValue::U32(u32::MAX), "n_layers"),
+        (
+            "llama.embedding_length",
+            MetaValue::U32(u32::MAX),
+            "d_model",
+        ),
+        (
+            "llama.feed_forward_length",
+            MetaValue::U32(u32::MAX),
+            "d_ff",
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(f32::NAN),
+            "norm_eps",
+        ),
+        ("llama.rope.freq_base", MetaValue::F32(0.0), "rope_theta"),
+    ];
+    for (i, (key, v, needle)) in cases.into_iter().enumerate() {
+        let mut spec = GgufSpec::llama();
+        spec.set_meta(key, v);
+        let p = tmp.write(&format!("h{i}.gguf"), &spec.bytes());
+        both_fail_with(&p, &[s(&p), needle]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource limits: oversized contexts and thread counts, empty perplexity runs.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn context_size_beyond_memory_is_an_error() {
+    let dir = fixture("llama");
+    fails_with(
+        &[
+            "generate",
+            "-m",
+            s(&dir),
+            "-p",
+            "Hi",
+            "-n",
+            "2",
+            "-t",
+            "1",
+            "-c",
+            "100000000000",
+        ],
+        &["-c"],
+    );
+    let tmp = TempDir::new("ppl-ctx");
+    let text = tmp.write("t.txt", "the quick brown fox ".repeat(50).as_bytes());
+    fails_with(
+        &[
+            "perplexity",
+            "-m",
+            s(&dir),
+            "-f",
+            s(&text),
+            "--ctx",
+            "100000000000",
+            "-t",
+            "1",
+        ],
+        &["--ctx"],
+    );
+}
+
+#[test]
+fn absurd_thread_count_is_rejected_quickly() {
+    fails_within(
+        30,
+        &[
+            "generate",
+            "-m",
+            s(&fixture("llama")),
+            "-p",
+            "Hi",
+            "-n",
+            "2",
+            "-t",
+            "4096",
+        ],
+        &["-t"],
+    );
+}
+
+#[test]
+fn perplexity_zero_chunks_is_an_error() {
+    let tmp = TempDir::new("ppl0");
+    let text = tmp.write("t.txt", "the quick brown fox ".repeat(100).as_bytes());
+    fails_with(
+        &[
+            "perplexity",
+            "-m",
+            s(&fixture("llama")),
+            "-f",
+            s(&text),
+            "--ctx",
+            "16",
+            "--chunks",
+            "0",
+            "-t",
+            "1",
+        ],
+        &["--chunks"],
+    );
 }

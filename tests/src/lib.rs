@@ -10,8 +10,14 @@ pub fn fixtures() -> PathBuf {
 /// `max |a - b| / max |b|`: the error measure the reference tests bound.
 pub fn rel_max_abs(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let scale = b.iter().fold(0f64, |m, &x| m.max((x as f64).abs())).max(1e-30);
-    let err = a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    let scale = b
+        .iter()
+        .fold(0f64, |m, &x| m.max((x as f64).abs()))
+        .max(1e-30);
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     err / scale
 }
 
@@ -25,9 +31,15 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else if std::env::var("VSPEC_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("VSPEC_REQUIRE_MODEL=1 but the model is missing at {}", p.display());
+        panic!(
+            "VSPEC_REQUIRE_MODEL=1 but the model is missing at {}",
+            p.display()
+        );
     } else {
-        println!("SKIPPED(no model): {} is absent; run `vspec fetch`", p.display());
+        println!(
+            "SKIPPED(no model): {} is absent; run `vspec fetch`",
+            p.display()
+        );
         None
     }
 }

@@ -15,20 +15,41 @@ fn reference(name: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn rows(v: &Value) -> Vec<Vec<f32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect()
 }
 
 /// Runs `tokens` in steps of `step` with all logits, compares every position.
-fn check_logits(name: &str, model: &ModelFile, tokens: &[u32], want: &[Vec<f32>], step: usize, threads: usize) {
-    let lim = Limits { max_ctx: 64, max_tokens: step, all_logits: true };
+fn check_logits(
+    name: &str,
+    model: &ModelFile,
+    tokens: &[u32],
+    want: &[Vec<f32>],
+    step: usize,
+    threads: usize,
+) {
+    let lim = Limits {
+        max_ctx: 64,
+        max_tokens: step,
+        all_logits: true,
+    };
     let mut engine = Engine::new(model, lim, threads).unwrap();
     let mut sess = engine.session().unwrap();
     let mut pos = 0;
@@ -37,7 +58,11 @@ fn check_logits(name: &str, model: &ModelFile, tokens: &[u32], want: &[Vec<f32>]
         let vocab = logits.len() / chunk.len();
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
             let err = rel_max_abs(row, &want[pos + i]);
-            assert!(err <= TOL, "{name}: position {} (step {step}, {threads} threads): rel error {err:.2e}", pos + i);
+            assert!(
+                err <= TOL,
+                "{name}: position {} (step {step}, {threads} threads): rel error {err:.2e}",
+                pos + i
+            );
         }
         pos += chunk.len();
     }
@@ -50,15 +75,30 @@ fn check_model(name: &str) {
     let tok = model.tokenizer().unwrap();
     let prompt = r["prompt"].as_str().unwrap();
     let tokens = ids(&r["tokens"]);
-    assert_eq!(tok.encode(prompt, false).unwrap(), tokens, "{name}: tokenization differs from transformers");
+    assert_eq!(
+        tok.encode(prompt, false).unwrap(),
+        tokens,
+        "{name}: tokenization differs from transformers"
+    );
     let logits = rows(&r["logits"]);
     for (step, threads) in [(64, 1), (5, 2), (1, 2)] {
         check_logits(name, &model, &tokens, &logits, step, threads);
     }
-    check_logits(name, &model, &ids(&r["tokens2"]), &rows(&r["logits2"]), 16, 2);
+    check_logits(
+        name,
+        &model,
+        &ids(&r["tokens2"]),
+        &rows(&r["logits2"]),
+        16,
+        2,
+    );
 
     // Greedy continuation through the generation path (last-token logits only).
-    let lim = Limits { max_ctx: 64, max_tokens: 8, all_logits: false };
+    let lim = Limits {
+        max_ctx: 64,
+        max_tokens: 8,
+        all_logits: false,
+    };
     let mut engine = Engine::new(&model, lim, 2).unwrap();
     let mut sess = engine.session().unwrap();
     let mut history = Vec::new();
@@ -70,7 +110,10 @@ fn check_model(name: &str) {
         got.push(next);
         next = argmax(sess.forward(&[next]).unwrap());
     }
-    assert_eq!(got, want, "{name}: greedy continuation differs from transformers");
+    assert_eq!(
+        got, want,
+        "{name}: greedy continuation differs from transformers"
+    );
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -114,10 +157,19 @@ fn chat_template_matches_transformers() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| vspec_host::chat::ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .map(|m| {
+                vspec_host::chat::ChatMessage::new(
+                    m["role"].as_str().unwrap(),
+                    m["content"].as_str().unwrap(),
+                )
+            })
             .collect();
         let text = tmpl.render(&msgs, true).unwrap();
         assert_eq!(text, r["chat_text"].as_str().unwrap(), "{name}");
-        assert_eq!(tok.encode(&text, false).unwrap(), ids(&r["chat_tokens"]), "{name}");
+        assert_eq!(
+            tok.encode(&text, false).unwrap(),
+            ids(&r["chat_tokens"]),
+            "{name}"
+        );
     }
 }

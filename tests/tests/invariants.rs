@@ -53,20 +53,32 @@ fn tiny(name: &str) -> ModelFile {
 fn decoding_a_token_allocates_nothing() {
     for name in ["llama", "qwen2", "qwen3"] {
         let model = tiny(name);
-        let lim = Limits { max_ctx: 64, max_tokens: 16, all_logits: false };
+        let lim = Limits {
+            max_ctx: 64,
+            max_tokens: 16,
+            all_logits: false,
+        };
         let mut engine = Engine::new(&model, lim, 1).unwrap();
         let mut sess = engine.session().unwrap();
         sess.forward(&[1, 2, 3, 4, 5]).unwrap();
         let probe = allocs();
         let counted = std::hint::black_box(vec![0u8; 16]);
-        assert!(allocs() > probe && counted.len() == 16, "the counting allocator is not counting");
+        assert!(
+            allocs() > probe && counted.len() == 16,
+            "the counting allocator is not counting"
+        );
         let before = allocs();
         for t in 0..20u32 {
             sess.forward(&[t + 7]).unwrap();
         }
         sess.forward(&[9, 8, 7]).unwrap();
         let after = allocs();
-        assert_eq!(after - before, 0, "{name}: forward allocated {} times", after - before);
+        assert_eq!(
+            after - before,
+            0,
+            "{name}: forward allocated {} times",
+            after - before
+        );
     }
 }
 
@@ -74,12 +86,21 @@ fn decoding_a_token_allocates_nothing() {
 fn logits_are_identical_for_any_thread_count() {
     let model = tiny("qwen2");
     let tokens: Vec<u32> = (0..30).map(|i| (i * 37 % 300) as u32).collect();
-    let lim = Limits { max_ctx: 64, max_tokens: 32, all_logits: true };
+    let lim = Limits {
+        max_ctx: 64,
+        max_tokens: 32,
+        all_logits: true,
+    };
     let mut reference = None;
     for threads in [1, 2, 3, 4] {
         let mut engine = Engine::new(&model, lim, threads).unwrap();
         let mut sess = engine.session().unwrap();
-        let bits: Vec<u32> = sess.forward(&tokens).unwrap().iter().map(|x| x.to_bits()).collect();
+        let bits: Vec<u32> = sess
+            .forward(&tokens)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
         match &reference {
             None => reference = Some(bits),
             Some(r) => assert!(r == &bits, "{threads} threads changed the logits"),
@@ -92,7 +113,11 @@ fn plan_of_a_real_graph_is_tight_deterministic_and_overlap_free() {
     for name in ["llama", "qwen3"] {
         let model = tiny(name);
         for all_logits in [false, true] {
-            let lim = Limits { max_ctx: 128, max_tokens: 32, all_logits };
+            let lim = Limits {
+                max_ctx: 128,
+                max_tokens: 32,
+                all_logits,
+            };
             let (graph, _) = model.bind(lim).unwrap();
             let bufs = lifetime::buffers(&graph);
             let p1 = Plan::new(&graph).unwrap();
@@ -111,7 +136,10 @@ fn plan_of_a_real_graph_is_tight_deterministic_and_overlap_free() {
             );
             // KV cache: layers × (k, v) × positions × kv width × f32.
             let c = &model.config;
-            assert_eq!(p1.kv_bytes, c.n_layers * 2 * 128 * c.n_kv_heads * c.head_dim * 4);
+            assert_eq!(
+                p1.kv_bytes,
+                c.n_layers * 2 * 128 * c.n_kv_heads * c.head_dim * 4
+            );
         }
     }
 }
@@ -119,15 +147,26 @@ fn plan_of_a_real_graph_is_tight_deterministic_and_overlap_free() {
 #[test]
 fn session_rejects_small_buffers_and_overlong_steps() {
     let model = tiny("llama");
-    let lim = Limits { max_ctx: 8, max_tokens: 4, all_logits: false };
+    let lim = Limits {
+        max_ctx: 8,
+        max_tokens: 4,
+        all_logits: false,
+    };
     let mut engine = Engine::new(&model, lim, 1).unwrap();
     let mut sess = engine.session().unwrap();
-    assert!(sess.forward(&[1, 2, 3, 4, 5]).is_err(), "step over max_tokens");
+    assert!(
+        sess.forward(&[1, 2, 3, 4, 5]).is_err(),
+        "step over max_tokens"
+    );
     sess.forward(&[1, 2, 3, 4]).unwrap();
     sess.forward(&[1, 2, 3, 4]).unwrap();
     let e = sess.forward(&[1]).unwrap_err().to_string();
     assert!(e.contains("context"), "{e}");
     assert!(sess.forward(&[]).is_err());
     sess.reset();
-    assert!(sess.forward(&[100_000]).unwrap_err().to_string().contains("vocabulary"));
+    assert!(sess
+        .forward(&[100_000])
+        .unwrap_err()
+        .to_string()
+        .contains("vocabulary"));
 }

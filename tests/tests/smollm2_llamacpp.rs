@@ -24,7 +24,11 @@ fn load(name: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn top2(v: &[f32]) -> (usize, f32, f32) {
@@ -61,7 +65,11 @@ fn greedy_matches_llama_cpp() {
     let model = ModelFile::open(&path).unwrap();
     let tok = model.tokenizer().unwrap();
     let refs = load("greedy.json");
-    let lim = Limits { max_ctx: 256, max_tokens: 64, all_logits: false };
+    let lim = Limits {
+        max_ctx: 256,
+        max_tokens: 64,
+        all_logits: false,
+    };
     let mut engine = Engine::new(&model, lim, 2).unwrap();
     let mut sess = engine.session().unwrap();
     let mut full_matches = 0;
@@ -69,11 +77,17 @@ fn greedy_matches_llama_cpp() {
     for case in results {
         let name = case["name"].as_str().unwrap();
         let prompt = ids(&case["prompt_ids"]);
-        assert_eq!(tok.encode(case["prompt"].as_str().unwrap(), true).unwrap(), prompt, "{name}: prompt tokens");
+        assert_eq!(
+            tok.encode(case["prompt"].as_str().unwrap(), true).unwrap(),
+            prompt,
+            "{name}: prompt tokens"
+        );
         let want = ids(&case["generated_ids"]);
         let steps = case["steps"].as_array().unwrap();
         sess.reset();
-        let mut logits = vspec_host::generate::prefill(&mut sess, &prompt).unwrap().to_vec();
+        let mut logits = vspec_host::generate::prefill(&mut sess, &prompt)
+            .unwrap()
+            .to_vec();
         let mut parted = None;
         for (i, &w) in want.iter().enumerate() {
             let (best, l1, l2) = top2(&logits);
@@ -85,8 +99,14 @@ fn greedy_matches_llama_cpp() {
                     l1 - l2
                 );
                 let ours_for_theirs = logits[w as usize];
-                assert!((l1 - ours_for_theirs).abs() < NEAR_TIE, "{name}: step {i}: llama.cpp's pick is not our runner-up");
-                println!("{name}: parts at step {i} on a near-tie (gap {:.4})", l1 - l2);
+                assert!(
+                    (l1 - ours_for_theirs).abs() < NEAR_TIE,
+                    "{name}: step {i}: llama.cpp's pick is not our runner-up"
+                );
+                println!(
+                    "{name}: parts at step {i} on a near-tie (gap {:.4})",
+                    l1 - l2
+                );
                 parted = Some(i);
                 break;
             }
@@ -100,5 +120,8 @@ fn greedy_matches_llama_cpp() {
             full_matches += 1;
         }
     }
-    println!("{full_matches}/{} prompts equal llama.cpp for all 32 tokens", results.len());
+    println!(
+        "{full_matches}/{} prompts equal llama.cpp for all 32 tokens",
+        results.len()
+    );
 }

@@ -9,6 +9,9 @@ use crate::kernels::{activation, for_each_tile, norm, rope, KernelTable, Paralle
 use crate::model::WeightView;
 use core::ops::Range;
 
+/// Sees the input of every matmul: `(weight name, x as rows × cols, cols)`.
+pub type MatMulObserver<'o> = dyn FnMut(&str, &[f32], usize) + 'o;
+
 /// Largest head the per-head norm decodes on the stack.
 const MAX_HEAD_DIM: usize = 512;
 
@@ -38,10 +41,18 @@ impl<'a> Session<'a> {
         par: &'a dyn Parallel,
     ) -> Result<Self> {
         if arena.len() < plan.arena_bytes {
-            return Err(Error::ArenaTooSmall { what: "arena", need: plan.arena_bytes, have: arena.len() });
+            return Err(Error::ArenaTooSmall {
+                what: "arena",
+                need: plan.arena_bytes,
+                have: arena.len(),
+            });
         }
         if kv.len() < plan.kv_bytes {
-            return Err(Error::ArenaTooSmall { what: "kv", need: plan.kv_bytes, have: kv.len() });
+            return Err(Error::ArenaTooSmall {
+                what: "kv",
+                need: plan.kv_bytes,
+                have: kv.len(),
+            });
         }
         let arena: &mut [f32] = bytemuck::try_cast_slice_mut(&mut arena[..plan.arena_bytes])
             .map_err(|_| Error::invalid("arena", "buffer is not 4-byte aligned"))?;
@@ -58,11 +69,23 @@ impl<'a> Session<'a> {
         for op in &graph.ops {
             if let OpKind::HeadRmsNorm { head_dim, .. } = op.kind {
                 if head_dim > MAX_HEAD_DIM {
-                    return Err(Error::invalid("head_dim", alloc::format!("{head_dim} > {MAX_HEAD_DIM}")));
+                    return Err(Error::invalid(
+                        "head_dim",
+                        alloc::format!("{head_dim} > {MAX_HEAD_DIM}"),
+                    ));
                 }
             }
         }
-        Ok(Session { graph, plan, weights, arena, kv, kernels, par, pos: 0 })
+        Ok(Session {
+            graph,
+            plan,
+            weights,
+            arena,
+            kv,
+            kernels,
+            par,
+            pos: 0,
+        })
     }
 
     /// Positions held in the KV cache.
@@ -96,7 +119,7 @@ impl<'a> Session<'a> {
     pub fn forward_observed(
         &mut self,
         tokens: &[u32],
-        mut observer: Option<&mut dyn FnMut(&str, &[f32], usize)>,
+        mut observer: Option<&mut MatMulObserver<'_>>,
     ) -> Result<&[f32]> {
         let lim = self.graph.limits;
         let n = tokens.len();
@@ -104,10 +127,18 @@ impl<'a> Session<'a> {
             return Err(Error::invalid("tokens", "empty step"));
         }
         if n > lim.max_tokens {
-            return Err(Error::LimitExceeded { what: "tokens per step", limit: lim.max_tokens, requested: n });
+            return Err(Error::LimitExceeded {
+                what: "tokens per step",
+                limit: lim.max_tokens,
+                requested: n,
+            });
         }
         if self.pos + n > lim.max_ctx {
-            return Err(Error::LimitExceeded { what: "context length", limit: lim.max_ctx, requested: self.pos + n });
+            return Err(Error::LimitExceeded {
+                what: "context length",
+                limit: lim.max_ctx,
+                requested: self.pos + n,
+            });
         }
         for op_index in 0..self.graph.ops.len() {
             match observer {
@@ -136,7 +167,7 @@ impl<'a> Session<'a> {
         &mut self,
         op_index: usize,
         tokens: &[u32],
-        observer: Option<&mut (dyn FnMut(&str, &[f32], usize) + '_)>,
+        observer: Option<&mut MatMulObserver<'_>>,
     ) -> Result<()> {
         let graph = self.graph;
         let op = &graph.ops[op_index];
@@ -151,7 +182,8 @@ impl<'a> Session<'a> {
             .filter(|&&i| graph.tensors[i].role != Role::Weight)
             .map(|&i| self.range(i, n))
             .collect();
-        let out_ranges: heapless::Vec<Range<usize>, 2> = op.outputs.iter().map(|&o| self.range(o, n)).collect();
+        let out_ranges: heapless::Vec<Range<usize>, 2> =
+            op.outputs.iter().map(|&o| self.range(o, n)).collect();
         let out_rows = rows(op.outputs[0]);
         let pos0 = self.pos;
         let (kernels, par) = (self.kernels, self.par);
@@ -176,7 +208,9 @@ impl<'a> Session<'a> {
                         ));
                     }
                     let row = &mut y[t * table.cols..(t + 1) * table.cols];
-                    for_each_tile(&table, tok as usize, |c0, tile| row[c0..c0 + tile.len()].copy_from_slice(tile));
+                    for_each_tile(&table, tok as usize, |c0, tile| {
+                        row[c0..c0 + tile.len()].copy_from_slice(tile)
+                    });
                 }
             }
             OpKind::RmsNorm { eps } => {
@@ -198,7 +232,11 @@ impl<'a> Session<'a> {
                 let w = weights[0];
                 let x = ins[0];
                 if let Some(obs) = observer {
-                    obs(&graph.tensors[op.inputs[1]].name, &x[..out_rows * w.cols], w.cols);
+                    obs(
+                        &graph.tensors[op.inputs[1]].name,
+                        &x[..out_rows * w.cols],
+                        w.cols,
+                    );
                 }
                 let shared = SharedOut::new(y);
                 let f = kernels.matmul(w.format).f;
@@ -216,17 +254,36 @@ impl<'a> Session<'a> {
             }
             OpKind::HeadRmsNorm { eps, head_dim } => {
                 let mut wbuf = [0f32; MAX_HEAD_DIM];
-                for_each_tile(&weights[0], 0, |c0, tile| wbuf[c0..c0 + tile.len()].copy_from_slice(tile));
+                for_each_tile(&weights[0], 0, |c0, tile| {
+                    wbuf[c0..c0 + tile.len()].copy_from_slice(tile)
+                });
                 norm::head_rms_norm(ins[0], &wbuf[..*head_dim], *eps, *head_dim, y);
             }
-            OpKind::Rope { head_dim, layout, inv_freq } => {
+            OpKind::Rope {
+                head_dim,
+                layout,
+                inv_freq,
+            } => {
                 let width = graph.tensors[op.outputs[0]].cols;
                 for t in 0..out_rows {
                     let r = t * width..(t + 1) * width;
-                    rope::rope_row(&ins[0][r.clone()], &mut y[r], pos0 + t, *head_dim, *layout, inv_freq);
+                    rope::rope_row(
+                        &ins[0][r.clone()],
+                        &mut y[r],
+                        pos0 + t,
+                        *head_dim,
+                        *layout,
+                        inv_freq,
+                    );
                 }
             }
-            OpKind::Attention { layer, n_heads, n_kv_heads, head_dim, scale } => {
+            OpKind::Attention {
+                layer,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                scale,
+            } => {
                 let (q, k, v) = (ins[0], ins[1], ins[2]);
                 let layer_len = max_ctx * kv_width;
                 let base = layer * 2 * layer_len;
@@ -245,7 +302,9 @@ impl<'a> Session<'a> {
                 let (kc, vc) = (&*kc, &*vc);
                 let scores = SharedOut::new(extra);
                 let out = SharedOut::new(y);
-                par.for_each_range(*n_heads, &|heads| attention_heads(&shape, q, kc, vc, heads, &scores, &out));
+                par.for_each_range(*n_heads, &|heads| {
+                    attention_heads(&shape, q, kc, vc, heads, &scores, &out)
+                });
             }
             OpKind::SwiGlu => activation::swiglu(ins[0], ins[1], y),
             OpKind::Add => activation::add(ins[0], ins[1], y),
@@ -291,10 +350,14 @@ fn split_views<'b>(
             return Err(Error::invalid("plan", "output buffer outside the arena"));
         }
         if outs[..i].iter().any(|p| overlap(o, p)) || ins.iter().any(|p| overlap(o, p)) {
-            return Err(Error::invalid("plan", "an op's output overlaps a live buffer"));
+            return Err(Error::invalid(
+                "plan",
+                "an op's output overlaps a live buffer",
+            ));
         }
     }
-    if ins.iter().any(|r| r.start > r.end || r.end > arena.len()) || ins.len() > 3 || outs.len() > 2 {
+    if ins.iter().any(|r| r.start > r.end || r.end > arena.len()) || ins.len() > 3 || outs.len() > 2
+    {
         return Err(Error::invalid("plan", "input buffer outside the arena"));
     }
     let base = arena.as_mut_ptr();

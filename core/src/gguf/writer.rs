@@ -93,6 +93,15 @@ impl<'a> GgufWriter<'a> {
                 format!("element count of shape {dims:?} overflows"),
             ));
         }
+        if format.ggml_type().is_none() {
+            return Err(Error::invalid(
+                field(),
+                format!(
+                    "{} has no ggml type id, so GGUF cannot hold it",
+                    format.name()
+                ),
+            ));
+        }
         let size = tensor_size(format, dims, &name)?;
         if size != data.len() as u64 {
             return Err(Error::invalid(
@@ -174,7 +183,9 @@ impl<'a> GgufWriter<'a> {
             for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&t.format.ggml_type().to_le_bytes());
+            // add_tensor only accepts formats with a ggml id.
+            let ggml_type = t.format.ggml_type().unwrap_or(u32::MAX);
+            out.extend_from_slice(&ggml_type.to_le_bytes());
             out.extend_from_slice(&off.to_le_bytes());
         }
         let data_offset = align_up(out.len() as u64, self.alignment).ok_or_else(overflow)?;

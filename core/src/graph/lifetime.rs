@@ -31,10 +31,18 @@ pub fn buffers(graph: &Graph) -> Vec<Buf> {
         .iter()
         .enumerate()
         .map(|(id, t)| match t.role {
-            Role::Weight => Buf { size: 0, align: ARENA_ALIGN, live: 0..0 },
+            Role::Weight => Buf {
+                size: 0,
+                align: ARENA_ALIGN,
+                live: 0..0,
+            },
             Role::Activation | Role::Output => {
                 let start = first[id].min(steps);
-                let end = if t.role == Role::Output { steps } else { last[id] + 1 };
+                let end = if t.role == Role::Output {
+                    steps
+                } else {
+                    last[id] + 1
+                };
                 Buf {
                     size: t.activation_len(graph.limits.max_tokens) * 4,
                     align: ARENA_ALIGN,

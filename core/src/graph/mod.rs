@@ -213,7 +213,11 @@ impl GraphBuilder {
             format: None,
         });
         let out = self.tensors.len() - 1;
-        self.ops.push(Op { kind, inputs: inputs.to_vec(), outputs: alloc::vec![out] });
+        self.ops.push(Op {
+            kind,
+            inputs: inputs.to_vec(),
+            outputs: alloc::vec![out],
+        });
         out
     }
 
@@ -244,6 +248,13 @@ impl GraphBuilder {
         limits: Limits,
     ) -> Graph {
         self.tensors[output].role = Role::Output;
-        Graph { tensors: self.tensors, ops: self.ops, output, kv_layers, kv_width, limits }
+        Graph {
+            tensors: self.tensors,
+            ops: self.ops,
+            output,
+            kv_layers,
+            kv_width,
+            limits,
+        }
     }
 }

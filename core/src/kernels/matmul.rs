@@ -14,7 +14,8 @@ use core::ops::Range;
 pub const TILE: usize = 256;
 
 /// Computes rows `rows` of `out` (`[tokens, w.rows]`) from `x` (`[tokens, w.cols]`).
-pub type MatMulFn = fn(w: &WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>);
+pub type MatMulFn =
+    fn(w: &WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>);
 
 /// Kernel name of the scalar reference for `format`.
 pub fn scalar_name(format: Format) -> &'static str {
@@ -34,11 +35,20 @@ pub fn scalar_name(format: Format) -> &'static str {
         Format::Q6_K => "scalar_matmul_q6_k",
         Format::IQ4_NL => "scalar_matmul_iq4_nl",
         Format::IQ4_XS => "scalar_matmul_iq4_xs",
+        Format::VQ2 => "scalar_matmul_vq2",
+        Format::VQ3 => "scalar_matmul_vq3",
+        Format::VQ4 => "scalar_matmul_vq4",
     }
 }
 
 /// The scalar reference matmul for any format.
-pub fn matmul_scalar(w: &WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>) {
+pub fn matmul_scalar(
+    w: &WeightView<'_>,
+    x: &[f32],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
     let k = w.cols;
     let n = w.rows;
     let be = w.format.block_elems();

@@ -61,7 +61,11 @@ unsafe impl Send for SharedOut<'_> {}
 impl<'a> SharedOut<'a> {
     /// Wraps an exclusive borrow.
     pub fn new(buf: &'a mut [f32]) -> Self {
-        SharedOut { ptr: buf.as_mut_ptr(), len: buf.len(), _borrow: PhantomData }
+        SharedOut {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _borrow: PhantomData,
+        }
     }
 
     /// Length in elements.
@@ -80,7 +84,11 @@ impl<'a> SharedOut<'a> {
     /// No other thread reads or writes index `i` while this handle is shared.
     #[inline]
     pub unsafe fn write(&self, i: usize, v: f32) {
-        assert!(i < self.len, "SharedOut index {i} out of bounds {}", self.len);
+        assert!(
+            i < self.len,
+            "SharedOut index {i} out of bounds {}",
+            self.len
+        );
         // SAFETY: i is in bounds (checked above) and, by the caller's contract, no other thread
         // accesses element i concurrently.
         unsafe { self.ptr.add(i).write(v) }
@@ -93,7 +101,10 @@ impl<'a> SharedOut<'a> {
     #[inline]
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice_mut(&self, range: Range<usize>) -> &mut [f32] {
-        assert!(range.start <= range.end && range.end <= self.len, "SharedOut range out of bounds");
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "SharedOut range out of bounds"
+        );
         // SAFETY: the range is in bounds (checked above); exclusivity is the caller's contract.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
@@ -192,7 +203,13 @@ impl CpuFeatures {
 
 /// Safe entry for the AVX2 matmul; installed in a table only when [`CpuFeatures::avx2_fma`] holds.
 #[cfg(target_arch = "x86_64")]
-fn matmul_avx2(w: &crate::model::WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>) {
+fn matmul_avx2(
+    w: &crate::model::WeightView<'_>,
+    x: &[f32],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
     // SAFETY: this function is reachable only through a KernelTable built by `select` from a
     // CpuFeatures whose constructor guarantees AVX2 and FMA are present.
     unsafe { x86_64::avx2::matmul_unchecked(w, x, tokens, rows, out) }
@@ -208,9 +225,18 @@ impl KernelTable {
         #[cfg(target_arch = "x86_64")]
         if features.avx2_fma {
             for f in Format::ALL {
-                table.set_matmul(f, MatMulEntry { name: "avx2_matmul_4x3", quality: Quality::Optimized, f: matmul_avx2 });
+                table.set_matmul(
+                    f,
+                    MatMulEntry {
+                        name: "avx2_matmul_4x3",
+                        quality: Quality::Optimized,
+                        f: matmul_avx2,
+                    },
+                );
             }
-            log = alloc::string::String::from("avx2+fma matmul (4 rows x 3 tokens), scalar elsewhere");
+            log = alloc::string::String::from(
+                "avx2+fma matmul (4 rows x 3 tokens), scalar elsewhere",
+            );
         }
         let _ = features;
         (table, log)
@@ -246,7 +272,11 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 /// Decodes row `row` of `w` tile by tile (at most [`matmul::TILE`] weights, whole blocks) and
 /// calls `f(first_column, tile)`, so vector weights (norms, biases) never need a heap buffer.
-pub fn for_each_tile(w: &crate::model::WeightView<'_>, row: usize, mut f: impl FnMut(usize, &[f32])) {
+pub fn for_each_tile(
+    w: &crate::model::WeightView<'_>,
+    row: usize,
+    mut f: impl FnMut(usize, &[f32]),
+) {
     let be = w.format.block_elems();
     let bb = w.format.block_bytes();
     let decode = crate::quant::block_decoder(w.format);

@@ -7,7 +7,14 @@
 use crate::graph::RopeLayout;
 
 /// Rotates every head of one row `x` (`n_heads × head_dim`) for position `pos` into `y`.
-pub fn rope_row(x: &[f32], y: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout, inv_freq: &[f32]) {
+pub fn rope_row(
+    x: &[f32],
+    y: &mut [f32],
+    pos: usize,
+    head_dim: usize,
+    layout: RopeLayout,
+    inv_freq: &[f32],
+) {
     let half = inv_freq.len();
     y.copy_from_slice(x);
     for head in y.chunks_exact_mut(head_dim) {

@@ -55,7 +55,8 @@ pub fn bind_weights<'a>(
         if t.role != Role::Weight {
             continue;
         }
-        let raw = lookup(&t.name)?.ok_or_else(|| Error::missing(alloc::format!("tensor '{}'", t.name)))?;
+        let raw = lookup(&t.name)?
+            .ok_or_else(|| Error::missing(alloc::format!("tensor '{}'", t.name)))?;
         let (rows, cols) = (t.weight_rows, t.cols);
         let dims_ok = match raw.dims.as_slice() {
             [c] => rows == 1 && *c == cols as u64,
@@ -63,18 +64,36 @@ pub fn bind_weights<'a>(
             _ => false,
         };
         if !dims_ok {
-            let expected = if rows == 1 { alloc::vec![cols as u64] } else { alloc::vec![cols as u64, rows as u64] };
-            return Err(Error::ShapeMismatch { tensor: t.name.clone(), expected, found: raw.dims });
+            let expected = if rows == 1 {
+                alloc::vec![cols as u64]
+            } else {
+                alloc::vec![cols as u64, rows as u64]
+            };
+            return Err(Error::ShapeMismatch {
+                tensor: t.name.clone(),
+                expected,
+                found: raw.dims,
+            });
         }
         let row_bytes = raw.format.row_bytes(cols, &t.name)?;
         let need = raw.format.tensor_bytes(cols, rows, &t.name)?;
         if raw.data.len() != need {
             return Err(Error::invalid(
                 alloc::format!("tensor '{}'", t.name),
-                alloc::format!("{} bytes of data, {} [{cols} x {rows}] needs {need}", raw.data.len(), raw.format.name()),
+                alloc::format!(
+                    "{} bytes of data, {} [{cols} x {rows}] needs {need}",
+                    raw.data.len(),
+                    raw.format.name()
+                ),
             ));
         }
-        *view = Some(WeightView { format: raw.format, rows, cols, row_bytes, data: raw.data });
+        *view = Some(WeightView {
+            format: raw.format,
+            rows,
+            cols,
+            row_bytes,
+            data: raw.data,
+        });
         graph.tensors[id].format = Some(raw.format);
     }
     Ok(views)

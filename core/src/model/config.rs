@@ -117,8 +117,10 @@ impl ModelConfig {
         let key = |k: &str| format!("{arch_name}.{k}");
         let n_heads = usize_of(g.get_u32(&key("attention.head_count"))?);
         let d_model = usize_of(g.get_u32(&key("embedding_length"))?);
-        let n_kv_heads =
-            usize_of(g.get_u32_opt(&key("attention.head_count_kv"))?.unwrap_or(n_heads as u32));
+        let n_kv_heads = usize_of(
+            g.get_u32_opt(&key("attention.head_count_kv"))?
+                .unwrap_or(n_heads as u32),
+        );
         let head_dim = match g.get_u32_opt(&key("attention.key_length"))? {
             Some(v) => usize_of(v),
             None => {
@@ -137,9 +139,9 @@ impl ModelConfig {
         };
         let rope_scaling = match g.get_str_opt(&key("rope.scaling.type"))? {
             None | Some("none") => RopeScaling::None,
-            Some("linear") => {
-                RopeScaling::Linear { factor: g.get_f32(&key("rope.scaling.factor"))? }
-            }
+            Some("linear") => RopeScaling::Linear {
+                factor: g.get_f32(&key("rope.scaling.factor"))?,
+            },
             Some(other) => {
                 return Err(Error::invalid(
                     key("rope.scaling.type"),
@@ -160,7 +162,8 @@ impl ModelConfig {
             norm_eps: g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
             rope_theta: g.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0),
             rope_dim: usize_of(
-                g.get_u32_opt(&key("rope.dimension_count"))?.unwrap_or(head_dim as u32),
+                g.get_u32_opt(&key("rope.dimension_count"))?
+                    .unwrap_or(head_dim as u32),
             ),
             // convert_hf_to_gguf permutes Llama's q/k rows so that pairs become adjacent; Qwen
             // files keep Hugging Face's rotate-half order.
@@ -206,19 +209,31 @@ impl ModelConfig {
         let n_heads = req("num_attention_heads")?;
         let d_model = req("hidden_size")?;
         if n_heads == 0 {
-            return Err(Error::invalid("config.json field 'num_attention_heads'", "is zero"));
+            return Err(Error::invalid(
+                "config.json field 'num_attention_heads'",
+                "is zero",
+            ));
         }
         let head_dim = opt_usize("head_dim").unwrap_or(d_model / n_heads);
         if v.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
-            return Err(Error::invalid("config.json field 'mlp_bias'", "MLP biases are not supported"));
+            return Err(Error::invalid(
+                "config.json field 'mlp_bias'",
+                "MLP biases are not supported",
+            ));
         }
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(Error::invalid("config.json field 'hidden_act'", format!("'{act}' (only silu)")));
+                return Err(Error::invalid(
+                    "config.json field 'hidden_act'",
+                    format!("'{act}' (only silu)"),
+                ));
             }
         }
         if v.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-            return Err(Error::invalid("config.json field 'use_sliding_window'", "sliding-window attention is not supported"));
+            return Err(Error::invalid(
+                "config.json field 'use_sliding_window'",
+                "sliding-window attention is not supported",
+            ));
         }
         // transformers 5 writes `rope_parameters` (theta and scaling together) instead of
         // `rope_theta` + `rope_scaling`; older files have only the latter.
@@ -236,13 +251,18 @@ impl ModelConfig {
                     .and_then(Value::as_str)
                     .unwrap_or("default");
                 let f = |k: &str| -> Result<f32> {
-                    rs.get(k).and_then(Value::as_f64).map(|x| x as f32).ok_or_else(|| {
-                        Error::missing(format!("config.json field 'rope_scaling.{k}'"))
-                    })
+                    rs.get(k)
+                        .and_then(Value::as_f64)
+                        .map(|x| x as f32)
+                        .ok_or_else(|| {
+                            Error::missing(format!("config.json field 'rope_scaling.{k}'"))
+                        })
                 };
                 match ty {
                     "default" => RopeScaling::None,
-                    "linear" => RopeScaling::Linear { factor: f("factor")? },
+                    "linear" => RopeScaling::Linear {
+                        factor: f("factor")?,
+                    },
                     "llama3" => RopeScaling::Llama3 {
                         factor: f("factor")?,
                         low_freq_factor: f("low_freq_factor")?,
@@ -271,19 +291,29 @@ impl ModelConfig {
             train_ctx: opt_usize("max_position_embeddings").unwrap_or(2048),
             norm_eps: opt_f32("rms_norm_eps").unwrap_or(1e-6),
             rope_theta: opt_f32("rope_theta")
-                .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64).map(|x| x as f32))
+                .or_else(|| {
+                    rope_params
+                        .and_then(|p| p.get("rope_theta"))
+                        .and_then(Value::as_f64)
+                        .map(|x| x as f32)
+                })
                 .unwrap_or(10000.0),
             rope_dim: head_dim,
             rope_layout: RopeLayout::Neox,
             rope_scaling,
             // transformers' Llama/Qwen configs default to untied heads; a tied checkpoint may still
             // omit lm_head, which the loader treats as tied.
-            tied_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false)
+            tied_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
                 || !has_tensor("lm_head.weight"),
             qkv_bias: match arch {
                 Arch::Qwen2 => true,
-                _ => attention_bias.unwrap_or(false)
-                    || has_tensor("model.layers.0.self_attn.q_proj.bias"),
+                _ => {
+                    attention_bias.unwrap_or(false)
+                        || has_tensor("model.layers.0.self_attn.q_proj.bias")
+                }
             },
             o_bias: arch == Arch::Llama
                 && (attention_bias.unwrap_or(false)
@@ -313,11 +343,23 @@ impl ModelConfig {
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(
                 "n_kv_heads",
-                format!("{} query heads are not a multiple of {} kv heads", self.n_heads, self.n_kv_heads),
+                format!(
+                    "{} query heads are not a multiple of {} kv heads",
+                    self.n_heads, self.n_kv_heads
+                ),
             );
         }
-        if !self.head_dim.is_multiple_of(2) || !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
-            return bad("rope_dim", format!("{} (head_dim {}) must be even and ≤ head_dim", self.rope_dim, self.head_dim));
+        if !self.head_dim.is_multiple_of(2)
+            || !self.rope_dim.is_multiple_of(2)
+            || self.rope_dim > self.head_dim
+        {
+            return bad(
+                "rope_dim",
+                format!(
+                    "{} (head_dim {}) must be even and ≤ head_dim",
+                    self.rope_dim, self.head_dim
+                ),
+            );
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
             return bad("norm_eps", format!("{}", self.norm_eps));
@@ -327,7 +369,10 @@ impl ModelConfig {
         }
         if let RopeScaling::FreqFactors(f) = &self.rope_scaling {
             if f.len() != self.rope_dim / 2 {
-                return bad("rope_freqs.weight", format!("{} factors for rope_dim {}", f.len(), self.rope_dim));
+                return bad(
+                    "rope_freqs.weight",
+                    format!("{} factors for rope_dim {}", f.len(), self.rope_dim),
+                );
             }
         }
         Ok(())
@@ -344,7 +389,12 @@ impl ModelConfig {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
             RopeScaling::FreqFactors(ff) => base.iter().zip(ff).map(|(f, s)| f / s).collect(),
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_positions,
+            } => {
                 let low_wavelen = original_max_positions / low_freq_factor;
                 let high_wavelen = original_max_positions / high_freq_factor;
                 base.iter()

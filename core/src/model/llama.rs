@@ -16,7 +16,10 @@ use crate::graph::{Graph, GraphBuilder, Limits, OpKind, Rows};
 pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
     cfg.validate()?;
     if limits.max_ctx == 0 || limits.max_tokens == 0 {
-        return Err(Error::invalid("limits", "max_ctx and max_tokens must be positive"));
+        return Err(Error::invalid(
+            "limits",
+            "max_ctx and max_tokens must be positive",
+        ));
     }
     if limits.max_tokens > limits.max_ctx {
         return Err(Error::invalid("limits", "max_tokens exceeds max_ctx"));
@@ -33,7 +36,13 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
     for l in 0..cfg.n_layers {
         let name = |s: &str| layer(l, s);
         let w_norm = g.weight(name("attn_norm.weight"), 1, d);
-        let h = g.op(OpKind::RmsNorm { eps: cfg.norm_eps }, &[x, w_norm], name("attn_in"), t, d);
+        let h = g.op(
+            OpKind::RmsNorm { eps: cfg.norm_eps },
+            &[x, w_norm],
+            name("attn_in"),
+            t,
+            d,
+        );
         let proj = |g: &mut GraphBuilder, what: &str, rows: usize, bias: bool| {
             let w = g.weight(name(&alloc::format!("{what}.weight")), rows, d);
             let mut ins = alloc::vec![h, w];
@@ -49,7 +58,10 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
             let hd = cfg.head_dim;
             let wq = g.weight(name("attn_q_norm.weight"), 1, hd);
             let wk = g.weight(name("attn_k_norm.weight"), 1, hd);
-            let kind = OpKind::HeadRmsNorm { eps: cfg.norm_eps, head_dim: hd };
+            let kind = OpKind::HeadRmsNorm {
+                eps: cfg.norm_eps,
+                head_dim: hd,
+            };
             q = g.op(kind.clone(), &[q, wq], name("q_normed"), t, q_width);
             k = g.op(kind, &[k, wk], name("k_normed"), t, kv_width);
         }
@@ -78,7 +90,13 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
         x = g.op(OpKind::Add, &[x, o], name("attn_resid"), t, d);
 
         let w_fnorm = g.weight(name("ffn_norm.weight"), 1, d);
-        let h2 = g.op(OpKind::RmsNorm { eps: cfg.norm_eps }, &[x, w_fnorm], name("ffn_in"), t, d);
+        let h2 = g.op(
+            OpKind::RmsNorm { eps: cfg.norm_eps },
+            &[x, w_fnorm],
+            name("ffn_in"),
+            t,
+            d,
+        );
         let w_gate = g.weight(name("ffn_gate.weight"), cfg.d_ff, d);
         let w_up = g.weight(name("ffn_up.weight"), cfg.d_ff, d);
         let w_down = g.weight(name("ffn_down.weight"), d, cfg.d_ff);
@@ -95,8 +113,18 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
         Rows::One
     };
     let w_out_norm = g.weight("output_norm.weight", 1, d);
-    let xn = g.op(OpKind::RmsNorm { eps: cfg.norm_eps }, &[x, w_out_norm], "result_norm", rows, d);
-    let w_out = if cfg.tied_embeddings { embd } else { g.weight("output.weight", cfg.vocab, d) };
+    let xn = g.op(
+        OpKind::RmsNorm { eps: cfg.norm_eps },
+        &[x, w_out_norm],
+        "result_norm",
+        rows,
+        d,
+    );
+    let w_out = if cfg.tied_embeddings {
+        embd
+    } else {
+        g.weight("output.weight", cfg.vocab, d)
+    };
     let logits = g.op(OpKind::MatMul, &[xn, w_out], "logits", rows, cfg.vocab);
     Ok(g.finish(logits, cfg.n_layers, kv_width, limits))
 }

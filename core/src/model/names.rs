@@ -47,10 +47,19 @@ mod tests {
 
     #[test]
     fn maps_hf_names() {
-        assert_eq!(hf_to_gguf("model.layers.3.self_attn.q_proj.bias").unwrap(), "blk.3.attn_q.bias");
-        assert_eq!(hf_to_gguf("model.layers.0.mlp.down_proj.weight").unwrap(), "blk.0.ffn_down.weight");
+        assert_eq!(
+            hf_to_gguf("model.layers.3.self_attn.q_proj.bias").unwrap(),
+            "blk.3.attn_q.bias"
+        );
+        assert_eq!(
+            hf_to_gguf("model.layers.0.mlp.down_proj.weight").unwrap(),
+            "blk.0.ffn_down.weight"
+        );
         assert_eq!(hf_to_gguf("lm_head.weight").unwrap(), "output.weight");
-        assert_eq!(hf_to_gguf("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
+        assert_eq!(
+            hf_to_gguf("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            None
+        );
         assert_eq!(hf_to_gguf("model.layers.x.mlp.up_proj.weight"), None);
     }
 }

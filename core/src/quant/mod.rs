@@ -1,17 +1,25 @@
-//! Weight quantization formats: one scalar reference block decoder per [`Format`].
+//! Weight quantization formats: one scalar reference block decoder per [`Format`], and the
+//! quantizer.
 //!
-//! Every packed format lives in its own file under [`gguf`] (layout, bits per weight, decoder,
-//! reference quantizer where we have one, and tests). This module is the dispatch table that the
-//! loaders and kernels call: [`block_decoder`] picks the decoder of one block and
-//! [`dequantize_row`] decodes whole rows after checking their lengths.
+//! Every packed format lives in its own file under [`gguf`] (the ggml formats) or [`vspec`] (our
+//! 64-weight VQ2/VQ3/VQ4): layout, bits per weight, decoder, quantizer, scalar reference dots and
+//! tests. This module is the dispatch table that the loaders, kernels and converter call:
+//! [`block_decoder`] picks the decoder of one block, [`dequantize_row`] decodes whole rows after
+//! checking their lengths, [`quantize_row`] encodes one with the weighted searches of [`search`],
+//! and [`block_dot_f32`] / [`block_dot_q8`] give the reference dots (the latter against 8-bit
+//! activations from [`act_q8`]).
 //!
 //! The decoders match ggml's scalar dequantization bit for bit (same f32 operations in the same
 //! order); `core/tests/quant_vs_gguf_py.rs` checks that against fixtures made by gguf-py.
 
+pub mod act_q8;
 pub mod gguf;
+pub mod search;
+pub mod vspec;
 
 use crate::error::{Error, Result};
 use crate::format::Format;
+use act_q8::BlockQ8Act;
 use alloc::format;
 
 /// Decoder of one block: `block.len() == format.block_bytes()`, `out.len() == format.block_elems()`.
@@ -39,6 +47,9 @@ pub fn block_decoder(format: Format) -> BlockDecoder {
         Format::Q6_K => q6_k::dequantize_block,
         Format::IQ4_NL => iq4_nl::dequantize_block,
         Format::IQ4_XS => iq4_xs::dequantize_block,
+        Format::VQ2 => vspec::vq2::dequantize_block,
+        Format::VQ3 => vspec::vq3::dequantize_block,
+        Format::VQ4 => vspec::vq4::dequantize_block,
     }
 }
 
@@ -78,6 +89,222 @@ pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) -> Result<()>
         decode(block, dst);
     }
     Ok(())
+}
+
+/// Reference dot of one block with `block_elems` f32 values.
+pub type BlockDotF32 = fn(block: &[u8], x: &[f32]) -> f32;
+/// Reference dot of one block with its `block_elems / 32` 8-bit activation blocks.
+pub type BlockDotQ8 = fn(block: &[u8], act: &[BlockQ8Act]) -> f32;
+
+/// The scalar reference dot with f32 values, for the formats that have one.
+pub fn block_dot_f32(format: Format) -> Option<BlockDotF32> {
+    use gguf::*;
+    use vspec::*;
+    Some(match format {
+        Format::Q8_0 => q8_0::dot_f32,
+        Format::Q4_0 => q4_0::dot_f32,
+        Format::Q4_1 => q4_1::dot_f32,
+        Format::IQ4_NL => iq4_nl::dot_f32,
+        Format::VQ2 => vq2::dot_f32,
+        Format::VQ3 => vq3::dot_f32,
+        Format::VQ4 => vq4::dot_f32,
+        _ => return None,
+    })
+}
+
+/// The scalar reference dot with 8-bit activations, for the formats that have one.
+pub fn block_dot_q8(format: Format) -> Option<BlockDotQ8> {
+    use gguf::*;
+    use vspec::*;
+    Some(match format {
+        Format::Q8_0 => q8_0::dot_q8,
+        Format::Q4_0 => q4_0::dot_q8,
+        Format::Q4_1 => q4_1::dot_q8,
+        Format::IQ4_NL => iq4_nl::dot_q8,
+        Format::VQ2 => vq2::dot_q8,
+        Format::VQ3 => vq3::dot_q8,
+        Format::VQ4 => vq4::dot_q8,
+        _ => return None,
+    })
+}
+
+/// Whether [`quantize_row`] can produce `format`: the floats, Q8_0, Q4_0, Q4_1, IQ4_NL, VQ2, VQ3
+/// and VQ4.
+pub fn can_quantize(format: Format) -> bool {
+    matches!(
+        format,
+        Format::F32
+            | Format::F16
+            | Format::BF16
+            | Format::Q8_0
+            | Format::Q4_0
+            | Format::Q4_1
+            | Format::IQ4_NL
+            | Format::VQ2
+            | Format::VQ3
+            | Format::VQ4
+    )
+}
+
+/// Quantize one row `x` into `out` (exactly `format.row_bytes(x.len())` bytes).
+///
+/// Packed formats use the weighted searches of [`search`] block by block, minimising
+/// `Σ wᵢ (xᵢ − x̂ᵢ)²`. `importance`, when given, holds one weight `≥ 0` per column (an importance
+/// matrix such as the mean squared activation of each input channel, shared by all rows of a
+/// tensor) and is used as `wᵢ` directly; a block whose importance is all zero is fitted with
+/// uniform weights. Without it each block uses [`search::default_weights`] (`xᵢ² + mean(x²)`).
+///
+/// Floats: F16 saturates finite values beyond ±65504 to ±65504, BF16 rounds to nearest even and
+/// saturates likewise. Deterministic: the same input gives the same bytes.
+///
+/// Errors: a format that [`can_quantize`] rejects ("cannot quantize to X"), a row that is not whole
+/// blocks, an output of the wrong size, an `importance` of another length or with a negative or
+/// non-finite entry, and a non-finite `x` (the message names the index and value).
+pub fn quantize_row(
+    format: Format,
+    x: &[f32],
+    importance: Option<&[f32]>,
+    out: &mut [u8],
+) -> Result<()> {
+    const WHAT: &str = "quantize_row";
+    if !can_quantize(format) {
+        return Err(Error::invalid(
+            WHAT,
+            format!("cannot quantize to {}", format.name()),
+        ));
+    }
+    let need = format.row_bytes(x.len(), WHAT)?;
+    if out.len() != need {
+        return Err(Error::invalid(
+            WHAT,
+            format!(
+                "a row of {} {} weights is {need} bytes but the output holds {}",
+                x.len(),
+                format.name(),
+                out.len()
+            ),
+        ));
+    }
+    if let Some(imp) = importance {
+        if imp.len() != x.len() {
+            return Err(Error::invalid(
+                WHAT,
+                format!(
+                    "importance has {} entries but the row has {} weights",
+                    imp.len(),
+                    x.len()
+                ),
+            ));
+        }
+        if let Some((i, v)) = imp
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return Err(Error::invalid(
+                WHAT,
+                format!("importance[{i}] is {v}: weights must be finite and >= 0"),
+            ));
+        }
+    }
+    if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::invalid(
+            WHAT,
+            format!("weight {i} of the row is {v}: cannot quantize non-finite values"),
+        ));
+    }
+    match format {
+        Format::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Format::F16 => {
+            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
+                let h = half::f16::from_f32(v.clamp(-65504.0, 65504.0));
+                o.copy_from_slice(&h.to_bits().to_le_bytes());
+            }
+        }
+        Format::BF16 => {
+            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
+                let mut h = half::bf16::from_f32(v);
+                if h.is_infinite() {
+                    h = if v > 0.0 {
+                        half::bf16::MAX
+                    } else {
+                        half::bf16::MIN
+                    };
+                }
+                o.copy_from_slice(&h.to_bits().to_le_bytes());
+            }
+        }
+        _ => {
+            let quant = weighted_block_quantizer(format);
+            let (be, bb) = (format.block_elems(), format.block_bytes());
+            let mut w = [0f32; search::MAX_GROUP];
+            for (b, (xs, o)) in x.chunks_exact(be).zip(out.chunks_exact_mut(bb)).enumerate() {
+                let w = &mut w[..be];
+                match importance {
+                    Some(imp) => w.copy_from_slice(&imp[b * be..(b + 1) * be]),
+                    None => search::default_weights(xs, w),
+                }
+                quant(xs, w, o);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The weighted block quantizer of a packed format that [`can_quantize`] accepts.
+fn weighted_block_quantizer(format: Format) -> fn(&[f32], &[f32], &mut [u8]) {
+    use gguf::*;
+    use vspec::*;
+    match format {
+        Format::Q8_0 => q8_0::quantize_block_weighted,
+        Format::Q4_0 => q4_0::quantize_block_weighted,
+        Format::Q4_1 => q4_1::quantize_block_weighted,
+        Format::IQ4_NL => iq4_nl::quantize_block_weighted,
+        Format::VQ2 => vq2::quantize_block_weighted,
+        Format::VQ3 => vq3::quantize_block_weighted,
+        Format::VQ4 => vq4::quantize_block_weighted,
+        // Unreachable from quantize_row, which checks can_quantize and handles the floats.
+        _ => |_, _, out| out.fill(0),
+    }
+}
+
+/// Whether [`transcode_q4_0_to_q4_1`] is exact for this Q4_0 block: its scale `d` is finite and
+/// `8·|d|` fits in f16 (`|d| <= 8188`), which every Q4_0 block of a real model satisfies.
+pub fn q4_0_to_q4_1_is_exact(block: &[u8]) -> bool {
+    let m = -8.0 * gguf::f16_at(block, 0);
+    m.is_finite() && m.abs() <= 65504.0
+}
+
+/// Rewrite one Q4_0 block (`block`, 18 bytes) as an equal Q4_1 block (`out`, 20 bytes), without
+/// requantizing.
+///
+/// Q4_0 decodes `(q − 8)·d`; Q4_1 decodes `d·q + m`. With the same `d` and quants and
+/// `m = −8·d` (exact in f16: multiplying by 8 only moves the exponent) both products are exact in
+/// f32, so every decoded value is the same number; only the sign of a zero can differ (Q4_0 gives
+/// `−0.0` for `q = 8` when `d < 0`, Q4_1 gives `+0.0`).
+///
+/// When [`q4_0_to_q4_1_is_exact`] is false (`|d| > 8188`, or a non-finite `d`), the block is
+/// instead re-quantized from its decoded values with the Q4_1 search (best effort, never a
+/// panic). Lengths other than 18 and 20 are a caller bug and panic, like the block decoders.
+pub fn transcode_q4_0_to_q4_1(block: &[u8], out: &mut [u8]) {
+    use gguf::{q4_0, q4_1};
+    assert!(block.len() == q4_0::BLOCK_BYTES && out.len() == q4_1::BLOCK_BYTES);
+    if !q4_0_to_q4_1_is_exact(block) {
+        let mut x = [0f32; q4_0::BLOCK_ELEMS];
+        q4_0::dequantize_block(block, &mut x);
+        x.iter_mut()
+            .for_each(|v| *v = if v.is_finite() { *v } else { 0.0 });
+        q4_1::quantize_block_weighted(&x, &[1.0; q4_1::BLOCK_ELEMS], out);
+        return;
+    }
+    let d = gguf::f16_at(block, 0);
+    out[0..2].copy_from_slice(&block[0..2]);
+    gguf::put_f16(out, 2, -8.0 * d);
+    out[4..20].copy_from_slice(&block[2..18]);
 }
 
 #[cfg(test)]

@@ -8,8 +8,16 @@ use vspec_core::gguf::MetaValue;
 use vspec_core::graph::{Limits, Role};
 
 fn plan_limits(m: &ModelArgs, model: &ModelFile, all_logits: bool) -> Limits {
-    let ctx = if m.ctx_size == 0 { model.config.train_ctx.clamp(1, 4096) } else { m.ctx_size };
-    Limits { max_ctx: ctx, max_tokens: m.batch_size.clamp(1, ctx), all_logits }
+    let ctx = if m.ctx_size == 0 {
+        model.config.train_ctx.clamp(1, 4096)
+    } else {
+        m.ctx_size
+    };
+    Limits {
+        max_ctx: ctx,
+        max_tokens: m.batch_size.clamp(1, ctx),
+        all_logits,
+    }
 }
 
 fn show_value(v: &MetaValue, full: bool) -> String {
@@ -20,7 +28,13 @@ fn show_value(v: &MetaValue, full: bool) -> String {
             format!("[{}, ... ({} items)]", head.join(", "), a.len())
         }
         MetaValue::Array(a) => {
-            format!("[{}]", a.iter().map(|x| show_value(x, full)).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                a.iter()
+                    .map(|x| show_value(x, full))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
         MetaValue::Bool(b) => b.to_string(),
         other => match (other.as_int(), other.as_f64()) {
@@ -36,7 +50,13 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
     let model = ModelFile::open(&path)?;
     println!("file: {}", path.display());
     if let Some(g) = model.gguf() {
-        println!("GGUF v{}, alignment {}, {} metadata keys, {} tensors", g.version, g.alignment, g.metadata.len(), g.tensors.len());
+        println!(
+            "GGUF v{}, alignment {}, {} metadata keys, {} tensors",
+            g.version,
+            g.alignment,
+            g.metadata.len(),
+            g.tensors.len()
+        );
         println!("\nmetadata:");
         for (k, v) in &g.metadata {
             println!("  {k} = {}", show_value(v, a.full));
@@ -46,7 +66,10 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
     let lim = plan_limits(&a.model, &model, false);
     let (graph, weights) = model.bind(lim)?;
     println!("\ntensors used by the graph:");
-    println!("  {:<32} {:>8} {:>14} {:>12} {:>6}", "name", "format", "shape", "bytes", "bpw");
+    println!(
+        "  {:<32} {:>8} {:>14} {:>12} {:>6}",
+        "name", "format", "shape", "bytes", "bpw"
+    );
     let (mut bytes, mut params) = (0usize, 0usize);
     for (id, t) in graph.tensors.iter().enumerate() {
         if t.role != Role::Weight {
@@ -65,7 +88,10 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
             w.data.len() as f64 * 8.0 / n as f64
         );
     }
-    println!("\n{params} weights in {bytes} bytes: {:.3} bits per weight", bytes as f64 * 8.0 / params.max(1) as f64);
+    println!(
+        "\n{params} weights in {bytes} bytes: {:.3} bits per weight",
+        bytes as f64 * 8.0 / params.max(1) as f64
+    );
     let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
     println!(
         "memory plan (ctx {}, {} tokens per step): {}",

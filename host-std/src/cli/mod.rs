@@ -1,6 +1,7 @@
 //! The `vspec` command line. Flags are named like llama.cpp's where they mean the same.
 
 mod inspect;
+mod quant;
 mod run;
 
 use anyhow::Result;
@@ -30,6 +31,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Print the graph IR (and its memory plan) as JSON.
     Ir(IrArgs),
+    /// Measure per-channel activation statistics over a text, for importance-weighted quantization.
+    Calibrate(CalibrateArgs),
+    /// Convert a GGUF file or Hugging Face directory into a packed .vspec file.
+    Convert(ConvertArgs),
     /// Download the default model (SmolLM2-135M-Instruct) into the cache and print its path.
     Fetch,
 }
@@ -149,6 +154,57 @@ pub struct PerplexityArgs {
     /// Also write the result as JSON to this file.
     #[arg(long = "json")]
     pub json: Option<PathBuf>,
+    /// Write this model's log-probabilities at every scored position to FILE, as the baseline
+    /// for a later `--kl` run.
+    #[arg(long = "kl-base", value_name = "FILE", conflicts_with = "kl")]
+    pub kl_base: Option<PathBuf>,
+    /// Compare with a baseline written by `--kl-base`: mean KL divergence, same-top-token %.
+    #[arg(long = "kl", value_name = "FILE")]
+    pub kl: Option<PathBuf>,
+}
+
+/// `vspec calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    /// Calibration text.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Output statistics file (JSON).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long = "ctx", default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks to run (default: all).
+    #[arg(long = "chunks")]
+    pub chunks: Option<usize>,
+}
+
+/// `vspec convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    /// Model and runtime.
+    pub model: ModelArgs,
+    /// Quality tier with the built-in recipe: 2, 3, 4 or 8 bits.
+    #[arg(
+        long = "bits",
+        conflicts_with = "recipe",
+        required_unless_present = "recipe"
+    )]
+    pub bits: Option<u32>,
+    /// Recipe file: `default = FORMAT` plus `pattern = FORMAT` overrides.
+    #[arg(long = "recipe")]
+    pub recipe: Option<PathBuf>,
+    /// Calibration statistics from `vspec calibrate`, to weigh quantization errors.
+    #[arg(long = "imatrix")]
+    pub imatrix: Option<PathBuf>,
+    /// Output .vspec file.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
 }
 
 /// `vspec inspect`.
@@ -191,6 +247,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => run::chat(&a),
         Command::Perplexity(a) => run::perplexity(&a),
         Command::Inspect(a) => inspect::inspect(&a),
+        Command::Calibrate(a) => quant::calibrate(&a),
+        Command::Convert(a) => quant::convert(&a),
         Command::Ir(a) => inspect::ir(&a),
         Command::Fetch => {
             let p = crate::fetch::default_model(true)?;

@@ -18,11 +18,19 @@ fn open(m: &ModelArgs) -> Result<ModelFile> {
 }
 
 fn limits(m: &ModelArgs, model: &ModelFile, all_logits: bool) -> Result<Limits> {
-    let ctx = if m.ctx_size == 0 { model.config.train_ctx.clamp(1, DEFAULT_CTX_CAP) } else { m.ctx_size };
+    let ctx = if m.ctx_size == 0 {
+        model.config.train_ctx.clamp(1, DEFAULT_CTX_CAP)
+    } else {
+        m.ctx_size
+    };
     if m.batch_size == 0 {
         bail!("-b/--batch-size must be positive");
     }
-    Ok(Limits { max_ctx: ctx, max_tokens: m.batch_size.min(ctx), all_logits })
+    Ok(Limits {
+        max_ctx: ctx,
+        max_tokens: m.batch_size.min(ctx),
+        all_logits,
+    })
 }
 
 pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
@@ -38,21 +46,38 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let prompt = tok.encode(&text, !starts_with_bos(&tok, &text))?;
     if prompt.len() > lim.max_ctx {
-        bail!("the prompt has {} tokens but the context holds {} (raise -c/--ctx-size)", prompt.len(), lim.max_ctx);
+        bail!(
+            "the prompt has {} tokens but the context holds {} (raise -c/--ctx-size)",
+            prompt.len(),
+            lim.max_ctx
+        );
     }
     let mut engine = Engine::new(&model, lim, a.model.threads)?;
-    eprintln!("[vspec] {} | {} | {} threads", model.config.summary(), engine.plan.summary(), engine.threads());
+    eprintln!(
+        "[vspec] {} | {} | {} threads",
+        model.config.summary(),
+        engine.plan.summary(),
+        engine.threads()
+    );
     let mut sess = engine.session()?;
     let mut stdout = std::io::stdout().lock();
     let mut dec = StreamDecoder::new(&tok);
     let mut history = Vec::new();
-    let (_, stats) = gen_tokens(&mut sess, &tok, &prompt, a.n_predict, &sampler, &mut history, |id| {
-        if let Some(s) = dec.push(id) {
-            stdout.write_all(s.as_bytes())?;
-            stdout.flush()?;
-        }
-        Ok(())
-    })?;
+    let (_, stats) = gen_tokens(
+        &mut sess,
+        &tok,
+        &prompt,
+        a.n_predict,
+        &sampler,
+        &mut history,
+        |id| {
+            if let Some(s) = dec.push(id) {
+                stdout.write_all(s.as_bytes())?;
+                stdout.flush()?;
+            }
+            Ok(())
+        },
+    )?;
     if let Some(s) = dec.flush() {
         stdout.write_all(s.as_bytes())?;
     }
@@ -63,7 +88,8 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
 
 /// Whether a rendered template already starts with the BOS text (then no second BOS is added).
 fn starts_with_bos(tok: &crate::tokenizer::Tokenizer, text: &str) -> bool {
-    tok.bos_token().is_some_and(|b| !b.is_empty() && text.starts_with(&b))
+    tok.bos_token()
+        .is_some_and(|b| !b.is_empty() && text.starts_with(&b))
 }
 
 pub(super) fn chat(a: &ChatArgs) -> Result<()> {
@@ -73,7 +99,11 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
     let tmpl = ChatTemplate::from_tokenizer(&tok)?;
     let lim = limits(&a.model, &model, false)?;
     let mut engine = Engine::new(&model, lim, a.model.threads)?;
-    eprintln!("[vspec] {} | {} | type a message, empty line or EOF to quit", model.config.summary(), engine.plan.summary());
+    eprintln!(
+        "[vspec] {} | {} | type a message, empty line or EOF to quit",
+        model.config.summary(),
+        engine.plan.summary()
+    );
     let mut sess = engine.session()?;
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
@@ -91,11 +121,18 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
-        messages.push(ChatMessage::new("user", line.trim_end_matches(['\n', '\r']).to_string()));
+        messages.push(ChatMessage::new(
+            "user",
+            line.trim_end_matches(['\n', '\r']).to_string(),
+        ));
         let text = tmpl.render(&messages, true)?;
         let ids = tok.encode(&text, !starts_with_bos(&tok, &text))?;
         if ids.len() + 1 > lim.max_ctx {
-            bail!("the conversation has {} tokens but the context holds {} (raise -c)", ids.len(), lim.max_ctx);
+            bail!(
+                "the conversation has {} tokens but the context holds {} (raise -c)",
+                ids.len(),
+                lim.max_ctx
+            );
         }
         // Reuse the cached prefix; at least one token must be evaluated to get logits.
         let mut keep = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
@@ -105,13 +142,21 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
         let budget = a.n_predict.min(lim.max_ctx - ids.len());
         let mut dec = StreamDecoder::new(&tok);
         let mut history = ids[..keep].to_vec();
-        let (reply, stats) = gen_tokens(&mut sess, &tok, &ids[keep..], budget, &sampler, &mut history, |id| {
-            if let Some(s) = dec.push(id) {
-                stdout.write_all(s.as_bytes())?;
-                stdout.flush()?;
-            }
-            Ok(())
-        })?;
+        let (reply, stats) = gen_tokens(
+            &mut sess,
+            &tok,
+            &ids[keep..],
+            budget,
+            &sampler,
+            &mut history,
+            |id| {
+                if let Some(s) = dec.push(id) {
+                    stdout.write_all(s.as_bytes())?;
+                    stdout.flush()?;
+                }
+                Ok(())
+            },
+        )?;
         if let Some(s) = dec.flush() {
             stdout.write_all(s.as_bytes())?;
         }
@@ -133,22 +178,64 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
 }
 
 pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("cannot read {}", a.file.display()))?;
     let model = open(&a.model)?;
     let tok = model.tokenizer()?;
     if a.ctx < 4 {
         bail!("--ctx {} is too small", a.ctx);
     }
-    let lim = Limits { max_ctx: a.ctx, max_tokens: a.model.batch_size.clamp(1, a.ctx), all_logits: true };
+    if a.chunks == Some(0) {
+        bail!("--chunks 0 scores nothing; give at least 1");
+    }
+    let lim = Limits {
+        max_ctx: a.ctx,
+        max_tokens: a.model.batch_size.clamp(1, a.ctx),
+        all_logits: true,
+    };
     let mut engine = Engine::new(&model, lim, a.model.threads)?;
-    eprintln!("[vspec] {} | {} | {} threads", model.config.summary(), engine.plan.summary(), engine.threads());
+    eprintln!(
+        "[vspec] {} | {} | {} threads",
+        model.config.summary(),
+        engine.plan.summary(),
+        engine.threads()
+    );
     let mut sess = engine.session()?;
     let t0 = std::time::Instant::now();
     let mut stdout = std::io::stdout().lock();
-    let r = crate::perplexity::perplexity(&mut sess, &tok, &text, a.ctx, a.chunks, |c, ppl| {
+    let vocab = model.config.vocab;
+    let mut base_writer = match &a.kl_base {
+        Some(p) => Some(crate::kl::KlBaseWriter::create(p, vocab, a.ctx)?),
+        None => None,
+    };
+    let mut comparer = match &a.kl {
+        Some(p) => Some(crate::kl::KlComparer::open(p, a.ctx)?),
+        None => None,
+    };
+    let on_chunk = |c: usize, ppl: f64| {
         let _ = write!(stdout, "[{}]{:.4},", c + 1, ppl);
         let _ = stdout.flush();
-    })?;
+    };
+    let r = crate::perplexity::perplexity_with(
+        &mut sess,
+        &tok,
+        &text,
+        a.ctx,
+        a.chunks,
+        on_chunk,
+        |row, target| {
+            if let Some(w) = base_writer.as_mut() {
+                w.push(row, target)?;
+            }
+            if let Some(c) = comparer.as_mut() {
+                c.push(row, target)?;
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(w) = base_writer {
+        w.finish()?;
+    }
     let secs = t0.elapsed().as_secs_f64();
     writeln!(stdout)?;
     eprintln!(
@@ -159,8 +246,29 @@ pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
         (r.chunks * r.ctx) as f64 / secs
     );
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
-    writeln!(stdout, "Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_err)?;
+    if let Some(c) = &comparer {
+        let k = c.stats();
+        writeln!(
+            stdout,
+            "KL divergence over {} positions: mean KLD = {:.6} +/- {:.6}",
+            k.count, k.mean_kld, k.kld_err
+        )?;
+        writeln!(stdout, "Same top token: {:.3} %", k.same_top_pct)?;
+        writeln!(
+            stdout,
+            "Baseline PPL = {:.4}, this model PPL = {:.4} ({:+.3} %)",
+            k.base_ppl,
+            k.ppl,
+            100.0 * (k.ppl / k.base_ppl - 1.0)
+        )?;
+    }
+    writeln!(
+        stdout,
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        r.ppl, r.ppl_err
+    )?;
     Ok(())
 }

@@ -64,7 +64,13 @@ fn dot_tile(w: &[f32], x: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn matmul_unchecked(w: &WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>) {
+pub unsafe fn matmul_unchecked(
+    w: &WeightView<'_>,
+    x: &[f32],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
     let k = w.cols;
     let n = w.rows;
     let be = w.format.block_elems();
@@ -97,7 +103,8 @@ pub unsafe fn matmul_unchecked(w: &WeightView<'_>, x: &[f32], tokens: usize, row
                     let mut acc = [[_mm256_setzero_ps(); TOKS]; ROWS];
                     let mut kk = 0;
                     while kk < whole {
-                        let xv: [__m256; TOKS] = core::array::from_fn(|j| load8(x, (t0 + j) * k + c0 + kk));
+                        let xv: [__m256; TOKS] =
+                            core::array::from_fn(|j| load8(x, (t0 + j) * k + c0 + kk));
                         for (i, acc_row) in acc.iter_mut().enumerate() {
                             let wv = load8(&tiles[i], kk);
                             for j in 0..TOKS {

@@ -13,6 +13,8 @@
 
 use super::{f16_at, put_f16};
 use crate::format::Format;
+use crate::quant::act_q8::{isum32, BlockQ8Act};
+use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::IQ4_NL;
@@ -122,6 +124,44 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Quantize one block with importance weights `w`: the scale search of
+/// [`search::fit_codebook`] (scales swept around both ends of the codebook, each refitted by
+/// weighted least squares).
+pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let mut q = [0u8; BLOCK_ELEMS];
+    let d = search::fit_codebook(x, w, &mut q);
+    put_f16(out, OFF_D, d);
+    for j in 0..16 {
+        out[OFF_QS + j] = q[j] | (q[j + 16] << 4);
+    }
+}
+
+/// Reference dot product with 32 f32 values: `d · Σ KVALUES[q]·x`.
+pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    let d = f16_at(block, OFF_D);
+    let mut s = 0f32;
+    for (j, &b) in block[OFF_QS..OFF_QS + 16].iter().enumerate() {
+        s += KVALUES[(b & 0x0F) as usize] as f32 * x[j]
+            + KVALUES[(b >> 4) as usize] as f32 * x[j + 16];
+    }
+    d * s
+}
+
+/// Reference dot product with one 8-bit activation block: `d · da · Σ KVALUES[q]·qa`, in i32.
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(act.len(), 1);
+    let d = f16_at(block, OFF_D);
+    let a = &act[0];
+    let q = |i: usize| KVALUES[((block[OFF_QS + i % 16] >> (4 * (i / 16))) & 0x0F) as usize] as i32;
+    let isum = isum32(&a.qs, (0..BLOCK_ELEMS).map(q));
+    d * a.d * isum as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -203,5 +243,17 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+
+    #[test]
+    fn dots_match_reference() {
+        crate::quant::act_q8::testutil::check_dots(
+            dequantize_block,
+            dot_f32,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D],
+        );
     }
 }

@@ -12,6 +12,8 @@
 
 use super::{f16_at, put_f16};
 use crate::format::Format;
+use crate::quant::act_q8::{isum32, BlockQ8Act};
+use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q4_0;
@@ -56,6 +58,44 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         out[OFF_QS + j] = q(x[j]) | (q(x[j + 16]) << 4);
     }
+}
+
+/// Quantize one block with importance weights `w`: the scale search of
+/// [`search::fit_symmetric`] over `q - 8 ∈ -8..=7` (never worse than [`quantize_block`] in the
+/// weighted error).
+pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let mut q = [0i8; BLOCK_ELEMS];
+    let d = search::fit_symmetric(x, w, -8, 7, &mut q);
+    put_f16(out, OFF_D, d);
+    let u = |v: i8| (v + 8) as u8 & 0x0F;
+    for j in 0..16 {
+        out[OFF_QS + j] = u(q[j]) | (u(q[j + 16]) << 4);
+    }
+}
+
+/// Reference dot product with 32 f32 values: `d · Σ (q - 8)·x`.
+pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    let d = f16_at(block, OFF_D);
+    let mut s = 0f32;
+    for (j, &b) in block[OFF_QS..OFF_QS + 16].iter().enumerate() {
+        s += ((b & 0x0F) as i32 - 8) as f32 * x[j] + ((b >> 4) as i32 - 8) as f32 * x[j + 16];
+    }
+    d * s
+}
+
+/// Reference dot product with one 8-bit activation block: `d · da · Σ (q - 8)·qa`, in i32.
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(act.len(), 1);
+    let d = f16_at(block, OFF_D);
+    let a = &act[0];
+    let q = |i: usize| ((block[OFF_QS + i % 16] >> (4 * (i / 16))) & 0x0F) as i32 - 8;
+    let isum = isum32(&a.qs, (0..BLOCK_ELEMS).map(q));
+    d * a.d * isum as f32
 }
 
 #[cfg(test)]
@@ -131,5 +171,17 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+
+    #[test]
+    fn dots_match_reference() {
+        crate::quant::act_q8::testutil::check_dots(
+            dequantize_block,
+            dot_f32,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D],
+        );
     }
 }

@@ -13,6 +13,8 @@
 
 use super::{f16_at, put_f16};
 use crate::format::Format;
+use crate::quant::act_q8::{isum32, BlockQ8Act};
+use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q4_1;
@@ -60,6 +62,48 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         out[OFF_QS + j] = q(x[j]) | (q(x[j + 16]) << 4);
     }
+}
+
+/// Quantize one block with importance weights `w`: the scale-and-min search of
+/// [`search::fit_affine`] (never worse than [`quantize_block`] in the weighted error, and lossless
+/// on values that already lie on a Q4_1 grid using quants 0 and 15).
+pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let mut q = [0u8; BLOCK_ELEMS];
+    let (d, m) = search::fit_affine(x, w, 15, &mut q);
+    put_f16(out, OFF_D, d);
+    put_f16(out, OFF_M, m);
+    for j in 0..16 {
+        out[OFF_QS + j] = q[j] | (q[j + 16] << 4);
+    }
+}
+
+/// Reference dot product with 32 f32 values: `d · Σ q·x + m · Σ x`.
+pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    let d = f16_at(block, OFF_D);
+    let m = f16_at(block, OFF_M);
+    let (mut sqx, mut sx) = (0f32, 0f32);
+    for (j, &b) in block[OFF_QS..OFF_QS + 16].iter().enumerate() {
+        sqx += (b & 0x0F) as f32 * x[j] + (b >> 4) as f32 * x[j + 16];
+        sx += x[j] + x[j + 16];
+    }
+    d * sqx + m * sx
+}
+
+/// Reference dot product with one 8-bit activation block: `da · (d · Σ q·qa + m · sum)`, the inner
+/// sum in i32.
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(act.len(), 1);
+    let d = f16_at(block, OFF_D);
+    let m = f16_at(block, OFF_M);
+    let a = &act[0];
+    let q = |i: usize| ((block[OFF_QS + i % 16] >> (4 * (i / 16))) & 0x0F) as i32;
+    let isum = isum32(&a.qs, (0..BLOCK_ELEMS).map(q));
+    a.d * (d * isum as f32 + m * a.sum as f32)
 }
 
 #[cfg(test)]
@@ -133,5 +177,17 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D, OFF_M]);
+    }
+
+    #[test]
+    fn dots_match_reference() {
+        crate::quant::act_q8::testutil::check_dots(
+            dequantize_block,
+            dot_f32,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D, OFF_M],
+        );
     }
 }

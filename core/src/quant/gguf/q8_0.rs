@@ -11,6 +11,8 @@
 
 use super::{f16_at, put_f16};
 use crate::format::Format;
+use crate::quant::act_q8::{isum32, BlockQ8Act};
+use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q8_0;
@@ -58,6 +60,43 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for (q, &v) in out[OFF_QS..OFF_QS + BLOCK_ELEMS].iter_mut().zip(x) {
         *q = (roundf(v * id) as i8) as u8;
     }
+}
+
+/// Quantize one block with importance weights `w`: the scale search of
+/// [`search::fit_symmetric`] over `q ∈ -127..=127` (never worse than [`quantize_block`] in the
+/// weighted error).
+pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let mut q = [0i8; BLOCK_ELEMS];
+    let d = search::fit_symmetric(x, w, -127, 127, &mut q);
+    put_f16(out, OFF_D, d);
+    for (o, &qi) in out[OFF_QS..].iter_mut().zip(&q) {
+        *o = qi as u8;
+    }
+}
+
+/// Reference dot product with 32 f32 values: `d · Σ q·x`.
+pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    let d = f16_at(block, OFF_D);
+    let s: f32 = block[OFF_QS..]
+        .iter()
+        .zip(x)
+        .map(|(&q, &v)| (q as i8) as f32 * v)
+        .sum();
+    d * s
+}
+
+/// Reference dot product with one 8-bit activation block: `d · da · Σ q·qa`, the sum in i32.
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    debug_assert_eq!(act.len(), 1);
+    let d = f16_at(block, OFF_D);
+    let a = &act[0];
+    let isum = isum32(&a.qs, block[OFF_QS..].iter().map(|&q| (q as i8) as i32));
+    d * a.d * isum as f32
 }
 
 #[cfg(test)]
@@ -130,5 +169,17 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+
+    #[test]
+    fn dots_match_reference() {
+        crate::quant::act_q8::testutil::check_dots(
+            dequantize_block,
+            dot_f32,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D],
+        );
     }
 }

@@ -1,0 +1,66 @@
+//! calibrate and convert.
+
+use super::{model_path, CalibrateArgs, ConvertArgs};
+use crate::model::ModelFile;
+use crate::quantize::calibrate::{calibrate as run_calibration, Calibration};
+use crate::quantize::convert::convert as run_convert;
+use crate::quantize::recipe::Recipe;
+use anyhow::{Context, Result};
+
+pub(super) fn calibrate(a: &CalibrateArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("cannot read {}", a.file.display()))?;
+    let model = ModelFile::open(&model_path(&a.model)?)?;
+    let cal = run_calibration(
+        &model,
+        &text,
+        &a.file.display().to_string(),
+        a.ctx,
+        a.chunks,
+        a.model.threads,
+        true,
+    )?;
+    cal.save(&a.output)?;
+    eprintln!(
+        "[vspec] {} tokens, {} tensors -> {}",
+        cal.tokens,
+        cal.tensors.len(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
+    let recipe = match (&a.recipe, a.bits) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read recipe {}", p.display()))?;
+            Recipe::parse(&text, &p.display().to_string())?
+        }
+        (None, Some(b)) => Recipe::for_bits(b)?,
+        (None, None) => anyhow::bail!("give --bits or --recipe"),
+    };
+    let imatrix = a.imatrix.as_deref().map(Calibration::load).transpose()?;
+    let model = ModelFile::open(&model_path(&a.model)?)?;
+    let threads = if a.model.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        a.model.threads
+    };
+    let t0 = std::time::Instant::now();
+    let r = run_convert(&model, &a.output, &recipe, imatrix.as_ref(), threads, true)?;
+    let file_bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "[vspec] wrote {}: {} bytes ({:.2} MB), tensors {:.3} bpw, {:?}, {} lossless, {:.1} s",
+        a.output.display(),
+        file_bytes,
+        file_bytes as f64 / 1e6,
+        r.bpw(),
+        r.formats,
+        r.lossless,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! `vspec convert`: a GGUF file or Hugging Face directory in, a `.vspec` file out, every matrix in
+//! the format its recipe names, quantized with importance-weighted error search.
+//!
+//! Tensors are produced one at a time (rows in parallel, each row independent, so the bytes do not
+//! depend on the thread count) and streamed to the writer, which renames the file into place only
+//! when everything succeeded. Lossless paths: a tensor already in its target format is copied
+//! byte for byte, and Q4_0 becomes Q4_1 exactly (d·(q−8) = d·q + (−8d)).
+
+use super::calibrate::Calibration;
+use super::recipe::Recipe;
+use crate::model::ModelFile;
+use crate::vspecfile::VspecWriter;
+use anyhow::{anyhow, bail, Result};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use vspec_core::format::Format;
+use vspec_core::graph::{Limits, Role};
+use vspec_core::model::WeightView;
+use vspec_core::quant;
+
+/// What the converter did.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertReport {
+    /// Weights written.
+    pub params: u64,
+    /// Bytes of tensor data written.
+    pub tensor_bytes: u64,
+    /// Tensors per output format.
+    pub formats: BTreeMap<String, usize>,
+    /// Tensors copied or transcoded without loss.
+    pub lossless: usize,
+}
+
+impl ConvertReport {
+    /// Bits per weight of the tensor data.
+    pub fn bpw(&self) -> f64 {
+        self.tensor_bytes as f64 * 8.0 / self.params.max(1) as f64
+    }
+}
+
+/// Converts one weight to `target`, rows in parallel.
+fn convert_tensor(
+    w: &WeightView<'_>,
+    target: Format,
+    importance: Option<&[f32]>,
+    pool: &rayon::ThreadPool,
+) -> Result<(Vec<u8>, bool)> {
+    if w.format == target {
+        return Ok((w.data.to_vec(), true));
+    }
+    let out_row = target.row_bytes(w.cols, "output")?;
+    let mut out = vec![0u8; out_row * w.rows];
+    if w.format == Format::Q4_0 && target == Format::Q4_1 {
+        let (ib, ob) = (Format::Q4_0.block_bytes(), Format::Q4_1.block_bytes());
+        for (src, dst) in w.data.chunks_exact(ib).zip(out.chunks_exact_mut(ob)) {
+            quant::transcode_q4_0_to_q4_1(src, dst);
+        }
+        return Ok((out, true));
+    }
+    pool.install(|| {
+        out.par_chunks_mut(out_row)
+            .enumerate()
+            .try_for_each(|(r, dst)| -> Result<()> {
+                let mut row = vec![0f32; w.cols];
+                quant::dequantize_row(w.format, w.row(r), &mut row)
+                    .map_err(|e| anyhow!("row {r}: {e}"))?;
+                quant::quantize_row(target, &row, importance, dst)
+                    .map_err(|e| anyhow!("row {r}: {e}"))
+            })
+    })?;
+    Ok((out, false))
+}
+
+/// Converts `model` to a `.vspec` file at `out` following `recipe`.
+pub fn convert(
+    model: &ModelFile,
+    out: &Path,
+    recipe: &Recipe,
+    imatrix: Option<&Calibration>,
+    threads: usize,
+    progress: bool,
+) -> Result<ConvertReport> {
+    let src = model.path.display().to_string();
+    let (graph, views) = model.bind(Limits {
+        max_ctx: 1,
+        max_tokens: 1,
+        all_logits: false,
+    })?;
+    let weights: Vec<(usize, WeightView<'_>)> = graph
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.role == Role::Weight)
+        .map(|(id, _)| {
+            views[id]
+                .map(|v| (id, v))
+                .ok_or_else(|| anyhow!("{src}: tensor '{}' is not bound", graph.tensors[id].name))
+        })
+        .collect::<Result<_>>()?;
+    let matrices: Vec<&str> = weights
+        .iter()
+        .filter(|(_, w)| w.rows > 1)
+        .map(|(id, _)| graph.tensors[*id].name.as_str())
+        .collect();
+    recipe.check_patterns(matrices.iter().copied())?;
+    // Decide every format first, so a recipe error surfaces before any work or output.
+    let mut plan = Vec::with_capacity(weights.len());
+    for (id, w) in &weights {
+        let name = graph.tensors[*id].name.as_str();
+        let target = if w.rows == 1 {
+            Format::F32
+        } else {
+            recipe.format_for(name, w.cols)?
+        };
+        if !quant::can_quantize(target) && target != w.format {
+            bail!(
+                "{name}: cannot convert {} to {}",
+                w.format.name(),
+                target.name()
+            );
+        }
+        plan.push((name, *w, target));
+    }
+    if let Some(cal) = imatrix {
+        for (name, w, _) in &plan {
+            if let Some(s) = cal.tensors.get(*name) {
+                if s.mean_sq.len() != w.cols {
+                    bail!(
+                        "calibration '{}': tensor '{name}' has {} channels, the model {}",
+                        cal.source,
+                        s.mean_sq.len(),
+                        w.cols
+                    );
+                }
+            }
+        }
+    }
+    let tokenizer = model.tokenizer()?.to_parts()?;
+    let mut meta = BTreeMap::new();
+    meta.insert("source".to_string(), src.clone());
+    meta.insert(
+        "converter".to_string(),
+        format!("vspec {}", env!("CARGO_PKG_VERSION")),
+    );
+    meta.insert("recipe".to_string(), recipe.to_text());
+    if let Some(c) = imatrix {
+        meta.insert(
+            "imatrix".to_string(),
+            format!("{} tokens of {}", c.tokens, c.text),
+        );
+    }
+    let mut writer = VspecWriter::create(out, &model.config, &tokenizer, &meta)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let mut report = ConvertReport::default();
+    let mut seen = HashSet::new();
+    let t0 = std::time::Instant::now();
+    for (i, (name, w, target)) in plan.iter().enumerate() {
+        if !seen.insert(*name) {
+            continue;
+        }
+        let importance = imatrix
+            .and_then(|c| c.tensors.get(*name))
+            .map(|s| s.mean_sq.as_slice());
+        let (bytes, lossless) = convert_tensor(w, *target, importance, &pool)
+            .map_err(|e| anyhow!("tensor '{name}': {e:#}"))?;
+        let dims: Vec<u64> = if w.rows == 1 {
+            vec![w.cols as u64]
+        } else {
+            vec![w.cols as u64, w.rows as u64]
+        };
+        writer.add_tensor(name, *target, &dims, &bytes)?;
+        report.params += (w.rows * w.cols) as u64;
+        report.tensor_bytes += bytes.len() as u64;
+        *report.formats.entry(target.name().to_string()).or_default() += 1;
+        report.lossless += lossless as usize;
+        if progress {
+            eprint!(
+                "\rconverting: {}/{} tensors ({:.0} s)   ",
+                i + 1,
+                plan.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    writer.finish()?;
+    Ok(report)
+}

@@ -1,0 +1,231 @@
+//! Recipes: a default weight format plus overrides by tensor-name pattern.
+//!
+//! Text form, one rule per line, `#` comments:
+//! ```text
+//! default = VQ4
+//! token_embd.weight = Q8_0
+//! *.attn_v.weight = Q8_0       # `*` matches any run of characters
+//! blk.0.* = Q8_0
+//! ```
+//! The last matching rule wins. Vectors (norms, biases) always stay F32: they are tiny and every
+//! op reads them at full precision. A pattern that matches no tensor of the model is an error, as
+//! is a format whose block does not divide a tensor's rows.
+
+use anyhow::{anyhow, bail, Result};
+use vspec_core::format::Format;
+
+/// One `pattern = FORMAT` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Glob over GGUF tensor names (`*` = any characters).
+    pub pattern: String,
+    /// Format for matching tensors.
+    pub format: Format,
+    /// 1-based line in the recipe text, for messages.
+    pub line: usize,
+}
+
+/// A parsed recipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// Format of matrices no rule matches.
+    pub default: Format,
+    /// Overrides, in file order.
+    pub rules: Vec<Rule>,
+    /// Where it came from (for messages and the output file's metadata).
+    pub source: String,
+    /// Matrices whose rows the chosen format cannot hold fall back to `fallback` instead of
+    /// failing (the built-in `--bits` recipes set it; explicit recipe files do not).
+    pub fallback: Option<Format>,
+}
+
+/// `*` glob match.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn parse_format(s: &str, line: usize, source: &str) -> Result<Format> {
+    Format::from_name(s).ok_or_else(|| anyhow!("{source}:{line}: unknown format '{s}'"))
+}
+
+impl Recipe {
+    /// Parses recipe text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Recipe> {
+        let mut default = None;
+        let mut rules = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let body = raw.split('#').next().unwrap_or("").trim();
+            if body.is_empty() {
+                continue;
+            }
+            let Some((lhs, rhs)) = body.split_once('=') else {
+                bail!("{source}:{line}: expected 'pattern = FORMAT', got '{body}'");
+            };
+            let (lhs, rhs) = (lhs.trim(), rhs.trim());
+            if lhs.is_empty() {
+                bail!("{source}:{line}: empty pattern");
+            }
+            let format = parse_format(rhs, line, source)?;
+            if !vspec_core::quant::can_quantize(format) {
+                bail!(
+                    "{source}:{line}: Vspec cannot quantize to {}",
+                    format.name()
+                );
+            }
+            if lhs == "default" {
+                default = Some(format);
+            } else {
+                rules.push(Rule {
+                    pattern: lhs.to_string(),
+                    format,
+                    line,
+                });
+            }
+        }
+        let default = default.ok_or_else(|| anyhow!("{source}: no 'default = FORMAT' line"))?;
+        Ok(Recipe {
+            default,
+            rules,
+            source: source.to_string(),
+            fallback: None,
+        })
+    }
+
+    /// The built-in recipe for `--bits 2|3|4|8`, measured on SmolLM2 (README, "Quality").
+    pub fn for_bits(bits: u32) -> Result<Recipe> {
+        let text = match bits {
+            8 => "default = Q8_0\n",
+            4 => "default = VQ4\ntoken_embd.weight = Q8_0\n*.attn_v.weight = Q8_0\n*.ffn_down.weight = Q8_0\n",
+            3 => "default = VQ3\ntoken_embd.weight = VQ4\n*.attn_v.weight = VQ4\n*.ffn_down.weight = VQ4\n",
+            2 => "default = VQ2\ntoken_embd.weight = VQ4\n*.attn_v.weight = VQ4\n*.ffn_down.weight = VQ3\n",
+            other => bail!("--bits {other}: choose 2, 3, 4 or 8"),
+        };
+        let mut r = Recipe::parse(text, &format!("--bits {bits}"))?;
+        r.fallback = Some(Format::Q8_0);
+        Ok(r)
+    }
+
+    /// The format for matrix `name` with rows of `cols` weights.
+    pub fn format_for(&self, name: &str, cols: usize) -> Result<Format> {
+        let mut f = self.default;
+        let mut from = "default".to_string();
+        for r in &self.rules {
+            if glob_match(&r.pattern, name) {
+                f = r.format;
+                from = format!("{}:{}", self.source, r.line);
+            }
+        }
+        if !cols.is_multiple_of(f.block_elems()) {
+            match self.fallback {
+                Some(fb) if cols.is_multiple_of(fb.block_elems()) => {
+                    log::warn!("{name}: rows of {cols} do not fit {} blocks; using {}", f.name(), fb.name());
+                    return Ok(fb);
+                }
+                _ => bail!(
+                    "{name}: {} ({from}) needs rows that are a multiple of {}, this tensor's rows have {cols} weights",
+                    f.name(),
+                    f.block_elems()
+                ),
+            }
+        }
+        Ok(f)
+    }
+
+    /// Errors if a rule matches none of `names` (a typo would otherwise pass silently).
+    pub fn check_patterns<'n>(&self, names: impl Iterator<Item = &'n str> + Clone) -> Result<()> {
+        for r in &self.rules {
+            if !names.clone().any(|n| glob_match(&r.pattern, n)) {
+                bail!(
+                    "{}:{}: pattern '{}' matches no tensor of this model",
+                    self.source,
+                    r.line,
+                    r.pattern
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The recipe as text (stored in the output file's metadata).
+    pub fn to_text(&self) -> String {
+        let mut s = format!("default = {}\n", self.default.name());
+        for r in &self.rules {
+            s.push_str(&format!("{} = {}\n", r.pattern, r.format.name()));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*.attn_v.weight", "blk.3.attn_v.weight"));
+        assert!(glob_match("blk.1*", "blk.12.ffn_up.weight"));
+        assert!(!glob_match("blk.1.*", "blk.12.ffn_up.weight"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*b*c", "a-b-b-c"));
+        assert!(!glob_match("a*b*c", "a-b-b-d"));
+    }
+
+    #[test]
+    fn last_rule_wins_and_errors_name_lines() {
+        let r = Recipe::parse(
+            "default = Q8_0\nblk.* = Q4_1\nblk.0.* = Q8_0 # first layer\n",
+            "r.txt",
+        )
+        .unwrap();
+        assert_eq!(
+            r.format_for("blk.0.attn_q.weight", 64).unwrap(),
+            Format::Q8_0
+        );
+        assert_eq!(
+            r.format_for("blk.1.attn_q.weight", 64).unwrap(),
+            Format::Q4_1
+        );
+        assert_eq!(r.format_for("output.weight", 64).unwrap(), Format::Q8_0);
+        let e = Recipe::parse("default = Q9\n", "r.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.txt:1") && e.contains("Q9"), "{e}");
+        let e = Recipe::parse("blk.* = Q8_0\n", "r.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default"), "{e}");
+        let e = r
+            .check_patterns(["token_embd.weight"].into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.txt:2") && e.contains("blk.*"), "{e}");
+        let e = r
+            .format_for("blk.1.attn_q.weight", 48)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multiple of 32"), "{e}");
+    }
+}
