@@ -128,8 +128,8 @@ pub fn block_dot_q8(format: Format) -> Option<BlockDotQ8> {
     })
 }
 
-/// Whether [`quantize_row`] can produce `format`: the floats, Q8_0, Q4_0, Q4_1, IQ4_NL, VQ2, VQ3
-/// and VQ4.
+/// Whether [`quantize_row`] can produce `format`: the floats, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+/// IQ4_NL, VQ2, VQ3 and VQ4.
 pub fn can_quantize(format: Format) -> bool {
     matches!(
         format,
@@ -139,6 +139,8 @@ pub fn can_quantize(format: Format) -> bool {
             | Format::Q8_0
             | Format::Q4_0
             | Format::Q4_1
+            | Format::Q5_0
+            | Format::Q5_1
             | Format::IQ4_NL
             | Format::VQ2
             | Format::VQ3
@@ -263,6 +265,8 @@ fn weighted_block_quantizer(format: Format) -> fn(&[f32], &[f32], &mut [u8]) {
         Format::Q8_0 => q8_0::quantize_block_weighted,
         Format::Q4_0 => q4_0::quantize_block_weighted,
         Format::Q4_1 => q4_1::quantize_block_weighted,
+        Format::Q5_0 => q5_0::quantize_block_weighted,
+        Format::Q5_1 => q5_1::quantize_block_weighted,
         Format::IQ4_NL => iq4_nl::quantize_block_weighted,
         Format::VQ2 => vq2::quantize_block_weighted,
         Format::VQ3 => vq3::quantize_block_weighted,

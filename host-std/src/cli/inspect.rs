@@ -62,6 +62,22 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
             println!("  {k} = {}", show_value(v, a.full));
         }
     }
+    if let Some(v) = model.vspec() {
+        println!(
+            "vspec v{}, {} tensors, header {} bytes, data {} bytes at offset {}, checksum {:#018x} (verified)",
+            v.version,
+            v.tensors.len(),
+            v.header_len,
+            v.data_len,
+            v.data_offset,
+            v.checksum
+        );
+        println!("\nmetadata:");
+        for (k, val) in &v.metadata {
+            let shown = val.trim_end().replace('\n', "; ");
+            println!("  {k} = {shown}");
+        }
+    }
     println!("\nconfig: {}", model.config.summary());
     let lim = plan_limits(&a.model, &model, false);
     let (graph, weights) = model.bind(lim)?;

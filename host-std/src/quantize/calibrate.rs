@@ -35,6 +35,9 @@ pub struct Calibration {
     pub tokens: u64,
     /// Statistics by GGUF tensor name.
     pub tensors: BTreeMap<String, ChannelStats>,
+    /// The file it was loaded from (not stored), for messages.
+    #[serde(skip)]
+    pub file: String,
 }
 
 impl Calibration {
@@ -42,8 +45,9 @@ impl Calibration {
     pub fn load(path: &Path) -> Result<Calibration> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let c: Calibration = serde_json::from_str(&text)
+        let mut c: Calibration = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a vspec calibration file", path.display()))?;
+        c.file = path.display().to_string();
         if c.version != 1 {
             bail!(
                 "{}: calibration version {} is not supported",
@@ -144,5 +148,6 @@ pub fn calibrate(
         text: text_name.to_string(),
         tokens: (n_chunk * ctx).min(tokens.len()) as u64,
         tensors,
+        file: String::new(),
     })
 }

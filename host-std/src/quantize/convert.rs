@@ -127,10 +127,11 @@ pub fn convert(
             if let Some(s) = cal.tensors.get(*name) {
                 if s.mean_sq.len() != w.cols {
                     bail!(
-                        "calibration '{}': tensor '{name}' has {} channels, the model {}",
-                        cal.source,
+                        "{}: tensor '{name}' has {} channels, the model {} (calibrated on {})",
+                        cal.file,
                         s.mean_sq.len(),
-                        w.cols
+                        w.cols,
+                        cal.source
                     );
                 }
             }

@@ -14,6 +14,7 @@
 
 use super::{f16_at, put_f16};
 use crate::format::Format;
+use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q5_0;
@@ -65,6 +66,24 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut qh = 0u32;
     for j in 0..16 {
         let (q0, q1) = (q(x[j]), q(x[j + 16]));
+        out[OFF_QS + j] = ((q0 & 0x0F) | ((q1 & 0x0F) << 4)) as u8;
+        qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+    }
+    out[OFF_QH..OFF_QH + 4].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// Quantize one block with importance weights `w` by the scale search of
+/// [`search::fit_symmetric`] (values `d·(u − 16)`, u = 0..=31).
+pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let mut q = [0i8; BLOCK_ELEMS];
+    let d = search::fit_symmetric(x, w, -16, 15, &mut q);
+    put_f16(out, OFF_D, d);
+    let u = |v: i8| (v + 16) as u32 & 0x1F;
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (q0, q1) = (u(q[j]), u(q[j + 16]));
         out[OFF_QS + j] = ((q0 & 0x0F) | ((q1 & 0x0F) << 4)) as u8;
         qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
     }

@@ -15,6 +15,7 @@
 
 use super::{f16_at, put_f16};
 use crate::format::Format;
+use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q5_1;
@@ -71,6 +72,30 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut qh = 0u32;
     for j in 0..16 {
         let (q0, q1) = (q(x[j]), q(x[j + 16]));
+        out[OFF_QS + j] = ((q0 & 0x0F) | ((q1 & 0x0F) << 4)) as u8;
+        qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+    }
+    out[OFF_QH..OFF_QH + 4].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// Quantize one block with importance weights `w` by the scale-and-min search of
+/// [`search::fit_affine`] (5-bit quants 0..=31).
+pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    debug_assert_eq!(out.len(), BLOCK_BYTES);
+    let mut q = [0u8; BLOCK_ELEMS];
+    let (d, m) = search::fit_affine(x, w, 31, &mut q);
+    put_f16(out, OFF_D, d);
+    put_f16(out, OFF_M, m);
+    pack5(&q, out);
+}
+
+/// Stores 32 five-bit quants: low nibbles in `qs` (element j < 16 in byte j's low nibble, j ≥ 16
+/// in byte j−16's high nibble), fifth bits in `qh` (bit j for element j).
+fn pack5(q: &[u8; BLOCK_ELEMS], out: &mut [u8]) {
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (q0, q1) = (q[j] as u32, q[j + 16] as u32);
         out[OFF_QS + j] = ((q0 & 0x0F) | ((q1 & 0x0F) << 4)) as u8;
         qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
     }

@@ -1,0 +1,1211 @@
+//! `vspec calibrate` and `vspec convert` end to end, through the real binary (and the library
+//! for logits): round trips at every `--bits` tier, determinism across runs and thread counts,
+//! lossless Q4_0 → Q4_1 transcoding and Q4_1 copying, and clean failures on bad recipes, flags,
+//! output paths, calibration files and damaged `.vspec` files.
+//!
+//! Every failure case checks: non-zero exit that is not a panic (101), no "panicked", a message
+//! naming the file / pattern / tensor / line at fault, and nothing left in the output directory
+//! (neither the output file nor a `.{name}.tmp-*` temporary).
+//!
+//! The model is the tiny Hugging Face Llama fixture (tests/fixtures/hf/llama: hidden 64,
+//! intermediate 160). Its `ffn_down` rows have 160 weights, not a multiple of the VQ formats'
+//! 64: the built-in `--bits` recipes fall back to Q8_0 there, an explicit recipe is an error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vspec_core::format::Format;
+use vspec_core::gguf::{GgufWriter, MetaValue};
+use vspec_core::graph::Limits;
+use vspec_host::{Engine, ModelFile};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "vspec-convert-cli-{}-{}-{tag}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Names of the directory's entries, sorted.
+    fn entries(&self) -> Vec<String> {
+        entries(&self.0)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/hf")
+        .join(name)
+}
+
+fn llama_dir() -> PathBuf {
+    fixture("llama")
+}
+
+fn vspec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vspec"))
+        .args(args)
+        // No network, no default-model fetch: every call passes -m.
+        .env("VSPEC_LOG", "warn")
+        .output()
+        .expect("running the vspec binary")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs `vspec args`, asserts success, returns (stdout, stderr).
+#[track_caller]
+fn succeeds(args: &[&str]) -> (String, String) {
+    let out = vspec(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "vspec {args:?} failed: {:?}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "vspec {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// Runs `vspec args` and checks it fails cleanly with every string of `needles` on stderr
+/// (a clap usage error, exit code 2, passes too).
+#[track_caller]
+fn fails_with(args: &[&str], needles: &[&str]) -> String {
+    let out = vspec(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let ctx = format!(
+        "vspec {args:?}\nstatus: {:?}\nstderr:\n{stderr}",
+        out.status
+    );
+    let code = out.status.code();
+    assert!(!out.status.success(), "expected failure: {ctx}");
+    assert_ne!(code, Some(101), "exit code 101 means a panic: {ctx}");
+    assert!(code.is_some(), "killed by a signal: {ctx}");
+    assert!(!stderr.contains("panicked"), "panicked: {ctx}");
+    assert!(stderr.contains("error:"), "no error line: {ctx}");
+    eprintln!(
+        "--- vspec {:?}\n{}",
+        &args[..args.len().min(3)],
+        stderr.trim_end()
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr does not mention {n:?}: {ctx}");
+    }
+    stderr
+}
+
+/// Neither `dir/name` nor a temporary `.{name}.tmp-*` exists in `dir`.
+#[track_caller]
+fn no_output(dir: &Path, name: &str) {
+    let tmp_prefix = format!(".{name}.tmp-");
+    for e in entries(dir) {
+        assert!(e != name, "{name} was written in {}", dir.display());
+        assert!(
+            !e.starts_with(&tmp_prefix),
+            "temporary file {e} left in {}",
+            dir.display()
+        );
+    }
+}
+
+/// `vspec convert -m model ARGS -o dir/name -t 2`, expected to fail with `needles`, leaving nothing.
+#[track_caller]
+fn convert_fails(model: &Path, extra: &[&str], dir: &Path, name: &str, needles: &[&str]) -> String {
+    let out = dir.join(name);
+    let mut args = vec!["convert", "-m", s(model), "-t", "2"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", s(&out)]);
+    let e = fails_with(&args, needles);
+    no_output(dir, name);
+    e
+}
+
+/// `vspec convert -m model ARGS -o out`, expected to succeed; returns stderr.
+#[track_caller]
+fn convert_ok(model: &Path, extra: &[&str], out: &Path) -> String {
+    let mut args = vec!["convert", "-m", s(model)];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", s(out)]);
+    let (_, stderr) = succeeds(&args);
+    assert!(out.is_file(), "{} not written", out.display());
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp_prefix = format!(".{name}.tmp-");
+    for e in entries(out.parent().unwrap()) {
+        assert!(!e.starts_with(&tmp_prefix), "temporary file {e} left");
+    }
+    stderr
+}
+
+/// `generate` with small, fast settings on `model`.
+fn gen_args(model: &str) -> Vec<&str> {
+    vec![
+        "generate", "-m", model, "-p", "Hello", "-n", "4", "--temp", "0", "-t", "1",
+    ]
+}
+
+/// A calibration text of a few dozen tokens.
+const CAL_TEXT: &str = "The quick brown fox jumps over the lazy dog. Hello world, this is a \
+    short calibration text for the tiny model. One two three four five six seven eight nine ten. \
+    <|im_start|>user What is the capital of France?<|im_end|> Paris is the capital of France.";
+
+/// The logits of a fixed short token sequence, all positions, one thread.
+fn logits(model: &ModelFile) -> Vec<f32> {
+    let tok = model.tokenizer().unwrap();
+    let ids = tok
+        .encode("Hello world, the quick brown fox.", true)
+        .unwrap();
+    assert!(ids.len() >= 4, "{} tokens", ids.len());
+    let lim = Limits {
+        max_ctx: 64,
+        max_tokens: ids.len(),
+        all_logits: true,
+    };
+    let mut e = Engine::new(model, lim, 1).unwrap();
+    let mut sess = e.session().unwrap();
+    let l = sess.forward(&ids).unwrap().to_vec();
+    assert_eq!(l.len(), ids.len() * model.config.vocab);
+    assert!(l.iter().all(|v| v.is_finite()));
+    l
+}
+
+fn bits_of(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tiny GGUF built from the Hugging Face Llama fixture (helper from cli_bad_input.rs), with the
+// matrices stored in a chosen format.
+// ---------------------------------------------------------------------------------------------
+
+/// A GGUF under construction: metadata and tensors that tests may change before writing.
+struct GgufSpec {
+    meta: Vec<(String, MetaValue)>,
+    /// (GGUF name, dims in ggml order, F32 data as bytes).
+    tensors: Vec<(String, Vec<u64>, Vec<u8>)>,
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// convert_hf_to_gguf's `permute` of q/k rows: per head, `w.reshape(n_head, 2, hd/2, cols)
+/// .swapaxes(1, 2)`, so rotate-half pairs (i, i + hd/2) become adjacent rows (2i, 2i + 1).
+fn permute_rows(data: &[u8], rows: usize, cols: usize, n_head: usize) -> Vec<u8> {
+    let row_bytes = cols * 4;
+    assert_eq!(data.len(), rows * row_bytes);
+    let hd = rows / n_head;
+    let half = hd / 2;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for sft in 0..2 {
+                let src = h * hd + sft * half + i;
+                let dst = h * hd + 2 * i + sft;
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    out
+}
+
+impl GgufSpec {
+    /// The llama fixture as a GGUF: F32 tensors (q/k permuted), llama metadata, gpt2 tokenizer.
+    fn llama() -> GgufSpec {
+        let dir = fixture("llama");
+        let cfg = read_json(&dir.join("config.json"));
+        let u = |k: &str| cfg[k].as_u64().unwrap_or_else(|| panic!("config.json {k}")) as u32;
+        let n_head = u("num_attention_heads") as usize;
+        let n_kv = u("num_key_value_heads") as usize;
+
+        let st = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let header = vspec_core::safetensors::parse_header(&st).unwrap();
+        let mut tensors = Vec::new();
+        for t in &header.tensors {
+            let Some(name) = vspec_core::model::names::hf_to_gguf(&t.name) else {
+                continue;
+            };
+            assert_eq!(
+                t.dtype.format(),
+                Some(Format::F32),
+                "{}: fixture is F32",
+                t.name
+            );
+            let mut data = header.tensor_data(&st, t).unwrap().to_vec();
+            let dims: Vec<u64> = t.shape.iter().rev().copied().collect();
+            if name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight") {
+                let heads = if name.ends_with("attn_q.weight") {
+                    n_head
+                } else {
+                    n_kv
+                };
+                data = permute_rows(&data, t.shape[0] as usize, t.shape[1] as usize, heads);
+            }
+            tensors.push((name, dims, data));
+        }
+
+        let mut meta: Vec<(String, MetaValue)> = vec![
+            (
+                "general.architecture".into(),
+                MetaValue::Str("llama".into()),
+            ),
+            (
+                "general.name".into(),
+                MetaValue::Str("tiny-llama-fixture".into()),
+            ),
+            (
+                "llama.block_count".into(),
+                MetaValue::U32(u("num_hidden_layers")),
+            ),
+            (
+                "llama.context_length".into(),
+                MetaValue::U32(u("max_position_embeddings")),
+            ),
+            (
+                "llama.embedding_length".into(),
+                MetaValue::U32(u("hidden_size")),
+            ),
+            (
+                "llama.feed_forward_length".into(),
+                MetaValue::U32(u("intermediate_size")),
+            ),
+            (
+                "llama.attention.head_count".into(),
+                MetaValue::U32(n_head as u32),
+            ),
+            (
+                "llama.attention.head_count_kv".into(),
+                MetaValue::U32(n_kv as u32),
+            ),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                MetaValue::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+            ),
+            (
+                "llama.rope.freq_base".into(),
+                MetaValue::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
+            ),
+        ];
+
+        // Tokenizer: byte-level BPE from tokenizer.json, specials from tokenizer_config.json.
+        let tj = read_json(&dir.join("tokenizer.json"));
+        let tc = read_json(&dir.join("tokenizer_config.json"));
+        let vocab = tj["model"]["vocab"].as_object().unwrap();
+        let mut tokens = vec![String::new(); vocab.len()];
+        for (tok, id) in vocab {
+            tokens[id.as_u64().unwrap() as usize] = tok.clone();
+        }
+        let mut types = vec![1i32; tokens.len()];
+        for a in tj["added_tokens"].as_array().unwrap() {
+            let id = a["id"].as_u64().unwrap() as usize;
+            tokens[id] = a["content"].as_str().unwrap().to_string();
+            types[id] = if a["special"].as_bool() == Some(true) {
+                3
+            } else {
+                4
+            };
+        }
+        let merges: Vec<MetaValue> = tj["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| match m {
+                serde_json::Value::String(s) => MetaValue::Str(s.clone()),
+                serde_json::Value::Array(p) => MetaValue::Str(format!(
+                    "{} {}",
+                    p[0].as_str().unwrap(),
+                    p[1].as_str().unwrap()
+                )),
+                other => panic!("merge {other:?}"),
+            })
+            .collect();
+        let id_of = |key: &str| {
+            let text = tc[key].as_str().unwrap();
+            tokens.iter().position(|t| t == text).unwrap() as u32
+        };
+        let (bos, eos) = (id_of("bos_token"), id_of("eos_token"));
+        meta.extend([
+            ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
+            ("tokenizer.ggml.pre".into(), MetaValue::Str("gpt2".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+            ),
+            ("tokenizer.ggml.merges".into(), MetaValue::Array(merges)),
+            ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(bos)),
+            ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(eos)),
+            (
+                "tokenizer.ggml.add_bos_token".into(),
+                MetaValue::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)),
+            ),
+        ]);
+        GgufSpec { meta, tensors }
+    }
+
+    /// The GGUF file with every matrix (2-D tensor) quantized row by row to `matrix_format`
+    /// (F32 keeps the floats); vectors stay F32.
+    fn bytes_with(&self, matrix_format: Format) -> Vec<u8> {
+        // (format, bytes) per tensor first: the writer borrows the data until it finishes.
+        let stored: Vec<(Format, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(_, dims, data)| {
+                if dims.len() != 2 || matrix_format == Format::F32 {
+                    return (Format::F32, data.clone());
+                }
+                let cols = dims[0] as usize;
+                let floats: Vec<f32> = data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                let row_bytes = matrix_format.row_bytes(cols, "test").unwrap();
+                let mut q = vec![0u8; row_bytes * dims[1] as usize];
+                for (x, o) in floats.chunks_exact(cols).zip(q.chunks_exact_mut(row_bytes)) {
+                    vspec_core::quant::quantize_row(matrix_format, x, None, o).unwrap();
+                }
+                (matrix_format, q)
+            })
+            .collect();
+        let mut w = GgufWriter::new();
+        for (k, v) in &self.meta {
+            w.add_meta(k.clone(), v.clone());
+        }
+        for ((name, dims, _), (format, data)) in self.tensors.iter().zip(&stored) {
+            w.add_tensor(name.clone(), dims, *format, data).unwrap();
+        }
+        w.finish().unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Round trips at every --bits tier.
+// ---------------------------------------------------------------------------------------------
+
+/// The rows of `inspect`'s tensor table: (name, format).
+fn inspected_tensors(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.contains("tensors used by the graph"))
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let name = it.next().unwrap_or("").to_string();
+            (name, it.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// Formats listed by `inspect` in its tensor table.
+fn inspected_formats(stdout: &str) -> Vec<String> {
+    let mut v: Vec<String> = inspected_tensors(stdout).into_iter().map(|t| t.1).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn bits_round_trip_inspect_generate_and_size_order() {
+    let tmp = TempDir::new("bits");
+    let model = llama_dir();
+    let mut sizes = Vec::new();
+    for (bits, must, must_not) in [
+        (2u32, &["VQ2", "VQ4", "Q8_0", "F32"][..], &["VQ3"][..]),
+        (3, &["VQ3", "VQ4", "Q8_0", "F32"], &["VQ2"]),
+        (4, &["VQ4", "Q8_0", "F32"], &["VQ2", "VQ3"]),
+        (8, &["Q8_0", "F32"], &["VQ2", "VQ3", "VQ4"]),
+    ] {
+        let out = tmp.join(&format!("tiny-{bits}.vspec"));
+        let b = bits.to_string();
+        let stderr = convert_ok(&model, &["--bits", &b, "-t", "2"], &out);
+        assert!(stderr.contains("wrote"), "{stderr}");
+        // ffn_down's rows (160) do not fit VQ blocks: the built-in recipe falls back to Q8_0.
+        // (--bits 4 names Q8_0 for ffn_down itself; 3 and 2 name VQ4 / VQ3 and fall back.)
+        if bits == 2 || bits == 3 {
+            assert!(
+                stderr.contains("ffn_down.weight: rows of 160") && stderr.contains("using Q8_0"),
+                "--bits {bits}: no fallback warning:\n{stderr}"
+            );
+        }
+        let (stdout, _) = succeeds(&["inspect", "-m", s(&out)]);
+        assert!(stdout.contains("vspec v1"), "{stdout}");
+        assert!(stdout.contains("(verified)"), "{stdout}");
+        assert!(
+            stdout.contains("recipe = default = "),
+            "recipe metadata missing:\n{stdout}"
+        );
+        let formats = inspected_formats(&stdout);
+        eprintln!(
+            "--bits {bits}: formats {formats:?}, {} bytes",
+            std::fs::metadata(&out).unwrap().len()
+        );
+        for f in must {
+            assert!(
+                formats.iter().any(|x| x == f),
+                "--bits {bits}: no {f} in {formats:?}\n{stdout}"
+            );
+        }
+        for f in must_not {
+            assert!(
+                !formats.iter().any(|x| x == f),
+                "--bits {bits}: {f} in {formats:?}\n{stdout}"
+            );
+        }
+        // Every ffn_down is Q8_0 (fallback or Q8_0 recipe).
+        let downs: Vec<_> = inspected_tensors(&stdout)
+            .into_iter()
+            .filter(|t| t.0.ends_with("ffn_down.weight"))
+            .collect();
+        assert_eq!(downs.len(), 2, "{stdout}");
+        for (name, f) in downs {
+            assert_eq!(f, "Q8_0", "--bits {bits}: {name}");
+        }
+        let (text, gen_err) = succeeds(&gen_args(s(&out)));
+        eprintln!("--bits {bits}: generated {text:?}");
+        assert!(!gen_err.contains("error"), "{gen_err}");
+        sizes.push((bits, std::fs::metadata(&out).unwrap().len()));
+    }
+    for w in sizes.windows(2) {
+        assert!(
+            w[0].1 < w[1].1,
+            "file sizes not increasing with bits: {sizes:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Calibration, --imatrix, determinism.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn calibrate_then_convert_with_imatrix_is_deterministic() {
+    let tmp = TempDir::new("imatrix");
+    let model = llama_dir();
+    let text = tmp.write("cal.txt", CAL_TEXT.as_bytes());
+    let stats = tmp.join("stats.json");
+    succeeds(&[
+        "calibrate",
+        "-m",
+        s(&model),
+        "-f",
+        s(&text),
+        "-o",
+        s(&stats),
+        "--ctx",
+        "16",
+        "--chunks",
+        "2",
+        "-t",
+        "2",
+    ]);
+    assert!(stats.is_file());
+    assert!(
+        !tmp.entries().iter().any(|e| e.contains("tmp-")),
+        "calibrate left a temporary file: {:?}",
+        tmp.entries()
+    );
+    let cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(cal["version"], 1);
+    assert_eq!(cal["tokens"], 32, "2 chunks of 16 tokens");
+    let q = &cal["tensors"]["blk.0.attn_q.weight"];
+    assert_eq!(q["mean_sq"].as_array().unwrap().len(), 64, "{q}");
+    let down = &cal["tensors"]["blk.1.ffn_down.weight"];
+    assert_eq!(down["mean_sq"].as_array().unwrap().len(), 160);
+
+    // Calibration is thread-count independent too.
+    let stats1 = tmp.join("stats1.json");
+    succeeds(&[
+        "calibrate",
+        "-m",
+        s(&model),
+        "-f",
+        s(&text),
+        "-o",
+        s(&stats1),
+        "--ctx",
+        "16",
+        "--chunks",
+        "2",
+        "-t",
+        "1",
+    ]);
+    assert_eq!(
+        std::fs::read(&stats).unwrap(),
+        std::fs::read(&stats1).unwrap(),
+        "calibrate -t 1 and -t 2 differ"
+    );
+
+    let conv = |name: &str, threads: &str, imatrix: bool| -> Vec<u8> {
+        let out = tmp.join(name);
+        let mut extra = vec!["--bits", "4", "-t", threads];
+        if imatrix {
+            extra.extend_from_slice(&["--imatrix", s(&stats)]);
+        }
+        convert_ok(&model, &extra, &out);
+        std::fs::read(&out).unwrap()
+    };
+    let a = conv("a.vspec", "2", true);
+    let b = conv("b.vspec", "2", true);
+    let c = conv("c.vspec", "1", true);
+    assert!(a == b, "two identical conversions differ");
+    assert!(a == c, "-t 1 and -t 2 conversions differ");
+    let plain1 = conv("p1.vspec", "1", false);
+    let plain2 = conv("p2.vspec", "2", false);
+    assert!(
+        plain1 == plain2,
+        "-t 1 and -t 2 conversions (no imatrix) differ"
+    );
+    assert!(a != plain1, "--imatrix made no difference at all");
+
+    let m = ModelFile::open(&tmp.join("a.vspec")).unwrap();
+    let meta = &m.vspec().unwrap().metadata;
+    assert!(
+        meta.get("imatrix").is_some_and(|v| v.contains("32 tokens")),
+        "{meta:?}"
+    );
+    let (text_out, _) = succeeds(&gen_args(s(&tmp.join("a.vspec"))));
+    eprintln!("imatrix VQ4: {text_out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Lossless paths.
+// ---------------------------------------------------------------------------------------------
+
+/// Decoded rows of every matrix of `m`, by name.
+fn decoded_matrices(m: &ModelFile) -> Vec<(String, Vec<f32>)> {
+    let (graph, views) = m
+        .bind(Limits {
+            max_ctx: 1,
+            max_tokens: 1,
+            all_logits: false,
+        })
+        .unwrap();
+    let mut out = Vec::new();
+    for (id, t) in graph.tensors.iter().enumerate() {
+        let Some(w) = views[id] else { continue };
+        if w.rows < 2 {
+            continue;
+        }
+        let mut all = vec![0f32; w.rows * w.cols];
+        for (r, dst) in all.chunks_exact_mut(w.cols).enumerate() {
+            vspec_core::quant::dequantize_row(w.format, w.row(r), dst).unwrap();
+        }
+        out.push((t.name.clone(), all));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+#[test]
+fn q4_0_to_q4_1_is_lossless() {
+    let tmp = TempDir::new("q4_0");
+    let gguf = tmp.write(
+        "tiny-q4_0.gguf",
+        &GgufSpec::llama().bytes_with(Format::Q4_0),
+    );
+    let recipe = tmp.write("r.txt", b"default = Q4_1\n");
+    let out = tmp.join("tiny-q4_1.vspec");
+    let stderr = convert_ok(&gguf, &["--recipe", s(&recipe), "-t", "2"], &out);
+    eprintln!("{stderr}");
+
+    let src = ModelFile::open(&gguf).unwrap();
+    let dst = ModelFile::open(&out).unwrap();
+    // Every matrix is Q4_1 now and decodes to the same numbers.
+    let hdr = dst.vspec().unwrap();
+    let mut matrices = 0;
+    for t in &hdr.tensors {
+        if t.dims.len() == 2 {
+            assert_eq!(t.format, Format::Q4_1, "{}", t.name);
+            matrices += 1;
+        } else {
+            assert_eq!(t.format, Format::F32, "{}", t.name);
+        }
+    }
+    assert!(matrices >= 9, "{matrices} matrices");
+    let (a, b) = (decoded_matrices(&src), decoded_matrices(&dst));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        // == rather than bits: only the sign of a zero may differ (see transcode_q4_0_to_q4_1).
+        let bad = va.iter().zip(vb).position(|(x, y)| x != y);
+        assert!(
+            bad.is_none(),
+            "{na}: weight {bad:?} differs after transcoding"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{matrices} lossless")) || stderr.contains("lossless"),
+        "{stderr}"
+    );
+    let (la, lb) = (logits(&src), logits(&dst));
+    let max_diff = la
+        .iter()
+        .zip(&lb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!("Q4_0 GGUF vs Q4_1 vspec logits: max abs diff {max_diff:e}");
+    assert!(
+        bits_of(&la) == bits_of(&lb),
+        "Q4_0 → Q4_1 logits are not bit-identical (max abs diff {max_diff:e})"
+    );
+}
+
+#[test]
+fn q4_1_to_q4_1_is_a_byte_copy() {
+    let tmp = TempDir::new("q4_1");
+    let gguf = tmp.write(
+        "tiny-q4_1.gguf",
+        &GgufSpec::llama().bytes_with(Format::Q4_1),
+    );
+    let recipe = tmp.write("r.txt", b"# copy\ndefault = Q4_1\n");
+    let out = tmp.join("copy.vspec");
+    convert_ok(&gguf, &["--recipe", s(&recipe), "-t", "2"], &out);
+    let src = ModelFile::open(&gguf).unwrap();
+    let dst = ModelFile::open(&out).unwrap();
+    for t in &dst.vspec().unwrap().tensors {
+        let a = src.raw_tensor(&t.name).unwrap().unwrap();
+        let b = dst.raw_tensor(&t.name).unwrap().unwrap();
+        assert_eq!(a.format, b.format, "{}", t.name);
+        assert_eq!(a.dims, b.dims, "{}", t.name);
+        assert!(a.data == b.data, "{}: bytes differ", t.name);
+    }
+    assert!(
+        bits_of(&logits(&src)) == bits_of(&logits(&dst)),
+        "logits differ"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad input.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn recipe_pattern_matching_nothing() {
+    let tmp = TempDir::new("pattern");
+    let r = tmp.write("r.txt", b"default = Q8_0\n# comment\nblk.99.* = VQ4\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["blk.99.*", "r.txt:3", "matches no tensor"],
+    );
+}
+
+#[test]
+fn recipe_unknown_format() {
+    let tmp = TempDir::new("unknown-format");
+    let r = tmp.write("r.txt", b"default = Q9_X\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["Q9_X", "r.txt:1", "unknown format"],
+    );
+    // A known format Vspec cannot produce.
+    let r = tmp.write("r2.txt", b"default = Q8_0\n*.attn_q.weight = Q4_K\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["Q4_K", "r2.txt:2"],
+    );
+    // A line without '='.
+    let r = tmp.write("r3.txt", b"default = Q8_0\nblk.0.attn_q.weight VQ4\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["r3.txt:2"],
+    );
+}
+
+#[test]
+fn recipe_without_default() {
+    let tmp = TempDir::new("no-default");
+    let r = tmp.write("r.txt", b"*.attn_v.weight = Q8_0\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["r.txt", "default"],
+    );
+    let empty = tmp.write("empty.txt", b"");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&empty)],
+        tmp.path(),
+        "out.vspec",
+        &["empty.txt", "default"],
+    );
+}
+
+#[test]
+fn recipe_missing_file() {
+    let tmp = TempDir::new("no-recipe");
+    let r = tmp.join("nope.txt");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["nope.txt"],
+    );
+}
+
+#[test]
+fn recipe_vq4_on_rows_of_160() {
+    let tmp = TempDir::new("rows160");
+    // As default.
+    let r = tmp.write("r.txt", b"default = VQ4\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["ffn_down.weight", "VQ4", "multiple of 64", "160"],
+    );
+    // As an override: the message names the rule's line.
+    let r = tmp.write("r2.txt", b"default = Q8_0\n\n*.ffn_down.weight = VQ3\n");
+    convert_fails(
+        &llama_dir(),
+        &["--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &[
+            "ffn_down.weight",
+            "VQ3",
+            "r2.txt:3",
+            "multiple of 64",
+            "160",
+        ],
+    );
+}
+
+#[test]
+fn bad_bits_and_flag_conflicts() {
+    let tmp = TempDir::new("bits-bad");
+    let model = llama_dir();
+    for b in ["5", "0", "16", "1"] {
+        convert_fails(
+            &model,
+            &["--bits", b],
+            tmp.path(),
+            "out.vspec",
+            &["--bits", b],
+        );
+    }
+    convert_fails(
+        &model,
+        &["--bits", "four"],
+        tmp.path(),
+        "out.vspec",
+        &["--bits"],
+    );
+    let r = tmp.write("r.txt", b"default = Q8_0\n");
+    let e = convert_fails(
+        &model,
+        &["--bits", "4", "--recipe", s(&r)],
+        tmp.path(),
+        "out.vspec",
+        &["--bits", "--recipe"],
+    );
+    assert!(e.contains("cannot be used with"), "{e}");
+    // Neither.
+    convert_fails(&model, &[], tmp.path(), "out.vspec", &["--bits"]);
+    let out = vspec(&[
+        "convert",
+        "-m",
+        s(&model),
+        "--bits",
+        "4",
+        "--recipe",
+        s(&r),
+        "-o",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+}
+
+#[test]
+fn output_directory_does_not_exist() {
+    let tmp = TempDir::new("no-dir");
+    let missing = tmp.join("missing");
+    let out = missing.join("out.vspec");
+    fails_with(
+        &[
+            "convert",
+            "-m",
+            s(&llama_dir()),
+            "--bits",
+            "8",
+            "-t",
+            "2",
+            "-o",
+            s(&out),
+        ],
+        &[s(&out), s(&missing)],
+    );
+    assert!(!missing.exists(), "the missing directory was created");
+    assert!(tmp.entries().is_empty(), "{:?}", tmp.entries());
+}
+
+#[test]
+fn output_path_is_an_existing_directory() {
+    let tmp = TempDir::new("out-is-dir");
+    let out = tmp.join("out.vspec");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"keep").unwrap();
+    fails_with(
+        &[
+            "convert",
+            "-m",
+            s(&llama_dir()),
+            "--bits",
+            "8",
+            "-t",
+            "2",
+            "-o",
+            s(&out),
+        ],
+        &[s(&out)],
+    );
+    assert!(out.is_dir(), "the directory was replaced");
+    assert_eq!(entries(&out), vec!["keep.txt".to_string()]);
+    assert_eq!(
+        tmp.entries(),
+        vec!["out.vspec".to_string()],
+        "temporary file left"
+    );
+}
+
+#[test]
+fn failed_convert_keeps_existing_output() {
+    let tmp = TempDir::new("keep-existing");
+    let out = tmp.write("out.vspec", b"previous contents");
+    let r = tmp.write("r.txt", b"default = VQ4\n");
+    fails_with(
+        &[
+            "convert",
+            "-m",
+            s(&llama_dir()),
+            "--recipe",
+            s(&r),
+            "-o",
+            s(&out),
+        ],
+        &["ffn_down.weight"],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous contents");
+    assert_eq!(
+        tmp.entries(),
+        vec!["out.vspec".to_string(), "r.txt".to_string()]
+    );
+}
+
+/// A valid `.vspec` (--bits 8) for the damage tests.
+fn valid_vspec(tmp: &TempDir) -> (PathBuf, Vec<u8>) {
+    let p = tmp.join("good.vspec");
+    convert_ok(&llama_dir(), &["--bits", "8", "-t", "2"], &p);
+    let bytes = std::fs::read(&p).unwrap();
+    (p, bytes)
+}
+
+#[test]
+fn corrupt_vspec_fails_checksum() {
+    let tmp = TempDir::new("corrupt");
+    let (_, bytes) = valid_vspec(&tmp);
+    let data_offset = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
+    let data_len = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    assert_eq!(bytes.len(), data_offset + data_len + 16);
+    for (i, pos) in [
+        data_offset,
+        data_offset + data_len / 2,
+        data_offset + data_len - 1,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bad = bytes.clone();
+        bad[pos] ^= 0x01;
+        let p = tmp.write(&format!("bad{i}.vspec"), &bad);
+        fails_with(&gen_args(s(&p)), &[s(&p), "checksum"]);
+        fails_with(&["inspect", "-m", s(&p)], &[s(&p), "checksum"]);
+    }
+    // A flipped byte in the stored checksum itself.
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 12] ^= 0x80;
+    let p = tmp.write("badsum.vspec", &bad);
+    fails_with(&gen_args(s(&p)), &[s(&p), "checksum"]);
+    // Converting from a corrupt file fails too, and writes nothing.
+    let mut bad = bytes.clone();
+    bad[data_offset + 7] ^= 0x10;
+    let p = tmp.write("bad-src.vspec", &bad);
+    convert_fails(&p, &["--bits", "4"], tmp.path(), "out.vspec", &["checksum"]);
+}
+
+#[test]
+fn truncated_vspec_is_an_error() {
+    let tmp = TempDir::new("truncated");
+    let (_, bytes) = valid_vspec(&tmp);
+    let data_offset = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
+    let n = bytes.len();
+    for cut in [
+        8,
+        20,
+        40,
+        100,
+        data_offset - 1,
+        data_offset,
+        data_offset + 1000,
+        n - 16,
+        n - 8,
+        n - 1,
+    ] {
+        let p = tmp.write(&format!("cut{cut}.vspec"), &bytes[..cut]);
+        fails_with(&gen_args(s(&p)), &[s(&p)]);
+        fails_with(&["inspect", "-m", s(&p)], &[s(&p)]);
+    }
+    // Cuts shorter than the magic are not recognised as .vspec at all; they fail as GGUF.
+    for cut in [0, 3] {
+        let p = tmp.write(&format!("cut{cut}.vspec"), &bytes[..cut]);
+        fails_with(&gen_args(s(&p)), &[s(&p)]);
+    }
+}
+
+#[test]
+fn imatrix_invalid_json() {
+    let tmp = TempDir::new("imatrix-json");
+    let bad = tmp.write("stats.json", b"{\"version\": 1, \"tensors\": ");
+    convert_fails(
+        &llama_dir(),
+        &["--bits", "4", "--imatrix", s(&bad)],
+        tmp.path(),
+        "out.vspec",
+        &["stats.json", "calibration"],
+    );
+    let missing = tmp.join("nope.json");
+    convert_fails(
+        &llama_dir(),
+        &["--bits", "4", "--imatrix", s(&missing)],
+        tmp.path(),
+        "out.vspec",
+        &["nope.json"],
+    );
+    let v2 = tmp.write(
+        "v2.json",
+        br#"{"version": 2, "source": "m", "text": "t", "tokens": 1, "tensors": {}}"#,
+    );
+    convert_fails(
+        &llama_dir(),
+        &["--bits", "4", "--imatrix", s(&v2)],
+        tmp.path(),
+        "out.vspec",
+        &["v2.json", "version 2"],
+    );
+    let neg = tmp.write(
+        "neg.json",
+        br#"{"version": 1, "source": "m", "text": "t", "tokens": 1,
+            "tensors": {"blk.0.attn_q.weight": {"rows": 1, "mean_sq": [-1.0]}}}"#,
+    );
+    convert_fails(
+        &llama_dir(),
+        &["--bits", "4", "--imatrix", s(&neg)],
+        tmp.path(),
+        "out.vspec",
+        &["neg.json", "blk.0.attn_q.weight"],
+    );
+}
+
+#[test]
+fn imatrix_channel_count_mismatch() {
+    let tmp = TempDir::new("imatrix-channels");
+    let text = tmp.write("cal.txt", CAL_TEXT.as_bytes());
+    let stats = tmp.join("stats.json");
+    succeeds(&[
+        "calibrate",
+        "-m",
+        s(&llama_dir()),
+        "-f",
+        s(&text),
+        "-o",
+        s(&stats),
+        "--ctx",
+        "16",
+        "--chunks",
+        "1",
+        "-t",
+        "2",
+    ]);
+    let mut cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let ms = cal["tensors"]["blk.1.ffn_down.weight"]["mean_sq"]
+        .as_array_mut()
+        .unwrap();
+    assert_eq!(ms.len(), 160);
+    ms.truncate(64);
+    let bad = tmp.write("bad.json", serde_json::to_string(&cal).unwrap().as_bytes());
+    convert_fails(
+        &llama_dir(),
+        &["--bits", "4", "--imatrix", s(&bad)],
+        tmp.path(),
+        "out.vspec",
+        &["blk.1.ffn_down.weight", "64", "160"],
+    );
+}
+
+/// The channel-count error should also name the stats file given to --imatrix; today it names
+/// the calibration's `source` field (the model it was measured on), which reads as if the model
+/// directory were the calibration file.
+#[test]
+fn imatrix_channel_count_mismatch_names_the_stats_file() {
+    let tmp = TempDir::new("imatrix-channels-file");
+    let text = tmp.write("cal.txt", CAL_TEXT.as_bytes());
+    let stats = tmp.join("stats.json");
+    succeeds(&[
+        "calibrate",
+        "-m",
+        s(&llama_dir()),
+        "-f",
+        s(&text),
+        "-o",
+        s(&stats),
+        "--ctx",
+        "16",
+        "--chunks",
+        "1",
+        "-t",
+        "2",
+    ]);
+    let mut cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    cal["tensors"]["blk.0.attn_q.weight"]["mean_sq"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(32);
+    let bad = tmp.write("bad.json", serde_json::to_string(&cal).unwrap().as_bytes());
+    convert_fails(
+        &llama_dir(),
+        &["--bits", "4", "--imatrix", s(&bad)],
+        tmp.path(),
+        "out.vspec",
+        &["bad.json", "blk.0.attn_q.weight"],
+    );
+}
+
+#[test]
+fn calibrate_bad_input() {
+    let tmp = TempDir::new("calibrate-bad");
+    let model = llama_dir();
+    // Missing text file.
+    let missing = tmp.join("none.txt");
+    let stats = tmp.join("stats.json");
+    fails_with(
+        &[
+            "calibrate",
+            "-m",
+            s(&model),
+            "-f",
+            s(&missing),
+            "-o",
+            s(&stats),
+        ],
+        &["none.txt"],
+    );
+    // Too short a text.
+    let short = tmp.write("short.txt", b"");
+    fails_with(
+        &[
+            "calibrate",
+            "-m",
+            s(&model),
+            "-f",
+            s(&short),
+            "-o",
+            s(&stats),
+        ],
+        &["short.txt"],
+    );
+    // Unwritable output.
+    let text = tmp.write("cal.txt", CAL_TEXT.as_bytes());
+    let out = tmp.join("missing").join("stats.json");
+    fails_with(
+        &[
+            "calibrate",
+            "-m",
+            s(&model),
+            "-f",
+            s(&text),
+            "-o",
+            s(&out),
+            "--ctx",
+            "16",
+            "--chunks",
+            "1",
+        ],
+        &[s(&out)],
+    );
+    assert!(!stats.exists());
+    let mut left = tmp.entries();
+    left.retain(|e| e != "cal.txt" && e != "short.txt");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
