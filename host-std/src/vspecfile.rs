@@ -20,8 +20,8 @@ use vspec_core::vspecfile::{self as vf, TensorPlacer, TokenizerParts, Xxh64};
 use vspec_core::Format;
 
 /// Bytes reserved for the tensor list beyond the header's fixed part (config, tokenizer,
-/// metadata): about 2000 tensor entries. A larger list still works, at the cost of one copy.
-const TENSOR_LIST_RESERVE: u64 = 256 * 1024;
+/// metadata): about 500 tensor entries. A larger list still works, at the cost of one copy.
+const TENSOR_LIST_RESERVE: u64 = 64 * 1024;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
