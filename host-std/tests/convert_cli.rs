@@ -463,9 +463,13 @@ fn bits_round_trip_inspect_generate_and_size_order() {
     let model = llama_dir();
     let mut sizes = Vec::new();
     for (bits, must, must_not) in [
-        (2u32, &["VQ2", "VQ4", "Q8_0", "F32"][..], &["VQ3"][..]),
+        (
+            2u32,
+            &["VQ2", "VQ3", "VQ4", "Q8_0", "F32"][..],
+            &["Q5_1"][..],
+        ),
         (3, &["VQ3", "VQ4", "Q8_0", "F32"], &["VQ2"]),
-        (4, &["VQ4", "Q8_0", "F32"], &["VQ2", "VQ3"]),
+        (4, &["VQ4", "Q5_1", "Q8_0", "F32"], &["VQ2", "VQ3"]),
         (8, &["Q8_0", "F32"], &["VQ2", "VQ3", "VQ4"]),
     ] {
         let out = tmp.join(&format!("tiny-{bits}.vspec"));
@@ -473,8 +477,8 @@ fn bits_round_trip_inspect_generate_and_size_order() {
         let stderr = convert_ok(&model, &["--bits", &b, "-t", "2"], &out);
         assert!(stderr.contains("wrote"), "{stderr}");
         // ffn_down's rows (160) do not fit VQ blocks: the built-in recipe falls back to Q8_0.
-        // (--bits 4 names Q8_0 for ffn_down itself; 3 and 2 name VQ4 / VQ3 and fall back.)
-        if bits == 2 || bits == 3 {
+        // (--bits 4, 3 and 2 name VQ4 / VQ4 / VQ3 for it and fall back; 8 names Q8_0 itself.)
+        if bits != 8 {
             assert!(
                 stderr.contains("ffn_down.weight: rows of 160") && stderr.contains("using Q8_0"),
                 "--bits {bits}: no fallback warning:\n{stderr}"
