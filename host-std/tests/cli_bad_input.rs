@@ -7,61 +7,21 @@
 //! llama.cpp's convert_hf_to_gguf does; that file is checked to work (generate, inspect) and to
 //! give the same logits as the Hugging Face directory it came from, then damaged one way per test.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 
 use vspec_core::format::Format;
 use vspec_core::gguf::{GgufWriter, MetaValue};
 use vspec_core::graph::Limits;
 use vspec_host::{Engine, ModelFile};
 
+use common::*;
+
 // ---------------------------------------------------------------------------------------------
-// Helpers: temp dirs, running the binary, checking the failure.
+// Helpers (the shared ones are in common/mod.rs).
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!(
-            "vspec-cli-bad-input-{}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            tag
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/hf")
-        .join(name)
-}
 
 /// Copies a fixture directory (flat) into `dst`, leaving out the files named in `skip`.
 fn copy_fixture(name: &str, dst: &Path, skip: &[&str]) {
@@ -72,47 +32,6 @@ fn copy_fixture(name: &str, dst: &Path, skip: &[&str]) {
             std::fs::copy(e.path(), dst.join(&fname)).unwrap();
         }
     }
-}
-
-fn vspec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vspec"))
-        .args(args)
-        // No network, no default-model fetch: every test passes -m.
-        .env("VSPEC_LOG", "warn")
-        .output()
-        .expect("running the vspec binary")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
-
-/// Runs `vspec args` and checks it fails cleanly with every string of `needles` on stderr.
-/// Returns stderr.
-#[track_caller]
-fn fails_with(args: &[&str], needles: &[&str]) -> String {
-    let out = vspec(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let ctx = format!(
-        "vspec {args:?}\nstatus: {:?}\nstderr:\n{stderr}",
-        out.status
-    );
-    let code = out.status.code();
-    assert!(!out.status.success(), "expected failure: {ctx}");
-    assert_ne!(code, Some(101), "exit code 101 means a panic: {ctx}");
-    assert!(code.is_some(), "killed by a signal: {ctx}");
-    assert!(!stderr.contains("panicked"), "panicked: {ctx}");
-    assert!(stderr.contains("error:"), "no error line: {ctx}");
-    // Shown with --nocapture: the message each bad input gets.
-    eprintln!(
-        "--- vspec {:?}\n{}",
-        &args[..args.len().min(3)],
-        stderr.trim_end()
-    );
-    for n in needles {
-        assert!(stderr.contains(n), "stderr does not mention {n:?}: {ctx}");
-    }
-    stderr
 }
 
 /// Like [`fails_with`], but the run is killed after `secs` seconds (a hang is a failure too).
@@ -149,13 +68,6 @@ fn fails_within(secs: u64, args: &[&str], needles: &[&str]) {
     }
 }
 
-/// `generate` with small, fast settings on `model`.
-fn gen_args(model: &str) -> Vec<&str> {
-    vec![
-        "generate", "-m", model, "-p", "Hello", "-n", "4", "--temp", "0", "-t", "1",
-    ]
-}
-
 /// The same failure from `generate` and `inspect`.
 #[track_caller]
 fn both_fail_with(model: &Path, needles: &[&str]) {
@@ -164,178 +76,11 @@ fn both_fail_with(model: &Path, needles: &[&str]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny GGUF built from the Hugging Face Llama fixture.
+// A tiny GGUF built from the Hugging Face Llama fixture (`GgufSpec::llama`, common/mod.rs):
+// editing and writing it.
 // ---------------------------------------------------------------------------------------------
 
-/// A GGUF under construction: metadata and tensors that tests may change before writing.
-struct GgufSpec {
-    meta: Vec<(String, MetaValue)>,
-    /// (GGUF name, dims in ggml order, F32 data as bytes).
-    tensors: Vec<(String, Vec<u64>, Vec<u8>)>,
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-/// convert_hf_to_gguf's `permute` of q/k rows: per head, `w.reshape(n_head, 2, hd/2, cols)
-/// .swapaxes(1, 2)`, so rotate-half pairs (i, i + hd/2) become adjacent rows (2i, 2i + 1).
-fn permute_rows(data: &[u8], rows: usize, cols: usize, n_head: usize) -> Vec<u8> {
-    let row_bytes = cols * 4;
-    assert_eq!(data.len(), rows * row_bytes);
-    let hd = rows / n_head;
-    let half = hd / 2;
-    let mut out = vec![0u8; data.len()];
-    for h in 0..n_head {
-        for i in 0..half {
-            for sft in 0..2 {
-                let src = h * hd + sft * half + i;
-                let dst = h * hd + 2 * i + sft;
-                out[dst * row_bytes..(dst + 1) * row_bytes]
-                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
-            }
-        }
-    }
-    out
-}
-
 impl GgufSpec {
-    /// The llama fixture as a GGUF: F32 tensors (q/k permuted), llama metadata, gpt2 tokenizer.
-    fn llama() -> GgufSpec {
-        let dir = fixture("llama");
-        let cfg = read_json(&dir.join("config.json"));
-        let u = |k: &str| cfg[k].as_u64().unwrap_or_else(|| panic!("config.json {k}")) as u32;
-        let n_head = u("num_attention_heads") as usize;
-        let n_kv = u("num_key_value_heads") as usize;
-
-        let st = std::fs::read(dir.join("model.safetensors")).unwrap();
-        let header = vspec_core::safetensors::parse_header(&st).unwrap();
-        let mut tensors = Vec::new();
-        for t in &header.tensors {
-            let Some(name) = vspec_core::model::names::hf_to_gguf(&t.name) else {
-                continue;
-            };
-            assert_eq!(
-                t.dtype.format(),
-                Some(Format::F32),
-                "{}: fixture is F32",
-                t.name
-            );
-            let mut data = header.tensor_data(&st, t).unwrap().to_vec();
-            let dims: Vec<u64> = t.shape.iter().rev().copied().collect();
-            if name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight") {
-                let heads = if name.ends_with("attn_q.weight") {
-                    n_head
-                } else {
-                    n_kv
-                };
-                data = permute_rows(&data, t.shape[0] as usize, t.shape[1] as usize, heads);
-            }
-            tensors.push((name, dims, data));
-        }
-
-        let mut meta: Vec<(String, MetaValue)> = vec![
-            (
-                "general.architecture".into(),
-                MetaValue::Str("llama".into()),
-            ),
-            (
-                "general.name".into(),
-                MetaValue::Str("tiny-llama-fixture".into()),
-            ),
-            (
-                "llama.block_count".into(),
-                MetaValue::U32(u("num_hidden_layers")),
-            ),
-            (
-                "llama.context_length".into(),
-                MetaValue::U32(u("max_position_embeddings")),
-            ),
-            (
-                "llama.embedding_length".into(),
-                MetaValue::U32(u("hidden_size")),
-            ),
-            (
-                "llama.feed_forward_length".into(),
-                MetaValue::U32(u("intermediate_size")),
-            ),
-            (
-                "llama.attention.head_count".into(),
-                MetaValue::U32(n_head as u32),
-            ),
-            (
-                "llama.attention.head_count_kv".into(),
-                MetaValue::U32(n_kv as u32),
-            ),
-            (
-                "llama.attention.layer_norm_rms_epsilon".into(),
-                MetaValue::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
-            ),
-            (
-                "llama.rope.freq_base".into(),
-                MetaValue::F32(cfg["rope_theta"].as_f64().unwrap() as f32),
-            ),
-        ];
-
-        // Tokenizer: byte-level BPE from tokenizer.json, specials from tokenizer_config.json.
-        let tj = read_json(&dir.join("tokenizer.json"));
-        let tc = read_json(&dir.join("tokenizer_config.json"));
-        let vocab = tj["model"]["vocab"].as_object().unwrap();
-        let mut tokens = vec![String::new(); vocab.len()];
-        for (tok, id) in vocab {
-            tokens[id.as_u64().unwrap() as usize] = tok.clone();
-        }
-        let mut types = vec![1i32; tokens.len()];
-        for a in tj["added_tokens"].as_array().unwrap() {
-            let id = a["id"].as_u64().unwrap() as usize;
-            tokens[id] = a["content"].as_str().unwrap().to_string();
-            types[id] = if a["special"].as_bool() == Some(true) {
-                3
-            } else {
-                4
-            };
-        }
-        let merges: Vec<MetaValue> = tj["model"]["merges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| match m {
-                serde_json::Value::String(s) => MetaValue::Str(s.clone()),
-                serde_json::Value::Array(p) => MetaValue::Str(format!(
-                    "{} {}",
-                    p[0].as_str().unwrap(),
-                    p[1].as_str().unwrap()
-                )),
-                other => panic!("merge {other:?}"),
-            })
-            .collect();
-        let id_of = |key: &str| {
-            let text = tc[key].as_str().unwrap();
-            tokens.iter().position(|t| t == text).unwrap() as u32
-        };
-        let (bos, eos) = (id_of("bos_token"), id_of("eos_token"));
-        meta.extend([
-            ("tokenizer.ggml.model".into(), MetaValue::Str("gpt2".into())),
-            ("tokenizer.ggml.pre".into(), MetaValue::Str("gpt2".into())),
-            (
-                "tokenizer.ggml.tokens".into(),
-                MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
-            ),
-            (
-                "tokenizer.ggml.token_type".into(),
-                MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
-            ),
-            ("tokenizer.ggml.merges".into(), MetaValue::Array(merges)),
-            ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(bos)),
-            ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(eos)),
-            (
-                "tokenizer.ggml.add_bos_token".into(),
-                MetaValue::Bool(tc["add_bos_token"].as_bool().unwrap_or(false)),
-            ),
-        ]);
-        GgufSpec { meta, tensors }
-    }
-
     fn remove_meta(&mut self, key: &str) {
         let before = self.meta.len();
         self.meta.retain(|(k, _)| k != key);
