@@ -220,7 +220,7 @@ impl<'a> Session<'a> {
                 for t in 0..out_rows {
                     let (xs, ys) = (&x[t * d..(t + 1) * d], &mut y[t * d..(t + 1) * d]);
                     // Normalize with unit weight, then scale tile by tile (no heap copy of w).
-                    let ones_scale = rms_scale(xs, *eps);
+                    let ones_scale = norm::inv_rms(xs, *eps);
                     for_each_tile(&w, 0, |c0, tile| {
                         for (i, &wv) in tile.iter().enumerate() {
                             ys[c0 + i] = xs[c0 + i] * ones_scale * wv;
@@ -316,15 +316,6 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
-}
-
-/// The inverse RMS of a row: `1 / sqrt(mean(x²) + eps)`.
-fn rms_scale(x: &[f32], eps: f32) -> f32 {
-    let mut ss = 0f32;
-    for &v in x {
-        ss += v * v;
-    }
-    1.0 / libm::sqrtf(ss / x.len() as f32 + eps)
 }
 
 /// Row `t` of a `[tokens, width]` buffer behind a [`SharedOut`], once the parallel writers are done.

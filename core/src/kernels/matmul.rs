@@ -4,10 +4,9 @@
 //! (blocks are 1, 32 or 256 weights, so a tile always holds whole blocks) and reuses each decoded
 //! tile for every token of the step: prefill pays the decode once per row, not once per token.
 
-use super::{dot_f32, SharedOut};
+use super::{decode_tile, dot_f32, SharedOut};
 use crate::format::Format;
 use crate::model::WeightView;
-use crate::quant;
 use core::ops::Range;
 
 /// Weights decoded at a time: a multiple of every block size.
@@ -51,13 +50,9 @@ pub fn matmul_scalar(
 ) {
     let k = w.cols;
     let n = w.rows;
-    let be = w.format.block_elems();
-    let bb = w.format.block_bytes();
-    let decode = quant::block_decoder(w.format);
     debug_assert!(x.len() >= tokens * k && out.len() >= tokens * n);
     let mut tile = [0f32; TILE];
     for r in rows {
-        let row = w.row(r);
         for t in 0..tokens {
             // SAFETY: this call owns rows `rows` of every token; index t*n + r is in its range.
             unsafe { out.write(t * n + r, 0.0) };
@@ -65,10 +60,7 @@ pub fn matmul_scalar(
         let mut c0 = 0;
         while c0 < k {
             let len = TILE.min(k - c0);
-            let src = &row[(c0 / be) * bb..((c0 + len) / be) * bb];
-            for (b, chunk) in src.chunks_exact(bb).enumerate() {
-                decode(chunk, &mut tile[b * be..(b + 1) * be]);
-            }
+            decode_tile(w, r, c0, &mut tile[..len]);
             for t in 0..tokens {
                 let xs = &x[t * k + c0..t * k + c0 + len];
                 let part = dot_f32(&tile[..len], xs);
@@ -85,7 +77,7 @@ pub fn matmul_scalar(
 /// # Safety
 /// The caller is the only thread accessing element `i`.
 #[inline]
-unsafe fn add(out: &SharedOut<'_>, i: usize, v: f32) {
+pub(crate) unsafe fn add(out: &SharedOut<'_>, i: usize, v: f32) {
     // SAFETY: exclusivity of element i is the caller's contract; slice_mut checks bounds.
     let cell = unsafe { out.slice_mut(i..i + 1) };
     cell[0] += v;

@@ -270,6 +270,20 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// Decodes weights `c0 .. c0 + tile.len()` of row `row` of `w` into `tile`; `c0` and the length
+/// are whole blocks (tiles of [`matmul::TILE`] always are, and so is a row's last tile).
+#[inline]
+pub fn decode_tile(w: &crate::model::WeightView<'_>, row: usize, c0: usize, tile: &mut [f32]) {
+    let be = w.format.block_elems();
+    let bb = w.format.block_bytes();
+    let decode = crate::quant::block_decoder(w.format);
+    let bytes = w.row(row);
+    let src = &bytes[(c0 / be) * bb..((c0 + tile.len()) / be) * bb];
+    for (chunk, out) in src.chunks_exact(bb).zip(tile.chunks_exact_mut(be)) {
+        decode(chunk, out);
+    }
+}
+
 /// Decodes row `row` of `w` tile by tile (at most [`matmul::TILE`] weights, whole blocks) and
 /// calls `f(first_column, tile)`, so vector weights (norms, biases) never need a heap buffer.
 pub fn for_each_tile(
@@ -277,18 +291,11 @@ pub fn for_each_tile(
     row: usize,
     mut f: impl FnMut(usize, &[f32]),
 ) {
-    let be = w.format.block_elems();
-    let bb = w.format.block_bytes();
-    let decode = crate::quant::block_decoder(w.format);
-    let bytes = w.row(row);
     let mut tile = [0f32; matmul::TILE];
     let mut c0 = 0;
     while c0 < w.cols {
         let len = matmul::TILE.min(w.cols - c0);
-        let src = &bytes[(c0 / be) * bb..((c0 + len) / be) * bb];
-        for (b, chunk) in src.chunks_exact(bb).enumerate() {
-            decode(chunk, &mut tile[b * be..(b + 1) * be]);
-        }
+        decode_tile(w, row, c0, &mut tile[..len]);
         f(c0, &tile[..len]);
         c0 += len;
     }

@@ -1,13 +1,19 @@
 //! RMSNorm over rows, and over each head's slice of a row (Qwen3's q/k norm).
 
-/// `y = x / sqrt(mean(x²) + eps) * w` for one row; `w` already decoded to f32.
+/// `1 / sqrt(mean(x²) + eps)`, summed in order.
 #[inline]
-pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+pub fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let mut ss = 0f32;
     for &v in x {
         ss += v * v;
     }
-    let inv = 1.0 / libm::sqrtf(ss / x.len() as f32 + eps);
+    1.0 / libm::sqrtf(ss / x.len() as f32 + eps)
+}
+
+/// `y = x / sqrt(mean(x²) + eps) * w` for one row; `w` already decoded to f32.
+#[inline]
+pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let inv = inv_rms(x, eps);
     for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
         *y = x * inv * w;
     }

@@ -154,7 +154,10 @@ pub fn can_quantize(format: Format) -> bool {
 /// `Σ wᵢ (xᵢ − x̂ᵢ)²`. `importance`, when given, holds one weight `≥ 0` per column (an importance
 /// matrix such as the mean squared activation of each input channel, shared by all rows of a
 /// tensor) and is used as `wᵢ` directly; a block whose importance is all zero is fitted with
-/// uniform weights. Without it each block uses [`search::default_weights`] (`xᵢ² + mean(x²)`).
+/// uniform weights. Without it every element weighs the same: the output error of a matmul is
+/// `Σ δwᵢ² E[aᵢ²]`, and with no activation statistics uniform `E[aᵢ²]` is the honest guess. On
+/// SmolLM2 `--bits 4` this measured KLD 0.185 against 0.226 for `xᵢ² + mean(x²)` weights
+/// ([`search::default_weights`], still used by the per-block `quantize_block` helpers).
 ///
 /// Floats: F16 saturates finite values beyond ±65504 to ±65504, BF16 rounds to nearest even and
 /// saturates likewise. Deterministic: the same input gives the same bytes.
@@ -248,7 +251,7 @@ pub fn quantize_row(
                 let w = &mut w[..be];
                 match importance {
                     Some(imp) => w.copy_from_slice(&imp[b * be..(b + 1) * be]),
-                    None => search::default_weights(xs, w),
+                    None => w.fill(1.0),
                 }
                 quant(xs, w, o);
             }

@@ -8,10 +8,10 @@
 //! tail sequentially, then added to the output tile by tile — whichever blocking path computed
 //! it, so the result does not depend on the thread split or the number of tokens in a step.
 
-use crate::kernels::matmul::TILE;
+use crate::kernels::decode_tile;
+use crate::kernels::matmul::{add, TILE};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
-use crate::quant;
 use core::arch::x86_64::*;
 use core::ops::Range;
 
@@ -73,9 +73,6 @@ pub unsafe fn matmul_unchecked(
 ) {
     let k = w.cols;
     let n = w.rows;
-    let be = w.format.block_elems();
-    let bb = w.format.block_bytes();
-    let decode = quant::block_decoder(w.format);
     let mut tiles = [[0f32; TILE]; ROWS];
     let mut r0 = rows.start;
     while r0 < rows.end {
@@ -90,11 +87,7 @@ pub unsafe fn matmul_unchecked(
         while c0 < k {
             let len = TILE.min(k - c0);
             for (i, tile) in tiles.iter_mut().enumerate().take(nr) {
-                let row = w.row(r0 + i);
-                let src = &row[(c0 / be) * bb..((c0 + len) / be) * bb];
-                for (b, chunk) in src.chunks_exact(bb).enumerate() {
-                    decode(chunk, &mut tile[b * be..(b + 1) * be]);
-                }
+                decode_tile(w, r0 + i, c0, &mut tile[..len]);
             }
             let whole = len / 8 * 8;
             let mut t0 = 0;
@@ -140,15 +133,4 @@ pub unsafe fn matmul_unchecked(
         }
         r0 += nr;
     }
-}
-
-/// Adds `v` to element `i` of `out`.
-///
-/// # Safety
-/// The caller is the only thread accessing element `i`.
-#[inline]
-unsafe fn add(out: &SharedOut<'_>, i: usize, v: f32) {
-    // SAFETY: exclusivity of element i is the caller's contract; slice_mut checks bounds.
-    let cell = unsafe { out.slice_mut(i..i + 1) };
-    cell[0] += v;
 }
