@@ -170,3 +170,76 @@ fn session_rejects_small_buffers_and_overlong_steps() {
         .to_string()
         .contains("vocabulary"));
 }
+
+#[test]
+fn truncating_the_cache_and_continuing_equals_a_fresh_run() {
+    // What `vspec chat` does between turns: keep the shared prefix, overwrite the rest.
+    let model = tiny("qwen3");
+    let lim = Limits {
+        max_ctx: 64,
+        max_tokens: 16,
+        all_logits: false,
+    };
+    let prefix: Vec<u32> = (1..=12).collect();
+    let old_turn: Vec<u32> = vec![40, 41, 42, 43, 44];
+    let new_turn: Vec<u32> = vec![50, 51, 52];
+    let mut engine = Engine::new(&model, lim, 2).unwrap();
+    let mut sess = engine.session().unwrap();
+    sess.forward(&prefix).unwrap();
+    sess.forward(&old_turn).unwrap();
+    sess.truncate(prefix.len());
+    assert_eq!(sess.pos(), prefix.len());
+    let reused: Vec<u32> = sess
+        .forward(&new_turn)
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
+
+    let mut fresh_engine = Engine::new(&model, lim, 1).unwrap();
+    let mut fresh = fresh_engine.session().unwrap();
+    let all: Vec<u32> = prefix.iter().chain(&new_turn).copied().collect();
+    let want: Vec<u32> = fresh
+        .forward(&all)
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
+    assert!(
+        reused == want,
+        "continuing after truncate differs from a fresh run"
+    );
+}
+
+#[test]
+fn malformed_graphs_are_errors_not_panics() {
+    let model = tiny("llama");
+    let lim = Limits {
+        max_ctx: 16,
+        max_tokens: 4,
+        all_logits: false,
+    };
+    let (graph, _) = model.bind(lim).unwrap();
+    let mut g = graph.clone();
+    g.ops[3].inputs.push(10_000);
+    assert!(Plan::new(&g)
+        .unwrap_err()
+        .to_string()
+        .contains("out of range"));
+    let mut g = graph.clone();
+    let x = g.ops[2].inputs[0];
+    g.ops[2].inputs.extend([x, x, x]);
+    assert!(Plan::new(&g)
+        .unwrap_err()
+        .to_string()
+        .contains("too many inputs"));
+    let mut g = graph.clone();
+    g.ops.swap(1, 2);
+    assert!(Plan::new(&g)
+        .unwrap_err()
+        .to_string()
+        .contains("no earlier op"));
+    let mut g = graph;
+    g.ops[1].outputs.clear();
+    assert!(Plan::new(&g).is_err());
+}

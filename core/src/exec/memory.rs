@@ -29,6 +29,7 @@ pub struct Plan {
 impl Plan {
     /// Plans `graph` with the greedy best-fit planner and checks the result for overlaps.
     pub fn new(graph: &Graph) -> Result<Plan> {
+        graph.validate()?;
         let buffers = lifetime::buffers(graph);
         let arena = plan::greedy::plan(&buffers);
         plan::validate(&buffers, &arena)?;

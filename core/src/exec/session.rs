@@ -66,6 +66,7 @@ impl<'a> Session<'a> {
                 return Err(Error::missing(alloc::format!("tensor '{}'", t.name)));
             }
         }
+        graph.validate()?;
         for op in &graph.ops {
             if let OpKind::HeadRmsNorm { head_dim, .. } = op.kind {
                 if head_dim > MAX_HEAD_DIM {
@@ -176,7 +177,7 @@ impl<'a> Session<'a> {
             Rows::Tokens => n,
             Rows::One => 1,
         };
-        let act_ins: heapless::Vec<Range<usize>, 4> = op
+        let act_ins: heapless::Vec<Range<usize>, 3> = op
             .inputs
             .iter()
             .filter(|&&i| graph.tensors[i].role != Role::Weight)
@@ -187,7 +188,7 @@ impl<'a> Session<'a> {
         let out_rows = rows(op.outputs[0]);
         let pos0 = self.pos;
         let (kernels, par) = (self.kernels, self.par);
-        let weights: heapless::Vec<WeightView<'a>, 3> = op
+        let weights: heapless::Vec<WeightView<'a>, 2> = op
             .inputs
             .iter()
             .filter(|&&i| graph.tensors[i].role == Role::Weight)

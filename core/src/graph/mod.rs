@@ -163,6 +163,55 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Checks what the planner and executor rely on: every operand id names a tensor, outputs
+    /// are activations produced once, and no op has more operands than the executor borrows
+    /// (3 activation inputs, 2 weights, 2 outputs). Graphs from our builders always pass; this
+    /// keeps a hand-made or deserialized graph from causing a panic.
+    pub fn validate(&self) -> crate::Result<()> {
+        let n = self.tensors.len();
+        let bad = |i: usize, why: &str| {
+            Err(crate::Error::invalid(
+                "graph",
+                alloc::format!("op {i}: {why}"),
+            ))
+        };
+        let mut produced = alloc::vec![false; n];
+        if self.output >= n {
+            return Err(crate::Error::invalid(
+                "graph",
+                "output tensor id out of range",
+            ));
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            if op.inputs.iter().chain(&op.outputs).any(|&t| t >= n) {
+                return bad(i, "operand id out of range");
+            }
+            let weights = op
+                .inputs
+                .iter()
+                .filter(|&&t| self.tensors[t].role == Role::Weight)
+                .count();
+            if weights > 2 || op.inputs.len() - weights > 3 {
+                return bad(i, "too many inputs");
+            }
+            if op.outputs.is_empty() || op.outputs.len() > 2 {
+                return bad(i, "needs one or two outputs");
+            }
+            for &o in &op.outputs {
+                if self.tensors[o].role == Role::Weight || produced[o] {
+                    return bad(i, "writes a weight or a tensor another op wrote");
+                }
+                produced[o] = true;
+            }
+            for &t in &op.inputs {
+                if self.tensors[t].role != Role::Weight && !produced[t] {
+                    return bad(i, "reads an activation no earlier op wrote");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Ids of weight tensors, in order.
     pub fn weight_ids(&self) -> impl Iterator<Item = TensorId> + '_ {
         (0..self.tensors.len()).filter(|&i| self.tensors[i].role == Role::Weight)
