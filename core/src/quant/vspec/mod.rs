@@ -20,3 +20,79 @@
 pub mod vq2;
 pub mod vq3;
 pub mod vq4;
+
+use super::act_q8::{isum32, BlockQ8Act, QK8};
+use super::gguf::f16_at;
+use super::search;
+
+// What the three formats share: `d` at byte 0, `m` at byte 2, `x̂ = d·q + m`. Each file passes
+// its own `quant(block, i)` (which quant element i has) or `pack`; these generic bodies inline it.
+
+/// Byte offset of the f16 scale `d` in every VQ block.
+const OFF_D: usize = 0;
+/// Byte offset of the f16 min `m` in every VQ block.
+const OFF_M: usize = 2;
+
+/// Decodes a block element by element: `out[i] = d · quant(block, i) + m`.
+#[inline(always)]
+fn decode_affine(block: &[u8], out: &mut [f32], quant: impl Fn(&[u8], usize) -> u8) {
+    let d = f16_at(block, OFF_D);
+    let m = f16_at(block, OFF_M);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = d * quant(block, i) as f32 + m;
+    }
+}
+
+/// Reference dot product with f32 values: `d · Σ q·x + m · Σ x`.
+#[inline(always)]
+fn dot_f32_affine(block: &[u8], x: &[f32], quant: impl Fn(&[u8], usize) -> u8) -> f32 {
+    let d = f16_at(block, OFF_D);
+    let m = f16_at(block, OFF_M);
+    let (mut sqx, mut sx) = (0f32, 0f32);
+    for (i, &xi) in x.iter().enumerate() {
+        sqx += quant(block, i) as f32 * xi;
+        sx += xi;
+    }
+    d * sqx + m * sx
+}
+
+/// Reference dot product with 8-bit activation blocks of [`QK8`] elements each:
+/// `Σₛ daₛ · (d · Σ q·qa + m · sumₛ)`, the inner sums in i32.
+#[inline(always)]
+fn dot_q8_affine(block: &[u8], act: &[BlockQ8Act], quant: impl Fn(&[u8], usize) -> u8) -> f32 {
+    let d = f16_at(block, OFF_D);
+    let m = f16_at(block, OFF_M);
+    let mut acc = 0f32;
+    for (s, a) in act.iter().enumerate() {
+        let isum = isum32(&a.qs, (0..QK8).map(|j| quant(block, s * QK8 + j) as i32));
+        acc += a.d * (d * isum as f32 + m * a.sum as f32);
+    }
+    acc
+}
+
+/// Weighted search ([`search::fit_affine`]) for a 64-weight group, then `pack`.
+#[inline(always)]
+fn quantize_affine(
+    x: &[f32],
+    w: &[f32],
+    qmax: u8,
+    pack: fn(f32, f32, &[u8], &mut [u8]),
+    out: &mut [u8],
+) {
+    let mut q = [0u8; 64];
+    let (d, m) = search::fit_affine(x, w, qmax, &mut q[..x.len()]);
+    pack(d, m, &q[..x.len()], out);
+}
+
+/// [`quantize_affine`] with the default weights of [`search::default_weights`].
+#[inline(always)]
+fn quantize_affine_default(
+    x: &[f32],
+    qmax: u8,
+    pack: fn(f32, f32, &[u8], &mut [u8]),
+    out: &mut [u8],
+) {
+    let mut w = [0f32; 64];
+    search::default_weights(x, &mut w[..x.len()]);
+    quantize_affine(x, &w[..x.len()], qmax, pack, out);
+}

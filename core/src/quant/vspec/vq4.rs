@@ -14,9 +14,8 @@
 //! f32 roundings (no fused multiply-add), `q ∈ 0..=15`.
 
 use crate::format::Format;
-use crate::quant::act_q8::{isum32, BlockQ8Act, QK8};
+use crate::quant::act_q8::{BlockQ8Act, QK8};
 use crate::quant::gguf::{f16_at, put_f16};
-use crate::quant::search;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::VQ4;
@@ -61,19 +60,16 @@ pub fn pack(d: f32, m: f32, q: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Quantize one block with importance weights `w` (see [`search::fit_affine`]).
+/// Quantize one block with importance weights `w` (see [`crate::quant::search::fit_affine`]).
 pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
     debug_assert_eq!(x.len(), BLOCK_ELEMS);
-    let mut q = [0u8; BLOCK_ELEMS];
-    let (d, m) = search::fit_affine(x, w, QMAX, &mut q);
-    pack(d, m, &q, out);
+    super::quantize_affine(x, w, QMAX, pack, out);
 }
 
-/// Quantize one block with the default weights of [`search::default_weights`].
+/// Quantize one block with the default weights of [`crate::quant::search::default_weights`].
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
-    let mut w = [0f32; BLOCK_ELEMS];
-    search::default_weights(x, &mut w);
-    quantize_block_weighted(x, &w, out);
+    debug_assert_eq!(x.len(), BLOCK_ELEMS);
+    super::quantize_affine_default(x, QMAX, pack, out);
 }
 
 /// Reference dot product with 64 f32 values: `d · Σ q·x + m · Σ x`.
@@ -95,14 +91,7 @@ pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
 pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
     debug_assert_eq!(block.len(), BLOCK_BYTES);
     debug_assert_eq!(act.len(), BLOCK_ELEMS / QK8);
-    let d = f16_at(block, OFF_D);
-    let m = f16_at(block, OFF_M);
-    let mut acc = 0f32;
-    for (s, a) in act.iter().enumerate() {
-        let isum = isum32(&a.qs, (0..QK8).map(|j| quant(block, s * QK8 + j) as i32));
-        acc += a.d * (d * isum as f32 + m * a.sum as f32);
-    }
-    acc
+    super::dot_q8_affine(block, act, quant)
 }
 
 #[cfg(test)]
