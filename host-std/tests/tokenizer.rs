@@ -269,15 +269,6 @@ fn hf_dir_round_trip() {
 // ---------------------------------------------------------------------------------------------
 // The real model
 
-fn model_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VSPEC_SMOLLM2_GGUF") {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
-    }
-    let p = vspec_host::fetch::default_model_path();
-    p.is_file().then_some(p)
-}
-
 fn load_smollm2(path: &Path) -> Tokenizer {
     let bytes = std::fs::read(path).unwrap();
     let g = vspec_core::gguf::parse(&bytes).unwrap();
@@ -323,8 +314,7 @@ fn fixture_cases() -> Option<Vec<Case>> {
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    let Some(path) = model_path() else {
-        println!("SKIPPED(no model)");
+    let Some(path) = vspec_host::fetch::default_model_for_tests() else {
         return;
     };
     let tok = load_smollm2(&path);

@@ -56,15 +56,6 @@ fn hf_llama() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf/llama")
 }
 
-fn smollm2_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VSPEC_SMOLLM2_GGUF") {
-        let p = PathBuf::from(p);
-        return p.is_file().then_some(p);
-    }
-    let p = vspec_host::fetch::default_model_path();
-    p.is_file().then_some(p)
-}
-
 /// Every tensor of `model` by GGUF name, sorted, as (name, format, dims, bytes).
 fn all_tensors(model: &ModelFile) -> Vec<TensorItem<Vec<u8>>> {
     let names: Vec<String> = match &model.source {
@@ -245,8 +236,7 @@ fn header_that_outgrows_its_gap_is_still_written() {
 
 #[test]
 fn smollm2_gguf_round_trip() {
-    let Some(path) = smollm2_path() else {
-        println!("SKIPPED(no model)");
+    let Some(path) = vspec_host::fetch::default_model_for_tests() else {
         return;
     };
     let dir = TempDir::new("smollm2");
@@ -286,8 +276,7 @@ fn smollm2_gguf_round_trip() {
 fn gguf_tokenizer_parts_round_trip() {
     // The GGUF-built tokenizer through its parts, without a model file (always runs when the
     // SmolLM2 GGUF is present; cheap).
-    let Some(path) = smollm2_path() else {
-        println!("SKIPPED(no model)");
+    let Some(path) = vspec_host::fetch::default_model_for_tests() else {
         return;
     };
     let bytes = std::fs::read(path).unwrap();

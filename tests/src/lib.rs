@@ -21,25 +21,5 @@ pub fn rel_max_abs(a: &[f32], b: &[f32]) -> f64 {
     err / scale
 }
 
-/// The SmolLM2 GGUF if it is present: `VSPEC_SMOLLM2_GGUF`, else the default cache location.
-/// Tests that need it print `SKIPPED(no model)` when it is absent, unless `VSPEC_REQUIRE_MODEL=1`
-/// (set by CI, which fetches it first) turns the skip into a failure.
-pub fn smollm2_gguf() -> Option<PathBuf> {
-    let p = std::env::var_os("VSPEC_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(vspec_host::fetch::default_model_path);
-    if p.exists() {
-        Some(p)
-    } else if std::env::var("VSPEC_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!(
-            "VSPEC_REQUIRE_MODEL=1 but the model is missing at {}",
-            p.display()
-        );
-    } else {
-        println!(
-            "SKIPPED(no model): {} is absent; run `vspec fetch`",
-            p.display()
-        );
-        None
-    }
-}
+/// The SmolLM2 GGUF if present, else SKIPPED (or a failure under `VSPEC_REQUIRE_MODEL=1`).
+pub use vspec_host::fetch::default_model_for_tests as smollm2_gguf;
