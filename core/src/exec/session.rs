@@ -9,8 +9,9 @@ use crate::kernels::{activation, for_each_tile, norm, rope, KernelTable, Paralle
 use crate::model::WeightView;
 use core::ops::Range;
 
-/// Sees the input of every matmul: `(weight name, x as rows × cols, cols)`.
-pub type MatMulObserver<'o> = dyn FnMut(&str, &[f32], usize) + 'o;
+/// Sees the input of every matmul: `(weight name, input activation name, x as rows × cols, cols)`.
+/// Matmuls that read the same activation (Q, K and V) report the same input name.
+pub type MatMulObserver<'o> = dyn FnMut(&str, &str, &[f32], usize) + 'o;
 
 /// Largest head the per-head norm decodes on the stack.
 const MAX_HEAD_DIM: usize = 512;
@@ -116,7 +117,8 @@ impl<'a> Session<'a> {
     }
 
     /// [`Session::forward`], also showing `observer` the input of every matmul before it runs:
-    /// `(weight name, x as rows × cols, cols)`. Calibration uses it to measure activations.
+    /// `(weight name, input name, x as rows × cols, cols)`. Calibration uses it to measure
+    /// activations.
     pub fn forward_observed(
         &mut self,
         tokens: &[u32],
@@ -235,6 +237,7 @@ impl<'a> Session<'a> {
                 if let Some(obs) = observer {
                     obs(
                         &graph.tensors[op.inputs[1]].name,
+                        &graph.tensors[op.inputs[0]].name,
                         &x[..out_rows * w.cols],
                         w.cols,
                     );

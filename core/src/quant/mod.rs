@@ -14,6 +14,7 @@
 
 pub mod act_q8;
 pub mod gguf;
+pub mod gptq;
 pub mod search;
 pub mod vspec;
 

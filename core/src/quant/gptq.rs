@@ -1,0 +1,444 @@
+//! Error-compensated quantization (the GPTQ idea: Frantar et al., 2022) over any block format.
+//!
+//! Plain quantization rounds every weight on its own, so the errors of a row add up in its dot
+//! product with the activations. With the input second-moment matrix `H = E[x xᵀ]` of a matmul,
+//! the output error of a row `w` quantized to `q` is `(w − q)ᵀ H (w − q)`, and once column `i` is
+//! fixed, the best change of the columns after it is `−(wᵢ − qᵢ)/Uᵢᵢ · U[i, i+1..]`, where `U` is
+//! the upper Cholesky factor of `H⁻¹` (`H⁻¹ = UᵀU`). Walking the columns in order and feeding each
+//! error forward this way lets the later weights absorb what the earlier ones lost.
+//!
+//! Our formats choose a scale and min per block, so the walk goes block by block: the block's
+//! parameters come from the weighted search of [`super::search`] on the block's current values,
+//! with `1/Uᵢᵢ²` (the cost of an error on column `i` after compensation) as importance; then the
+//! columns of the block are walked with their quants fixed, the errors fed forward inside the
+//! block and, at its end, to every later column. A second pass refits the block on the values the
+//! walk actually reached, and the pass with the lower compensated error `Σ ((wᵢ − qᵢ)/Uᵢᵢ)²` is
+//! kept, so the second pass never makes a block worse than the first.
+//!
+//! Rows are independent given `U`, so callers can quantize them in parallel and get the same
+//! bytes for any thread count.
+
+use super::{dequantize_row, quantize_row};
+use crate::error::{Error, Result};
+use crate::format::Format;
+use alloc::{format, vec, vec::Vec};
+
+/// The upper Cholesky factor `U` of a damped `H⁻¹`, row-major `n × n` (the lower triangle is 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InverseFactor {
+    n: usize,
+    u: Vec<f32>,
+}
+
+impl InverseFactor {
+    /// Columns (the matmul's input width).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Row `i` of `U`, all `n` entries.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.u[i * self.n..(i + 1) * self.n]
+    }
+}
+
+/// `Σ aᵢbᵢ` with four independent partial sums (so the compiler can vectorize it; the order is
+/// fixed, so the result is deterministic).
+fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// In-place lower Cholesky `A = L Lᵀ` of a row-major `n × n` symmetric matrix (only the lower
+/// triangle is read; the upper is zeroed). `false` when `A` is not positive definite.
+fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
+    for i in 0..n {
+        for j in 0..=i {
+            let (ri, rj) = (i * n, j * n);
+            let dot = dot_f64(&a[ri..ri + j], &a[rj..rj + j]);
+            let s = a[ri + j] - dot;
+            if i == j {
+                if !(s > 0.0 && s.is_finite()) {
+                    return false;
+                }
+                a[ri + i] = libm::sqrt(s);
+            } else {
+                a[ri + j] = s / a[rj + j];
+            }
+        }
+        a[i * n + i + 1..(i + 1) * n].fill(0.0);
+    }
+    true
+}
+
+/// The inverse of a lower-triangular `L` (row-major `n × n`), row by row: row `i` of `L⁻¹` is
+/// `(eᵢ − Σₖ₍ₖ<ᵢ₎ Lᵢₖ · row k of L⁻¹) / Lᵢᵢ`, contiguous updates only.
+fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
+    let mut x = vec![0f64; n * n];
+    for i in 0..n {
+        let (done, rest) = x.split_at_mut(i * n);
+        let row = &mut rest[..n];
+        row[i] = 1.0;
+        for k in 0..i {
+            let lik = l[i * n + k];
+            if lik != 0.0 {
+                for (r, &xk) in row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
+                    *r -= lik * xk;
+                }
+            }
+        }
+        let inv = 1.0 / l[i * n + i];
+        row[..=i].iter_mut().for_each(|v| *v *= inv);
+    }
+    x
+}
+
+/// `U` with `UᵀU = (H + λ·mean(diag H)·I)⁻¹` for a symmetric `n × n` second-moment matrix `h`
+/// (row-major, full). Columns that never saw a nonzero input (`Hᵢᵢ = 0`) get `Hᵢᵢ = 1` first, so
+/// they stay independent. When `H` is not positive definite even after damping (rounding in a
+/// rank-deficient matrix), the damping is raised tenfold, twice at most, before giving up.
+///
+/// Uses the reversal identity: with `P` the reversal permutation and `PHP = L'L'ᵀ`,
+/// `U = P L'⁻¹ P` is upper triangular and `UᵀU = H⁻¹`, so one Cholesky and one triangular
+/// inverse suffice.
+pub fn inverse_factor(h: &[f64], n: usize, damp: f64) -> Result<InverseFactor> {
+    const WHAT: &str = "hessian";
+    if n == 0 || h.len() != n * n {
+        return Err(Error::invalid(
+            WHAT,
+            format!("{} entries is not a {n} × {n} matrix", h.len()),
+        ));
+    }
+    if let Some(v) = h.iter().find(|v| !v.is_finite()) {
+        return Err(Error::invalid(WHAT, format!("entry {v} is not finite")));
+    }
+    let live: Vec<f64> = (0..n).map(|i| h[i * n + i]).filter(|&d| d > 0.0).collect();
+    let mean_diag = if live.is_empty() {
+        1.0
+    } else {
+        live.iter().sum::<f64>() / live.len() as f64
+    };
+    let mut lambda = damp.max(1e-6) * mean_diag;
+    for _ in 0..3 {
+        // A = P H P, damped.
+        let mut a = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                a[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+            }
+            let d = &mut a[i * n + i];
+            if *d <= 0.0 {
+                *d = mean_diag;
+            }
+            *d += lambda;
+        }
+        if cholesky_lower(&mut a, n) {
+            let linv = invert_lower(&a, n);
+            let mut u = vec![0f32; n * n];
+            for i in 0..n {
+                for j in i..n {
+                    u[i * n + j] = linv[(n - 1 - i) * n + (n - 1 - j)] as f32;
+                }
+            }
+            return Ok(InverseFactor { n, u });
+        }
+        lambda *= 10.0;
+    }
+    Err(Error::invalid(
+        WHAT,
+        "the matrix is not positive definite even with damping",
+    ))
+}
+
+/// Reusable buffers for [`quantize_row_gptq`] (one per thread).
+#[derive(Debug, Default)]
+pub struct GptqScratch {
+    target: Vec<f32>,
+    reached: Vec<f32>,
+    work: Vec<f32>,
+    decoded: Vec<f32>,
+    errs: Vec<f32>,
+    best_errs: Vec<f32>,
+    importance: Vec<f32>,
+    block: Vec<u8>,
+}
+
+/// Walks one block's columns `c0..c0 + len` with the quants `q` fixed, starting from `start`:
+/// returns the compensated loss `Σ eᵢ²`, leaving `eᵢ = (wᵢ − qᵢ)/Uᵢᵢ` in `errs` and the value
+/// each column had when its turn came in `reached`.
+fn walk_block(
+    u: &InverseFactor,
+    c0: usize,
+    start: &[f32],
+    q: &[f32],
+    work: &mut [f32],
+    reached: &mut [f32],
+    errs: &mut [f32],
+) -> f64 {
+    let len = start.len();
+    work.copy_from_slice(start);
+    let mut loss = 0f64;
+    for i in 0..len {
+        let row = u.row(c0 + i);
+        reached[i] = work[i];
+        let e = (work[i] - q[i]) / row[c0 + i];
+        errs[i] = e;
+        loss += (e as f64) * (e as f64);
+        for (wj, &uij) in work[i + 1..].iter_mut().zip(&row[c0 + i + 1..c0 + len]) {
+            *wj -= e * uij;
+        }
+    }
+    loss
+}
+
+/// Quantizes one row `w` (changed in place: it ends as the compensated targets) into `out`
+/// (`format.row_bytes(w.len())` bytes), feeding each block's error forward through `u`.
+///
+/// Errors: `u` of another width, and everything [`quantize_row`] rejects (formats it cannot
+/// produce, rows that are not whole blocks, non-finite weights).
+pub fn quantize_row_gptq(
+    format: Format,
+    w: &mut [f32],
+    u: &InverseFactor,
+    out: &mut [u8],
+    s: &mut GptqScratch,
+) -> Result<()> {
+    const WHAT: &str = "quantize_row_gptq";
+    let n = w.len();
+    if u.n != n {
+        return Err(Error::invalid(
+            WHAT,
+            format!("the row has {n} weights but the Hessian is {0} × {0}", u.n),
+        ));
+    }
+    let (be, bb) = (format.block_elems(), format.block_bytes());
+    let need = format.row_bytes(n, WHAT)?;
+    if out.len() != need {
+        return Err(Error::invalid(
+            WHAT,
+            format!("the output holds {} bytes, the row needs {need}", out.len()),
+        ));
+    }
+    for buf in [
+        &mut s.target,
+        &mut s.reached,
+        &mut s.work,
+        &mut s.decoded,
+        &mut s.errs,
+        &mut s.best_errs,
+        &mut s.importance,
+    ] {
+        buf.resize(be, 0.0);
+    }
+    s.block.resize(bb, 0);
+    for (b, dst) in out.chunks_exact_mut(bb).enumerate() {
+        let c0 = b * be;
+        for (i, imp) in s.importance.iter_mut().enumerate() {
+            let d = u.row(c0 + i)[c0 + i];
+            *imp = 1.0 / (d * d);
+        }
+        s.target.copy_from_slice(&w[c0..c0 + be]);
+        let mut best = f64::INFINITY;
+        for _pass in 0..2 {
+            quantize_row(format, &s.target, Some(&s.importance), &mut s.block)?;
+            dequantize_row(format, &s.block, &mut s.decoded)?;
+            let loss = walk_block(
+                u,
+                c0,
+                &w[c0..c0 + be],
+                &s.decoded,
+                &mut s.work,
+                &mut s.reached,
+                &mut s.errs,
+            );
+            if loss < best {
+                best = loss;
+                dst.copy_from_slice(&s.block);
+                s.best_errs.copy_from_slice(&s.errs);
+            }
+            // Refit on what the walk reached; a non-finite value (an overflowing update) stops.
+            if s.reached.iter().any(|v| !v.is_finite()) {
+                break;
+            }
+            s.target.copy_from_slice(&s.reached);
+        }
+        if !best.is_finite() {
+            return Err(Error::invalid(
+                WHAT,
+                format!("block {b}: the compensated error is not finite"),
+            ));
+        }
+        // Feed the block's errors to every later column.
+        let (_, later) = w.split_at_mut(c0 + be);
+        for (i, &e) in s.best_errs.iter().enumerate() {
+            if e != 0.0 {
+                let row = &u.row(c0 + i)[c0 + be..];
+                for (wj, &uij) in later.iter_mut().zip(row) {
+                    *wj -= e * uij;
+                }
+            }
+        }
+        if let Some(v) = later.iter().find(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                WHAT,
+                format!("block {b}: compensation produced a non-finite weight ({v})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random numbers in [-1, 1).
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    /// `H = XᵀX / t` for `t` correlated random rows of width `n`.
+    fn second_moment(n: usize, t: usize, seed: &mut u64) -> (Vec<f64>, Vec<f32>) {
+        let mut xs = vec![0f32; t * n];
+        for r in 0..t {
+            let common = lcg(seed);
+            for c in 0..n {
+                // Channels share a component and have very different scales.
+                let scale = 0.2 + (c % 7) as f32;
+                xs[r * n + c] = scale * (0.7 * common + lcg(seed));
+            }
+        }
+        let mut h = vec![0f64; n * n];
+        for r in 0..t {
+            let x = &xs[r * n..(r + 1) * n];
+            for i in 0..n {
+                for j in 0..n {
+                    h[i * n + j] += (x[i] * x[j]) as f64 / t as f64;
+                }
+            }
+        }
+        (h, xs)
+    }
+
+    #[test]
+    fn factor_inverts_the_damped_matrix() {
+        let mut seed = 7;
+        for n in [1, 2, 5, 64, 130] {
+            let (h, _) = second_moment(n, 3 * n + 4, &mut seed);
+            let damp = 0.01;
+            let f = inverse_factor(&h, n, damp).unwrap();
+            let mean = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+            // (UᵀU)(H + λI) = I.
+            for i in 0..n {
+                for j in 0..n {
+                    let mut v = 0f64;
+                    for k in 0..n {
+                        let hinv_ik: f64 = (0..n)
+                            .map(|m| f.u[m * n + i] as f64 * f.u[m * n + k] as f64)
+                            .sum();
+                        let hkj = h[k * n + j] + if k == j { damp * mean } else { 0.0 };
+                        v += hinv_ik * hkj;
+                    }
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((v - want).abs() < 2e-3, "n={n} ({i},{j}): {v}");
+                }
+                for j in 0..i {
+                    assert_eq!(f.u[i * n + j], 0.0);
+                }
+            }
+            if n > 10 {
+                break; // the O(n⁴) check above is slow beyond small sizes
+            }
+        }
+    }
+
+    #[test]
+    fn dead_channels_and_bad_input() {
+        // A zero matrix (every channel dead) still factors: it becomes the identity.
+        let f = inverse_factor(&[0.0; 9], 3, 0.01).unwrap();
+        assert!((f.u[0] - 1.0 / 1.01f32.sqrt()).abs() < 1e-6);
+        assert!(inverse_factor(&[1.0; 8], 3, 0.01).is_err());
+        assert!(inverse_factor(&[f64::NAN; 4], 2, 0.01).is_err());
+        // Indefinite beyond what damping fixes.
+        assert!(inverse_factor(&[1.0, 100.0, 100.0, 1.0], 2, 0.01).is_err());
+    }
+
+    /// `Σₜ (x·(w − ŵ))²` over the calibration rows.
+    fn output_error(xs: &[f32], n: usize, w: &[f32], q: &[f32]) -> f64 {
+        xs.chunks_exact(n)
+            .map(|x| {
+                let d: f64 = x
+                    .iter()
+                    .zip(w.iter().zip(q))
+                    .map(|(&a, (&b, &c))| a as f64 * (b as f64 - c as f64))
+                    .sum();
+                d * d
+            })
+            .sum()
+    }
+
+    #[test]
+    fn compensation_lowers_output_error_for_every_format() {
+        let n = 192;
+        let mut seed = 11;
+        let (h, xs) = second_moment(n, 600, &mut seed);
+        let f = inverse_factor(&h, n, 0.01).unwrap();
+        let mut s = GptqScratch::default();
+        for format in [
+            Format::VQ2,
+            Format::VQ3,
+            Format::VQ4,
+            Format::Q4_0,
+            Format::Q4_1,
+            Format::Q5_1,
+            Format::Q8_0,
+            Format::IQ4_NL,
+        ] {
+            let (mut plain_err, mut gptq_err) = (0f64, 0f64);
+            for _row in 0..8 {
+                let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 0.05).collect();
+                let bytes = format.row_bytes(n, "t").unwrap();
+                let imp: Vec<f32> = (0..n).map(|i| h[i * n + i] as f32).collect();
+                let mut plain = vec![0u8; bytes];
+                quantize_row(format, &w, Some(&imp), &mut plain).unwrap();
+                let mut gptq = vec![0u8; bytes];
+                let mut work = w.clone();
+                quantize_row_gptq(format, &mut work, &f, &mut gptq, &mut s).unwrap();
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                dequantize_row(format, &plain, &mut a).unwrap();
+                dequantize_row(format, &gptq, &mut b).unwrap();
+                plain_err += output_error(&xs, n, &w, &a);
+                gptq_err += output_error(&xs, n, &w, &b);
+            }
+            assert!(
+                gptq_err < plain_err,
+                "{}: compensated {gptq_err} vs plain {plain_err}",
+                format.name()
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_sizes() {
+        let f = inverse_factor(&[1.0, 0.0, 0.0, 1.0], 2, 0.01).unwrap();
+        let mut s = GptqScratch::default();
+        let mut w = vec![0.5f32; 64];
+        let mut out = vec![0u8; Format::VQ4.block_bytes()];
+        assert!(quantize_row_gptq(Format::VQ4, &mut w, &f, &mut out, &mut s).is_err());
+    }
+}
