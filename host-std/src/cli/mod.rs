@@ -181,6 +181,11 @@ pub struct CalibrateArgs {
     /// Chunks to run (default: all).
     #[arg(long = "chunks")]
     pub chunks: Option<usize>,
+    /// Also store each distinct matmul input's second-moment matrix `E[x xᵀ]` (a binary stats
+    /// file of n(n+1)/2 floats per input: 202 MB for SmolLM2-135M), so that `convert` can feed
+    /// each weight's error forward to the columns after it.
+    #[arg(long = "hessian")]
+    pub hessian: bool,
 }
 
 /// `vspec convert`.
@@ -199,9 +204,14 @@ pub struct ConvertArgs {
     /// Recipe file: `default = FORMAT` plus `pattern = FORMAT` overrides.
     #[arg(long = "recipe")]
     pub recipe: Option<PathBuf>,
-    /// Calibration statistics from `vspec calibrate`, to weigh quantization errors.
+    /// Calibration statistics from `vspec calibrate` (best with `--hessian`), to weigh and
+    /// compensate quantization errors. Without it, convert calibrates on a built-in English text.
     #[arg(long = "imatrix")]
     pub imatrix: Option<PathBuf>,
+    /// Do not calibrate: fit every block on its own with uniform weights (data-free and fast,
+    /// but much worse at 3 and 2 bits).
+    #[arg(long = "no-calibration", conflicts_with = "imatrix")]
+    pub no_calibration: bool,
     /// Output .vspec file.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,

@@ -3,7 +3,7 @@
 use super::{model_path, CalibrateArgs, ConvertArgs};
 use crate::model::ModelFile;
 use crate::quantize::calibrate::{calibrate as run_calibration, Calibration};
-use crate::quantize::convert::convert as run_convert;
+use crate::quantize::convert::{convert as run_convert, Calibrate};
 use crate::quantize::recipe::Recipe;
 use anyhow::{Context, Result};
 
@@ -18,13 +18,15 @@ pub(super) fn calibrate(a: &CalibrateArgs) -> Result<()> {
         a.ctx,
         a.chunks,
         a.model.threads,
+        a.hessian,
         true,
     )?;
     cal.save(&a.output)?;
     eprintln!(
-        "[vspec] {} tokens, {} tensors -> {}",
+        "[vspec] {} tokens, {} tensors, {} input matrices -> {}",
         cal.tokens,
         cal.tensors.len(),
+        cal.hessians.len(),
         a.output.display()
     );
     Ok(())
@@ -41,6 +43,11 @@ pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
         (None, None) => anyhow::bail!("give --bits or --recipe"),
     };
     let imatrix = a.imatrix.as_deref().map(Calibration::load).transpose()?;
+    let calibration = match (&imatrix, a.no_calibration) {
+        (Some(c), _) => Calibrate::File(c),
+        (None, true) => Calibrate::Off,
+        (None, false) => Calibrate::Builtin,
+    };
     let model = ModelFile::open(&model_path(&a.model)?)?;
     let threads = if a.model.threads == 0 {
         std::thread::available_parallelism()
@@ -50,7 +57,7 @@ pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
         a.model.threads
     };
     let t0 = std::time::Instant::now();
-    let r = run_convert(&model, &a.output, &recipe, imatrix.as_ref(), threads, true)?;
+    let r = run_convert(&model, &a.output, &recipe, calibration, threads, true)?;
     let file_bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "[vspec] wrote {}: {} bytes ({:.2} MB), tensors {:.3} bpw, {:?}, {} lossless, {:.1} s",
