@@ -10,14 +10,16 @@
 //! Our formats choose a scale and min per block, so the walk goes block by block: the block's
 //! parameters come from the weighted search of [`super::search`] on the block's current values,
 //! with `1/Uᵢᵢ²` (the cost of an error on column `i` after compensation) as importance; then the
-//! columns of the block are walked with their quants fixed, the errors fed forward inside the
-//! block and, at its end, to every later column. A second pass refits the block on the values the
-//! walk actually reached, and the pass with the lower compensated error `Σ ((wᵢ − qᵢ)/Uᵢᵢ)²` is
-//! kept, so the second pass never makes a block worse than the first.
+//! columns of the block are walked in order, the errors fed forward inside the block and, at its
+//! end, to every later column. In the VQ formats each element is rounded when its turn comes
+//! (for the block's scale and min), as GPTQ does; in the others the search's quants stay fixed.
+//! A second pass refits the block on the values the walk actually reached, and the pass with the
+//! lower compensated error `Σ ((wᵢ − x̂ᵢ)/Uᵢᵢ)²` is kept, so it never makes a block worse.
 //!
 //! Rows are independent given `U`, so callers can quantize them in parallel and get the same
 //! bytes for any thread count.
 
+use super::gguf::f16_at;
 use super::{dequantize_row, quantize_row};
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -173,6 +175,55 @@ pub struct GptqScratch {
     best_errs: Vec<f32>,
     importance: Vec<f32>,
     block: Vec<u8>,
+    quants: Vec<u8>,
+}
+
+/// Formats whose block is `x̂ = d·q + m` with `d`, `m` as f16 at bytes 0 and 2: once the search
+/// has chosen them, each element can be rounded in turn, after the errors before it were fed
+/// forward (the walk of GPTQ proper). `(qmax, pack)`.
+fn affine_walk(format: Format) -> Option<(u8, fn(f32, f32, &[u8], &mut [u8]))> {
+    use super::vspec::{vq2, vq3, vq4};
+    match format {
+        Format::VQ2 => Some((3, vq2::pack)),
+        Format::VQ3 => Some((7, vq3::pack)),
+        Format::VQ4 => Some((15, vq4::pack)),
+        _ => None,
+    }
+}
+
+/// [`walk_block`] that rounds each column when its turn comes, for the block's `d` and `m`
+/// (f16-exact), to `q ∈ 0..=qmax`; the quants go to `q`, their values to `decoded`.
+#[allow(clippy::too_many_arguments)]
+fn walk_block_rounding(
+    u: &InverseFactor,
+    c0: usize,
+    start: &[f32],
+    (d, m, qmax): (f32, f32, u8),
+    q: &mut [u8],
+    decoded: &mut [f32],
+    work: &mut [f32],
+    reached: &mut [f32],
+    errs: &mut [f32],
+) -> f64 {
+    let len = start.len();
+    work.copy_from_slice(start);
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut loss = 0f64;
+    for i in 0..len {
+        let row = u.row(c0 + i);
+        reached[i] = work[i];
+        // Clamp, then round half up by truncation (the value is >= 0); NaN gives 0.
+        let qi = ((work[i] - m) * id).clamp(0.0, qmax as f32) + 0.5;
+        q[i] = qi as u8;
+        decoded[i] = d * q[i] as f32 + m;
+        let e = (work[i] - decoded[i]) / row[c0 + i];
+        errs[i] = e;
+        loss += (e as f64) * (e as f64);
+        for (wj, &uij) in work[i + 1..].iter_mut().zip(&row[c0 + i + 1..c0 + len]) {
+            *wj -= e * uij;
+        }
+    }
+    loss
 }
 
 /// Walks one block's columns `c0..c0 + len` with the quants `q` fixed, starting from `start`:
@@ -243,6 +294,7 @@ pub fn quantize_row_gptq(
         buf.resize(be, 0.0);
     }
     s.block.resize(bb, 0);
+    s.quants.resize(be, 0);
     for (b, dst) in out.chunks_exact_mut(bb).enumerate() {
         let c0 = b * be;
         for (i, imp) in s.importance.iter_mut().enumerate() {
@@ -253,16 +305,33 @@ pub fn quantize_row_gptq(
         let mut best = f64::INFINITY;
         for _pass in 0..2 {
             quantize_row(format, &s.target, Some(&s.importance), &mut s.block)?;
-            dequantize_row(format, &s.block, &mut s.decoded)?;
-            let loss = walk_block(
-                u,
-                c0,
-                &w[c0..c0 + be],
-                &s.decoded,
-                &mut s.work,
-                &mut s.reached,
-                &mut s.errs,
-            );
+            let loss = if let Some((qmax, pack)) = affine_walk(format) {
+                let (d, m) = (f16_at(&s.block, 0), f16_at(&s.block, 2));
+                let loss = walk_block_rounding(
+                    u,
+                    c0,
+                    &w[c0..c0 + be],
+                    (d, m, qmax),
+                    &mut s.quants[..be],
+                    &mut s.decoded,
+                    &mut s.work,
+                    &mut s.reached,
+                    &mut s.errs,
+                );
+                pack(d, m, &s.quants[..be], &mut s.block);
+                loss
+            } else {
+                dequantize_row(format, &s.block, &mut s.decoded)?;
+                walk_block(
+                    u,
+                    c0,
+                    &w[c0..c0 + be],
+                    &s.decoded,
+                    &mut s.work,
+                    &mut s.reached,
+                    &mut s.errs,
+                )
+            };
             if loss < best {
                 best = loss;
                 dst.copy_from_slice(&s.block);
