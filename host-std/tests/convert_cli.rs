@@ -192,8 +192,8 @@ fn bits_round_trip_inspect_generate_and_size_order() {
     for (bits, must, must_not) in [
         (
             2u32,
-            &["VQ2", "VQ3", "VQ4", "Q8_0", "F32"][..],
-            &["Q5_1"][..],
+            &["VQ2", "VQ3", "Q8_0", "F32"][..],
+            &["Q5_1", "VQ4"][..],
         ),
         (3, &["VQ3", "VQ4", "Q8_0", "F32"], &["VQ2"]),
         (4, &["VQ4", "Q5_1", "Q8_0", "F32"], &["VQ2", "VQ3"]),
@@ -939,4 +939,60 @@ fn calibrate_bad_input() {
     let mut left = tmp.entries();
     left.retain(|e| e != "cal.txt" && e != "short.txt");
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn convert_calibrates_on_the_built_in_text_unless_told_not_to() {
+    let tmp = TempDir::new("builtin-cal");
+    let model = llama_dir();
+    let (auto, off) = (tmp.path().join("auto.vspec"), tmp.path().join("off.vspec"));
+    let stderr = convert_ok(&model, &["--bits", "3", "-t", "2"], &auto);
+    assert!(stderr.contains("built-in text"), "{stderr}");
+    convert_ok(&model, &["--bits", "3", "--no-calibration"], &off);
+    let meta = |p: &Path| {
+        ModelFile::open(p)
+            .unwrap()
+            .vspec()
+            .unwrap()
+            .metadata
+            .clone()
+    };
+    let (ma, mo) = (meta(&auto), meta(&off));
+    assert!(
+        ma.get("imatrix")
+            .is_some_and(|v| v.contains("built-in text")),
+        "{ma:?}"
+    );
+    assert!(!mo.contains_key("imatrix"), "{mo:?}");
+    assert_ne!(std::fs::read(&auto).unwrap(), std::fs::read(&off).unwrap());
+    // Both run.
+    logits(&ModelFile::open(&auto).unwrap());
+    logits(&ModelFile::open(&off).unwrap());
+    // The built-in calibration is deterministic across thread counts.
+    let auto1 = tmp.path().join("auto1.vspec");
+    convert_ok(&model, &["--bits", "3", "-t", "1"], &auto1);
+    assert_eq!(
+        std::fs::read(&auto).unwrap(),
+        std::fs::read(&auto1).unwrap()
+    );
+    // A lossless conversion does not calibrate at all.
+    let r = tmp.write("r.txt", b"default = Q8_0\n");
+    let stderr = convert_ok(&model, &["--recipe", s(&r)], &tmp.path().join("q8.vspec"));
+    assert!(!stderr.contains("calibrating"), "{stderr}");
+    // --no-calibration and --imatrix contradict each other.
+    let cal = tmp.write("cal.json", b"{}");
+    let out = vspec(&[
+        "convert",
+        "-m",
+        s(&model),
+        "--bits",
+        "3",
+        "--no-calibration",
+        "--imatrix",
+        s(&cal),
+        "-o",
+        s(&tmp.path().join("x.vspec")),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    no_output(tmp.path(), "x.vspec");
 }

@@ -33,14 +33,13 @@ pub(super) fn calibrate(a: &CalibrateArgs) -> Result<()> {
 }
 
 pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
-    let recipe = match (&a.recipe, a.bits) {
-        (Some(p), _) => {
+    let recipe_file = match &a.recipe {
+        Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read recipe {}", p.display()))?;
-            Recipe::parse(&text, &p.display().to_string())?
+            Some(Recipe::parse(&text, &p.display().to_string())?)
         }
-        (None, Some(b)) => Recipe::for_bits(b)?,
-        (None, None) => anyhow::bail!("give --bits or --recipe"),
+        None => None,
     };
     let imatrix = a.imatrix.as_deref().map(Calibration::load).transpose()?;
     let calibration = match (&imatrix, a.no_calibration) {
@@ -49,6 +48,14 @@ pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
         (None, false) => Calibrate::Builtin,
     };
     let model = ModelFile::open(&model_path(&a.model)?)?;
+    let recipe = match (recipe_file, a.bits) {
+        (Some(r), _) => r,
+        (None, Some(b)) => {
+            let c = &model.config;
+            Recipe::for_bits(b, c.n_layers, c.tied_embeddings)?
+        }
+        (None, None) => anyhow::bail!("give --bits or --recipe"),
+    };
     let threads = if a.model.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
