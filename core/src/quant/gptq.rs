@@ -178,10 +178,13 @@ pub struct GptqScratch {
     quants: Vec<u8>,
 }
 
+/// Stores `d`, `m` and the quants as one block (`vqN::pack`).
+type AffinePack = fn(f32, f32, &[u8], &mut [u8]);
+
 /// Formats whose block is `x̂ = d·q + m` with `d`, `m` as f16 at bytes 0 and 2: once the search
 /// has chosen them, each element can be rounded in turn, after the errors before it were fed
 /// forward (the walk of GPTQ proper). `(qmax, pack)`.
-fn affine_walk(format: Format) -> Option<(u8, fn(f32, f32, &[u8], &mut [u8]))> {
+fn affine_walk(format: Format) -> Option<(u8, AffinePack)> {
     use super::vspec::{vq2, vq3, vq4};
     match format {
         Format::VQ2 => Some((3, vq2::pack)),
