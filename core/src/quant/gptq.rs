@@ -63,6 +63,24 @@ fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
+/// `Σ aᵢbᵢ` in f32 with eight independent partial sums (vectorizable, fixed order).
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// In-place lower Cholesky `A = L Lᵀ` of a row-major `n × n` symmetric matrix (only the lower
 /// triangle is read; the upper is zeroed). `false` when `A` is not positive definite.
 fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
@@ -372,6 +390,167 @@ pub fn quantize_row_gptq(
     Ok(())
 }
 
+/// The input second-moment matrix of one matmul, full and row-major, with the per-block column
+/// sums the scale refit needs (computed once per tensor).
+#[derive(Debug, Clone)]
+pub struct BlockMoments {
+    n: usize,
+    block: usize,
+    h: Vec<f32>,
+    /// `E[i][c] = Σ_{j ∈ block c} H_ij`, `n × blocks`.
+    col_sums: Vec<f64>,
+}
+
+impl BlockMoments {
+    /// From a full symmetric `n × n` matrix and the format's block width.
+    pub fn new(h: &[f64], n: usize, block: usize) -> Result<BlockMoments> {
+        if n == 0 || block == 0 || !n.is_multiple_of(block) || h.len() != n * n {
+            return Err(Error::invalid(
+                "hessian",
+                format!("{} entries for width {n} in blocks of {block}", h.len()),
+            ));
+        }
+        let nb = n / block;
+        let mut col_sums = vec![0f64; n * nb];
+        for i in 0..n {
+            for c in 0..nb {
+                col_sums[i * nb + c] = h[i * n + c * block..i * n + (c + 1) * block].iter().sum();
+            }
+        }
+        Ok(BlockMoments {
+            n,
+            block,
+            h: h.iter().map(|&v| v as f32).collect(),
+            col_sums,
+        })
+    }
+
+    /// `(a − b)ᵀ H (a − b)`: each row's dot in f32 (vectorizable), the total in f64.
+    fn error(&self, a: &[f32], b: &[f32], diff: &mut [f32]) -> f64 {
+        for ((d, &x), &y) in diff.iter_mut().zip(a).zip(b) {
+            *d = x - y;
+        }
+        let n = self.n;
+        (0..n)
+            .map(|i| diff[i] as f64 * dot_f32(&self.h[i * n..(i + 1) * n], diff) as f64)
+            .sum()
+    }
+}
+
+/// Solves the symmetric positive definite `a x = b` (`p × p`, row-major) in place into `b` by
+/// Cholesky; `false` when `a` is not positive definite.
+fn solve_spd(a: &mut [f64], b: &mut [f64], p: usize) -> bool {
+    if !cholesky_lower(a, p) {
+        return false;
+    }
+    for i in 0..p {
+        let s = b[i] - dot_f64(&a[i * p..i * p + i], &b[..i]);
+        b[i] = s / a[i * p + i];
+    }
+    for i in (0..p).rev() {
+        let s: f64 = (i + 1..p).map(|k| a[k * p + i] * b[k]).sum();
+        b[i] = (b[i] - s) / a[i * p + i];
+    }
+    true
+}
+
+/// Refits every block's scale and min of a quantized VQ row jointly, quants fixed, to minimise
+/// the true output error `(w − x̂)ᵀ H (w − x̂)` of the original row `w` (the walk chose quants and
+/// scales block by block; this sees the whole row at once). Keeps the new scales only when, after
+/// rounding them to f16, the error is lower. Returns whether the row changed. Other formats are
+/// left as they are.
+pub fn refit_row_scales(
+    format: Format,
+    w: &[f32],
+    moments: &BlockMoments,
+    out: &mut [u8],
+) -> Result<bool> {
+    let Some((qmax, pack)) = affine_walk(format) else {
+        return Ok(false);
+    };
+    let (n, be, bb) = (w.len(), format.block_elems(), format.block_bytes());
+    if moments.n != n || moments.block != be || out.len() != n / be * bb {
+        return Err(Error::invalid(
+            "refit_row_scales",
+            format!("a row of {n} does not match the moments ({})", moments.n),
+        ));
+    }
+    let nb = n / be;
+    let mut xq = vec![0f32; n];
+    dequantize_row(format, out, &mut xq)?;
+    // Recover the quants (x̂ = d·q + m exactly, so rounding finds q).
+    let mut q = vec![0f32; n];
+    for (b, blk) in out.chunks_exact(bb).enumerate() {
+        let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+        for i in b * be..(b + 1) * be {
+            q[i] = if d != 0.0 {
+                ((xq[i] - m) / d).round().clamp(0.0, qmax as f32)
+            } else {
+                0.0
+            };
+        }
+    }
+    // G[i][c] = Σ_{j ∈ c} H_ij q_j, and H w.
+    let mut g = vec![0f64; n * nb];
+    let mut hw = vec![0f64; n];
+    for i in 0..n {
+        let row = &moments.h[i * n..(i + 1) * n];
+        let mut total = 0f64;
+        for c in 0..nb {
+            let r = c * be..(c + 1) * be;
+            g[i * nb + c] = dot_f32(&row[r.clone()], &q[r.clone()]) as f64;
+            total += dot_f32(&row[r.clone()], &w[r]) as f64;
+        }
+        hw[i] = total;
+    }
+    // Unknowns (d_b, m_b) at 2b, 2b + 1.
+    let p = 2 * nb;
+    let mut a = vec![0f64; p * p];
+    let mut rhs = vec![0f64; p];
+    for b in 0..nb {
+        for i in b * be..(b + 1) * be {
+            let qi = q[i] as f64;
+            for c in 0..nb {
+                let (gic, eic) = (g[i * nb + c], moments.col_sums[i * nb + c]);
+                a[(2 * b) * p + 2 * c] += qi * gic;
+                a[(2 * b) * p + 2 * c + 1] += qi * eic;
+                a[(2 * b + 1) * p + 2 * c] += gic;
+                a[(2 * b + 1) * p + 2 * c + 1] += eic;
+            }
+            rhs[2 * b] += qi * hw[i];
+            rhs[2 * b + 1] += hw[i];
+        }
+    }
+    let trace: f64 = (0..p).map(|k| a[k * p + k]).sum();
+    let ridge = 1e-7 * trace / p as f64 + f64::MIN_POSITIVE;
+    (0..p).for_each(|k| a[k * p + k] += ridge);
+    if !solve_spd(&mut a, &mut rhs, p) || rhs.iter().any(|v| !v.is_finite()) {
+        return Ok(false);
+    }
+    let mut refit = vec![0u8; out.len()];
+    let mut qb = [0u8; super::search::MAX_GROUP];
+    for (b, blk) in refit.chunks_exact_mut(bb).enumerate() {
+        let (d, m) = (rhs[2 * b] as f32, rhs[2 * b + 1] as f32);
+        for (k, qk) in qb[..be].iter_mut().enumerate() {
+            *qk = q[b * be + k] as u8;
+        }
+        pack(d, m, &qb[..be], blk);
+    }
+    let mut xr = vec![0f32; n];
+    dequantize_row(format, &refit, &mut xr)?;
+    if xr.iter().any(|v| !v.is_finite()) {
+        return Ok(false);
+    }
+    let mut diff = vec![0f32; n];
+    let before = moments.error(w, &xq, &mut diff);
+    let after = moments.error(w, &xr, &mut diff);
+    if after < before {
+        out.copy_from_slice(&refit);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +682,41 @@ mod tests {
                 format.name()
             );
         }
+    }
+
+    #[test]
+    fn scale_refit_never_raises_the_output_error() {
+        let n = 192;
+        let mut seed = 5;
+        let (h, xs) = second_moment(n, 500, &mut seed);
+        let f = inverse_factor(&h, n, 0.03).unwrap();
+        let mut s = GptqScratch::default();
+        for format in [Format::VQ2, Format::VQ3, Format::VQ4, Format::Q4_1] {
+            let m = BlockMoments::new(&h, n, format.block_elems()).unwrap();
+            let (mut before, mut after, mut changed) = (0f64, 0f64, 0);
+            for _row in 0..6 {
+                let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 0.05).collect();
+                let mut bytes = vec![0u8; format.row_bytes(n, "t").unwrap()];
+                quantize_row_gptq(format, &mut w.clone(), &f, &mut bytes, &mut s).unwrap();
+                let mut x = vec![0f32; n];
+                dequantize_row(format, &bytes, &mut x).unwrap();
+                before += output_error(&xs, n, &w, &x);
+                changed += refit_row_scales(format, &w, &m, &mut bytes).unwrap() as usize;
+                dequantize_row(format, &bytes, &mut x).unwrap();
+                after += output_error(&xs, n, &w, &x);
+            }
+            assert!(
+                after <= before * (1.0 + 1e-6),
+                "{}: {after} > {before}",
+                format.name()
+            );
+            if format == Format::Q4_1 {
+                assert_eq!(changed, 0, "only VQ rows are refitted");
+            } else {
+                assert!(changed > 0, "{}: no row improved", format.name());
+            }
+        }
+        assert!(BlockMoments::new(&[0.0; 4], 2, 64).is_err());
     }
 
     #[test]
