@@ -975,7 +975,7 @@ fn convert_calibrates_on_the_built_in_text_unless_told_not_to() {
         std::fs::read(&auto).unwrap(),
         std::fs::read(&auto1).unwrap()
     );
-    // A lossless conversion does not calibrate at all.
+    // A recipe with nothing to fit in a packed low-bit format (Q8_0 only) does not calibrate.
     let r = tmp.write("r.txt", b"default = Q8_0\n");
     let stderr = convert_ok(&model, &["--recipe", s(&r)], &tmp.path().join("q8.vspec"));
     assert!(!stderr.contains("calibrating"), "{stderr}");

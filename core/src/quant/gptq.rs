@@ -125,9 +125,9 @@ fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
     x
 }
 
-/// `U` with `UᵀU = (H + λ·mean(diag H)·I)⁻¹` for a symmetric `n × n` second-moment matrix `h`
-/// (row-major, full). Columns that never saw a nonzero input (`Hᵢᵢ = 0`) get `Hᵢᵢ = 1` first, so
-/// they stay independent. When `H` is not positive definite even after damping (rounding in a
+/// `U` with `UᵀU = (H + λ·μ·I)⁻¹` for a symmetric `n × n` second-moment matrix `h` (row-major,
+/// full), `μ` the mean of the positive diagonal entries. Columns that never saw a nonzero input
+/// (`Hᵢᵢ = 0`) get `Hᵢᵢ = μ` first, so they stay independent and on the same scale. When `H` is not positive definite even after damping (rounding in a
 /// rank-deficient matrix), the damping is raised tenfold, twice at most, before giving up.
 ///
 /// Uses the reversal identity: with `P` the reversal permutation and `PHP = L'L'ᵀ`,
@@ -212,49 +212,15 @@ fn affine_walk(format: Format) -> Option<(u8, AffinePack)> {
     }
 }
 
-/// [`walk_block`] that rounds each column when its turn comes, for the block's `d` and `m`
-/// (f16-exact), to `q ∈ 0..=qmax`; the quants go to `q`, their values to `decoded`.
-#[allow(clippy::too_many_arguments)]
-fn walk_block_rounding(
-    u: &InverseFactor,
-    c0: usize,
-    start: &[f32],
-    (d, m, qmax): (f32, f32, u8),
-    q: &mut [u8],
-    decoded: &mut [f32],
-    work: &mut [f32],
-    reached: &mut [f32],
-    errs: &mut [f32],
-) -> f64 {
-    let len = start.len();
-    work.copy_from_slice(start);
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-    let mut loss = 0f64;
-    for i in 0..len {
-        let row = u.row(c0 + i);
-        reached[i] = work[i];
-        // Clamp, then round half up by truncation (the value is >= 0); NaN gives 0.
-        let qi = ((work[i] - m) * id).clamp(0.0, qmax as f32) + 0.5;
-        q[i] = qi as u8;
-        decoded[i] = d * q[i] as f32 + m;
-        let e = (work[i] - decoded[i]) / row[c0 + i];
-        errs[i] = e;
-        loss += (e as f64) * (e as f64);
-        for (wj, &uij) in work[i + 1..].iter_mut().zip(&row[c0 + i + 1..c0 + len]) {
-            *wj -= e * uij;
-        }
-    }
-    loss
-}
-
-/// Walks one block's columns `c0..c0 + len` with the quants `q` fixed, starting from `start`:
-/// returns the compensated loss `Σ eᵢ²`, leaving `eᵢ = (wᵢ − qᵢ)/Uᵢᵢ` in `errs` and the value
-/// each column had when its turn came in `reached`.
+/// Walks one block's columns `c0..c0 + len` in order, starting from `start`: `pick(i, value)`
+/// returns the decoded value column `i` gets, given the value it reached after the errors before
+/// it were fed forward. Returns the compensated loss `Σ eᵢ²`, leaving `eᵢ = (reachedᵢ − x̂ᵢ)/Uᵢᵢ`
+/// in `errs` and the reached values in `reached`.
 fn walk_block(
     u: &InverseFactor,
     c0: usize,
     start: &[f32],
-    q: &[f32],
+    mut pick: impl FnMut(usize, f32) -> f32,
     work: &mut [f32],
     reached: &mut [f32],
     errs: &mut [f32],
@@ -265,7 +231,7 @@ fn walk_block(
     for i in 0..len {
         let row = u.row(c0 + i);
         reached[i] = work[i];
-        let e = (work[i] - q[i]) / row[c0 + i];
+        let e = (work[i] - pick(i, work[i])) / row[c0 + i];
         errs[i] = e;
         loss += (e as f64) * (e as f64);
         for (wj, &uij) in work[i + 1..].iter_mut().zip(&row[c0 + i + 1..c0 + len]) {
@@ -275,7 +241,7 @@ fn walk_block(
     loss
 }
 
-/// Quantizes one row `w` (changed in place: it ends as the compensated targets) into `out`
+/// Quantizes one row `w` (used as scratch: the compensation updates it in place) into `out`
 /// (`format.row_bytes(w.len())` bytes), feeding each block's error forward through `u`.
 ///
 /// Errors: `u` of another width, and everything [`quantize_row`] rejects (formats it cannot
@@ -327,27 +293,33 @@ pub fn quantize_row_gptq(
         for _pass in 0..2 {
             quantize_row(format, &s.target, Some(&s.importance), &mut s.block)?;
             let loss = if let Some((qmax, pack)) = affine_walk(format) {
+                // Round each element when its turn comes, for the block's d and m.
                 let (d, m) = (f16_at(&s.block, 0), f16_at(&s.block, 2));
-                let loss = walk_block_rounding(
+                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+                let quants = &mut s.quants[..be];
+                let loss = walk_block(
                     u,
                     c0,
                     &w[c0..c0 + be],
-                    (d, m, qmax),
-                    &mut s.quants[..be],
-                    &mut s.decoded,
+                    |i, v| {
+                        // Clamp, then round half up by truncation (the value is >= 0); NaN gives 0.
+                        quants[i] = (((v - m) * id).clamp(0.0, qmax as f32) + 0.5) as u8;
+                        d * quants[i] as f32 + m
+                    },
                     &mut s.work,
                     &mut s.reached,
                     &mut s.errs,
                 );
-                pack(d, m, &s.quants[..be], &mut s.block);
+                pack(d, m, quants, &mut s.block);
                 loss
             } else {
                 dequantize_row(format, &s.block, &mut s.decoded)?;
+                let decoded = &s.decoded;
                 walk_block(
                     u,
                     c0,
                     &w[c0..c0 + be],
-                    &s.decoded,
+                    |i, _| decoded[i],
                     &mut s.work,
                     &mut s.reached,
                     &mut s.errs,
@@ -521,6 +493,16 @@ pub fn refit_row_scales(
             rhs[2 * b + 1] += hw[i];
         }
     }
+    // Solve for the change from the walked (d, m), so that the small ridge (which keeps
+    // directions the calibration never excited solvable) pulls toward them, not toward 0: a
+    // block whose inputs never fired keeps its scales.
+    let theta0: Vec<f64> = out
+        .chunks_exact(bb)
+        .flat_map(|blk| [f16_at(blk, 0) as f64, f16_at(blk, 2) as f64])
+        .collect();
+    for (k, r) in rhs.iter_mut().enumerate() {
+        *r -= dot_f64(&a[k * p..(k + 1) * p], &theta0);
+    }
     let trace: f64 = (0..p).map(|k| a[k * p + k]).sum();
     let ridge = 1e-7 * trace / p as f64 + f64::MIN_POSITIVE;
     (0..p).for_each(|k| a[k * p + k] += ridge);
@@ -530,7 +512,8 @@ pub fn refit_row_scales(
     let mut refit = vec![0u8; out.len()];
     let mut qb = [0u8; super::search::MAX_GROUP];
     for (b, blk) in refit.chunks_exact_mut(bb).enumerate() {
-        let (d, m) = (rhs[2 * b] as f32, rhs[2 * b + 1] as f32);
+        let d = (theta0[2 * b] + rhs[2 * b]) as f32;
+        let m = (theta0[2 * b + 1] + rhs[2 * b + 1]) as f32;
         for (k, qk) in qb[..be].iter_mut().enumerate() {
             *qk = q[b * be + k] as u8;
         }
@@ -717,6 +700,34 @@ mod tests {
             }
         }
         assert!(BlockMoments::new(&[0.0; 4], 2, 64).is_err());
+    }
+
+    #[test]
+    fn scale_refit_keeps_blocks_whose_inputs_never_fired() {
+        let n = 128;
+        let mut seed = 9;
+        let (mut h, _) = second_moment(n, 300, &mut seed);
+        for i in 0..n {
+            for j in 0..n {
+                if i >= 64 || j >= 64 {
+                    h[i * n + j] = 0.0;
+                }
+            }
+        }
+        let f = inverse_factor(&h, n, 0.01).unwrap();
+        let m = BlockMoments::new(&h, n, 64).unwrap();
+        let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 0.05).collect();
+        let mut bytes = vec![0u8; Format::VQ4.row_bytes(n, "t").unwrap()];
+        let mut s = GptqScratch::default();
+        quantize_row_gptq(Format::VQ4, &mut w.clone(), &f, &mut bytes, &mut s).unwrap();
+        let mut before = vec![0f32; n];
+        dequantize_row(Format::VQ4, &bytes, &mut before).unwrap();
+        refit_row_scales(Format::VQ4, &w, &m, &mut bytes).unwrap();
+        let mut after = vec![0f32; n];
+        dequantize_row(Format::VQ4, &bytes, &mut after).unwrap();
+        let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+        let (b, a) = (rms(&before[64..]), rms(&after[64..]));
+        assert!((a - b).abs() <= 0.01 * b, "dead block rms {b} -> {a}");
     }
 
     #[test]

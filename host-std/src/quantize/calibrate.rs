@@ -13,8 +13,8 @@
 //! in order its upper triangle, row by row, as f32 LE (`n(n+1)/2` values). Q, K and V read the
 //! same activation, so they share one matrix.
 //!
-//! Accumulation is in token order (f32 within a chunk, f64 across chunks), so the result does not
-//! depend on the thread count.
+//! Accumulation is in token order (the matrices in f32 within a chunk and f64 across chunks, the
+//! diagonal statistics in f64), so the result does not depend on the thread count.
 
 use crate::model::{Engine, ModelFile};
 use anyhow::{anyhow, bail, Context, Result};
@@ -68,7 +68,7 @@ const MAGIC: &[u8; 8] = b"VSPECCAL";
 /// A calibration file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Calibration {
-    /// Format version (1).
+    /// Format version: 1 (JSON, diagonal only) or 2 (binary, with matrices).
     pub version: u32,
     /// Model it was measured on.
     pub source: String,
@@ -222,12 +222,12 @@ impl Calibration {
     }
 }
 
-/// The text [`builtin`] calibrates on: chapters 1–10 of Jane Austen's *Persuasion* (1818, public
-/// domain; about 33k tokens of English prose).
+/// The text [`builtin`] calibrates on: the first nine chapters and the start of the tenth of Jane
+/// Austen's *Persuasion* (1818, public domain; about 33k tokens of English prose).
 pub const BUILTIN_TEXT: &str = include_str!("../../data/calibration-en.txt");
 
 /// Name of [`BUILTIN_TEXT`] in stats and file metadata.
-pub const BUILTIN_NAME: &str = "built-in text (Persuasion, ch. 1-10)";
+pub const BUILTIN_NAME: &str = "built-in text (Persuasion, ch. 1-9)";
 
 /// Chunks of 512 tokens [`builtin`] runs: on SmolLM2 `--bits 3`, 60 chunks measured KLD 0.136
 /// against 0.148 for 20 (both at damping 0.03), and allowed less damping.
@@ -351,6 +351,15 @@ pub fn calibrate(
     hessians: bool,
     progress: bool,
 ) -> Result<Calibration> {
+    if hessians && progress {
+        // f64 sums while running, then an f32 copy to save: the user should know before a long run.
+        let sums = hessian_bytes(&model.config);
+        eprintln!(
+            "[vspec] input matrices: about {:.2} GB of memory, a {:.2} GB stats file",
+            sums as f64 * 1.5 / 1e9,
+            sums as f64 / 2.0 / 1e9
+        );
+    }
     let tok = model.tokenizer()?;
     let tokens = tok.encode(text, true)?;
     if tokens.len() < 2 {

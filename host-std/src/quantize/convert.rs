@@ -229,27 +229,40 @@ pub fn convert(
         let importance = imatrix
             .and_then(|c| c.tensors.get(*name))
             .map(|s| s.mean_sq.as_slice());
-        let hessian = hessian_of(name).filter(|_| w.format != *target && w.rows > 1);
-        let cal_and = |h: usize| imatrix.map(|c| (c, h));
-        if let Some((cal, h)) = hessian.and_then(cal_and) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = factors.entry(h) {
-                let f = gptq::inverse_factor(&cal.hessians[h].full(), w.cols, GPTQ_DAMPING)
-                    .map_err(|e| anyhow!("{}: input matrix of '{name}': {e}", cal.file))?;
-                slot.insert(f);
+        // Compensation only where a packed format is fitted anew (not for copies, the lossless
+        // Q4_0 -> Q4_1 transcode, or floats), and only for rows of whole blocks.
+        let refitted = w.rows > 1
+            && w.format != *target
+            && !(w.format == Format::Q4_0 && *target == Format::Q4_1)
+            && target.block_elems() > 1
+            && w.cols.is_multiple_of(target.block_elems());
+        let stats_matrix = hessian_of(name)
+            .filter(|_| refitted)
+            .and_then(|h| imatrix.map(|cal| (cal, h)));
+        let moments_key = stats_matrix.map(|(_, h)| (h, target.block_elems()));
+        if let Some((cal, h)) = stats_matrix {
+            let need_factor = !factors.contains_key(&h);
+            let need_moments = moments_key.is_some_and(|k| !moments.contains_key(&k));
+            if need_factor || need_moments {
+                let full = cal
+                    .hessians
+                    .get(h)
+                    .ok_or_else(|| anyhow!("{}: '{name}' names a missing matrix {h}", cal.file))?
+                    .full();
+                let context = |e| anyhow!("{}: input matrix of '{name}': {e}", cal.file);
+                if need_factor {
+                    let f = gptq::inverse_factor(&full, w.cols, GPTQ_DAMPING).map_err(context)?;
+                    factors.insert(h, f);
+                }
+                if let Some(k) = moments_key.filter(|_| need_moments) {
+                    let m = BlockMoments::new(&full, w.cols, k.1).map_err(context)?;
+                    moments.insert(k, m);
+                }
             }
         }
-        let key = hessian.map(|h| (h, target.block_elems()));
-        let fits = w.cols.is_multiple_of(target.block_elems());
-        if let Some((cal, k)) = key.filter(|_| fits).and_then(|k| imatrix.map(|c| (c, k))) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = moments.entry(k) {
-                let m = gptq::BlockMoments::new(&cal.hessians[k.0].full(), w.cols, k.1)
-                    .map_err(|e| anyhow!("{}: input matrix of '{name}': {e}", cal.file))?;
-                slot.insert(m);
-            }
-        }
-        let factor = hessian
-            .and_then(|h| factors.get(&h))
-            .map(|f| (f, key.and_then(|k| moments.get(&k))));
+        let factor = stats_matrix
+            .and_then(|(_, h)| factors.get(&h))
+            .map(|f| (f, moments_key.and_then(|k| moments.get(&k))));
         let (bytes, lossless) = convert_tensor(w, *target, importance, factor, &pool)
             .map_err(|e| anyhow!("tensor '{name}': {e:#}"))?;
         factors.retain(|h, _| last_use.get(h).is_some_and(|&l| l > i));
