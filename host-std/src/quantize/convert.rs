@@ -20,11 +20,20 @@ use vspec_core::model::WeightView;
 use vspec_core::quant;
 use vspec_core::quant::gptq::{self, BlockMoments, GptqScratch, InverseFactor};
 
-/// Damping of the input second-moment matrices, relative to their mean diagonal. On SmolLM2
-/// `--bits 3` (Emma 20 × 512, calibration on Persuasion, 60 × 512 tokens) KLD measured 0.1336 at
-/// 0.01 and 0.1363 at 0.03; with 20 × 512 tokens 0.148 / 0.151 / 0.164 at 0.03 / 0.1 / 0.3. Less
-/// calibration text wants more damping; 0.01 suits the built-in 30k tokens.
+/// Damping of the input second-moment matrices, relative to their mean diagonal, for
+/// [`DAMPING_REFERENCE_TOKENS`] calibration tokens or more. On SmolLM2 `--bits 3` (Emma 20 × 512,
+/// calibration on Persuasion) KLD measured 0.1336 at 0.01 and 0.1363 at 0.03 with 60 × 512
+/// tokens, but 0.148 / 0.151 / 0.164 at 0.03 / 0.1 / 0.3 with 20 × 512: less text estimates `H`
+/// worse and wants more damping, so [`damping_for`] scales it up as the token count drops.
 const GPTQ_DAMPING: f64 = 0.01;
+
+/// Calibration tokens at which [`GPTQ_DAMPING`] applies as is (the built-in calibration's).
+const DAMPING_REFERENCE_TOKENS: f64 = 30_720.0;
+
+/// The damping for a calibration of `tokens` tokens: `0.01 · 30720 / tokens`, within 0.01..=0.1.
+fn damping_for(tokens: u64) -> f64 {
+    (GPTQ_DAMPING * DAMPING_REFERENCE_TOKENS / tokens.max(1) as f64).clamp(GPTQ_DAMPING, 0.1)
+}
 
 /// What the converter did.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +260,8 @@ pub fn convert(
                     .full();
                 let context = |e| anyhow!("{}: input matrix of '{name}': {e}", cal.file);
                 if need_factor {
-                    let f = gptq::inverse_factor(&full, w.cols, GPTQ_DAMPING).map_err(context)?;
+                    let damping = damping_for(cal.tokens);
+                    let f = gptq::inverse_factor(&full, w.cols, damping).map_err(context)?;
                     factors.insert(h, f);
                 }
                 if let Some(k) = moments_key.filter(|_| need_moments) {
