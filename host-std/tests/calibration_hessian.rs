@@ -698,6 +698,7 @@ fn hand_built() -> Calibration {
         source: "some/model dir".to_string(),
         text: "cal \"text\".txt".to_string(),
         tokens: 7,
+        tied_head: Some(false),
         tensors,
         hessian_dims: vec![3, 2],
         hessians: vec![
@@ -869,4 +870,24 @@ fn hessian_width_of_usize_max_is_rejected() {
         &assemble_binary(2, &serde_json::to_vec(&h).unwrap(), &good[data_start..]),
     );
     imatrix_rejected(&tmp, &p, &[]);
+}
+
+/// Stats from a model with a tied head applied to one with a separate head (or the reverse) would
+/// compensate `token_embd.weight` with the head's input matrix: refused, naming the file.
+#[test]
+fn stats_from_a_model_with_the_other_head_kind_are_rejected() {
+    let tmp = TempDir::new("head-kind");
+    let stats = hessian_stats(&tmp);
+    let mut cal = Calibration::load(&stats).unwrap();
+    let tied = cal.tied_head.expect("calibrate records the head kind");
+    cal.tied_head = Some(!tied);
+    let flipped = tmp.join("flipped.stats");
+    cal.save(&flipped).unwrap();
+    imatrix_rejected(&tmp, &flipped, &["output head"]);
+    // Older files without the field are accepted.
+    cal.tied_head = None;
+    let old = tmp.join("old.stats");
+    cal.save(&old).unwrap();
+    let out = tmp.join("old.vspec");
+    convert_ok("3", Some(&old), "2", &out);
 }

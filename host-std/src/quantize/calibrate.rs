@@ -76,6 +76,10 @@ pub struct Calibration {
     pub text: String,
     /// Tokens evaluated.
     pub tokens: u64,
+    /// Whether the model's output head is its embedding (then `token_embd.weight`'s matrix is
+    /// the head's input, not the embedding's); absent in files from older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tied_head: Option<bool>,
     /// Statistics by GGUF tensor name.
     pub tensors: BTreeMap<String, ChannelStats>,
     /// Widths of the matrices in [`Calibration::hessians`] (version 2 only).
@@ -452,6 +456,7 @@ pub fn calibrate(
         source: model.path.display().to_string(),
         text: text_name.to_string(),
         tokens: (n_chunk * ctx).min(tokens.len()) as u64,
+        tied_head: Some(model.config.tied_embeddings),
         tensors,
         hessian_dims: hessians.iter().map(|m| m.n).collect(),
         hessians,

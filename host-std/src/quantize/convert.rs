@@ -183,6 +183,26 @@ pub fn convert(
         _ => builtin.as_ref(),
     };
     if let Some(cal) = imatrix {
+        if cal
+            .tied_head
+            .is_some_and(|t| t != model.config.tied_embeddings)
+        {
+            bail!(
+                "{}: calibrated on a model with {} output head ({}), this one has {}",
+                cal.file,
+                if model.config.tied_embeddings {
+                    "a separate"
+                } else {
+                    "a tied"
+                },
+                cal.source,
+                if model.config.tied_embeddings {
+                    "a tied one"
+                } else {
+                    "a separate one"
+                }
+            );
+        }
         for (name, w, _) in &plan {
             if let Some(s) = cal.tensors.get(*name) {
                 if s.mean_sq.len() != w.cols {
