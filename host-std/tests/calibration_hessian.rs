@@ -27,33 +27,9 @@ use common::*;
 // Helpers.
 // ---------------------------------------------------------------------------------------------
 
-/// A calibration text of a few dozen tokens (as in convert_cli.rs).
-const CAL_TEXT: &str = "The quick brown fox jumps over the lazy dog. Hello world, this is a \
-    short calibration text for the tiny model. One two three four five six seven eight nine ten. \
-    <|im_start|>user What is the capital of France?<|im_end|> Paris is the capital of France.";
-
 /// Calibration chunking used throughout: 2 chunks of 16 tokens.
 const CTX: usize = 16;
 const CHUNKS: usize = 2;
-
-fn llama_dir() -> PathBuf {
-    fixture("llama")
-}
-
-/// Runs `vspec args`, asserts success, returns (stdout, stderr).
-#[track_caller]
-fn succeeds(args: &[&str]) -> (String, String) {
-    let out = vspec(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "vspec {args:?} failed: {:?}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(!stderr.contains("panicked"), "vspec {args:?}: {stderr}");
-    (stdout, stderr)
-}
 
 /// `vspec calibrate` on the fixture over `text` (2 chunks of 16 tokens) into `out`.
 fn calibrate(text: &Path, out: &Path, hessian: bool, threads: &str) {

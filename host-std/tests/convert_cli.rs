@@ -26,25 +26,6 @@ use common::*;
 // Helpers (the shared ones are in common/mod.rs).
 // ---------------------------------------------------------------------------------------------
 
-fn llama_dir() -> PathBuf {
-    fixture("llama")
-}
-
-/// Runs `vspec args`, asserts success, returns (stdout, stderr).
-#[track_caller]
-fn succeeds(args: &[&str]) -> (String, String) {
-    let out = vspec(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "vspec {args:?} failed: {:?}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(!stderr.contains("panicked"), "vspec {args:?}: {stderr}");
-    (stdout, stderr)
-}
-
 /// Neither `dir/name` nor a temporary `.{name}.tmp-*` exists in `dir`.
 #[track_caller]
 fn no_output(dir: &Path, name: &str) {
@@ -86,11 +67,6 @@ fn convert_ok(model: &Path, extra: &[&str], out: &Path) -> String {
     }
     stderr
 }
-
-/// A calibration text of a few dozen tokens.
-const CAL_TEXT: &str = "The quick brown fox jumps over the lazy dog. Hello world, this is a \
-    short calibration text for the tiny model. One two three four five six seven eight nine ten. \
-    <|im_start|>user What is the capital of France?<|im_end|> Paris is the capital of France.";
 
 /// The logits of a fixed short token sequence, all positions, one thread.
 fn logits(model: &ModelFile) -> Vec<f32> {

@@ -1,4 +1,5 @@
-//! Helpers shared by the CLI integration tests (`cli_bad_input.rs`, `convert_cli.rs`): temp
+//! Helpers shared by the CLI integration tests (`cli_bad_input.rs`, `convert_cli.rs`,
+//! `calibration_hessian.rs`): temp
 //! dirs, running the `vspec` binary and checking its failures, and a tiny GGUF built in memory
 //! from the Hugging Face Llama fixture (tests/fixtures/hf/llama).
 //!
@@ -91,6 +92,31 @@ pub fn vspec(args: &[&str]) -> Output {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
+
+/// The tiny Hugging Face Llama fixture (hidden 64, intermediate 160, 2 layers, vocab 320).
+pub fn llama_dir() -> PathBuf {
+    fixture("llama")
+}
+
+/// Runs `vspec args`, asserts success (and no panic message), returns (stdout, stderr).
+#[track_caller]
+pub fn succeeds(args: &[&str]) -> (String, String) {
+    let out = vspec(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "vspec {args:?} failed: {:?}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "vspec {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// A calibration text of a few dozen tokens for the tiny model.
+pub const CAL_TEXT: &str = "The quick brown fox jumps over the lazy dog. Hello world, this is a \
+    short calibration text for the tiny model. One two three four five six seven eight nine ten. \
+    <|im_start|>user What is the capital of France?<|im_end|> Paris is the capital of France.";
 
 /// Runs `vspec args` and checks it fails cleanly with every string of `needles` on stderr
 /// (a clap usage error, exit code 2, passes too). Returns stderr.
