@@ -38,6 +38,7 @@ fn config() -> ModelConfig {
         tied_embeddings: true,
         qkv_bias: false,
         o_bias: false,
+        output_mix: false,
         qk_norm: false,
     }
 }

@@ -98,6 +98,12 @@ pub struct ModelConfig {
     pub o_bias: bool,
     /// Per-head RMSNorm on q and k (Qwen3).
     pub qk_norm: bool,
+    /// The head reads `rmsnorm(x)` through a `d_model × d_model` matrix first (tensor
+    /// `output_mix.weight`). `vspec convert --rotate` sets it on tied models: the residual stream
+    /// is stored in a rotated basis, and the final norm's gain, which no longer acts per channel
+    /// there, becomes this matrix so the head can stay tied to the embedding table.
+    #[serde(default)]
+    pub output_mix: bool,
 }
 
 fn usize_of(v: u32) -> usize {
@@ -175,6 +181,7 @@ impl ModelConfig {
             tied_embeddings: g.tensor("output.weight").is_none(),
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
             o_bias: g.tensor("blk.0.attn_output.bias").is_some(),
+            output_mix: g.tensor("output_mix.weight").is_some(),
             qk_norm: arch == Arch::Qwen3 || g.tensor("blk.0.attn_q_norm.weight").is_some(),
         };
         cfg.validate()?;
@@ -319,6 +326,7 @@ impl ModelConfig {
                 && (attention_bias.unwrap_or(false)
                     || has_tensor("model.layers.0.self_attn.o_proj.bias")),
             qk_norm: arch == Arch::Qwen3,
+            output_mix: false,
         };
         cfg.validate()?;
         Ok(cfg)

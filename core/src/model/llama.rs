@@ -5,7 +5,8 @@
 //! h = rmsnorm(x) ; q,k,v = h·Wq,k,v (+bias) ; [qwen3: per-head rmsnorm q,k] ; rope(q,k)
 //! x += attention(q,k,v)·Wo ; h = rmsnorm(x) ; x += (silu(h·Wgate) * h·Wup)·Wdown
 //! ```
-//! then `logits = rmsnorm(x)·Wout` (Wout = the embedding table when tied).
+//! then `logits = rmsnorm(x)·Wout` (Wout = the embedding table when tied), with `rmsnorm(x)·Wmix`
+//! in its place when the config has an output mix (rotated tied models, see `ModelConfig`).
 
 use super::config::ModelConfig;
 use super::names::layer;
@@ -113,13 +114,17 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
         Rows::One
     };
     let w_out_norm = g.weight("output_norm.weight", 1, d);
-    let xn = g.op(
+    let mut xn = g.op(
         OpKind::RmsNorm { eps: cfg.norm_eps },
         &[x, w_out_norm],
         "result_norm",
         rows,
         d,
     );
+    if cfg.output_mix {
+        let w_mix = g.weight("output_mix.weight", d, d);
+        xn = g.op(OpKind::MatMul, &[xn, w_mix], "result_mix", rows, d);
+    }
     let w_out = if cfg.tied_embeddings {
         embd
     } else {
