@@ -50,6 +50,20 @@ pub struct ModelFile {
     pub source: Source,
     /// Hyper-parameters.
     pub config: ModelConfig,
+    /// Tensors held in memory that replace or add to the file's (a rotated model being
+    /// converted, see `quantize::rotate`), by GGUF name.
+    pub overrides: HashMap<String, OwnedTensor>,
+}
+
+/// A tensor held in memory.
+#[derive(Debug, Clone)]
+pub struct OwnedTensor {
+    /// Storage format.
+    pub format: vspec_core::format::Format,
+    /// Dimensions in GGUF order (`dims[0]` is the row length).
+    pub dims: Vec<u64>,
+    /// The tensor's bytes.
+    pub data: Vec<u8>,
 }
 
 /// Maps a file read-only.
@@ -87,6 +101,7 @@ impl ModelFile {
                 header: Box::new(header),
             },
             config,
+            overrides: HashMap::new(),
         })
     }
 
@@ -121,6 +136,7 @@ impl ModelFile {
                 header: Box::new(header),
             },
             config,
+            overrides: HashMap::new(),
         })
     }
 
@@ -162,11 +178,19 @@ impl ModelFile {
             maps,
             source: Source::Hf { shards, names },
             config,
+            overrides: HashMap::new(),
         })
     }
 
     /// The raw tensor `name` (GGUF naming), without touching its data pages.
     pub fn raw_tensor(&self, name: &str) -> vspec_core::Result<Option<RawTensor<'_>>> {
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(Some(RawTensor {
+                format: t.format,
+                dims: t.dims.clone(),
+                data: &t.data,
+            }));
+        }
         match &self.source {
             Source::Gguf { header } => {
                 let Some(t) = header.tensor(name) else {

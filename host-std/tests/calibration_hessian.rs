@@ -675,6 +675,7 @@ fn hand_built() -> Calibration {
         text: "cal \"text\".txt".to_string(),
         tokens: 7,
         tied_head: Some(false),
+        rotation: None,
         tensors,
         hessian_dims: vec![3, 2],
         hessians: vec![

@@ -186,6 +186,10 @@ pub struct CalibrateArgs {
     /// each weight's error forward to the columns after it.
     #[arg(long = "hessian")]
     pub hessian: bool,
+    /// Measure the model with its residual stream rotated, as `convert --rotate` will quantize it
+    /// (statistics of a rotated model only fit a rotated conversion, and the other way round).
+    #[arg(long = "rotate")]
+    pub rotate: bool,
 }
 
 /// `vspec convert`.
@@ -212,6 +216,14 @@ pub struct ConvertArgs {
     /// but much worse at 3 and 2 bits).
     #[arg(long = "no-calibration", conflicts_with = "imatrix")]
     pub no_calibration: bool,
+    /// Rotate the residual stream by a fixed orthogonal matrix before quantizing (spreads the
+    /// activation outliers; see the README). Default: as the `--imatrix` stats were measured,
+    /// else on for `--bits 2` only.
+    #[arg(long = "rotate", conflicts_with = "no_rotate")]
+    pub rotate: bool,
+    /// Never rotate.
+    #[arg(long = "no-rotate")]
+    pub no_rotate: bool,
     /// Output .vspec file.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,

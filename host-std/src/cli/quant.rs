@@ -5,12 +5,16 @@ use crate::model::ModelFile;
 use crate::quantize::calibrate::{calibrate as run_calibration, Calibration};
 use crate::quantize::convert::{convert as run_convert, Calibrate};
 use crate::quantize::recipe::Recipe;
+use crate::quantize::rotate::rotate;
 use anyhow::{Context, Result};
 
 pub(super) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let model = ModelFile::open(&model_path(&a.model)?)?;
+    let mut model = ModelFile::open(&model_path(&a.model)?)?;
+    if a.rotate {
+        model = rotate(model)?;
+    }
     let cal = run_calibration(
         &model,
         &text,
@@ -47,7 +51,26 @@ pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
         (None, true) => Calibrate::Off,
         (None, false) => Calibrate::Builtin,
     };
-    let model = ModelFile::open(&model_path(&a.model)?)?;
+    let mut model = ModelFile::open(&model_path(&a.model)?)?;
+    // Stats fit only the model they were measured on, so without a flag they decide; else
+    // `--bits 2`, where rotating measured best (README, "Quality"), rotates.
+    let rotating = if a.rotate || a.no_rotate {
+        a.rotate
+    } else if let Some(c) = &imatrix {
+        if c.rotation.is_none() && a.bits == Some(2) {
+            eprintln!(
+                "[vspec] note: {} was measured without rotation, so this 2-bit file is not rotated; \
+                 `calibrate --rotate` stats give a better one",
+                c.file
+            );
+        }
+        c.rotation.is_some()
+    } else {
+        a.bits == Some(2) && a.recipe.is_none()
+    };
+    if rotating {
+        model = rotate(model)?;
+    }
     let recipe = match (recipe_file, a.bits) {
         (Some(r), _) => r,
         (None, Some(b)) => {

@@ -80,6 +80,9 @@ pub struct Calibration {
     /// the head's input, not the embedding's); absent in files from older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tied_head: Option<bool>,
+    /// The rotation the model was measured under (`convert --rotate`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
     /// Statistics by GGUF tensor name.
     pub tensors: BTreeMap<String, ChannelStats>,
     /// Widths of the matrices in [`Calibration::hessians`] (version 2 only).
@@ -457,6 +460,7 @@ pub fn calibrate(
         text: text_name.to_string(),
         tokens: (n_chunk * ctx).min(tokens.len()) as u64,
         tied_head: Some(model.config.tied_embeddings),
+        rotation: crate::quantize::rotate::rotation_of(model),
         tensors,
         hessian_dims: hessians.iter().map(|m| m.n).collect(),
         hessians,

@@ -203,6 +203,19 @@ pub fn convert(
                 }
             );
         }
+        let rotation = super::rotate::rotation_of(model);
+        if cal.rotation != rotation {
+            let says = |r: &Option<String>| match r {
+                Some(r) => format!("rotated ({r})"),
+                None => "unrotated".to_string(),
+            };
+            bail!(
+                "{}: measured on the {} model, this conversion quantizes it {}: calibrate and convert both with --rotate, or both without",
+                cal.file,
+                says(&cal.rotation),
+                says(&rotation)
+            );
+        }
         for (name, w, _) in &plan {
             if let Some(s) = cal.tensors.get(*name) {
                 if s.mean_sq.len() != w.cols {
@@ -225,6 +238,9 @@ pub fn convert(
         format!("vspec {}", env!("CARGO_PKG_VERSION")),
     );
     meta.insert("recipe".to_string(), recipe.to_text());
+    if let Some(r) = super::rotate::rotation_of(model) {
+        meta.insert("rotation".to_string(), r);
+    }
     if let Some(c) = imatrix {
         meta.insert(
             "imatrix".to_string(),

@@ -4,3 +4,4 @@
 pub mod calibrate;
 pub mod convert;
 pub mod recipe;
+pub mod rotate;

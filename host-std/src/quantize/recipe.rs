@@ -168,7 +168,13 @@ impl Recipe {
 
     /// The format for matrix `name` with rows of `cols` weights.
     pub fn format_for(&self, name: &str, cols: usize) -> Result<Format> {
-        let mut f = self.default;
+        // A rotated model's output mix is small (d × d) and read by the whole head: it stays
+        // at 8 bits unless a rule names it.
+        let mut f = if name == "output_mix.weight" {
+            Format::Q8_0
+        } else {
+            self.default
+        };
         let mut from = "default".to_string();
         for r in &self.rules {
             if glob_match(&r.pattern, name) {
