@@ -7,6 +7,27 @@ use vspec_core::exec::Plan;
 use vspec_core::gguf::MetaValue;
 use vspec_core::graph::{Limits, Role};
 
+/// `writeln!` into a `String` (which cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Writes a command's report to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn plan_limits(m: &ModelArgs, model: &ModelFile, all_logits: bool) -> Limits {
     let ctx = if m.ctx_size == 0 {
         model.config.train_ctx.clamp(1, 4096)
@@ -46,24 +67,26 @@ fn show_value(v: &MetaValue, full: bool) -> String {
 }
 
 pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
+    let mut out = String::new();
     let path = model_path(&a.model)?;
     let model = ModelFile::open(&path)?;
-    println!("file: {}", path.display());
+    outln!(out, "file: {}", path.display());
     if let Some(g) = model.gguf() {
-        println!(
+        outln!(
+            out,
             "GGUF v{}, alignment {}, {} metadata keys, {} tensors",
             g.version,
             g.alignment,
             g.metadata.len(),
             g.tensors.len()
         );
-        println!("\nmetadata:");
+        outln!(out, "\nmetadata:");
         for (k, v) in &g.metadata {
-            println!("  {k} = {}", show_value(v, a.full));
+            outln!(out, "  {k} = {}", show_value(v, a.full));
         }
     }
     if let Some(v) = model.vspec() {
-        println!(
+        outln!(out,
             "vspec v{}, {} tensors, header {} bytes, data {} bytes at offset {}, checksum {:#018x} (verified)",
             v.version,
             v.tensors.len(),
@@ -72,19 +95,24 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
             v.data_offset,
             v.checksum
         );
-        println!("\nmetadata:");
+        outln!(out, "\nmetadata:");
         for (k, val) in &v.metadata {
             let shown = val.trim_end().replace('\n', "; ");
-            println!("  {k} = {shown}");
+            outln!(out, "  {k} = {shown}");
         }
     }
-    println!("\nconfig: {}", model.config.summary());
+    outln!(out, "\nconfig: {}", model.config.summary());
     let lim = plan_limits(&a.model, &model, false);
     let (graph, weights) = model.bind(lim)?;
-    println!("\ntensors used by the graph:");
-    println!(
+    outln!(out, "\ntensors used by the graph:");
+    outln!(
+        out,
         "  {:<32} {:>8} {:>14} {:>12} {:>6}",
-        "name", "format", "shape", "bytes", "bpw"
+        "name",
+        "format",
+        "shape",
+        "bytes",
+        "bpw"
     );
     let (mut bytes, mut params) = (0usize, 0usize);
     for (id, t) in graph.tensors.iter().enumerate() {
@@ -95,7 +123,8 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
         let n = w.rows * w.cols;
         bytes += w.data.len();
         params += n;
-        println!(
+        outln!(
+            out,
             "  {:<32} {:>8} {:>14} {:>12} {:>6.3}",
             t.name,
             w.format.name(),
@@ -104,21 +133,24 @@ pub(super) fn inspect(a: &InspectArgs) -> Result<()> {
             w.data.len() as f64 * 8.0 / n as f64
         );
     }
-    println!(
+    outln!(
+        out,
         "\n{params} weights in {bytes} bytes: {:.3} bits per weight",
         bytes as f64 * 8.0 / params.max(1) as f64
     );
     let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
-    println!(
+    outln!(
+        out,
         "memory plan (ctx {}, {} tokens per step): {}",
         lim.max_ctx,
         lim.max_tokens,
         plan.summary()
     );
-    Ok(())
+    emit(&out)
 }
 
 pub(super) fn ir(a: &IrArgs) -> Result<()> {
+    let mut out = String::new();
     let path = model_path(&a.model)?;
     let model = ModelFile::open(&path)?;
     let lim = plan_limits(&a.model, &model, a.all_logits);
@@ -126,9 +158,9 @@ pub(super) fn ir(a: &IrArgs) -> Result<()> {
     if a.plan {
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         let v = serde_json::json!({ "graph": graph, "plan": plan });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!(out, "{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&graph)?);
+        outln!(out, "{}", serde_json::to_string_pretty(&graph)?);
     }
-    Ok(())
+    emit(&out)
 }
