@@ -2,7 +2,7 @@
 //!
 //! A row of `n` weights is `n / block_elems()` blocks of `block_bytes()` bytes each. Plain floats
 //! are blocks of one element. The GGUF block formats keep the ggml type ids so files map 1:1;
-//! Vspec's own packed formats (`VQ2`, `VQ3`, `VQ4`, groups of 64) have no ggml id.
+//! Vspec's own packed formats (`VQ2`, `VQ3`, `VQ4`, `NQ3`, groups of 64) have no ggml id.
 
 use crate::error::{Error, Result};
 use alloc::format;
@@ -48,11 +48,14 @@ pub enum Format {
     VQ3,
     /// Vspec VQ4: 64 weights, f16 scale and min + 4-bit quants (4.5 bpw); `quant::vspec::vq4`.
     VQ4,
+    /// Vspec NQ3: 64 weights, f16 scale + 3-bit indices into a non-uniform codebook (3.25 bpw);
+    /// `quant::vspec::nq3`.
+    NQ3,
 }
 
 impl Format {
     /// Every format, for tables and tests.
-    pub const ALL: [Format; 18] = [
+    pub const ALL: [Format; 19] = [
         Format::F32,
         Format::F16,
         Format::BF16,
@@ -71,6 +74,7 @@ impl Format {
         Format::VQ2,
         Format::VQ3,
         Format::VQ4,
+        Format::NQ3,
     ];
 
     /// The format for a ggml type id, if we support it.
@@ -113,7 +117,7 @@ impl Format {
             Format::IQ4_NL => 20,
             Format::IQ4_XS => 23,
             Format::BF16 => 30,
-            Format::VQ2 | Format::VQ3 | Format::VQ4 => return None,
+            Format::VQ2 | Format::VQ3 | Format::VQ4 | Format::NQ3 => return None,
         })
     }
 
@@ -146,6 +150,7 @@ impl Format {
             Format::VQ2 => "VQ2",
             Format::VQ3 => "VQ3",
             Format::VQ4 => "VQ4",
+            Format::NQ3 => "NQ3",
         }
     }
 
@@ -157,7 +162,7 @@ impl Format {
             Format::IQ4_NL => 32,
             Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K => 256,
             Format::IQ4_XS => 256,
-            Format::VQ2 | Format::VQ3 | Format::VQ4 => 64,
+            Format::VQ2 | Format::VQ3 | Format::VQ4 | Format::NQ3 => 64,
         }
     }
 
@@ -181,6 +186,7 @@ impl Format {
             Format::VQ2 => 20,
             Format::VQ3 => 28,
             Format::VQ4 => 36,
+            Format::NQ3 => 26,
         }
     }
 

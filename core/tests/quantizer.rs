@@ -386,7 +386,7 @@ fn edge_values_never_panic() {
                 f.name(),
                 &x[..2]
             );
-            // Constants that f16 holds come back exactly; zeros stay zero.
+            // Constants that f16 holds come back exactly (NQ3: to f16 precision); zeros stay zero.
             let c = x[0];
             if x.iter().all(|&v| v == c) && f16r(c) == c {
                 let want = if f == Format::BF16 {
@@ -394,7 +394,13 @@ fn edge_values_never_panic() {
                 } else {
                     c
                 };
-                assert!(y.iter().all(|&v| v == want), "{} constant {c}", f.name());
+                if f == Format::NQ3 && c != 0.0 {
+                    // No NQ3 level is 1: d = c/127 rounds to f16.
+                    let close = y.iter().all(|&v| ((v - c) / c).abs() < 1e-3);
+                    assert!(close, "{} constant {c}", f.name());
+                } else {
+                    assert!(y.iter().all(|&v| v == want), "{} constant {c}", f.name());
+                }
             }
         }
     }

@@ -37,6 +37,7 @@ pub fn scalar_name(format: Format) -> &'static str {
         Format::VQ2 => "scalar_matmul_vq2",
         Format::VQ3 => "scalar_matmul_vq3",
         Format::VQ4 => "scalar_matmul_vq4",
+        Format::NQ3 => "scalar_matmul_nq3",
     }
 }
 

@@ -20,6 +20,7 @@
 //! bytes for any thread count.
 
 use super::gguf::f16_at;
+use super::search::Codebook;
 use super::{dequantize_row, quantize_row};
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -212,6 +213,19 @@ fn affine_walk(format: Format) -> Option<(u8, AffinePack)> {
     }
 }
 
+/// Stores `d` and the indices as one block (`nq3::pack`).
+type CodebookPack = fn(f32, &[u8], &mut [u8]);
+
+/// Formats whose block is `x̂ = d·levels[q]` with `d` as f16 at byte 0: rounded element by
+/// element like [`affine_walk`]'s. `(codebook, pack)`.
+fn codebook_walk(format: Format) -> Option<(Codebook, CodebookPack)> {
+    use super::vspec::nq3;
+    match format {
+        Format::NQ3 => Some((nq3::CODEBOOK, nq3::pack)),
+        _ => None,
+    }
+}
+
 /// Walks one block's columns `c0..c0 + len` in order, starting from `start`: `pick(i, value)`
 /// returns the decoded value column `i` gets, given the value it reached after the errors before
 /// it were fed forward. Returns the compensated loss `Σ eᵢ²`, leaving `eᵢ = (reachedᵢ − x̂ᵢ)/Uᵢᵢ`
@@ -311,6 +325,25 @@ pub fn quantize_row_gptq(
                     &mut s.errs,
                 );
                 pack(d, m, quants, &mut s.block);
+                loss
+            } else if let Some((cb, pack)) = codebook_walk(format) {
+                // Round each element to its nearest level when its turn comes, for the block's d.
+                let d = f16_at(&s.block, 0);
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let quants = &mut s.quants[..be];
+                let loss = walk_block(
+                    u,
+                    c0,
+                    &w[c0..c0 + be],
+                    |i, v| {
+                        quants[i] = (cb.nearest)(v * id) as u8;
+                        d * cb.levels[quants[i] as usize] as f32
+                    },
+                    &mut s.work,
+                    &mut s.reached,
+                    &mut s.errs,
+                );
+                pack(d, quants, &mut s.block);
                 loss
             } else {
                 dequantize_row(format, &s.block, &mut s.decoded)?;
@@ -456,7 +489,7 @@ pub fn refit_row_scales(
         let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
         for i in b * be..(b + 1) * be {
             q[i] = if d != 0.0 {
-                ((xq[i] - m) / d).round().clamp(0.0, qmax as f32)
+                libm::roundf((xq[i] - m) / d).clamp(0.0, qmax as f32)
             } else {
                 0.0
             };
@@ -642,6 +675,7 @@ mod tests {
             Format::Q5_1,
             Format::Q8_0,
             Format::IQ4_NL,
+            Format::NQ3,
         ] {
             let (mut plain_err, mut gptq_err) = (0f64, 0f64);
             for _row in 0..8 {

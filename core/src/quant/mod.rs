@@ -51,6 +51,7 @@ pub fn block_decoder(format: Format) -> BlockDecoder {
         Format::VQ2 => vspec::vq2::dequantize_block,
         Format::VQ3 => vspec::vq3::dequantize_block,
         Format::VQ4 => vspec::vq4::dequantize_block,
+        Format::NQ3 => vspec::nq3::dequantize_block,
     }
 }
 
@@ -109,6 +110,7 @@ pub fn block_dot_f32(format: Format) -> Option<BlockDotF32> {
         Format::VQ2 => vq2::dot_f32,
         Format::VQ3 => vq3::dot_f32,
         Format::VQ4 => vq4::dot_f32,
+        Format::NQ3 => nq3::dot_f32,
         _ => return None,
     })
 }
@@ -125,12 +127,13 @@ pub fn block_dot_q8(format: Format) -> Option<BlockDotQ8> {
         Format::VQ2 => vq2::dot_q8,
         Format::VQ3 => vq3::dot_q8,
         Format::VQ4 => vq4::dot_q8,
+        Format::NQ3 => nq3::dot_q8,
         _ => return None,
     })
 }
 
 /// Whether [`quantize_row`] can produce `format`: the floats, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-/// IQ4_NL, VQ2, VQ3 and VQ4.
+/// IQ4_NL, VQ2, VQ3, VQ4 and NQ3.
 pub fn can_quantize(format: Format) -> bool {
     matches!(
         format,
@@ -146,6 +149,7 @@ pub fn can_quantize(format: Format) -> bool {
             | Format::VQ2
             | Format::VQ3
             | Format::VQ4
+            | Format::NQ3
     )
 }
 
@@ -276,6 +280,7 @@ fn weighted_block_quantizer(format: Format) -> fn(&[f32], &[f32], &mut [u8]) {
         Format::VQ2 => vq2::quantize_block_weighted,
         Format::VQ3 => vq3::quantize_block_weighted,
         Format::VQ4 => vq4::quantize_block_weighted,
+        Format::NQ3 => nq3::quantize_block_weighted,
         // Unreachable from quantize_row, which checks can_quantize and handles the floats.
         _ => |_, _, out| out.fill(0),
     }

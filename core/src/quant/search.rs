@@ -391,15 +391,31 @@ fn nearest_kvalue(t: f32) -> usize {
     }
 }
 
-/// Nearest IQ4_NL codebook indices of `x` for the f16-exact `d`, and their true weighted error with
-/// the decoded value `d * KVALUES[q] as f32`.
-fn assign_codebook(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> f64 {
+/// A non-uniform codebook: ascending `i8` levels, decoded as `d · level`, and the index of the
+/// level nearest to a value (the lower one on exact ties; any index for NaN).
+#[derive(Clone, Copy)]
+pub struct Codebook {
+    /// The levels, ascending.
+    pub levels: &'static [i8],
+    /// Index of the level nearest to `t`.
+    pub nearest: fn(f32) -> usize,
+}
+
+/// IQ4_NL's codebook (ggml `kvalues_iq4nl`).
+pub const IQ4_NL_CODEBOOK: Codebook = Codebook {
+    levels: &KVALUES,
+    nearest: nearest_kvalue,
+};
+
+/// Nearest codebook indices of `x` for the f16-exact `d`, and their true weighted error with
+/// the decoded value `d * level as f32`.
+fn assign_codebook(cb: &Codebook, x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> f64 {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut err = 0f64;
     for ((&xi, &wi), qi) in x.iter().zip(w).zip(q.iter_mut()) {
         // With d = 0 every index decodes to 0; pick the entry nearest 0 for a stable result.
-        *qi = nearest_kvalue(xi * id) as u8;
-        let y = d * KVALUES[*qi as usize] as f32;
+        *qi = (cb.nearest)(xi * id) as u8;
+        let y = d * cb.levels[*qi as usize] as f32;
         err += wi as f64 * sq(xi as f64 - y as f64);
     }
     err
@@ -408,6 +424,12 @@ fn assign_codebook(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> f64 {
 /// Search an f16-exact scale `d` and IQ4_NL codebook indices minimising
 /// `Σ wᵢ (xᵢ − d·KVALUES[qᵢ])²`. Same contract as [`fit_affine`].
 pub fn fit_codebook(x: &[f32], w: &[f32], q: &mut [u8]) -> f32 {
+    fit_in_codebook(&IQ4_NL_CODEBOOK, x, w, q)
+}
+
+/// Search an f16-exact scale `d` and indices into `cb` minimising `Σ wᵢ (xᵢ − d·levels[qᵢ])²`.
+/// Same contract as [`fit_affine`].
+pub fn fit_in_codebook(cb: &Codebook, x: &[f32], w: &[f32], q: &mut [u8]) -> f32 {
     let n = x.len();
     debug_assert!(n <= MAX_GROUP && w.len() == n && q.len() == n);
     let ones = [1f32; MAX_GROUP];
@@ -420,25 +442,26 @@ pub fn fit_codebook(x: &[f32], w: &[f32], q: &mut [u8]) -> f32 {
     let mut tmp = [0u8; MAX_GROUP];
     let mut consider = |best: &mut Keep<u8>, d: f32| {
         let d = round_f16(d);
-        let err = assign_codebook(x, w, d, &mut tmp[..n]);
+        let err = assign_codebook(cb, x, w, d, &mut tmp[..n]);
         best.offer(err, d, &tmp[..n]);
     };
     consider(&mut best, 0.0);
     let (amax, max) = abs_max(x);
     if amax > 0.0 {
-        // Entry 8 (`1`) holds the largest value exactly: a constant group comes back exact.
+        // For IQ4_NL entry 8 (`1`) holds the largest value exactly: a constant group comes back
+        // exact.
         consider(&mut best, max);
         let levels = |qs: &[u8]| -> [i8; MAX_GROUP] {
             core::array::from_fn(|i| {
                 if i < qs.len() {
-                    KVALUES[qs[i] as usize]
+                    cb.levels[qs[i] as usize]
                 } else {
                     0
                 }
             })
         };
         let mut probe = [0u8; MAX_GROUP];
-        for target in [KVALUES[0], KVALUES[15]] {
+        for target in [cb.levels[0], cb.levels[cb.levels.len() - 1]] {
             let base = max / target as f32;
             for k in -NSTEP / 2..=NSTEP / 2 {
                 let d = base * (1.0 + 0.01 * k as f32);
@@ -448,7 +471,7 @@ pub fn fit_codebook(x: &[f32], w: &[f32], q: &mut [u8]) -> f32 {
                 if d != 0.0 && d.is_finite() {
                     let id = 1.0 / d;
                     for (p, &xi) in probe.iter_mut().zip(x) {
-                        *p = nearest_kvalue(xi * id) as u8;
+                        *p = (cb.nearest)(xi * id) as u8;
                     }
                     if let Some(d) = ls_scale(x, w, &levels(&probe[..n])[..n]) {
                         consider(&mut best, d);

@@ -12,11 +12,15 @@
 //! | [`vq3`] | 28   | 3.5             | 16 bytes of low 2 bits + 8 bytes of high bits      |
 //! | [`vq4`] | 36   | 4.5             | 32 bytes of nibbles                               |
 //!
+//! [`nq3`] (26 bytes, 3.25 bpw) drops the min and decodes `x̂ = d·LEVELS[q]` with a fixed
+//! non-uniform 8-level codebook, for weights whose residual stream was rotated.
+//!
 //! Each file defines the exact bit layout, decoder, quantizer (the weighted search of
 //! [`super::search::fit_affine`]), and scalar reference dot products against f32 and against 8-bit
 //! activations ([`super::act_q8`]). Conventions are those of [`super::gguf`]: unaligned byte
 //! slices, little-endian fields, decoders that never panic on any bytes.
 
+pub mod nq3;
 pub mod vq2;
 pub mod vq3;
 pub mod vq4;
