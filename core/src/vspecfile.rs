@@ -34,7 +34,8 @@
 //!  "tensors":   [{"name": "blk.0.attn_q.weight", "format": "Q4_K",    (Format's serde name)
 //!                 "dims": [576, 576],                                  (GGUF order: dims[0] = row length)
 //!                 "offset": 0, "bytes": 186624}, ...],                 (offset relative to data_offset)
-//!  "tokenizer": {"json": "<the tokenizers-crate JSON, as a string>", "vocab_size": 49152,
+//!  "tokenizer": {"json_deflate": "<the tokenizers-crate JSON, raw deflate, base64>",
+//!                "vocab_size": 49152,
 //!                "bos_id": 1, "bos_token": "<|im_start|>", "eos_id": 2, "eos_token": "<|im_end|>",
 //!                "eos_ids": [2, 0], "add_bos": false, "chat_template": "...",
 //!                "byte_level": true, "special_ids": [0, 1, 2], "token_bytes": [[id, [bytes]], ...]}}
@@ -80,8 +81,10 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"VSPEC\0\r\n";
 /// The eight bytes every `.vspec` file ends with.
 pub const END_MAGIC: [u8; 8] = *b"VSPECEND";
-/// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this build writes (2: the tokenizer JSON is compressed).
+pub const VERSION: u32 = 2;
+/// The oldest version this build reads (1: the tokenizer JSON is a plain string).
+pub const MIN_VERSION: u32 = 1;
 /// Bytes before the JSON header: magic, version, flags, header_len, data_offset, data_len.
 pub const PREAMBLE_BYTES: usize = 40;
 /// Bytes after the data section: checksum and end magic.
@@ -94,7 +97,7 @@ pub const MAX_DIMS: usize = 4;
 /// Everything needed to rebuild a tokenizer (`vspec_host::tokenizer::Tokenizer`), stored in the
 /// header's `"tokenizer"` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TokenizerWire", into = "TokenizerWire")]
 pub struct TokenizerParts {
     /// The `tokenizers` crate's JSON serialization of the pipeline (model, pre-tokenizer,
     /// decoder, added tokens).
@@ -121,6 +124,98 @@ pub struct TokenizerParts {
     pub special_ids: Vec<u32>,
     /// Exact bytes of the ids whose bytes differ from what the pipeline derives (usually none).
     pub token_bytes: Vec<(u32, Vec<u8>)>,
+}
+
+/// [`TokenizerParts`] as the header stores it: the pipeline JSON raw-deflated and base64-encoded
+/// (`json_deflate`, version 2: the escaped JSON string was most of a small model's header, 2.2 MB
+/// of SmolLM2's 2.3, against 0.74 MB compressed), or as a plain string (`json`, version 1).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenizerWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json_deflate: Option<String>,
+    vocab_size: u32,
+    bos_id: Option<u32>,
+    bos_token: Option<String>,
+    eos_id: Option<u32>,
+    eos_token: Option<String>,
+    eos_ids: Vec<u32>,
+    add_bos: bool,
+    chat_template: Option<String>,
+    byte_level: bool,
+    special_ids: Vec<u32>,
+    token_bytes: Vec<(u32, Vec<u8>)>,
+}
+
+/// The most bytes `json_deflate` may inflate to (a guard against decompression bombs; the
+/// largest real tokenizers are around 10 MB).
+const MAX_TOKENIZER_JSON: usize = 256 << 20;
+
+impl From<TokenizerParts> for TokenizerWire {
+    fn from(t: TokenizerParts) -> Self {
+        let packed = miniz_oxide::deflate::compress_to_vec(t.json.as_bytes(), 9);
+        TokenizerWire {
+            json: None,
+            json_deflate: Some(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                packed,
+            )),
+            vocab_size: t.vocab_size,
+            bos_id: t.bos_id,
+            bos_token: t.bos_token,
+            eos_id: t.eos_id,
+            eos_token: t.eos_token,
+            eos_ids: t.eos_ids,
+            add_bos: t.add_bos,
+            chat_template: t.chat_template,
+            byte_level: t.byte_level,
+            special_ids: t.special_ids,
+            token_bytes: t.token_bytes,
+        }
+    }
+}
+
+impl TryFrom<TokenizerWire> for TokenizerParts {
+    type Error = String;
+
+    fn try_from(w: TokenizerWire) -> core::result::Result<Self, String> {
+        let json = match (w.json, w.json_deflate) {
+            (Some(j), None) => j,
+            (None, Some(packed)) => {
+                let bytes =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, packed)
+                        .map_err(|e| format!("tokenizer.json_deflate: not base64: {e}"))?;
+                let raw =
+                    miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes, MAX_TOKENIZER_JSON)
+                        .map_err(|e| {
+                            format!("tokenizer.json_deflate: cannot inflate: {:?}", e.status)
+                        })?;
+                String::from_utf8(raw)
+                    .map_err(|_| String::from("tokenizer.json_deflate: not UTF-8"))?
+            }
+            _ => {
+                return Err(String::from(
+                    "tokenizer: exactly one of 'json' and 'json_deflate' must be present",
+                ))
+            }
+        };
+        Ok(TokenizerParts {
+            json,
+            vocab_size: w.vocab_size,
+            bos_id: w.bos_id,
+            bos_token: w.bos_token,
+            eos_id: w.eos_id,
+            eos_token: w.eos_token,
+            eos_ids: w.eos_ids,
+            add_bos: w.add_bos,
+            chat_template: w.chat_template,
+            byte_level: w.byte_level,
+            special_ids: w.special_ids,
+            token_bytes: w.token_bytes,
+        })
+    }
 }
 
 impl TokenizerParts {
@@ -319,10 +414,12 @@ pub fn frame(bytes: &[u8]) -> Result<Frame> {
         ));
     }
     let version = u32_at(bytes, 8);
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(Error::invalid(
             "vspec version",
-            format!("version {version} is not supported (this build reads version {VERSION})"),
+            format!(
+                "version {version} is not supported (this build reads versions {MIN_VERSION} to {VERSION})"
+            ),
         ));
     }
     let flags = u32_at(bytes, 12);

@@ -216,7 +216,7 @@ fn round_trip() {
     let bytes = sample();
     vf::verify_checksum(&bytes).unwrap();
     let f = vf::parse(&bytes).unwrap();
-    assert_eq!(f.version, 1);
+    assert_eq!(f.version, 2);
     assert_eq!(f.config, config());
     assert_eq!(f.tokenizer, tokenizer());
     assert_eq!(f.metadata, metadata());
@@ -338,11 +338,13 @@ fn wrong_magic() {
 
 #[test]
 fn unknown_version_and_flags() {
-    let mut b = sample();
-    b[8] = 2;
-    let e = vf::parse(&b).unwrap_err();
-    assert_eq!(invalid_field(&e), "vspec version");
-    assert!(e.to_string().contains("version 2"), "{e}");
+    for v in [0u8, 3] {
+        let mut b = sample();
+        b[8] = v;
+        let e = vf::parse(&b).unwrap_err();
+        assert_eq!(invalid_field(&e), "vspec version");
+        assert!(e.to_string().contains(&format!("version {v}")), "{e}");
+    }
     let mut b = sample();
     b[13] = 1;
     assert_eq!(invalid_field(&vf::parse(&b).unwrap_err()), "vspec flags");
@@ -572,5 +574,48 @@ fn byte_flips_never_panic() {
             b[at] = v;
             let _ = vf::parse(&b);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tokenizer's JSON: compressed in version 2, a plain string in version 1
+
+#[test]
+fn tokenizer_json_is_stored_compressed_and_plain_still_reads() {
+    let t = tokenizer();
+    let wire = serde_json::to_value(&t).unwrap();
+    assert!(
+        wire.get("json").is_none() && wire["json_deflate"].is_string(),
+        "{wire}"
+    );
+    assert_eq!(
+        serde_json::from_value::<vf::TokenizerParts>(wire.clone()).unwrap(),
+        t
+    );
+    // Version 1 wrote the JSON as a plain string.
+    let mut v1 = wire.clone();
+    v1.as_object_mut().unwrap().remove("json_deflate");
+    v1["json"] = serde_json::Value::String(t.json.clone());
+    assert_eq!(
+        serde_json::from_value::<vf::TokenizerParts>(v1.clone()).unwrap(),
+        t
+    );
+    // Both, neither, bad base64, bad deflate, a bomb: errors naming the field.
+    let mut both = v1.clone();
+    both["json_deflate"] = wire["json_deflate"].clone();
+    let mut neither = v1.clone();
+    neither.as_object_mut().unwrap().remove("json");
+    let mut not_b64 = wire.clone();
+    not_b64["json_deflate"] = serde_json::Value::String("%%%".into());
+    let mut not_deflate = wire.clone();
+    not_deflate["json_deflate"] = serde_json::Value::String("AAAAAAAA".into());
+    for (bad, needle) in [
+        (both, "exactly one"),
+        (neither, "exactly one"),
+        (not_b64, "not base64"),
+        (not_deflate, "cannot inflate"),
+    ] {
+        let e = serde_json::from_value::<vf::TokenizerParts>(bad).unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
     }
 }
