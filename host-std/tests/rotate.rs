@@ -127,6 +127,7 @@ fn rotated_conversion_runs_and_records_it() {
             s(&model),
             "--bits",
             "4",
+            "--no-rotate",
             "--imatrix",
             s(&stats),
             "-o",
@@ -135,6 +136,22 @@ fn rotated_conversion_runs_and_records_it() {
         &["rotated (hadamard-dct-v1)", "--rotate"],
     );
     assert!(!bad.exists());
+    // Without a flag the stats decide.
+    let follows = dir.join("follows.vspec");
+    let args = [
+        "convert",
+        "-m",
+        s(&model),
+        "--bits",
+        "4",
+        "--imatrix",
+        s(&stats),
+        "-o",
+        s(&follows),
+    ];
+    succeeds(&args);
+    let (info, _) = succeeds(&["inspect", "-m", s(&follows)]);
+    assert!(info.contains("rotation = hadamard-dct-v1"), "{info}");
     // A rotated file is not rotated twice.
     fails_with(
         &[

@@ -218,7 +218,7 @@ pub struct ConvertArgs {
     pub no_calibration: bool,
     /// Rotate the residual stream by a fixed orthogonal matrix before quantizing (spreads the
     /// activation outliers; see the README). Default: as the `--imatrix` stats were measured,
-    /// else on for `--bits 2` only.
+    /// else on for a calibrated `--bits 2` only.
     #[arg(long = "rotate", conflicts_with = "no_rotate")]
     pub rotate: bool,
     /// Never rotate.

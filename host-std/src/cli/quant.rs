@@ -66,7 +66,9 @@ pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
         }
         c.rotation.is_some()
     } else {
-        a.bits == Some(2) && a.recipe.is_none()
+        // Data-free conversion does not gain from it (all-VQ3 SmolLM2: KLD 2.0 unrotated, 2.5
+        // rotated), so only calibrated --bits 2 rotates.
+        a.bits == Some(2) && a.recipe.is_none() && !a.no_calibration
     };
     if rotating {
         model = rotate(model)?;

@@ -121,9 +121,12 @@ impl Recipe {
     /// embedding / output head matters most, then the tensors that write into the residual
     /// stream (`attn_v`, `ffn_down`), then the first blocks' FFN and the first half's attention
     /// output. So the 3-bit tier lifts those to VQ4: the first ⌈n/8⌉ blocks' `ffn_gate` and
-    /// `ffn_up` and the first ⌈n/2⌉ blocks' `attn_output`. At 2 bits, VQ2 everywhere but the
-    /// head, `attn_v` and `ffn_down` measured KLD 0.97 at 54.9 MB; VQ3 everywhere (head included)
-    /// but the `ffn_gate` / `ffn_up` of all blocks after the first ⌈n/16⌉, 0.82 at 54.7 MB.
+    /// `ffn_up` and the first ⌈n/2⌉ blocks' `attn_output`. The 2-bit tier is meant for a rotated
+    /// model (`convert --rotate`, its default): probes there, one class at a time from VQ3
+    /// everywhere, cost in KLD per MB saved going to VQ2: `attn_q` 0.027, `attn_output` 0.033,
+    /// `ffn_gate` 0.043, `ffn_down` 0.054, head 0.060, `ffn_up` 0.062, `attn_k` 0.073, `attn_v`
+    /// 0.34; NQ3 everywhere instead of VQ3 cost 0.011 per MB saved. Hence NQ3 by default, VQ2
+    /// for `attn_q` and `attn_output`, VQ4 for `attn_v`.
     pub fn for_bits(bits: u32, n_layers: usize, tied_head: bool) -> Result<Recipe> {
         let mut text = String::new();
         let head = |text: &mut String, f: &str| {
@@ -153,11 +156,13 @@ impl Recipe {
                 early(&mut text, 2, &["attn_output"], "VQ4");
             }
             2 => {
-                // 2 bits only where it hurts least: the FFN's gate and up (half the weights).
-                text.push_str("default = VQ3\n");
-                head(&mut text, "VQ3");
-                text.push_str("*.ffn_gate.weight = VQ2\n*.ffn_up.weight = VQ2\n");
-                early(&mut text, 16, &["ffn_gate", "ffn_up"], "VQ3");
+                // NQ3 (3.25 bpw) nearly everywhere; 2 bits where a probe found it cheapest per
+                // byte saved (q and the attention output), 4 bits for V (by far the most
+                // sensitive per byte).
+                text.push_str("default = NQ3\n");
+                head(&mut text, "NQ3");
+                text.push_str("*.attn_v.weight = VQ4\n");
+                text.push_str("*.attn_q.weight = VQ2\n*.attn_output.weight = VQ2\n");
             }
             other => bail!("--bits {other}: choose 2, 3, 4 or 8"),
         }
@@ -248,6 +253,14 @@ mod tests {
         );
         let names = ["token_embd.weight", "output.weight", "blk.0.ffn_up.weight"];
         assert!(r.check_patterns(names.iter().copied()).is_err()); // gate etc. are missing
+        let r = Recipe::for_bits(2, 30, true).unwrap();
+        let f = |name: &str| r.format_for(name, 576).unwrap();
+        assert_eq!(f("token_embd.weight"), Format::NQ3);
+        assert_eq!(f("blk.7.ffn_up.weight"), Format::NQ3);
+        assert_eq!(f("blk.7.attn_v.weight"), Format::VQ4);
+        assert_eq!(f("blk.7.attn_q.weight"), Format::VQ2);
+        assert_eq!(f("blk.7.attn_output.weight"), Format::VQ2);
+        assert_eq!(f("output_mix.weight"), Format::Q8_0);
         for bits in [2, 4, 8] {
             Recipe::for_bits(bits, 2, true).unwrap();
         }
