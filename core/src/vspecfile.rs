@@ -5,12 +5,12 @@
 //! weights, each tensor stored in its [`Format`] at a 64-byte aligned offset so a loader can bind
 //! it zero-copy from a memory map.
 //!
-//! # Layout (version 1, all integers little-endian)
+//! # Layout (versions 1 and 2, all integers little-endian)
 //!
 //! ```text
 //! offset  size         field
 //! 0       8            magic  "VSPEC\0\r\n"   (NUL: not text; CR LF: catches line-ending mangling)
-//! 8       4            u32 format version = 1
+//! 8       4            u32 format version = 2 (1 is still read)
 //! 12      4            u32 flags = 0          (no flags are defined; any set bit is an error)
 //! 16      8            u64 header_len         (bytes of the JSON header)
 //! 24      8            u64 data_offset        (start of the data section; a multiple of 64,
@@ -35,6 +35,8 @@
 //!                 "dims": [576, 576],                                  (GGUF order: dims[0] = row length)
 //!                 "offset": 0, "bytes": 186624}, ...],                 (offset relative to data_offset)
 //!  "tokenizer": {"json_deflate": "<the tokenizers-crate JSON, raw deflate, base64>",
+//!                ("json": "<the same JSON as a plain string>" in version 1 files; a reader
+//!                 takes either key, never both),
 //!                "vocab_size": 49152,
 //!                "bos_id": 1, "bos_token": "<|im_start|>", "eos_id": 2, "eos_token": "<|im_end|>",
 //!                "eos_ids": [2, 0], "add_bos": false, "chat_template": "...",
@@ -127,8 +129,8 @@ pub struct TokenizerParts {
 }
 
 /// [`TokenizerParts`] as the header stores it: the pipeline JSON raw-deflated and base64-encoded
-/// (`json_deflate`, version 2: the escaped JSON string was most of a small model's header, 2.2 MB
-/// of SmolLM2's 2.3, against 0.74 MB compressed), or as a plain string (`json`, version 1).
+/// (`json_deflate`, version 2: the JSON-escaped string was most of a small model's header, 1.85 of
+/// SmolLM2's 1.89 MB; compressed it is 0.74 MB), or as a plain string (`json`, version 1).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenizerWire {
@@ -151,7 +153,20 @@ struct TokenizerWire {
 
 /// The most bytes `json_deflate` may inflate to (a guard against decompression bombs; the
 /// largest real tokenizers are around 10 MB).
-const MAX_TOKENIZER_JSON: usize = 256 << 20;
+const MAX_TOKENIZER_JSON: usize = 64 << 20;
+
+/// Inflates a `json_deflate` field into at most `limit` bytes of UTF-8.
+fn inflate_tokenizer_json(packed: &str, limit: usize) -> core::result::Result<String, String> {
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, packed)
+        .map_err(|e| format!("tokenizer.json_deflate: not base64: {e}"))?;
+    let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes, limit).map_err(|e| {
+        format!(
+            "tokenizer.json_deflate: cannot inflate within {limit} bytes: {:?}",
+            e.status
+        )
+    })?;
+    String::from_utf8(raw).map_err(|_| String::from("tokenizer.json_deflate: not UTF-8"))
+}
 
 impl From<TokenizerParts> for TokenizerWire {
     fn from(t: TokenizerParts) -> Self {
@@ -183,18 +198,7 @@ impl TryFrom<TokenizerWire> for TokenizerParts {
     fn try_from(w: TokenizerWire) -> core::result::Result<Self, String> {
         let json = match (w.json, w.json_deflate) {
             (Some(j), None) => j,
-            (None, Some(packed)) => {
-                let bytes =
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, packed)
-                        .map_err(|e| format!("tokenizer.json_deflate: not base64: {e}"))?;
-                let raw =
-                    miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes, MAX_TOKENIZER_JSON)
-                        .map_err(|e| {
-                            format!("tokenizer.json_deflate: cannot inflate: {:?}", e.status)
-                        })?;
-                String::from_utf8(raw)
-                    .map_err(|_| String::from("tokenizer.json_deflate: not UTF-8"))?
-            }
+            (None, Some(packed)) => inflate_tokenizer_json(&packed, MAX_TOKENIZER_JSON)?,
             _ => {
                 return Err(String::from(
                     "tokenizer: exactly one of 'json' and 'json_deflate' must be present",
@@ -1001,4 +1005,26 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     let mut h = Xxh64::new(seed);
     h.update(data);
     h.digest()
+}
+
+#[cfg(test)]
+mod tokenizer_wire_tests {
+    use super::*;
+
+    #[test]
+    fn inflating_stops_at_the_limit() {
+        // 1 MiB of spaces deflates to about a kilobyte.
+        let big = alloc::vec![b' '; 1 << 20];
+        let packed = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            miniz_oxide::deflate::compress_to_vec(&big, 9),
+        );
+        assert!(packed.len() < 8 << 10);
+        assert_eq!(
+            inflate_tokenizer_json(&packed, 1 << 20).unwrap().len(),
+            1 << 20
+        );
+        let e = inflate_tokenizer_json(&packed, 64 << 10).unwrap_err();
+        assert!(e.contains("cannot inflate within 65536 bytes"), "{e}");
+    }
 }

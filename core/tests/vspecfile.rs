@@ -600,7 +600,8 @@ fn tokenizer_json_is_stored_compressed_and_plain_still_reads() {
         serde_json::from_value::<vf::TokenizerParts>(v1.clone()).unwrap(),
         t
     );
-    // Both, neither, bad base64, bad deflate, a bomb: errors naming the field.
+    // Both, neither, bad base64, bad deflate: errors naming the field (the size cap is tested
+    // in the crate, with a small limit).
     let mut both = v1.clone();
     both["json_deflate"] = wire["json_deflate"].clone();
     let mut neither = v1.clone();

@@ -152,6 +152,21 @@ fn rotated_conversion_runs_and_records_it() {
     succeeds(&args);
     let (info, _) = succeeds(&["inspect", "-m", s(&follows)]);
     assert!(info.contains("rotation = hadamard-dct-v1"), "{info}");
+    // Requantizing a rotated file keeps its basis; only an explicit --rotate is refused.
+    let again = dir.join("again.vspec");
+    let args = [
+        "convert",
+        "-m",
+        s(&out),
+        "--bits",
+        "2",
+        "--no-calibration",
+        "-o",
+        s(&again),
+    ];
+    succeeds(&args);
+    let (info, _) = succeeds(&["inspect", "-m", s(&again)]);
+    assert!(info.contains("rotation = hadamard-dct-v1"), "{info}");
     // A rotated file is not rotated twice.
     fails_with(
         &[

@@ -5,7 +5,7 @@
 //!
 //! The bounds are quality floors, not snapshots: the README measures both tiers over 20 × 512
 //! tokens with 60 calibration chunks; these tests use fewer of both to stay fast. Compensation
-//! with a wrong index or sign, a rotation that does not match its statistics, or a recipe that
+//! with a wrong index or sign, a rotation that breaks the network's function, or a recipe that
 //! lost its lifts, lands far above them (the data-free conversion of the 3-bit recipe drifts
 //! +85 %).
 

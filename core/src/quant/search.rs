@@ -392,7 +392,7 @@ fn nearest_kvalue(t: f32) -> usize {
 }
 
 /// A non-uniform codebook: ascending `i8` levels, decoded as `d · level`, and the index of the
-/// level nearest to a value (the lower one on exact ties; any index for NaN).
+/// level nearest to a value (exact ties and NaN as each codebook's `nearest` defines them).
 #[derive(Clone, Copy)]
 pub struct Codebook {
     /// The levels, ascending.

@@ -221,7 +221,7 @@ pub struct ConvertArgs {
     /// else on for a calibrated `--bits 2` only.
     #[arg(long = "rotate", conflicts_with = "no_rotate")]
     pub rotate: bool,
-    /// Never rotate.
+    /// Do not rotate (a `.vspec` input that is already rotated stays in its basis either way).
     #[arg(long = "no-rotate")]
     pub no_rotate: bool,
     /// Output .vspec file.

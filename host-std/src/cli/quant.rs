@@ -70,7 +70,15 @@ pub(super) fn convert(a: &ConvertArgs) -> Result<()> {
         // rotated), so only calibrated --bits 2 rotates.
         a.bits == Some(2) && a.recipe.is_none() && !a.no_calibration
     };
-    if rotating {
+    // A rotated `.vspec` input is already in the rotated basis: requantizing it keeps it there.
+    let already = crate::quantize::rotate::rotation_of(&model).is_some();
+    if a.rotate && already {
+        anyhow::bail!(
+            "{}: the model is already rotated; convert it without --rotate",
+            model.path.display()
+        );
+    }
+    if rotating && !already {
         model = rotate(model)?;
     }
     let recipe = match (recipe_file, a.bits) {
