@@ -18,6 +18,9 @@ fn matmul(c: &mut Criterion) {
         Format::Q4_0,
         Format::Q4_1,
         Format::IQ4_NL,
+        Format::VQ3,
+        Format::NQ3,
+        Format::TQ3,
     ] {
         let data = random_weights(format, rows, cols, &mut rng);
         let w = WeightView {

@@ -2,7 +2,7 @@
 //!
 //! A row of `n` weights is `n / block_elems()` blocks of `block_bytes()` bytes each. Plain floats
 //! are blocks of one element. The GGUF block formats keep the ggml type ids so files map 1:1;
-//! Vspec's own packed formats (`VQ2`, `VQ3`, `VQ4`, `NQ3`, groups of 64) have no ggml id.
+//! Vspec's own packed formats (`VQ2`, `VQ3`, `VQ4`, `NQ3`, `TQ2`, `TQ3`, `TQ4`, groups of 64) have no ggml id.
 
 use crate::error::{Error, Result};
 use alloc::format;
@@ -51,11 +51,20 @@ pub enum Format {
     /// Vspec NQ3: 64 weights, f16 scale + 3-bit indices into a non-uniform codebook (3.25 bpw);
     /// `quant::vspec::nq3`.
     NQ3,
+    /// Vspec TQ2: 64 weights, f16 scale + a 2-bit-per-weight trellis code (2.25 bpw);
+    /// `quant::vspec::tq2`.
+    TQ2,
+    /// Vspec TQ3: 64 weights, f16 scale + a 3-bit-per-weight trellis code (3.25 bpw);
+    /// `quant::vspec::tq3`.
+    TQ3,
+    /// Vspec TQ4: 64 weights, f16 scale + a 4-bit-per-weight trellis code (4.25 bpw);
+    /// `quant::vspec::tq4`.
+    TQ4,
 }
 
 impl Format {
     /// Every format, for tables and tests.
-    pub const ALL: [Format; 19] = [
+    pub const ALL: [Format; 22] = [
         Format::F32,
         Format::F16,
         Format::BF16,
@@ -75,6 +84,9 @@ impl Format {
         Format::VQ3,
         Format::VQ4,
         Format::NQ3,
+        Format::TQ2,
+        Format::TQ3,
+        Format::TQ4,
     ];
 
     /// The format for a ggml type id, if we support it.
@@ -117,7 +129,13 @@ impl Format {
             Format::IQ4_NL => 20,
             Format::IQ4_XS => 23,
             Format::BF16 => 30,
-            Format::VQ2 | Format::VQ3 | Format::VQ4 | Format::NQ3 => return None,
+            Format::VQ2
+            | Format::VQ3
+            | Format::VQ4
+            | Format::NQ3
+            | Format::TQ2
+            | Format::TQ3
+            | Format::TQ4 => return None,
         })
     }
 
@@ -151,6 +169,9 @@ impl Format {
             Format::VQ3 => "VQ3",
             Format::VQ4 => "VQ4",
             Format::NQ3 => "NQ3",
+            Format::TQ2 => "TQ2",
+            Format::TQ3 => "TQ3",
+            Format::TQ4 => "TQ4",
         }
     }
 
@@ -162,7 +183,13 @@ impl Format {
             Format::IQ4_NL => 32,
             Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K => 256,
             Format::IQ4_XS => 256,
-            Format::VQ2 | Format::VQ3 | Format::VQ4 | Format::NQ3 => 64,
+            Format::VQ2
+            | Format::VQ3
+            | Format::VQ4
+            | Format::NQ3
+            | Format::TQ2
+            | Format::TQ3
+            | Format::TQ4 => 64,
         }
     }
 
@@ -186,7 +213,9 @@ impl Format {
             Format::VQ2 => 20,
             Format::VQ3 => 28,
             Format::VQ4 => 36,
-            Format::NQ3 => 26,
+            Format::NQ3 | Format::TQ3 => 26,
+            Format::TQ2 => 18,
+            Format::TQ4 => 34,
         }
     }
 

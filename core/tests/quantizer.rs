@@ -386,7 +386,8 @@ fn edge_values_never_panic() {
                 f.name(),
                 &x[..2]
             );
-            // Constants that f16 holds come back exactly (NQ3: to f16 precision); zeros stay zero.
+            // Constants that f16 holds come back exactly (the codebook formats: to f16
+            // precision); zeros stay zero.
             let c = x[0];
             if x.iter().all(|&v| v == c) && f16r(c) == c {
                 let want = if f == Format::BF16 {
@@ -394,8 +395,9 @@ fn edge_values_never_panic() {
                 } else {
                     c
                 };
-                if f == Format::NQ3 && c != 0.0 {
-                    // No NQ3 level is 1: d = c/127 rounds to f16.
+                let codebook = matches!(f, Format::NQ3 | Format::TQ2 | Format::TQ3 | Format::TQ4);
+                if codebook && c != 0.0 {
+                    // No level is 1: d = c / level rounds to f16.
                     let close = y.iter().all(|&v| ((v - c) / c).abs() < 1e-3);
                     assert!(close, "{} constant {c}", f.name());
                 } else {

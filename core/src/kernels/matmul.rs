@@ -38,6 +38,9 @@ pub fn scalar_name(format: Format) -> &'static str {
         Format::VQ3 => "scalar_matmul_vq3",
         Format::VQ4 => "scalar_matmul_vq4",
         Format::NQ3 => "scalar_matmul_nq3",
+        Format::TQ2 => "scalar_matmul_tq2",
+        Format::TQ3 => "scalar_matmul_tq3",
+        Format::TQ4 => "scalar_matmul_tq4",
     }
 }
 

@@ -2,7 +2,7 @@
 //! quantizer.
 //!
 //! Every packed format lives in its own file under [`gguf`] (the ggml formats) or [`vspec`] (our
-//! 64-weight VQ2/VQ3/VQ4): layout, bits per weight, decoder, quantizer, scalar reference dots and
+//! 64-weight VQ2-4, NQ3 and trellis TQ2-4): layout, bits per weight, decoder, quantizer, scalar reference dots and
 //! tests. This module is the dispatch table that the loaders, kernels and converter call:
 //! [`block_decoder`] picks the decoder of one block, [`dequantize_row`] decodes whole rows after
 //! checking their lengths, [`quantize_row`] encodes one with the weighted searches of [`search`],
@@ -52,6 +52,9 @@ pub fn block_decoder(format: Format) -> BlockDecoder {
         Format::VQ3 => vspec::vq3::dequantize_block,
         Format::VQ4 => vspec::vq4::dequantize_block,
         Format::NQ3 => vspec::nq3::dequantize_block,
+        Format::TQ2 => vspec::tq2::dequantize_block,
+        Format::TQ3 => vspec::tq3::dequantize_block,
+        Format::TQ4 => vspec::tq4::dequantize_block,
     }
 }
 
@@ -111,6 +114,9 @@ pub fn block_dot_f32(format: Format) -> Option<BlockDotF32> {
         Format::VQ3 => vq3::dot_f32,
         Format::VQ4 => vq4::dot_f32,
         Format::NQ3 => nq3::dot_f32,
+        Format::TQ2 => tq2::dot_f32,
+        Format::TQ3 => tq3::dot_f32,
+        Format::TQ4 => tq4::dot_f32,
         _ => return None,
     })
 }
@@ -128,12 +134,15 @@ pub fn block_dot_q8(format: Format) -> Option<BlockDotQ8> {
         Format::VQ3 => vq3::dot_q8,
         Format::VQ4 => vq4::dot_q8,
         Format::NQ3 => nq3::dot_q8,
+        Format::TQ2 => tq2::dot_q8,
+        Format::TQ3 => tq3::dot_q8,
+        Format::TQ4 => tq4::dot_q8,
         _ => return None,
     })
 }
 
 /// Whether [`quantize_row`] can produce `format`: the floats, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-/// IQ4_NL, VQ2, VQ3, VQ4 and NQ3.
+/// IQ4_NL, VQ2, VQ3, VQ4, NQ3, TQ2, TQ3 and TQ4.
 pub fn can_quantize(format: Format) -> bool {
     matches!(
         format,
@@ -150,6 +159,9 @@ pub fn can_quantize(format: Format) -> bool {
             | Format::VQ3
             | Format::VQ4
             | Format::NQ3
+            | Format::TQ2
+            | Format::TQ3
+            | Format::TQ4
     )
 }
 
@@ -281,6 +293,9 @@ fn weighted_block_quantizer(format: Format) -> fn(&[f32], &[f32], &mut [u8]) {
         Format::VQ3 => vq3::quantize_block_weighted,
         Format::VQ4 => vq4::quantize_block_weighted,
         Format::NQ3 => nq3::quantize_block_weighted,
+        Format::TQ2 => tq2::quantize_block_weighted,
+        Format::TQ3 => tq3::quantize_block_weighted,
+        Format::TQ4 => tq4::quantize_block_weighted,
         // Unreachable from quantize_row, which checks can_quantize and handles the floats.
         _ => |_, _, out| out.fill(0),
     }

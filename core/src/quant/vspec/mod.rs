@@ -15,12 +15,20 @@
 //! [`nq3`] (26 bytes, 3.25 bpw) drops the min and decodes `x̂ = d·LEVELS[q]` with a fixed
 //! non-uniform 8-level codebook, for weights whose residual stream was rotated.
 //!
+//! [`tq2`], [`tq3`] and [`tq4`] (18, 26 and 34 bytes: 2.25, 3.25 and 4.25 bpw) code the block as
+//! one bit stream along a trellis, each weight decoding through the 8-bit window that ends at its
+//! bits into a 256-entry codebook; [`trellis`] has what they share, the Viterbi encoder included.
+//!
 //! Each file defines the exact bit layout, decoder, quantizer (the weighted search of
 //! [`super::search::fit_affine`]), and scalar reference dot products against f32 and against 8-bit
 //! activations ([`super::act_q8`]). Conventions are those of [`super::gguf`]: unaligned byte
 //! slices, little-endian fields, decoders that never panic on any bytes.
 
 pub mod nq3;
+pub mod tq2;
+pub mod tq3;
+pub mod tq4;
+pub mod trellis;
 pub mod vq2;
 pub mod vq3;
 pub mod vq4;
