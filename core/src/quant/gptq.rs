@@ -21,6 +21,7 @@
 
 use super::gguf::f16_at;
 use super::search::Codebook;
+use super::vspec::trellis;
 use super::{dequantize_row, quantize_row};
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -226,6 +227,95 @@ fn codebook_walk(format: Format) -> Option<(Codebook, CodebookPack)> {
     }
 }
 
+/// Symbols a trellis walk commits per Viterbi run (see [`TrellisWalk`]).
+const TRELLIS_COMMIT: usize = 8;
+
+/// A trellis format (`tqN`): its bits per weight, codebook and pack.
+#[derive(Clone, Copy)]
+struct TrellisCode {
+    k: usize,
+    codebook: &'static [i8; trellis::STATES],
+    pack: CodebookPack,
+}
+
+fn trellis_code(format: Format) -> Option<TrellisCode> {
+    use super::vspec::{tq2, tq3, tq4};
+    let (k, codebook, pack): (usize, _, CodebookPack) = match format {
+        Format::TQ2 => (2, &tq2::CODEBOOK, tq2::pack),
+        Format::TQ3 => (3, &tq3::CODEBOOK, tq3::pack),
+        Format::TQ4 => (4, &tq4::CODEBOOK, tq4::pack),
+        _ => return None,
+    };
+    Some(TrellisCode { k, codebook, pack })
+}
+
+impl TrellisCode {
+    fn viterbi_from(&self, start: usize, x: &[f32], w: &[f32], d: f32, sym: &mut [u8]) -> f32 {
+        let cb = self.codebook;
+        match self.k {
+            2 => trellis::viterbi_from::<2>(cb, start, x, w, d, sym),
+            3 => trellis::viterbi_from::<3>(cb, start, x, w, d, sym),
+            _ => trellis::viterbi_from::<4>(cb, start, x, w, d, sym),
+        }
+    }
+
+    fn next_state(&self, state: usize, sym: u8) -> usize {
+        state >> self.k | (sym as usize) << (8 - self.k)
+    }
+}
+
+/// GPTQ's walk for a trellis block, whose symbols cannot be chosen one at a time: a Viterbi run
+/// over the columns not yet fixed (their current values, `1/Uᵢᵢ²` as weights, continuing from the
+/// state reached) plans the rest of the block, its first [`TRELLIS_COMMIT`] symbols are kept, their
+/// errors are fed forward to the later columns, and the next run plans again from there. So the
+/// later columns of a block still absorb the earlier ones' errors, as in the scalar walks, at the
+/// price of one Viterbi run per [`TRELLIS_COMMIT`] columns.
+struct TrellisWalk<'a> {
+    code: TrellisCode,
+    u: &'a InverseFactor,
+    c0: usize,
+    importance: &'a [f32],
+    d: f32,
+}
+
+impl TrellisWalk<'_> {
+    /// Like [`walk_block`]: returns `Σ eᵢ²`, the symbols in `sym`, `eᵢ` in `errs`, the reached
+    /// values in `reached`.
+    fn walk(
+        &self,
+        start: &[f32],
+        sym: &mut [u8],
+        work: &mut [f32],
+        reached: &mut [f32],
+        errs: &mut [f32],
+    ) -> f64 {
+        let (u, c0, d, len) = (self.u, self.c0, self.d, start.len());
+        work.copy_from_slice(start);
+        let mut plan = [0u8; trellis::BLOCK_ELEMS];
+        let (mut loss, mut state, mut first) = (0f64, 0usize, 0usize);
+        while first < len {
+            let rest = &mut plan[..len - first];
+            self.code
+                .viterbi_from(state, &work[first..], &self.importance[first..], d, rest);
+            let end = (first + TRELLIS_COMMIT).min(len);
+            for i in first..end {
+                sym[i] = plan[i - first];
+                state = self.code.next_state(state, sym[i]);
+                let row = u.row(c0 + i);
+                reached[i] = work[i];
+                let e = (work[i] - d * self.code.codebook[state] as f32) / row[c0 + i];
+                errs[i] = e;
+                loss += (e as f64) * (e as f64);
+                for (wj, &uij) in work[i + 1..].iter_mut().zip(&row[c0 + i + 1..c0 + len]) {
+                    *wj -= e * uij;
+                }
+            }
+            first = end;
+        }
+        loss
+    }
+}
+
 /// Walks one block's columns `c0..c0 + len` in order, starting from `start`: `pick(i, value)`
 /// returns the decoded value column `i` gets, given the value it reached after the errors before
 /// it were fed forward. Returns the compensated loss `Σ eᵢ²`, leaving `eᵢ = (reachedᵢ − x̂ᵢ)/Uᵢᵢ`
@@ -345,6 +435,25 @@ pub fn quantize_row_gptq(
                 );
                 pack(d, quants, &mut s.block);
                 loss
+            } else if let Some(code) = trellis_code(format) {
+                // Plan and commit a few symbols at a time, for the block's d.
+                let walker = TrellisWalk {
+                    code,
+                    u,
+                    c0,
+                    importance: &s.importance,
+                    d: f16_at(&s.block, 0),
+                };
+                let quants = &mut s.quants[..be];
+                let loss = walker.walk(
+                    &w[c0..c0 + be],
+                    quants,
+                    &mut s.work,
+                    &mut s.reached,
+                    &mut s.errs,
+                );
+                (code.pack)(walker.d, quants, &mut s.block);
+                loss
             } else {
                 dequantize_row(format, &s.block, &mut s.decoded)?;
                 let decoded = &s.decoded;
@@ -462,14 +571,21 @@ fn solve_spd(a: &mut [f64], b: &mut [f64], p: usize) -> bool {
 /// Refits every block's scale and min of a quantized VQ row jointly, quants fixed, to minimise
 /// the true output error `(w − x̂)ᵀ H (w − x̂)` of the original row `w` (the walk chose quants and
 /// scales block by block; this sees the whole row at once). Keeps the new scales only when, after
-/// rounding them to f16, the error is lower. Returns whether the row changed. Other formats are
-/// left as they are.
+/// rounding them to f16, the error is lower. Returns whether the row changed. NQ3 and the TQ
+/// formats get one gain per block instead ([`refit_row_gains`]); other formats are left as
+/// they are.
 pub fn refit_row_scales(
     format: Format,
     w: &[f32],
     moments: &BlockMoments,
     out: &mut [u8],
 ) -> Result<bool> {
+    if matches!(
+        format,
+        Format::NQ3 | Format::TQ2 | Format::TQ3 | Format::TQ4
+    ) {
+        return refit_row_gains(format, w, moments, out);
+    }
     let Some((qmax, pack)) = affine_walk(format) else {
         return Ok(false);
     };
@@ -551,6 +667,78 @@ pub fn refit_row_scales(
             *qk = q[b * be + k] as u8;
         }
         pack(d, m, &qb[..be], blk);
+    }
+    let mut xr = vec![0f32; n];
+    dequantize_row(format, &refit, &mut xr)?;
+    if xr.iter().any(|v| !v.is_finite()) {
+        return Ok(false);
+    }
+    let mut diff = vec![0f32; n];
+    let before = moments.error(w, &xq, &mut diff);
+    let after = moments.error(w, &xr, &mut diff);
+    if after < before {
+        out.copy_from_slice(&refit);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// [`refit_row_scales`] for the formats whose block decodes to `d · level` (NQ3, TQ2–TQ4):
+/// one gain per block, `x̂_b → α_b · x̂_b`, fitted jointly over the row with the levels fixed,
+/// then `d_b · α_b` is stored in place of `d_b`.
+fn refit_row_gains(
+    format: Format,
+    w: &[f32],
+    moments: &BlockMoments,
+    out: &mut [u8],
+) -> Result<bool> {
+    let (n, be, bb) = (w.len(), format.block_elems(), format.block_bytes());
+    if moments.n != n || moments.block != be || out.len() != n / be * bb {
+        return Err(Error::invalid(
+            "refit_row_scales",
+            format!("a row of {n} does not match the moments ({})", moments.n),
+        ));
+    }
+    let nb = n / be;
+    let mut xq = vec![0f32; n];
+    dequantize_row(format, out, &mut xq)?;
+    // G[i][c] = Σ_{j ∈ c} H_ij x̂_j, and H w.
+    let mut g = vec![0f64; n * nb];
+    let mut hw = vec![0f64; n];
+    for i in 0..n {
+        let row = &moments.h[i * n..(i + 1) * n];
+        for c in 0..nb {
+            let r = c * be..(c + 1) * be;
+            g[i * nb + c] = dot_f32(&row[r.clone()], &xq[r]) as f64;
+        }
+        hw[i] = dot_f32(row, w) as f64;
+    }
+    let mut a = vec![0f64; nb * nb];
+    let mut rhs = vec![0f64; nb];
+    for b in 0..nb {
+        for i in b * be..(b + 1) * be {
+            let xi = xq[i] as f64;
+            for c in 0..nb {
+                a[b * nb + c] += xi * g[i * nb + c];
+            }
+            rhs[b] += xi * hw[i];
+        }
+    }
+    // The change from α = 1, with a small ridge pulling toward it (as in refit_row_scales).
+    for k in 0..nb {
+        let s: f64 = a[k * nb..(k + 1) * nb].iter().sum();
+        rhs[k] -= s;
+    }
+    let trace: f64 = (0..nb).map(|k| a[k * nb + k]).sum();
+    let ridge = 1e-7 * trace / nb as f64 + f64::MIN_POSITIVE;
+    (0..nb).for_each(|k| a[k * nb + k] += ridge);
+    if !solve_spd(&mut a, &mut rhs, nb) || rhs.iter().any(|v| !v.is_finite()) {
+        return Ok(false);
+    }
+    let mut refit = out.to_vec();
+    for (blk, delta) in refit.chunks_exact_mut(bb).zip(&rhs) {
+        let d = f16_at(blk, 0);
+        super::gguf::put_f16(blk, 0, d * (1.0 + *delta as f32));
     }
     let mut xr = vec![0f32; n];
     dequantize_row(format, &refit, &mut xr)?;
@@ -676,6 +864,9 @@ mod tests {
             Format::Q8_0,
             Format::IQ4_NL,
             Format::NQ3,
+            Format::TQ2,
+            Format::TQ3,
+            Format::TQ4,
         ] {
             let (mut plain_err, mut gptq_err) = (0f64, 0f64);
             for _row in 0..8 {
@@ -708,7 +899,14 @@ mod tests {
         let (h, xs) = second_moment(n, 500, &mut seed);
         let f = inverse_factor(&h, n, 0.03).unwrap();
         let mut s = GptqScratch::default();
-        for format in [Format::VQ2, Format::VQ3, Format::VQ4, Format::Q4_1] {
+        for format in [
+            Format::VQ2,
+            Format::VQ3,
+            Format::VQ4,
+            Format::NQ3,
+            Format::TQ3,
+            Format::Q4_1,
+        ] {
             let m = BlockMoments::new(&h, n, format.block_elems()).unwrap();
             let (mut before, mut after, mut changed) = (0f64, 0f64, 0);
             for _row in 0..6 {
@@ -728,7 +926,7 @@ mod tests {
                 format.name()
             );
             if format == Format::Q4_1 {
-                assert_eq!(changed, 0, "only VQ rows are refitted");
+                assert_eq!(changed, 0, "only VQ, NQ3 and TQ rows are refitted");
             } else {
                 assert!(changed > 0, "{}: no row improved", format.name());
             }

@@ -2,12 +2,12 @@
 //! quantizer.
 //!
 //! Every packed format lives in its own file under [`gguf`] (the ggml formats) or [`vspec`] (our
-//! 64-weight VQ2-4, NQ3 and trellis TQ2-4): layout, bits per weight, decoder, quantizer, scalar reference dots and
-//! tests. This module is the dispatch table that the loaders, kernels and converter call:
-//! [`block_decoder`] picks the decoder of one block, [`dequantize_row`] decodes whole rows after
-//! checking their lengths, [`quantize_row`] encodes one with the weighted searches of [`search`],
-//! and [`block_dot_f32`] / [`block_dot_q8`] give the reference dots (the latter against 8-bit
-//! activations from [`act_q8`]).
+//! 64-weight VQ2-4, NQ3 and trellis TQ2-4): layout, bits per weight, decoder, quantizer, scalar
+//! reference dots and tests. This module is the dispatch table that the loaders, kernels and
+//! converter call: [`block_decoder`] picks the decoder of one block, [`dequantize_row`] decodes
+//! whole rows after checking their lengths, [`quantize_row`] encodes one with the weighted
+//! searches of [`search`], and [`block_dot_f32`] / [`block_dot_q8`] give the reference dots (the
+//! latter against 8-bit activations from [`act_q8`]).
 //!
 //! The decoders match ggml's scalar dequantization bit for bit (same f32 operations in the same
 //! order); `core/tests/quant_vs_gguf_py.rs` checks that against fixtures made by gguf-py.
