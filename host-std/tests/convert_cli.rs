@@ -168,8 +168,8 @@ fn bits_round_trip_inspect_generate_and_size_order() {
     for (bits, must, must_not) in [
         (
             2u32,
-            &["NQ3", "VQ2", "VQ4", "Q8_0", "F32"][..],
-            &["Q5_1", "VQ3"][..],
+            &["TQ2", "TQ3", "TQ4", "Q8_0", "F32"][..],
+            &["Q5_1", "VQ2", "VQ3", "VQ4", "NQ3"][..],
         ),
         (3, &["VQ3", "VQ4", "Q8_0", "F32"], &["VQ2"]),
         (4, &["VQ4", "Q5_1", "Q8_0", "F32"], &["VQ2", "VQ3"]),
@@ -180,7 +180,7 @@ fn bits_round_trip_inspect_generate_and_size_order() {
         let stderr = convert_ok(&model, &["--bits", &b, "-t", "2"], &out);
         assert!(stderr.contains("wrote"), "{stderr}");
         // ffn_down's rows (160) do not fit VQ blocks: the built-in recipe falls back to Q8_0.
-        // (--bits 4, 3 and 2 name VQ4 / VQ4 / NQ3 for it and fall back; 8 names Q8_0 itself.)
+        // (--bits 4, 3 and 2 name VQ4 / VQ4 / TQ3 for it and fall back; 8 names Q8_0 itself.)
         if bits != 8 {
             assert!(
                 stderr.contains("ffn_down.weight: rows of 160") && stderr.contains("using Q8_0"),

@@ -1,7 +1,8 @@
 //! SmolLM2-135M-Instruct through the whole low-bit path on the real model: `calibrate` with input
 //! matrices on *Persuasion*, `convert --bits 3` (error compensation, scale refit, the built-in
-//! recipe) and `--bits 2` (the same on the rotated model, NQ3), then perplexity on *Emma* against
-//! the exact f32 execution of the same weights (which `smollm2_perplexity` ties to llama.cpp).
+//! recipe) and `--bits 2` (the same on the rotated model, trellis codes), then perplexity on
+//! *Emma* against the exact f32 execution of the same weights (which `smollm2_perplexity` ties to
+//! llama.cpp).
 //!
 //! The bounds are quality floors, not snapshots: the README measures both tiers over 20 × 512
 //! tokens with 60 calibration chunks; these tests use fewer of both to stay fast. Compensation
@@ -20,9 +21,10 @@ use vspec_tests::{fixtures, smollm2_gguf};
 
 const CTX: usize = 512;
 
-/// `--bits 2` drift allowed over 4 chunks with 8 calibration chunks: measured +48.2 % (54.60 MB);
-/// the unrotated VQ3/VQ2 recipe it replaced drifted +87 % even with 60 chunks and 20 to score.
-const BITS2_DRIFT_BOUND: f64 = 0.60;
+/// `--bits 2` drift allowed over 4 chunks with 8 calibration chunks: measured +25.9 % (54.91 MB,
+/// TQ3/TQ2/TQ4); the NQ3/VQ2 recipe before it drifted +48.2 % here, and the unrotated VQ3/VQ2
+/// one +87 % even with 60 chunks and 20 to score.
+const BITS2_DRIFT_BOUND: f64 = 0.40;
 
 fn ppl(model: &ModelFile, text: &str, chunks: usize) -> f64 {
     let lim = Limits {

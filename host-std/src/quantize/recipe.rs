@@ -125,8 +125,10 @@ impl Recipe {
     /// model (`convert --rotate`, its default): probes there, one class at a time from VQ3
     /// everywhere, cost in KLD per MB saved going to VQ2: `attn_q` 0.027, `attn_output` 0.033,
     /// `ffn_gate` 0.043, `ffn_down` 0.054, head 0.060, `ffn_up` 0.062, `attn_k` 0.073, `attn_v`
-    /// 0.34; NQ3 everywhere instead of VQ3 cost 0.011 per MB saved. Hence NQ3 by default, VQ2
-    /// for `attn_q` and `attn_output`, VQ4 for `attn_v`.
+    /// 0.34. Then the trellis codes replaced the scalar ones (held-out text, KLD): TQ3 for NQ3
+    /// 0.339 → 0.244; TQ2 for VQ2 and TQ4 for VQ4 0.230 in 0.73 MB less; the per-block gain
+    /// refit 0.218. The 1.1 MB left under 55 MB went to `attn_k` in TQ4 and the first half's
+    /// `attn_output` in TQ3 (0.192), which beat `attn_k` and the first six `ffn_down` (0.204).
     pub fn for_bits(bits: u32, n_layers: usize, tied_head: bool) -> Result<Recipe> {
         let mut text = String::new();
         let head = |text: &mut String, f: &str| {
@@ -156,13 +158,14 @@ impl Recipe {
                 early(&mut text, 2, &["attn_output"], "VQ4");
             }
             2 => {
-                // NQ3 (3.25 bpw) nearly everywhere; 2 bits where a probe found it cheapest per
-                // byte saved (q and the attention output), 4 bits for V (by far the most
-                // sensitive per byte).
-                text.push_str("default = NQ3\n");
-                head(&mut text, "NQ3");
-                text.push_str("*.attn_v.weight = VQ4\n");
-                text.push_str("*.attn_q.weight = VQ2\n*.attn_output.weight = VQ2\n");
+                // The trellis codes at 3.25 bpw nearly everywhere; 2 bits where a probe found it
+                // cheapest per byte saved (q, and the attention output of the second half), 4
+                // bits for V (by far the most sensitive per byte) and K.
+                text.push_str("default = TQ3\n");
+                head(&mut text, "TQ3");
+                text.push_str("*.attn_v.weight = TQ4\n*.attn_k.weight = TQ4\n");
+                text.push_str("*.attn_q.weight = TQ2\n*.attn_output.weight = TQ2\n");
+                early(&mut text, 2, &["attn_output"], "TQ3");
             }
             other => bail!("--bits {other}: choose 2, 3, 4 or 8"),
         }
@@ -255,11 +258,13 @@ mod tests {
         assert!(r.check_patterns(names.iter().copied()).is_err()); // gate etc. are missing
         let r = Recipe::for_bits(2, 30, true).unwrap();
         let f = |name: &str| r.format_for(name, 576).unwrap();
-        assert_eq!(f("token_embd.weight"), Format::NQ3);
-        assert_eq!(f("blk.7.ffn_up.weight"), Format::NQ3);
-        assert_eq!(f("blk.7.attn_v.weight"), Format::VQ4);
-        assert_eq!(f("blk.7.attn_q.weight"), Format::VQ2);
-        assert_eq!(f("blk.7.attn_output.weight"), Format::VQ2);
+        assert_eq!(f("token_embd.weight"), Format::TQ3);
+        assert_eq!(f("blk.7.ffn_up.weight"), Format::TQ3);
+        assert_eq!(f("blk.7.attn_v.weight"), Format::TQ4);
+        assert_eq!(f("blk.7.attn_k.weight"), Format::TQ4);
+        assert_eq!(f("blk.7.attn_q.weight"), Format::TQ2);
+        assert_eq!(f("blk.14.attn_output.weight"), Format::TQ3);
+        assert_eq!(f("blk.15.attn_output.weight"), Format::TQ2);
         assert_eq!(f("output_mix.weight"), Format::Q8_0);
         for bits in [2, 4, 8] {
             Recipe::for_bits(bits, 2, true).unwrap();
