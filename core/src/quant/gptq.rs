@@ -11,9 +11,10 @@
 //! parameters come from the weighted search of [`super::search`] on the block's current values,
 //! with `1/Uᵢᵢ²` (the cost of an error on column `i` after compensation) as importance; then the
 //! columns of the block are walked in order, the errors fed forward inside the block and, at its
-//! end, to every later column. In the VQ formats each element is rounded when its turn comes
-//! (for the block's scale and min), as GPTQ does; in the others the search's quants stay fixed.
-//! A second pass refits the block on the values the walk actually reached, and the pass with the
+//! end, to every later column. In the VQ formats and NQ3 each element is rounded when its turn
+//! comes (for the block's scale and min), as GPTQ does; a trellis block (TQ) is planned by Viterbi
+//! runs over its remaining columns, a few symbols committed per run ([`TrellisWalk`]); in the
+//! ggml formats the search's quants stay fixed. A second pass refits the block on the values the walk actually reached, and the pass with the
 //! lower compensated error `Σ ((wᵢ − x̂ᵢ)/Uᵢᵢ)²` is kept, so it never makes a block worse.
 //!
 //! Rows are independent given `U`, so callers can quantize them in parallel and get the same
@@ -683,6 +684,9 @@ pub fn refit_row_scales(
     Ok(false)
 }
 
+/// Ridge of the per-block gain refit, relative to each block's own diagonal term.
+const GAIN_RIDGE: f64 = 1e-2;
+
 /// [`refit_row_scales`] for the formats whose block decodes to `d · level` (NQ3, TQ2–TQ4):
 /// one gain per block, `x̂_b → α_b · x̂_b`, fitted jointly over the row with the levels fixed,
 /// then `d_b · α_b` is stored in place of `d_b`.
@@ -724,21 +728,28 @@ fn refit_row_gains(
             rhs[b] += xi * hw[i];
         }
     }
-    // The change from α = 1, with a small ridge pulling toward it (as in refit_row_scales).
+    // Solve for the change from α = 1 with a ridge pulling toward it, relative to each block's
+    // own term: a block whose inputs barely fired in calibration has a tiny `A[b][b]`, and
+    // without it its gain would fit the sampling noise of the cross terms (sign flips and 20×
+    // gains were seen on synthetic data).
     for k in 0..nb {
         let s: f64 = a[k * nb..(k + 1) * nb].iter().sum();
         rhs[k] -= s;
     }
     let trace: f64 = (0..nb).map(|k| a[k * nb + k]).sum();
-    let ridge = 1e-7 * trace / nb as f64 + f64::MIN_POSITIVE;
-    (0..nb).for_each(|k| a[k * nb + k] += ridge);
+    let floor = 1e-7 * trace / nb as f64 + f64::MIN_POSITIVE;
+    (0..nb).for_each(|k| a[k * nb + k] += GAIN_RIDGE * a[k * nb + k] + floor);
     if !solve_spd(&mut a, &mut rhs, nb) || rhs.iter().any(|v| !v.is_finite()) {
         return Ok(false);
     }
     let mut refit = out.to_vec();
     for (blk, delta) in refit.chunks_exact_mut(bb).zip(&rhs) {
-        let d = f16_at(blk, 0);
-        super::gguf::put_f16(blk, 0, d * (1.0 + *delta as f32));
+        // A gain outside [1/2, 2] is more likely noise than a better fit: keep that block.
+        let gain = 1.0 + *delta as f32;
+        if (0.5..=2.0).contains(&gain) {
+            let d = f16_at(blk, 0);
+            super::gguf::put_f16(blk, 0, super::search::round_f16(d * gain));
+        }
     }
     let mut xr = vec![0f32; n];
     dequantize_row(format, &refit, &mut xr)?;
@@ -960,6 +971,37 @@ mod tests {
         let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
         let (b, a) = (rms(&before[64..]), rms(&after[64..]));
         assert!((a - b).abs() <= 0.01 * b, "dead block rms {b} -> {a}");
+    }
+
+    #[test]
+    fn gain_refit_stays_bounded_where_inputs_barely_fired() {
+        // Block 1's inputs are a thousand times weaker: its gain must not chase sampling noise.
+        let n = 192;
+        let mut seed = 21;
+        let (mut h, _) = second_moment(n, 600, &mut seed);
+        for i in 0..n {
+            for j in 0..n {
+                let weak = |c: usize| if (64..128).contains(&c) { 1e-3 } else { 1.0 };
+                h[i * n + j] *= weak(i) * weak(j);
+            }
+        }
+        let f = inverse_factor(&h, n, 0.01).unwrap();
+        let m = BlockMoments::new(&h, n, 64).unwrap();
+        let mut s = GptqScratch::default();
+        for format in [Format::TQ3, Format::NQ3] {
+            for _row in 0..8 {
+                let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 0.05).collect();
+                let mut bytes = vec![0u8; format.row_bytes(n, "t").unwrap()];
+                quantize_row_gptq(format, &mut w.clone(), &f, &mut bytes, &mut s).unwrap();
+                let bb = format.block_bytes();
+                let before: Vec<f32> = (0..3).map(|b| f16_at(&bytes, b * bb)).collect();
+                refit_row_scales(format, &w, &m, &mut bytes).unwrap();
+                for (b, &d0) in before.iter().enumerate() {
+                    let ratio = f16_at(&bytes, b * bb) / d0;
+                    assert!((0.49..=2.01).contains(&ratio), "block {b}: gain {ratio}");
+                }
+            }
+        }
     }
 
     #[test]

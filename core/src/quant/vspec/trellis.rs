@@ -138,7 +138,7 @@ pub fn viterbi_from<const K: usize>(
             let group = &cost[g << K..(g + 1) << K];
             let (mut best, mut arg) = (group[0], 0u8);
             for (t, &c) in group.iter().enumerate().skip(1) {
-                if c < best {
+                if c < best || (best.is_nan() && !c.is_nan()) {
                     best = c;
                     arg = t as u8;
                 }
