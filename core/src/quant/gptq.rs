@@ -14,8 +14,9 @@
 //! end, to every later column. In the VQ formats and NQ3 each element is rounded when its turn
 //! comes (for the block's scale and min), as GPTQ does; a trellis block (TQ) is planned by Viterbi
 //! runs over its remaining columns, a few symbols committed per run ([`TrellisWalk`]); in the
-//! ggml formats the search's quants stay fixed. A second pass refits the block on the values the walk actually reached, and the pass with the
-//! lower compensated error `Σ ((wᵢ − x̂ᵢ)/Uᵢᵢ)²` is kept, so it never makes a block worse.
+//! ggml formats the search's quants stay fixed. A second pass refits the block on the values the
+//! walk actually reached, and the pass with the lower compensated error `Σ ((wᵢ − x̂ᵢ)/Uᵢᵢ)²` is
+//! kept, so it never makes a block worse.
 //!
 //! Rows are independent given `U`, so callers can quantize them in parallel and get the same
 //! bytes for any thread count.
@@ -231,38 +232,35 @@ fn codebook_walk(format: Format) -> Option<(Codebook, CodebookPack)> {
 /// Symbols a trellis walk commits per Viterbi run (see [`TrellisWalk`]).
 const TRELLIS_COMMIT: usize = 8;
 
-/// A trellis format (`tqN`): its bits per weight, codebook and pack.
+/// [`trellis::viterbi_from`] for one `K`.
+type TrellisViterbi = fn(&[i8; trellis::STATES], usize, &[f32], &[f32], f32, &mut [u8]) -> f32;
+
+/// A trellis format (`tqN`): its codebook, and [`trellis`]'s pack, encoder and state step for
+/// its bits per weight.
 #[derive(Clone, Copy)]
 struct TrellisCode {
-    k: usize,
     codebook: &'static [i8; trellis::STATES],
     pack: CodebookPack,
+    viterbi_from: TrellisViterbi,
+    next_state: fn(usize, u8) -> usize,
 }
 
 fn trellis_code(format: Format) -> Option<TrellisCode> {
     use super::vspec::{tq2, tq3, tq4};
-    let (k, codebook, pack): (usize, _, CodebookPack) = match format {
-        Format::TQ2 => (2, &tq2::CODEBOOK, tq2::pack),
-        Format::TQ3 => (3, &tq3::CODEBOOK, tq3::pack),
-        Format::TQ4 => (4, &tq4::CODEBOOK, tq4::pack),
-        _ => return None,
-    };
-    Some(TrellisCode { k, codebook, pack })
-}
-
-impl TrellisCode {
-    fn viterbi_from(&self, start: usize, x: &[f32], w: &[f32], d: f32, sym: &mut [u8]) -> f32 {
-        let cb = self.codebook;
-        match self.k {
-            2 => trellis::viterbi_from::<2>(cb, start, x, w, d, sym),
-            3 => trellis::viterbi_from::<3>(cb, start, x, w, d, sym),
-            _ => trellis::viterbi_from::<4>(cb, start, x, w, d, sym),
+    fn code<const K: usize>(codebook: &'static [i8; trellis::STATES]) -> TrellisCode {
+        TrellisCode {
+            codebook,
+            pack: trellis::pack::<K>,
+            viterbi_from: trellis::viterbi_from::<K>,
+            next_state: trellis::next_state::<K>,
         }
     }
-
-    fn next_state(&self, state: usize, sym: u8) -> usize {
-        state >> self.k | (sym as usize) << (8 - self.k)
-    }
+    Some(match format {
+        Format::TQ2 => code::<{ tq2::K }>(&tq2::CODEBOOK),
+        Format::TQ3 => code::<{ tq3::K }>(&tq3::CODEBOOK),
+        Format::TQ4 => code::<{ tq4::K }>(&tq4::CODEBOOK),
+        _ => return None,
+    })
 }
 
 /// GPTQ's walk for a trellis block, whose symbols cannot be chosen one at a time: a Viterbi run
@@ -292,19 +290,19 @@ impl TrellisWalk<'_> {
     ) -> f64 {
         let (u, c0, d, len) = (self.u, self.c0, self.d, start.len());
         work.copy_from_slice(start);
+        let code = &self.code;
         let mut plan = [0u8; trellis::BLOCK_ELEMS];
         let (mut loss, mut state, mut first) = (0f64, 0usize, 0usize);
         while first < len {
-            let rest = &mut plan[..len - first];
-            self.code
-                .viterbi_from(state, &work[first..], &self.importance[first..], d, rest);
+            let (x, w) = (&work[first..], &self.importance[first..]);
+            (code.viterbi_from)(code.codebook, state, x, w, d, &mut plan[..len - first]);
             let end = (first + TRELLIS_COMMIT).min(len);
             for i in first..end {
                 sym[i] = plan[i - first];
-                state = self.code.next_state(state, sym[i]);
+                state = (code.next_state)(state, sym[i]);
                 let row = u.row(c0 + i);
                 reached[i] = work[i];
-                let e = (work[i] - d * self.code.codebook[state] as f32) / row[c0 + i];
+                let e = (work[i] - d * code.codebook[state] as f32) / row[c0 + i];
                 errs[i] = e;
                 loss += (e as f64) * (e as f64);
                 for (wj, &uij) in work[i + 1..].iter_mut().zip(&row[c0 + i + 1..c0 + len]) {
@@ -569,6 +567,50 @@ fn solve_spd(a: &mut [f64], b: &mut [f64], p: usize) -> bool {
     true
 }
 
+/// Checks that a quantized row `out` of `w` matches `moments`, and decodes it.
+fn decode_refit_row(
+    format: Format,
+    w: &[f32],
+    moments: &BlockMoments,
+    out: &[u8],
+) -> Result<Vec<f32>> {
+    let (n, be, bb) = (w.len(), format.block_elems(), format.block_bytes());
+    if moments.n != n || moments.block != be || out.len() != n / be * bb {
+        return Err(Error::invalid(
+            "refit_row_scales",
+            format!("a row of {n} does not match the moments ({})", moments.n),
+        ));
+    }
+    let mut xq = vec![0f32; n];
+    dequantize_row(format, out, &mut xq)?;
+    Ok(xq)
+}
+
+/// Replaces `out` (which decodes to `xq`) by `refit` when `refit` decodes finite and has the
+/// lower output error against `w`; returns whether it did.
+fn keep_if_better(
+    format: Format,
+    w: &[f32],
+    moments: &BlockMoments,
+    xq: &[f32],
+    refit: &[u8],
+    out: &mut [u8],
+) -> Result<bool> {
+    let mut xr = vec![0f32; w.len()];
+    dequantize_row(format, refit, &mut xr)?;
+    if xr.iter().any(|v| !v.is_finite()) {
+        return Ok(false);
+    }
+    let mut diff = vec![0f32; w.len()];
+    let before = moments.error(w, xq, &mut diff);
+    let after = moments.error(w, &xr, &mut diff);
+    if after < before {
+        out.copy_from_slice(refit);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Refits every block's scale and min of a quantized VQ row jointly, quants fixed, to minimise
 /// the true output error `(w − x̂)ᵀ H (w − x̂)` of the original row `w` (the walk chose quants and
 /// scales block by block; this sees the whole row at once). Keeps the new scales only when, after
@@ -590,16 +632,9 @@ pub fn refit_row_scales(
     let Some((qmax, pack)) = affine_walk(format) else {
         return Ok(false);
     };
+    let xq = decode_refit_row(format, w, moments, out)?;
     let (n, be, bb) = (w.len(), format.block_elems(), format.block_bytes());
-    if moments.n != n || moments.block != be || out.len() != n / be * bb {
-        return Err(Error::invalid(
-            "refit_row_scales",
-            format!("a row of {n} does not match the moments ({})", moments.n),
-        ));
-    }
     let nb = n / be;
-    let mut xq = vec![0f32; n];
-    dequantize_row(format, out, &mut xq)?;
     // Recover the quants (x̂ = d·q + m exactly, so rounding finds q).
     let mut q = vec![0f32; n];
     for (b, blk) in out.chunks_exact(bb).enumerate() {
@@ -669,19 +704,7 @@ pub fn refit_row_scales(
         }
         pack(d, m, &qb[..be], blk);
     }
-    let mut xr = vec![0f32; n];
-    dequantize_row(format, &refit, &mut xr)?;
-    if xr.iter().any(|v| !v.is_finite()) {
-        return Ok(false);
-    }
-    let mut diff = vec![0f32; n];
-    let before = moments.error(w, &xq, &mut diff);
-    let after = moments.error(w, &xr, &mut diff);
-    if after < before {
-        out.copy_from_slice(&refit);
-        return Ok(true);
-    }
-    Ok(false)
+    keep_if_better(format, w, moments, &xq, &refit, out)
 }
 
 /// Ridge of the per-block gain refit, relative to each block's own diagonal term.
@@ -696,16 +719,9 @@ fn refit_row_gains(
     moments: &BlockMoments,
     out: &mut [u8],
 ) -> Result<bool> {
+    let xq = decode_refit_row(format, w, moments, out)?;
     let (n, be, bb) = (w.len(), format.block_elems(), format.block_bytes());
-    if moments.n != n || moments.block != be || out.len() != n / be * bb {
-        return Err(Error::invalid(
-            "refit_row_scales",
-            format!("a row of {n} does not match the moments ({})", moments.n),
-        ));
-    }
     let nb = n / be;
-    let mut xq = vec![0f32; n];
-    dequantize_row(format, out, &mut xq)?;
     // G[i][c] = Σ_{j ∈ c} H_ij x̂_j, and H w.
     let mut g = vec![0f64; n * nb];
     let mut hw = vec![0f64; n];
@@ -751,19 +767,7 @@ fn refit_row_gains(
             super::gguf::put_f16(blk, 0, super::search::round_f16(d * gain));
         }
     }
-    let mut xr = vec![0f32; n];
-    dequantize_row(format, &refit, &mut xr)?;
-    if xr.iter().any(|v| !v.is_finite()) {
-        return Ok(false);
-    }
-    let mut diff = vec![0f32; n];
-    let before = moments.error(w, &xq, &mut diff);
-    let after = moments.error(w, &xr, &mut diff);
-    if after < before {
-        out.copy_from_slice(&refit);
-        return Ok(true);
-    }
-    Ok(false)
+    keep_if_better(format, w, moments, &xq, &refit, out)
 }
 
 #[cfg(test)]

@@ -178,32 +178,7 @@ mod tests {
 
     #[test]
     fn special_blocks() {
-        // No level is 1, so a constant block is exact only up to the f16 rounding of d = c/127
-        // (the shared check wants it exact); everything else as for the other formats.
-        let (mut b, mut y) = ([0u8; BLOCK_BYTES], [1f32; BLOCK_ELEMS]);
-        quantize_block(&[0.0; BLOCK_ELEMS], &mut b);
-        dequantize_block(&b, &mut y);
-        assert!(y.iter().all(|&v| v == 0.0));
-        for c in [-2.5f32, 0.375, 1000.0] {
-            quantize_block(&[c; BLOCK_ELEMS], &mut b);
-            dequantize_block(&b, &mut y);
-            assert!(
-                y.iter().all(|&v| ((v - c) / c).abs() < 1e-3),
-                "constant {c}: {y:?}"
-            );
-        }
-        for v in [3e4f32, 3e38, 1e-30, 1e-8] {
-            let x: [f32; BLOCK_ELEMS] =
-                core::array::from_fn(|i| if i % 3 == 0 { v } else { -v * 0.5 });
-            quantize_block(&x, &mut b);
-            dequantize_block(&b, &mut y);
-            assert!(y.iter().all(|v| v.is_finite()), "{v}");
-        }
-        let mut x = [1.0f32; BLOCK_ELEMS];
-        x[3] = f32::NAN;
-        x[5] = f32::NEG_INFINITY;
-        quantize_block(&x, &mut b);
-        dequantize_block(&b, &mut y);
+        check_codebook_special_blocks(quantize_block, dequantize_block, BLOCK_BYTES, BLOCK_ELEMS);
     }
 
     #[test]

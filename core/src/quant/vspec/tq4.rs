@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn special_blocks() {
-        check_trellis_special_blocks(quantize_block, dequantize_block, BLOCK_BYTES);
+        check_codebook_special_blocks(quantize_block, dequantize_block, BLOCK_BYTES, BLOCK_ELEMS);
     }
 
     #[test]
