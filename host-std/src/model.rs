@@ -359,6 +359,17 @@ pub struct Engine<'m> {
 impl<'m> Engine<'m> {
     /// Plans `model` for `limits` and allocates exactly the planned arena and KV cache.
     pub fn new(model: &'m ModelFile, limits: Limits, threads: usize) -> Result<Engine<'m>> {
+        Self::with_kernels(model, limits, threads, crate::detect::kernel_table())
+    }
+
+    /// [`Engine::new`] with a given kernel table (tests compare the scalar references with the
+    /// table `select` returns).
+    pub fn with_kernels(
+        model: &'m ModelFile,
+        limits: Limits,
+        threads: usize,
+        kernels: KernelTable,
+    ) -> Result<Engine<'m>> {
         let (graph, weights) = model.bind(limits)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         log::info!("memory plan: {}", plan.summary());
@@ -371,7 +382,7 @@ impl<'m> Engine<'m> {
             weights,
             arena,
             kv,
-            kernels: crate::detect::kernel_table(),
+            kernels,
             par: RayonParallel::new(threads)?,
         })
     }
