@@ -1,10 +1,16 @@
-//! Every optimized kernel against its scalar reference (H15): random weights in every format,
-//! odd row counts, row lengths that are and are not multiples of the tile, 1..7 tokens, edge
-//! values; plus bit-identical results for any row split and any number of tokens per step.
+//! Every kernel of every tier against the scalar references (H15). One macro stamps the same
+//! suite on each tier's table: every matmul entry (each weight format and activation kind) on
+//! random weights, odd row counts, several row lengths, 1..7 tokens and edge values; every op
+//! (activation quantizer, RMSNorm, head norm, SwiGLU, add, RoPE, attention, embedding) on odd
+//! sizes and edge values; and bit-identical results for any row split and any number of tokens
+//! per step. A tier the CPU lacks prints SKIPPED, or fails under `VSPEC_REQUIRE_ISA=<tier>`.
 
 use vspec_core::format::Format;
-use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, Quality, SharedOut};
+use vspec_core::graph::RopeLayout;
+use vspec_core::kernels::attention::AttnShape;
+use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
 use vspec_core::model::WeightView;
+use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
 
 struct Rng(u64);
 impl Rng {
@@ -14,6 +20,7 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+    /// Uniform in [-1, 1).
     fn f32(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
@@ -45,111 +52,367 @@ fn weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// Runs one matmul entry over all rows, as calls over the row ranges cut at `splits`.
 fn run(
     table: &KernelTable,
     w: &WeightView<'_>,
     x: &[f32],
     tokens: usize,
+    act: ActKind,
     splits: &[usize],
 ) -> Vec<f32> {
+    let entry = table.matmul_for(w.format, act).unwrap();
     let mut out = vec![f32::NAN; tokens * w.rows];
+    let xq = quantize(table, x);
     let shared = SharedOut::new(&mut out);
-    let MatMulKernel::F32(f) = table.matmul_for(w.format, ActKind::F32).unwrap().kernel else {
-        unreachable!()
-    };
     let mut start = 0;
     for &end in splits.iter().chain(std::iter::once(&w.rows)) {
+        let rows = start..end.min(w.rows);
         // SAFETY: the calls run one after another on this thread.
-        unsafe { f(w, x, tokens, start..end.min(w.rows), &shared) };
+        unsafe {
+            match entry.kernel {
+                MatMulKernel::F32(f) => f(w, x, tokens, rows, &shared),
+                MatMulKernel::Q8(f) => f(w, &xq, tokens, rows, &shared),
+            }
+        }
         start = end.min(w.rows);
     }
     out
 }
 
-fn detected() -> Option<CpuFeatures> {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: both features were just detected on this CPU.
-        return Some(unsafe { CpuFeatures::assume_detected(true) });
-    }
-    None
+fn quantize(table: &KernelTable, x: &[f32]) -> Vec<BlockQ8Act> {
+    let mut q = vec![BlockQ8Act::ZERO; x.len() / QK8];
+    (table.quantize_q8.f)(&x[..q.len() * QK8], &mut q);
+    q
 }
 
-#[test]
-fn avx2_matmul_matches_scalar_reference() {
-    let Some(features) = detected() else {
-        if std::env::var("VSPEC_REQUIRE_ISA").as_deref() == Ok("avx2") {
-            panic!("VSPEC_REQUIRE_ISA=avx2 but this CPU lacks AVX2/FMA");
-        }
-        println!("SKIPPED(avx2)");
-        return;
-    };
-    let (fast, log) = KernelTable::select(&features);
-    assert!(log.contains("avx2"));
+fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            "{what}: element {i}: {x} vs {y}"
+        );
+    }
+}
+
+/// Every matmul entry of `table` against the scalar f32 reference: f32 entries on `x`, 8-bit
+/// entries on the activations their quantizer produced (decoded back to f32), so the only
+/// difference left is the order of the float sums, bounded by `tol · Σ|w·x|`.
+fn check_matmuls(table: &KernelTable, tier: &str) {
     let scalar = KernelTable::scalar();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut checked = 0;
     for format in Format::ALL {
-        assert_eq!(
-            fast.matmul_for(format, ActKind::F32).unwrap().quality,
-            Quality::Optimized
-        );
-        let be = format.block_elems();
-        for &cols_blocks in &[1usize, 2, 3, 5, 9, 17] {
-            let cols = (be.max(32) * cols_blocks).max(be);
-            for &rows in &[1usize, 3, 4, 5, 9] {
-                let data = weights(format, rows, cols, &mut rng);
-                let w = WeightView {
-                    format,
-                    rows,
-                    cols,
-                    row_bytes: format.row_bytes(cols, "w").unwrap(),
-                    data: &data,
+        for act in ActKind::ALL {
+            if table.matmul_for(format, act).is_none() {
+                continue;
+            }
+            let be = format.block_elems();
+            let unit = if act == ActKind::Q8 { be.max(QK8) } else { be };
+            for &blocks in &[1usize, 2, 3, 5, 9] {
+                let cols = if unit == 1 {
+                    [1, 7, 33, 100, 257][blocks % 5]
+                } else {
+                    unit * blocks
                 };
-                for &tokens in &[1usize, 2, 3, 4, 7] {
-                    let mut x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
-                    if tokens == 7 {
-                        x[0] = 0.0;
-                        x[1] = 1e30;
-                        x[2] = -1e-30;
-                    }
-                    let want = run(&scalar, &w, &x, tokens, &[]);
-                    let got = run(&fast, &w, &x, tokens, &[]);
-                    // Summation order differs from the reference: bound the error by the
-                    // condition of each sum, sum |w·x| (computed in f64 from decoded weights).
-                    let mut dense = vec![0f32; rows * cols];
-                    vspec_core::quant::dequantize_row(format, &data, &mut dense).unwrap();
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        let (t, r) = (i / rows, i % rows);
-                        let abs_sum: f64 = (0..cols)
-                            .map(|c| (dense[r * cols + c] as f64 * x[t * cols + c] as f64).abs())
-                            .sum();
-                        assert!(
-                            ((a - b).abs() as f64) <= 1e-6 * abs_sum + 1e-30,
-                            "{format:?} rows {rows} cols {cols} tokens {tokens} elem {i}: {a} vs {b}"
+                for &rows in &[1usize, 3, 4, 5, 9] {
+                    let data = weights(format, rows, cols, &mut rng);
+                    let w = WeightView {
+                        format,
+                        rows,
+                        cols,
+                        row_bytes: format.row_bytes(cols, "w").unwrap(),
+                        data: &data,
+                    };
+                    for &tokens in &[1usize, 2, 3, 4, 5, 7] {
+                        let mut x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
+                        if tokens == 7 && cols >= 3 {
+                            x[0] = 0.0;
+                            x[1] = if act == ActKind::Q8 { 1e6 } else { 1e30 };
+                            x[2] = -1e-30;
+                        }
+                        let got = run(table, &w, &x, tokens, act, &[]);
+                        let x_ref: Vec<f32> = match act {
+                            ActKind::F32 => x.clone(),
+                            ActKind::Q8 => {
+                                let q = quantize(table, &x);
+                                assert_eq!(
+                                    q,
+                                    quantize(&scalar, &x),
+                                    "{tier}: quantizer differs from the reference"
+                                );
+                                let mut d = vec![0f32; x.len()];
+                                for (b, o) in q.iter().zip(d.chunks_exact_mut(QK8)) {
+                                    b.dequantize(o);
+                                }
+                                d
+                            }
+                        };
+                        let want = run(&scalar, &w, &x_ref, tokens, ActKind::F32, &[]);
+                        let mut dense = vec![0f32; rows * cols];
+                        vspec_core::quant::dequantize_row(format, &data, &mut dense).unwrap();
+                        let tol = match act {
+                            ActKind::F32 => 1e-6,
+                            ActKind::Q8 => 2e-6,
+                        };
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            let (t, r) = (i / rows, i % rows);
+                            let abs_sum: f64 = (0..cols)
+                                .map(|c| {
+                                    (dense[r * cols + c] as f64 * x_ref[t * cols + c] as f64).abs()
+                                })
+                                .sum();
+                            assert!(
+                                ((a - b).abs() as f64) <= tol * abs_sum + 1e-30,
+                                "{tier} {format:?} {act:?} rows {rows} cols {cols} tokens {tokens} elem {i}: {a} vs {b}"
+                            );
+                        }
+                        // Any row split, and one token at a time, give the same bits.
+                        let split = run(table, &w, &x, tokens, act, &[1, 2, 6]);
+                        assert_bits_eq(
+                            &split,
+                            &got,
+                            &format!("{tier} {format:?} {act:?}: row split"),
                         );
+                        for t in 0..tokens {
+                            let one = run(table, &w, &x[t * cols..(t + 1) * cols], 1, act, &[]);
+                            assert_bits_eq(
+                                &one,
+                                &got[t * rows..(t + 1) * rows],
+                                &format!("{tier} {format:?} {act:?}: token count"),
+                            );
+                        }
+                        checked += 1;
                     }
-                    // Any row split, and one token at a time, give the same bits.
-                    let split = run(&fast, &w, &x, tokens, &[1, 2, 6]);
-                    assert!(
-                        split
-                            .iter()
-                            .zip(&got)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{format:?}: split changed bits"
-                    );
-                    for t in 0..tokens {
-                        let one = run(&fast, &w, &x[t * cols..(t + 1) * cols], 1, &[]);
-                        let row = &got[t * rows..(t + 1) * rows];
-                        assert!(
-                            one.iter().zip(row).all(|(a, b)| a.to_bits() == b.to_bits()),
-                            "{format:?}: token count changed bits"
-                        );
-                    }
-                    checked += 1;
                 }
             }
         }
     }
-    println!("{checked} shape/format combinations checked");
+    assert!(checked > 500, "{tier}: only {checked} combinations checked");
+}
+
+fn close(got: &[f32], want: &[f32], rel: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let ok = (a - b).abs() <= rel * b.abs().max(1e-6) || (a.is_nan() && b.is_nan());
+        assert!(ok, "{what}: element {i}: {a} vs {b}");
+    }
+}
+
+/// Within `rel` of the largest reference magnitude (outputs that are sums with cancellation).
+fn close_scaled(got: &[f32], want: &[f32], rel: f32, what: &str) {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= rel * scale,
+            "{what}: element {i}: {a} vs {b}"
+        );
+    }
+}
+
+fn edge_values(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let edges = [0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 100.0, -100.0, 1e-3];
+    (0..n)
+        .map(|i| {
+            if i % 5 == 4 {
+                edges[(i / 5) % edges.len()]
+            } else {
+                4.0 * rng.f32()
+            }
+        })
+        .collect()
+}
+
+/// Every non-matmul op of `table` against the scalar references.
+fn check_ops(table: &KernelTable, tier: &str) {
+    let s = KernelTable::scalar();
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    for n in [0usize, 1, 7, 8, 9, 31, 64, 100, 1537] {
+        let a = edge_values(&mut rng, n);
+        let b = edge_values(&mut rng, n);
+        let (mut y, mut z) = (vec![0f32; n], vec![0f32; n]);
+        (table.swiglu.f)(&a, &b, &mut y);
+        (s.swiglu.f)(&a, &b, &mut z);
+        for (i, (g, w)) in y.iter().zip(&z).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs() + 1e-30,
+                "{tier} swiglu n {n} elem {i}: {g} vs {w}"
+            );
+        }
+        (table.add.f)(&a, &b, &mut y);
+        (s.add.f)(&a, &b, &mut z);
+        assert_bits_eq(&y, &z, &format!("{tier} add n {n}"));
+        // The quantizer is bit-identical to the reference, including NaN and infinities.
+        let mut q = edge_values(&mut rng, n.next_multiple_of(QK8));
+        if q.len() >= 64 {
+            q[3] = f32::NAN;
+            q[40] = f32::INFINITY;
+        }
+        assert_eq!(
+            quantize(table, &q),
+            quantize(&s, &q),
+            "{tier} quantize_q8 n {n}"
+        );
+    }
+    for (cols, format) in [
+        (1usize, Format::F32),
+        (7, Format::F32),
+        (33, Format::F16),
+        (576, Format::F32),
+        (576, Format::BF16),
+    ] {
+        for rows in [1usize, 3] {
+            let x = edge_values(&mut rng, rows * cols);
+            let data = weights(format, 1, cols, &mut rng);
+            let w = WeightView {
+                format,
+                rows: 1,
+                cols,
+                row_bytes: format.row_bytes(cols, "w").unwrap(),
+                data: &data,
+            };
+            let (mut y, mut z) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+            (table.rms_norm.f)(&x, &w, 1e-5, &mut y);
+            (s.rms_norm.f)(&x, &w, 1e-5, &mut z);
+            close(&y, &z, 1e-5, &format!("{tier} rms_norm {cols}"));
+            let mut wf = vec![0f32; cols];
+            (table.embed.f)(&w, 0, &mut y[..cols]);
+            (s.embed.f)(&w, 0, &mut wf);
+            assert_bits_eq(&y[..cols], &wf, &format!("{tier} embed {cols}"));
+            (table.head_rms_norm.f)(&x, &wf, 1e-6, cols, &mut y);
+            (s.head_rms_norm.f)(&x, &wf, 1e-6, cols, &mut z);
+            close(&y, &z, 1e-5, &format!("{tier} head_rms_norm {cols}"));
+        }
+    }
+    for (head_dim, layout) in [
+        (8usize, RopeLayout::Neox),
+        (64, RopeLayout::Interleaved),
+        (12, RopeLayout::Neox),
+    ] {
+        let inv_freq: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
+            .collect();
+        let x = edge_values(&mut rng, 3 * head_dim);
+        let (mut y, mut z) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        (table.rope.f)(&x, &mut y, 17, head_dim, layout, &inv_freq);
+        (s.rope.f)(&x, &mut z, 17, head_dim, layout, &inv_freq);
+        close(&y, &z, 1e-5, &format!("{tier} rope {head_dim}"));
+    }
+    for (head_dim, n_heads, n_kv_heads, tokens, pos0) in [
+        (8usize, 4usize, 2usize, 1usize, 0usize),
+        (64, 4, 1, 3, 9),
+        (12, 3, 3, 5, 2),
+        (64, 2, 2, 1, 40),
+    ] {
+        let max_ctx = pos0 + tokens + 3;
+        let kv_width = n_kv_heads * head_dim;
+        let q: Vec<f32> = (0..tokens * n_heads * head_dim)
+            .map(|_| rng.f32())
+            .collect();
+        let kc: Vec<f32> = (0..max_ctx * kv_width).map(|_| 2.0 * rng.f32()).collect();
+        let vc: Vec<f32> = (0..max_ctx * kv_width).map(|_| rng.f32()).collect();
+        let shape = AttnShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            tokens,
+            pos0,
+            max_ctx,
+        };
+        let attend = |t: &KernelTable, split: usize| {
+            let mut scores = vec![0f32; n_heads * max_ctx];
+            let mut out = vec![0f32; tokens * n_heads * head_dim];
+            let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut out));
+            // SAFETY: the two calls run one after another on this thread.
+            unsafe {
+                (t.attention.f)(&shape, &q, &kc, &vc, 0..split, &sc, &o);
+                (t.attention.f)(&shape, &q, &kc, &vc, split..n_heads, &sc, &o);
+            }
+            out
+        };
+        let got = attend(table, 1);
+        close_scaled(
+            &got,
+            &attend(&s, n_heads),
+            1e-5,
+            &format!("{tier} attention hd {head_dim}"),
+        );
+        assert_bits_eq(
+            &attend(table, n_heads - 1),
+            &got,
+            &format!("{tier} attention split"),
+        );
+    }
+}
+
+/// The AVX2 tier, when this CPU has it.
+fn avx2_table() -> Option<KernelTable> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: all three features were just detected on this CPU.
+        let (t, log) = KernelTable::select(&unsafe { CpuFeatures::assume_detected(true) });
+        assert!(log.contains("avx2"), "{log}");
+        return Some(t);
+    }
+    if std::env::var("VSPEC_REQUIRE_ISA").as_deref() == Ok("avx2") {
+        panic!("VSPEC_REQUIRE_ISA=avx2 but this CPU lacks AVX2/FMA/F16C");
+    }
+    println!("SKIPPED(avx2): this CPU lacks AVX2/FMA/F16C");
+    None
+}
+
+/// Stamps the suite on one tier.
+macro_rules! tier_suite {
+    ($tier:ident, $table:expr) => {
+        mod $tier {
+            use super::*;
+
+            #[test]
+            fn matmul_entries_match_the_scalar_reference() {
+                if let Some(t) = $table {
+                    check_matmuls(&t, stringify!($tier));
+                }
+            }
+
+            #[test]
+            fn ops_match_the_scalar_reference() {
+                if let Some(t) = $table {
+                    check_ops(&t, stringify!($tier));
+                }
+            }
+
+            #[test]
+            fn every_format_has_a_matmul_kernel() {
+                if let Some(t) = $table {
+                    t.check_formats(Format::ALL).unwrap();
+                }
+            }
+        }
+    };
+}
+
+tier_suite!(scalar, Some(KernelTable::scalar()));
+tier_suite!(avx2, avx2_table());
+
+#[test]
+fn avx2_tier_reads_8_bit_activations_where_it_has_a_kernel() {
+    let Some(t) = avx2_table() else { return };
+    for f in [
+        Format::Q4_0,
+        Format::Q4_1,
+        Format::Q8_0,
+        Format::VQ4,
+        Format::VQ3,
+        Format::TQ3,
+    ] {
+        assert_eq!(t.matmul(f).unwrap().consumes(), ActKind::Q8, "{f:?}");
+    }
+    assert_eq!(t.matmul(Format::F32).unwrap().consumes(), ActKind::F32);
+    let _ = CpuFeatures::none();
 }

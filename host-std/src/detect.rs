@@ -11,11 +11,13 @@ pub fn detect() -> CpuFeatures {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
         if forced.as_deref() == Some("avx2") && !avx2 {
             log::warn!("VSPEC_ISA=avx2 but this CPU lacks AVX2/FMA; using scalar kernels");
         }
-        // SAFETY: avx2 is true only when the running CPU reported both AVX2 and FMA.
+        // SAFETY: avx2 is true only when the running CPU reported AVX2, FMA and F16C.
         unsafe { CpuFeatures::assume_detected(avx2) }
     }
     #[cfg(not(target_arch = "x86_64"))]

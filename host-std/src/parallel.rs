@@ -10,16 +10,32 @@
 //! Chunks are taken from a shared counter (four per thread), so a thread slowed down by the
 //! machine's other load does not hold up the step; which thread computes a chunk never changes
 //! the result, because every output element is computed by exactly one call in a fixed order.
+//! A worker must join a job before touching it, and the caller closes the job once it ran out of
+//! chunks: it then waits only for the workers that joined, never for one the OS has not yet
+//! scheduled (on a busy machine that wait would cost a scheduler time slice per op).
 
 use std::cell::UnsafeCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use vspec_core::kernels::Parallel;
 
-/// How long an idle worker spins on the generation counter before it sleeps.
-const SPIN_ITERATIONS: u32 = 200_000;
+/// How long an idle worker keeps polling for the next job (spinning, then yielding the core)
+/// before it sleeps.
+const POLL_FOR: Duration = Duration::from_millis(2);
+/// Busy-wait iterations before a waiting thread starts yielding its core.
+const SPINS_BEFORE_YIELD: u32 = 2_000;
+
+/// `state` packs the job's generation (high 32 bits), a closed flag and the count of workers
+/// inside the job (low 31 bits).
+const CLOSED: u64 = 1 << 31;
+const ACTIVE_MASK: u64 = CLOSED - 1;
+
+fn generation_of(state: u64) -> u64 {
+    state >> 32
+}
 
 /// The job being run: a type-erased pointer to the caller's closure and the range it covers.
 #[derive(Clone, Copy)]
@@ -31,13 +47,10 @@ struct Job {
 }
 
 struct Shared {
-    /// Bumped once per job; workers run a job when it differs from the one they last saw.
-    generation: AtomicU64,
-    /// Written only by the calling thread while no worker reads it (see `run`).
+    state: AtomicU64,
+    /// Written only by the calling thread while no worker is inside a job (see `for_each_range`).
     job: UnsafeCell<Option<Job>>,
     next_chunk: AtomicUsize,
-    /// Workers that finished the current job.
-    done: AtomicUsize,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
@@ -45,9 +58,10 @@ struct Shared {
     panicked: AtomicBool,
 }
 
-// SAFETY: `job` is written only by the thread in `ThreadPool::for_each_range` before it publishes
-// a new generation (Release) and after every worker reported done (Acquire); workers read it only
-// between seeing the new generation and reporting done. The closure it points to is Sync.
+// SAFETY: `job` is written only by the caller in `for_each_range` while the previous job is
+// closed with no worker inside, before it publishes the new generation (Release); a worker reads
+// it only after joining that generation (Acquire CAS) and before leaving it. The closure it
+// points to is Sync.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer inside is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
@@ -58,7 +72,7 @@ pub struct ThreadPool {
     workers: Vec<JoinHandle<()>>,
     threads: usize,
     /// Serializes callers: one job at a time.
-    busy: Mutex<()>,
+    busy: Mutex<u64>,
 }
 
 impl ThreadPool {
@@ -76,10 +90,9 @@ impl ThreadPool {
             );
         }
         let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
+            state: AtomicU64::new(CLOSED),
             job: UnsafeCell::new(None),
             next_chunk: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -98,7 +111,7 @@ impl ThreadPool {
             shared,
             workers,
             threads,
-            busy: Mutex::new(()),
+            busy: Mutex::new(0),
         })
     }
 }
@@ -113,27 +126,58 @@ fn run_chunks(shared: &Shared, job: &Job) {
         let start = c * job.chunk;
         let end = ((c + 1) * job.chunk).min(job.n);
         // SAFETY: the closure outlives the job: `for_each_range` does not return before every
-        // worker has reported done, and `f` is Sync.
+        // worker that joined has left, and `f` is Sync.
         let f = unsafe { &*job.f };
         f(start..end);
     }
 }
 
+/// Waits politely: spins first, then yields the core to whatever else wants it.
+fn backoff(spins: &mut u32) {
+    if *spins < SPINS_BEFORE_YIELD {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Joins generation `g` if it is still open: true when this worker is now inside the job.
+fn try_join(shared: &Shared, g: u64) -> bool {
+    let mut s = shared.state.load(Ordering::Acquire);
+    loop {
+        if generation_of(s) != g || s & CLOSED != 0 {
+            return false;
+        }
+        match shared
+            .state
+            .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return true,
+            Err(now) => s = now,
+        }
+    }
+}
+
 fn worker(shared: &Shared) {
-    let mut seen = 0u64;
+    let mut seen = generation_of(shared.state.load(Ordering::Acquire));
     loop {
         let mut spins = 0u32;
+        let mut since: Option<Instant> = None;
         let generation = loop {
-            let g = shared.generation.load(Ordering::Acquire);
+            let g = generation_of(shared.state.load(Ordering::Acquire));
             if g != seen {
                 break g;
             }
             if shared.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            if spins < SPIN_ITERATIONS {
-                spins += 1;
-                std::hint::spin_loop();
+            backoff(&mut spins);
+            if spins < SPINS_BEFORE_YIELD {
+                continue;
+            }
+            let t0 = *since.get_or_insert_with(Instant::now);
+            if t0.elapsed() < POLL_FOR {
                 continue;
             }
             // Sleep until the generation moves. Announcing ourselves before re-checking under
@@ -141,7 +185,7 @@ fn worker(shared: &Shared) {
             // generation (both sides use SeqCst).
             shared.sleepers.fetch_add(1, Ordering::SeqCst);
             let mut guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while shared.generation.load(Ordering::SeqCst) == seen
+            while generation_of(shared.state.load(Ordering::SeqCst)) == seen
                 && !shared.shutdown.load(Ordering::SeqCst)
             {
                 guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
@@ -149,10 +193,14 @@ fn worker(shared: &Shared) {
             drop(guard);
             shared.sleepers.fetch_sub(1, Ordering::SeqCst);
             spins = 0;
+            since = None;
         };
         seen = generation;
-        // SAFETY: the publisher wrote `job` before the Release store of this generation, which
-        // the Acquire load above observed, and does not write it again before we report done.
+        if !try_join(shared, generation) {
+            continue;
+        }
+        // SAFETY: we joined this generation (Acquire), which the caller opened only after
+        // writing `job`, and the caller does not write it again before we leave below.
         let job = unsafe { *shared.job.get() };
         if let Some(job) = job {
             let outcome =
@@ -161,13 +209,13 @@ fn worker(shared: &Shared) {
                 shared.panicked.store(true, Ordering::SeqCst);
             }
         }
-        shared.done.fetch_add(1, Ordering::AcqRel);
+        shared.state.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 // SAFETY: every index of 0..n is in exactly one chunk, each chunk is claimed once through the
-// shared counter, and the call returns only after the caller ran out of chunks and every worker
-// reported done for this generation.
+// shared counter, and the call returns only after the caller ran out of chunks, closed the job
+// and every worker that joined it has left.
 unsafe impl Parallel for ThreadPool {
     fn for_each_range(&self, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
         if n == 0 {
@@ -176,50 +224,44 @@ unsafe impl Parallel for ThreadPool {
         if self.threads == 1 || n == 1 {
             return f(0..n);
         }
-        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut generation = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let shared = &*self.shared;
         // Four chunks per thread balance uneven progress without making chunks tiny.
         let chunk = n.div_ceil(self.threads * 4).max(1);
         let chunks = n.div_ceil(chunk);
         // SAFETY: erasing the closure's lifetime is sound because no worker dereferences it after
-        // this call returns: we wait for every worker's done below, even when a chunk panics.
+        // this call returns: the job is closed and every worker inside has left before we return,
+        // even when a chunk panics.
         let f_static: *const (dyn Fn(Range<usize>) + Sync) = unsafe {
             std::mem::transmute::<
                 *const (dyn Fn(Range<usize>) + Sync + '_),
                 *const (dyn Fn(Range<usize>) + Sync + 'static),
             >(f as *const _)
         };
-        // SAFETY: every worker reported done for the previous generation before the previous
-        // call returned, so no one reads `job` now.
-        unsafe {
-            *shared.job.get() = Some(Job {
-                f: f_static,
-                n,
-                chunk,
-                chunks,
-            })
+        let job = Job {
+            f: f_static,
+            n,
+            chunk,
+            chunks,
         };
+        // SAFETY: the previous job was closed with no worker inside before the previous call
+        // returned, and workers only read `job` after joining an open generation.
+        unsafe { *shared.job.get() = Some(job) };
         shared.next_chunk.store(0, Ordering::Relaxed);
-        shared.done.store(0, Ordering::Relaxed);
-        shared.generation.fetch_add(1, Ordering::SeqCst);
+        *generation = (*generation + 1) & 0xFFFF_FFFF;
+        shared.state.store(*generation << 32, Ordering::SeqCst);
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
-        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_chunks(
-                shared,
-                &Job {
-                    f: f_static,
-                    n,
-                    chunk,
-                    chunks,
-                },
-            )
-        }));
-        let workers = self.workers.len();
-        while shared.done.load(Ordering::Acquire) < workers {
-            std::hint::spin_loop();
+        let mine =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_chunks(shared, &job)));
+        // No chunk is left to claim: close the job and wait for those still running one.
+        let mut state = shared.state.fetch_or(CLOSED, Ordering::AcqRel) | CLOSED;
+        let mut spins = 0u32;
+        while state & ACTIVE_MASK != 0 {
+            backoff(&mut spins);
+            state = shared.state.load(Ordering::Acquire);
         }
         if let Err(p) = mine {
             std::panic::resume_unwind(p);

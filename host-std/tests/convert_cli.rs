@@ -80,7 +80,10 @@ fn logits(model: &ModelFile) -> Vec<f32> {
         max_tokens: ids.len(),
         all_logits: true,
     };
-    let mut e = Engine::new(model, lim, 1).unwrap();
+    // The scalar references: lossless transcodes must give bit-identical logits there (the SIMD
+    // tier's 8-bit paths sum Q4_0's and Q4_1's min terms differently).
+    let scalar = vspec_core::kernels::KernelTable::scalar();
+    let mut e = Engine::with_kernels(model, lim, 1, scalar).unwrap();
     let mut sess = e.session().unwrap();
     let l = sess.forward(&ids).unwrap().to_vec();
     assert_eq!(l.len(), ids.len() * model.config.vocab);

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use vspec_core::format::Format;
 use vspec_core::graph::Limits;
-use vspec_core::kernels::{ActKind, KernelTable, MatMulKernel, Serial, SharedOut};
+use vspec_core::kernels::{ActKind, KernelTable, MatMulKernel, SharedOut};
 use vspec_core::model::WeightView;
 use vspec_host::{Engine, ModelFile};
 use vspec_tests::{fixtures, smollm2_gguf};
@@ -139,8 +139,6 @@ fn kernel_hashes(out: &mut BTreeMap<String, String>) {
             };
             // SAFETY: one call on this thread owns every row.
             unsafe { mm(&w, &x, tokens, 0..rows, &shared) };
-            drop(shared);
-            let _ = Serial;
             out.insert(
                 format!("matmul/{}/scalar/t{tokens}", f.name()),
                 hash_f32(&y),

@@ -136,7 +136,7 @@ fn plan_of_a_real_graph_is_tight_deterministic_and_overlap_free() {
                 p1.peak_live_bytes
             );
             // The 8-bit activation scratch follows, aligned, sized for the widest matmul input.
-            assert!(p1.act_q8.start >= f32_arena && p1.act_q8.start % 64 == 0);
+            assert!(p1.act_q8.start >= f32_arena && p1.act_q8.start.is_multiple_of(64));
             assert_eq!(p1.act_q8.end, p1.arena_bytes);
             // KV cache: layers × (k, v) × positions × kv width × f32.
             let c = &model.config;

@@ -10,6 +10,7 @@
 
 use serde_json::Value;
 use vspec_core::graph::Limits;
+use vspec_core::kernels::KernelTable;
 use vspec_host::{Engine, ModelFile};
 use vspec_tests::{fixtures, smollm2_gguf};
 
@@ -70,7 +71,9 @@ fn greedy_matches_llama_cpp() {
         max_tokens: 64,
         all_logits: false,
     };
-    let mut engine = Engine::new(&model, lim, 2).unwrap();
+    // The reference path (f32 activations, as llama.cpp ran the F32 GGUF); the SIMD tier's
+    // 8-bit activations are checked against it in fast_path.rs.
+    let mut engine = Engine::with_kernels(&model, lim, 2, KernelTable::scalar()).unwrap();
     let mut sess = engine.session().unwrap();
     let mut full_matches = 0;
     let results = refs["primary"]["results"].as_array().unwrap();

@@ -384,11 +384,13 @@ impl CpuFeatures {
         CpuFeatures::default()
     }
 
-    /// Features as detected at run time.
+    /// Features as detected at run time. `avx2_fma` stands for the AVX2 tier: AVX2, FMA and
+    /// F16C (every CPU with AVX2 and FMA so far also has F16C, which the tier's f16 scales use).
     ///
     /// # Safety
     /// Every feature passed as `true` must be supported by the CPU (and enabled by the OS) that
-    /// will run the kernels, e.g. checked with `is_x86_feature_detected!`.
+    /// will run the kernels, e.g. checked with `is_x86_feature_detected!`: for `avx2_fma`, all of
+    /// `avx2`, `fma` and `f16c`.
     pub unsafe fn assume_detected(avx2_fma: bool) -> Self {
         CpuFeatures { avx2_fma }
     }

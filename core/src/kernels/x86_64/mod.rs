@@ -2,11 +2,14 @@
 //! [`crate::kernels::KernelTable::select`], which installs them from detected [`CpuFeatures`].
 
 pub mod avx2;
+mod ops;
+mod q8;
 
 use crate::format::Format;
 use crate::kernels::table::{CpuFeatures, KernelTable, MatMulEntry, MatMulKernel, Quality};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
+use crate::quant::act_q8::BlockQ8Act;
 use core::ops::Range;
 
 /// Safe-to-store entry for the AVX2 f32 matmul.
@@ -26,9 +29,66 @@ unsafe fn matmul_f32_avx2(
     unsafe { avx2::matmul_unchecked(w, x, tokens, rows, out) }
 }
 
-/// Installs every AVX2+FMA kernel into `table`.
+/// An 8-bit matmul entry for format type `$fmt`.
+macro_rules! q8_entry {
+    ($fmt:ty, $name:literal) => {{
+        /// # Safety
+        /// Same contract as [`crate::kernels::MatMulQ8Fn`]; installed only from detected AVX2,
+        /// FMA and F16C.
+        unsafe fn kernel(
+            w: &WeightView<'_>,
+            x: &[BlockQ8Act],
+            tokens: usize,
+            rows: Range<usize>,
+            out: &SharedOut<'_>,
+        ) {
+            // SAFETY: the features are present (see above); row exclusivity and the activation
+            // layout are this function's own contract, passed on.
+            unsafe { q8::matmul::<$fmt>(w, x, tokens, rows, out) }
+        }
+        MatMulEntry {
+            name: $name,
+            quality: Quality::Optimized,
+            kernel: MatMulKernel::Q8(kernel),
+            row_multiple: 1,
+        }
+    }};
+}
+
+/// The 8-bit matmul entry for `format`, where the AVX2 tier has one.
+fn q8_matmul_entry(format: Format) -> Option<MatMulEntry> {
+    Some(match format {
+        Format::Q4_0 => q8_entry!(q8::Q4_0, "avx2_matmul_q4_0_q8"),
+        Format::Q4_1 => q8_entry!(q8::Q4_1, "avx2_matmul_q4_1_q8"),
+        Format::Q5_0 => q8_entry!(q8::Q5_0, "avx2_matmul_q5_0_q8"),
+        Format::Q5_1 => q8_entry!(q8::Q5_1, "avx2_matmul_q5_1_q8"),
+        Format::Q8_0 => q8_entry!(q8::Q8_0, "avx2_matmul_q8_0_q8"),
+        Format::IQ4_NL => q8_entry!(q8::Iq4Nl, "avx2_matmul_iq4_nl_q8"),
+        Format::VQ2 => q8_entry!(q8::Vq2, "avx2_matmul_vq2_q8"),
+        Format::VQ3 => q8_entry!(q8::Vq3, "avx2_matmul_vq3_q8"),
+        Format::VQ4 => q8_entry!(q8::Vq4, "avx2_matmul_vq4_q8"),
+        Format::NQ3 => q8_entry!(q8::Nq3, "avx2_matmul_nq3_q8"),
+        Format::TQ2 => q8_entry!(q8::Tq2, "avx2_matmul_tq2_q8"),
+        Format::TQ3 => q8_entry!(q8::Tq3, "avx2_matmul_tq3_q8"),
+        Format::TQ4 => q8_entry!(q8::Tq4, "avx2_matmul_tq4_q8"),
+        // Floats keep f32 activations; the k-quants and IQ4_XS have no 8-bit kernel yet and run
+        // the f32 AVX2 kernel (listed in docs/OPTIMIZATION.md).
+        Format::F32
+        | Format::F16
+        | Format::BF16
+        | Format::Q2_K
+        | Format::Q3_K
+        | Format::Q4_K
+        | Format::Q5_K
+        | Format::Q6_K
+        | Format::IQ4_XS => return None,
+    })
+}
+
+/// Installs every AVX2+FMA(+F16C) kernel into `table`.
 pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
     debug_assert!(features.avx2_fma);
+    ops::install(table);
     for f in Format::ALL {
         table.set_matmul(
             f,
@@ -40,5 +100,8 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
             },
             true,
         );
+        if let Some(entry) = q8_matmul_entry(f) {
+            table.set_matmul(f, entry, true);
+        }
     }
 }

@@ -1,0 +1,61 @@
+//! Formats whose quants index a small fixed codebook: ggml IQ4_NL (16 levels) and Vspec NQ3
+//! (8 levels). The lookup is one in-register byte shuffle per 32 weights.
+
+use super::affine::{crumbs_64, third_bits_64};
+use super::{f16_at, load16, load8, nibbles_32, Decoded, Q8Format};
+use crate::quant::gguf::iq4_nl::KVALUES;
+use crate::quant::vspec::nq3::LEVELS;
+use core::arch::x86_64::*;
+
+/// ggml IQ4_NL: `d` f16, 16 bytes of nibble indices into `KVALUES`.
+pub(crate) struct Iq4Nl;
+/// Vspec NQ3: `d` f16, 3-bit indices (VQ3's bit layout at offset 2) into `LEVELS`.
+pub(crate) struct Nq3;
+
+/// A 16-entry signed table in both 128-bit lanes, for `vpshufb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn table16(levels: &[i8]) -> __m256i {
+    let mut t = [0i8; 16];
+    t[..levels.len()].copy_from_slice(levels);
+    // SAFETY: `t` is 16 readable bytes; loadu needs no alignment.
+    let v = unsafe { _mm_loadu_si128(t.as_ptr().cast()) };
+    _mm256_broadcastsi128_si256(v)
+}
+
+impl Q8Format for Iq4Nl {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 18;
+    const SIGNED: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let q = _mm256_shuffle_epi8(table16(&KVALUES), nibbles_32(load16(block, 2)));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
+}
+
+impl Q8Format for Nq3 {
+    const ELEMS: usize = 64;
+    const BYTES: usize = 26;
+    const SIGNED: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let [l0, l1] = crumbs_64(load16(block, 2));
+        let [h0, h1] = third_bits_64(load8(block, 18));
+        let t = table16(&LEVELS);
+        Decoded {
+            w: [
+                _mm256_shuffle_epi8(t, _mm256_or_si256(l0, h0)),
+                _mm256_shuffle_epi8(t, _mm256_or_si256(l1, h1)),
+            ],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
+}

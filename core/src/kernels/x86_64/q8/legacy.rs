@@ -1,0 +1,116 @@
+//! ggml's 32-weight formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (layouts in `crate::quant::gguf`).
+
+use super::{f16_at, load16, load32, nibbles_32, Decoded, Q8Format};
+use core::arch::x86_64::*;
+
+/// ggml Q4_0: `d` f16, 16 bytes of nibbles; value `d·(q − 8)`.
+pub(crate) struct Q4_0;
+/// ggml Q4_1: `d`, `m` f16, 16 bytes of nibbles; value `d·q + m`.
+pub(crate) struct Q4_1;
+/// ggml Q5_0: `d` f16, 32 high bits, 16 bytes of nibbles; value `d·(q − 16)`.
+pub(crate) struct Q5_0;
+/// ggml Q5_1: `d`, `m` f16, 32 high bits, nibbles; value `d·q + m`.
+pub(crate) struct Q5_1;
+/// ggml Q8_0: `d` f16, 32 signed bytes; value `d·q`.
+pub(crate) struct Q8_0;
+
+/// The fifth bit of each of 32 elements: bit `i` of the little-endian `u32` at `block[off..]`,
+/// as `0x10` or `0`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn high_bits_32(block: &[u8], off: usize) -> __m256i {
+    let qh = u32::from_le_bytes([block[off], block[off + 1], block[off + 2], block[off + 3]]);
+    let rep = _mm256_set1_epi32(qh as i32);
+    // Byte i takes byte i / 8 of qh, then keeps bit i % 8 of it.
+    let spread = _mm256_shuffle_epi8(
+        rep,
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+impl Q8Format for Q4_0 {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 18;
+    const SIGNED: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let q = _mm256_sub_epi8(nibbles_32(load16(block, 2)), _mm256_set1_epi8(8));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
+}
+
+impl Q8Format for Q4_1 {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 20;
+    const SIGNED: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let q = nibbles_32(load16(block, 4));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: f16_at(block, 2),
+        }
+    }
+}
+
+impl Q8Format for Q5_0 {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 22;
+    const SIGNED: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let q = _mm256_or_si256(nibbles_32(load16(block, 6)), high_bits_32(block, 2));
+        let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
+}
+
+impl Q8Format for Q5_1 {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 24;
+    const SIGNED: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let q = _mm256_or_si256(nibbles_32(load16(block, 8)), high_bits_32(block, 4));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: f16_at(block, 2),
+        }
+    }
+}
+
+impl Q8Format for Q8_0 {
+    const ELEMS: usize = 32;
+    const BYTES: usize = 34;
+    const SIGNED: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode(block: &[u8]) -> Decoded {
+        let q = load32(block, 2);
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
+}

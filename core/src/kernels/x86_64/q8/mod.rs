@@ -1,0 +1,250 @@
+//! AVX2 matmul on 8-bit activations: each weight block is decoded once into 32-lane byte vectors
+//! (signed weights, or unsigned quants plus a min), multiplied with the activation quants by
+//! `vpmaddubsw`/`vpmaddwd` into eight i32 partial sums, and scaled into an 8-lane f32 accumulator
+//! per output. Up to four tokens share each decoded block (prefill), and every output's sum runs
+//! through the same instructions in the same order whatever the token blocking or row split, so
+//! results are bit-identical for any thread count and step size.
+//!
+//! One file per weight format family holds its block decoder ([`Q8Format::decode`]).
+
+mod affine;
+mod codebook;
+mod legacy;
+mod trellis;
+
+use crate::kernels::SharedOut;
+use crate::model::WeightView;
+use crate::quant::act_q8::{BlockQ8Act, QK8};
+use core::arch::x86_64::*;
+use core::ops::Range;
+
+pub(crate) use affine::{Vq2, Vq3, Vq4};
+pub(crate) use codebook::{Iq4Nl, Nq3};
+pub(crate) use legacy::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
+pub(crate) use trellis::{Tq2, Tq3, Tq4};
+
+/// One block's weights as up to two 32-lane byte vectors (`ELEMS / 32` used), its scale and min.
+pub(crate) struct Decoded {
+    pub w: [__m256i; 2],
+    pub d: f32,
+    pub m: f32,
+}
+
+/// A weight format's AVX2 block decoder for the 8-bit matmul.
+pub(crate) trait Q8Format {
+    /// Weights per block (32 or 64).
+    const ELEMS: usize;
+    /// Bytes per block.
+    const BYTES: usize;
+    /// `true`: lanes hold signed weights in `-128..=127`; `false`: unsigned quants in `0..=127`
+    /// whose value is `d·q + m`.
+    const SIGNED: bool;
+
+    /// Decodes one block (`block.len() == BYTES`).
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    unsafe fn decode(block: &[u8]) -> Decoded;
+}
+
+/// f16 at `block[off..off + 2]` as f32, by F16C.
+#[inline(always)]
+pub(crate) fn f16_at(block: &[u8], off: usize) -> f32 {
+    let bits = u16::from_le_bytes([block[off], block[off + 1]]);
+    // SAFETY: F16C is part of the tier's detected features (see CpuFeatures::avx2_fma); the
+    // intrinsic reads nothing from memory.
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
+}
+
+/// 16 bytes at `block[off..off + 16]`.
+#[inline(always)]
+pub(crate) fn load16(block: &[u8], off: usize) -> __m128i {
+    let s = &block[off..off + 16];
+    // SAFETY: `s` is 16 readable bytes (bounds-checked slice); loadu needs no alignment.
+    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+}
+
+/// 32 bytes at `block[off..off + 32]`.
+#[inline(always)]
+pub(crate) fn load32(block: &[u8], off: usize) -> __m256i {
+    let s = &block[off..off + 32];
+    // SAFETY: `s` is 32 readable bytes (bounds-checked slice); loadu needs no alignment.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// 8 bytes at `block[off..off + 8]` in the low half of an xmm register.
+#[inline(always)]
+pub(crate) fn load8(block: &[u8], off: usize) -> __m128i {
+    let s: [u8; 8] = block[off..off + 8].try_into().unwrap_or([0; 8]);
+    // SAFETY: plain register move of a value.
+    unsafe { _mm_cvtsi64_si128(i64::from_le_bytes(s)) }
+}
+
+/// The low nibbles of 16 bytes then their high nibbles: 32 values in `0..16`, element `i < 16`
+/// from byte `i`'s low nibble, `i >= 16` from byte `i - 16`'s high nibble (ggml's 32-block
+/// nibble order).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn nibbles_32(v: __m128i) -> __m256i {
+    let lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), _mm_set1_epi8(0x0F));
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Sums the 8 lanes of `v` in a fixed order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps::<1>(v);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Eight i32 partial sums of `w · a` over 32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot32(w: __m256i, a: __m256i, signed: bool) -> __m256i {
+    let p = if signed {
+        // vpmaddubsw multiplies unsigned by signed: move w's sign onto a. |w| <= 128 and
+        // |a| <= 127, so a pair sums to at most 2·128·127 = 32512 and never saturates.
+        _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
+    } else {
+        _mm256_maddubs_epi16(w, a)
+    };
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Outputs of row `r` for tokens `t0 .. t0 + N`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn row_tokens<F: Q8Format, const N: usize>(
+    row: &[u8],
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    t0: usize,
+) -> [f32; N] {
+    let halves = F::ELEMS / QK8;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut mins = [0f32; N];
+    for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
+        // SAFETY: this function only runs with AVX2, FMA and F16C enabled (target_feature).
+        let dec = unsafe { F::decode(block) };
+        for h in 0..halves {
+            let w = dec.w[h];
+            for t in 0..N {
+                let a = &x[(t0 + t) * acts_per_token + b * halves + h];
+                // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+                let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                let s = dot32(w, av, F::SIGNED);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dec.d * a.d), _mm256_cvtepi32_ps(s), acc[t]);
+                if !F::SIGNED {
+                    mins[t] += dec.m * a.d * a.sum as f32;
+                }
+            }
+        }
+    }
+    core::array::from_fn(|t| hsum(acc[t]) + mins[t])
+}
+
+/// The 8-bit matmul for format `F` over rows `rows`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; no other thread touches rows `rows` of `out`; `x` holds
+/// `tokens × w.cols / 32` blocks and `w.cols` is a multiple of `F::ELEMS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul<F: Q8Format>(
+    w: &WeightView<'_>,
+    x: &[BlockQ8Act],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
+    let acts_per_token = w.cols / QK8;
+    let n = w.rows;
+    for r in rows {
+        let row = w.row(r);
+        let mut t0 = 0;
+        while t0 + 4 <= tokens {
+            let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
+            for (t, v) in s.into_iter().enumerate() {
+                // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
+                unsafe { out.write((t0 + t) * n + r, v) };
+            }
+            t0 += 4;
+        }
+        while t0 < tokens {
+            let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
+            // SAFETY: as above.
+            unsafe { out.write(t0 * n + r, v) };
+            t0 += 1;
+        }
+    }
+}
+
+/// Rounds like `libm::roundf` (half away from zero), exactly, for `|v| < 2^23`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn round_half_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let sign = _mm256_set1_ps(-0.0);
+    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0));
+    _mm256_add_ps(t, _mm256_and_ps(up, one))
+}
+
+/// The activation quantizer, bit-identical to [`BlockQ8Act::quantize`]: NaN inputs count as 0 in
+/// the maximum and quantize to 0, like the scalar `as i8`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize(x: &[f32], out: &mut [BlockQ8Act]) {
+    let sign = _mm256_set1_ps(-0.0);
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK8)) {
+        let mut v = [_mm256_setzero_ps(); 4];
+        for (i, vi) in v.iter_mut().enumerate() {
+            let chunk = &xs[i * 8..i * 8 + 8];
+            // SAFETY: `chunk` is 8 readable f32; loadu needs no alignment.
+            let raw = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            *vi = _mm256_and_ps(raw, _mm256_cmp_ps::<_CMP_ORD_Q>(raw, raw));
+        }
+        let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+        let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+        let m = _mm256_max_ps(m01, m23);
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<0b01>(m2, m2)));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let q: [__m256i; 4] = core::array::from_fn(|i| {
+            let r = round_half_away(_mm256_mul_ps(v[i], idv));
+            // Zero what became NaN (inf · 0): the scalar `as i8` maps NaN to 0.
+            let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+            _mm256_cvtps_epi32(r)
+        });
+        let p01 = _mm256_packs_epi32(q[0], q[1]);
+        let p23 = _mm256_packs_epi32(q[2], q[3]);
+        let bytes = _mm256_packs_epi16(p01, p23);
+        // The packs interleave 128-bit lanes: restore element order.
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let bytes = _mm256_max_epi8(bytes, _mm256_set1_epi8(-127));
+        // SAFETY: `b.qs` is 32 writable bytes; storeu needs no alignment.
+        unsafe { _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), bytes) };
+        let s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes);
+        let s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        let s4 = _mm_add_epi32(
+            _mm256_castsi256_si128(s32),
+            _mm256_extracti128_si256::<1>(s32),
+        );
+        let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+        let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2));
+        b.d = d;
+        b.sum = _mm_cvtsi128_si32(s1);
+    }
+}
