@@ -4,6 +4,10 @@
 //! are blocks of one element. The GGUF block formats keep the ggml type ids so files map 1:1;
 //! Vspec's own packed formats (`VQ2`, `VQ3`, `VQ4`, `NQ3`, `TQ2`, `TQ3`, `TQ4`, groups of 64) have no ggml id.
 
+mod spec;
+
+pub use spec::FormatSpec;
+
 use crate::error::{Error, Result};
 use alloc::format;
 use serde::{Deserialize, Serialize};
@@ -89,54 +93,47 @@ impl Format {
         Format::TQ4,
     ];
 
+    /// The description of this format: sizes, name, ggml id, decoder, dots, quantizer and GPTQ
+    /// hook. The one exhaustive match over the formats; everything else derives from it.
+    pub fn spec(self) -> &'static FormatSpec {
+        use crate::quant::gguf::*;
+        use crate::quant::vspec::*;
+        match self {
+            Format::F32 => &float::F32_SPEC,
+            Format::F16 => &float::F16_SPEC,
+            Format::BF16 => &float::BF16_SPEC,
+            Format::Q8_0 => &q8_0::SPEC,
+            Format::Q4_0 => &q4_0::SPEC,
+            Format::Q4_1 => &q4_1::SPEC,
+            Format::Q5_0 => &q5_0::SPEC,
+            Format::Q5_1 => &q5_1::SPEC,
+            Format::Q2_K => &q2_k::SPEC,
+            Format::Q3_K => &q3_k::SPEC,
+            Format::Q4_K => &q4_k::SPEC,
+            Format::Q5_K => &q5_k::SPEC,
+            Format::Q6_K => &q6_k::SPEC,
+            Format::IQ4_NL => &iq4_nl::SPEC,
+            Format::IQ4_XS => &iq4_xs::SPEC,
+            Format::VQ2 => &vq2::SPEC,
+            Format::VQ3 => &vq3::SPEC,
+            Format::VQ4 => &vq4::SPEC,
+            Format::NQ3 => &nq3::SPEC,
+            Format::TQ2 => &tq2::SPEC,
+            Format::TQ3 => &tq3::SPEC,
+            Format::TQ4 => &tq4::SPEC,
+        }
+    }
+
     /// The format for a ggml type id, if we support it.
     pub fn from_ggml_type(id: u32) -> Option<Format> {
-        Some(match id {
-            0 => Format::F32,
-            1 => Format::F16,
-            2 => Format::Q4_0,
-            3 => Format::Q4_1,
-            6 => Format::Q5_0,
-            7 => Format::Q5_1,
-            8 => Format::Q8_0,
-            10 => Format::Q2_K,
-            11 => Format::Q3_K,
-            12 => Format::Q4_K,
-            13 => Format::Q5_K,
-            14 => Format::Q6_K,
-            20 => Format::IQ4_NL,
-            23 => Format::IQ4_XS,
-            30 => Format::BF16,
-            _ => return None,
-        })
+        Format::ALL
+            .into_iter()
+            .find(|f| f.spec().ggml_type == Some(id))
     }
 
     /// The ggml type id of this format; `None` for Vspec's own formats, which GGUF cannot hold.
     pub fn ggml_type(self) -> Option<u32> {
-        Some(match self {
-            Format::F32 => 0,
-            Format::F16 => 1,
-            Format::Q4_0 => 2,
-            Format::Q4_1 => 3,
-            Format::Q5_0 => 6,
-            Format::Q5_1 => 7,
-            Format::Q8_0 => 8,
-            Format::Q2_K => 10,
-            Format::Q3_K => 11,
-            Format::Q4_K => 12,
-            Format::Q5_K => 13,
-            Format::Q6_K => 14,
-            Format::IQ4_NL => 20,
-            Format::IQ4_XS => 23,
-            Format::BF16 => 30,
-            Format::VQ2
-            | Format::VQ3
-            | Format::VQ4
-            | Format::NQ3
-            | Format::TQ2
-            | Format::TQ3
-            | Format::TQ4 => return None,
-        })
+        self.spec().ggml_type
     }
 
     /// The format with this [`Format::name`], compared ASCII case-insensitively (`"q4_k"` finds
@@ -149,74 +146,17 @@ impl Format {
 
     /// Human name, as llama.cpp prints it.
     pub fn name(self) -> &'static str {
-        match self {
-            Format::F32 => "F32",
-            Format::F16 => "F16",
-            Format::BF16 => "BF16",
-            Format::Q8_0 => "Q8_0",
-            Format::Q4_0 => "Q4_0",
-            Format::Q4_1 => "Q4_1",
-            Format::Q5_0 => "Q5_0",
-            Format::Q5_1 => "Q5_1",
-            Format::Q2_K => "Q2_K",
-            Format::Q3_K => "Q3_K",
-            Format::Q4_K => "Q4_K",
-            Format::Q5_K => "Q5_K",
-            Format::Q6_K => "Q6_K",
-            Format::IQ4_NL => "IQ4_NL",
-            Format::IQ4_XS => "IQ4_XS",
-            Format::VQ2 => "VQ2",
-            Format::VQ3 => "VQ3",
-            Format::VQ4 => "VQ4",
-            Format::NQ3 => "NQ3",
-            Format::TQ2 => "TQ2",
-            Format::TQ3 => "TQ3",
-            Format::TQ4 => "TQ4",
-        }
+        self.spec().name
     }
 
     /// Weights per block.
     pub fn block_elems(self) -> usize {
-        match self {
-            Format::F32 | Format::F16 | Format::BF16 => 1,
-            Format::Q8_0 | Format::Q4_0 | Format::Q4_1 | Format::Q5_0 | Format::Q5_1 => 32,
-            Format::IQ4_NL => 32,
-            Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K => 256,
-            Format::IQ4_XS => 256,
-            Format::VQ2
-            | Format::VQ3
-            | Format::VQ4
-            | Format::NQ3
-            | Format::TQ2
-            | Format::TQ3
-            | Format::TQ4 => 64,
-        }
+        self.spec().block_elems
     }
 
     /// Bytes per block.
     pub fn block_bytes(self) -> usize {
-        match self {
-            Format::F32 => 4,
-            Format::F16 | Format::BF16 => 2,
-            Format::Q8_0 => 34,
-            Format::Q4_0 => 18,
-            Format::Q4_1 => 20,
-            Format::Q5_0 => 22,
-            Format::Q5_1 => 24,
-            Format::Q2_K => 84,
-            Format::Q3_K => 110,
-            Format::Q4_K => 144,
-            Format::Q5_K => 176,
-            Format::Q6_K => 210,
-            Format::IQ4_NL => 18,
-            Format::IQ4_XS => 136,
-            Format::VQ2 => 20,
-            Format::VQ3 => 28,
-            Format::VQ4 => 36,
-            Format::NQ3 | Format::TQ3 => 26,
-            Format::TQ2 => 18,
-            Format::TQ4 => 34,
-        }
+        self.spec().block_bytes
     }
 
     /// Exact bits per weight, scales and mins included.
@@ -241,10 +181,91 @@ impl Format {
             .ok_or_else(|| Error::invalid(format!("tensor '{tensor}'"), "row size overflows"))
     }
 
-    /// Bytes of a tensor with `rows` rows of `cols` weights.
+    /// Bytes of a tensor with `rows` rows of `cols` weights: the one function that computes a
+    /// tensor's size, so every reader, writer and planner agrees on it.
     pub fn tensor_bytes(self, cols: usize, rows: usize, tensor: &str) -> Result<usize> {
         self.row_bytes(cols, tensor)?
             .checked_mul(rows)
             .ok_or_else(|| Error::invalid(format!("tensor '{tensor}'"), "size overflows"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn every_format_has_its_own_spec() {
+        for (i, f) in Format::ALL.into_iter().enumerate() {
+            let spec = f.spec();
+            assert_eq!(spec.format, f, "{}", spec.name);
+            assert!(
+                spec.block_elems > 0 && spec.block_bytes > 0,
+                "{}",
+                spec.name
+            );
+            assert!(
+                Format::ALL[..i].iter().all(|g| *g != f),
+                "{} listed twice",
+                spec.name
+            );
+            assert_eq!(Format::from_name(spec.name), Some(f));
+            assert_eq!(Format::from_name(&spec.name.to_ascii_lowercase()), Some(f));
+            if let Some(id) = spec.ggml_type {
+                assert_eq!(Format::from_ggml_type(id), Some(f), "{}", spec.name);
+            }
+        }
+        assert_eq!(Format::from_ggml_type(4), None); // Q4_2, removed from ggml
+        assert_eq!(Format::from_name("Q4_2"), None);
+    }
+
+    /// The formats lacking each optional capability. Giving a format a capability (or adding a
+    /// format without one) changes one of these lists on purpose.
+    #[test]
+    fn formats_lacking_each_capability() {
+        let lacking = |has: fn(&FormatSpec) -> bool| -> Vec<&str> {
+            Format::ALL
+                .iter()
+                .map(|f| f.spec())
+                .filter(|s| !has(s))
+                .map(|s| s.name)
+                .collect()
+        };
+        let no_dot = [
+            "F32", "F16", "BF16", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS",
+        ];
+        assert_eq!(lacking(|s| s.dot_f32.is_some()), no_dot);
+        assert_eq!(lacking(|s| s.dot_q8.is_some()), no_dot);
+        assert_eq!(
+            lacking(|s| s.quantize.is_some()),
+            ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]
+        );
+        let vspec_own = ["VQ2", "VQ3", "VQ4", "NQ3", "TQ2", "TQ3", "TQ4"];
+        assert_eq!(lacking(|s| s.ggml_type.is_some()), vspec_own);
+        // GPTQ rounds element by element only in Vspec's own formats; in the others the walk
+        // keeps the block search's quants. So the formats *with* a hook are listed here.
+        assert_eq!(lacking(|s| s.gptq.is_none()), vspec_own);
+        let gptq_kinds: Vec<&str> = vspec_own
+            .iter()
+            .map(|n| Format::from_name(n).unwrap().spec().gptq.unwrap().kind())
+            .collect();
+        assert_eq!(
+            gptq_kinds,
+            ["affine", "affine", "affine", "codebook", "trellis", "trellis", "trellis"]
+        );
+    }
+
+    #[test]
+    fn tensor_bytes_checks_whole_blocks_and_overflow() {
+        assert_eq!(Format::Q4_0.tensor_bytes(64, 3, "t").unwrap(), 3 * 2 * 18);
+        assert_eq!(Format::TQ3.tensor_bytes(128, 2, "t").unwrap(), 2 * 2 * 26);
+        assert_eq!(Format::F16.tensor_bytes(5, 7, "t").unwrap(), 70);
+        let err = Format::Q4_K
+            .tensor_bytes(576, 1, "blk.0.ffn_up")
+            .unwrap_err();
+        assert!(alloc::format!("{err}").contains("blk.0.ffn_up"));
+        assert!(Format::F32.tensor_bytes(usize::MAX, 2, "t").is_err());
+        assert!(Format::F32.tensor_bytes(1 << 40, 1 << 40, "t").is_err());
     }
 }

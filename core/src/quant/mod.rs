@@ -29,33 +29,9 @@ use alloc::format;
 /// lengths above are wrong, which [`dequantize_row`] checks for its callers.
 pub type BlockDecoder = fn(block: &[u8], out: &mut [f32]);
 
-/// The scalar reference decoder for `format`.
+/// The scalar reference decoder for `format` (its [`crate::format::FormatSpec::decode`]).
 pub fn block_decoder(format: Format) -> BlockDecoder {
-    use gguf::*;
-    match format {
-        Format::F32 => float::dequantize_f32,
-        Format::F16 => float::dequantize_f16,
-        Format::BF16 => float::dequantize_bf16,
-        Format::Q8_0 => q8_0::dequantize_block,
-        Format::Q4_0 => q4_0::dequantize_block,
-        Format::Q4_1 => q4_1::dequantize_block,
-        Format::Q5_0 => q5_0::dequantize_block,
-        Format::Q5_1 => q5_1::dequantize_block,
-        Format::Q2_K => q2_k::dequantize_block,
-        Format::Q3_K => q3_k::dequantize_block,
-        Format::Q4_K => q4_k::dequantize_block,
-        Format::Q5_K => q5_k::dequantize_block,
-        Format::Q6_K => q6_k::dequantize_block,
-        Format::IQ4_NL => iq4_nl::dequantize_block,
-        Format::IQ4_XS => iq4_xs::dequantize_block,
-        Format::VQ2 => vspec::vq2::dequantize_block,
-        Format::VQ3 => vspec::vq3::dequantize_block,
-        Format::VQ4 => vspec::vq4::dequantize_block,
-        Format::NQ3 => vspec::nq3::dequantize_block,
-        Format::TQ2 => vspec::tq2::dequantize_block,
-        Format::TQ3 => vspec::tq3::dequantize_block,
-        Format::TQ4 => vspec::tq4::dequantize_block,
-    }
+    format.spec().decode
 }
 
 /// Decode a whole row (any number of whole blocks) of `format` from `row` into `out`.
@@ -101,68 +77,24 @@ pub type BlockDotF32 = fn(block: &[u8], x: &[f32]) -> f32;
 /// Reference dot of one block with its `block_elems / 32` 8-bit activation blocks.
 pub type BlockDotQ8 = fn(block: &[u8], act: &[BlockQ8Act]) -> f32;
 
+/// Weighted quantizer of one block: `x` and importance weights `w` (`block_elems` each, `w ≥ 0`
+/// and not all zero, `x` finite) into `out` (`block_bytes`), minimising `Σ wᵢ (xᵢ − x̂ᵢ)²`.
+pub type BlockQuantizer = fn(x: &[f32], w: &[f32], out: &mut [u8]);
+
 /// The scalar reference dot with f32 values, for the formats that have one.
 pub fn block_dot_f32(format: Format) -> Option<BlockDotF32> {
-    use gguf::*;
-    use vspec::*;
-    Some(match format {
-        Format::Q8_0 => q8_0::dot_f32,
-        Format::Q4_0 => q4_0::dot_f32,
-        Format::Q4_1 => q4_1::dot_f32,
-        Format::IQ4_NL => iq4_nl::dot_f32,
-        Format::VQ2 => vq2::dot_f32,
-        Format::VQ3 => vq3::dot_f32,
-        Format::VQ4 => vq4::dot_f32,
-        Format::NQ3 => nq3::dot_f32,
-        Format::TQ2 => tq2::dot_f32,
-        Format::TQ3 => tq3::dot_f32,
-        Format::TQ4 => tq4::dot_f32,
-        _ => return None,
-    })
+    format.spec().dot_f32
 }
 
 /// The scalar reference dot with 8-bit activations, for the formats that have one.
 pub fn block_dot_q8(format: Format) -> Option<BlockDotQ8> {
-    use gguf::*;
-    use vspec::*;
-    Some(match format {
-        Format::Q8_0 => q8_0::dot_q8,
-        Format::Q4_0 => q4_0::dot_q8,
-        Format::Q4_1 => q4_1::dot_q8,
-        Format::IQ4_NL => iq4_nl::dot_q8,
-        Format::VQ2 => vq2::dot_q8,
-        Format::VQ3 => vq3::dot_q8,
-        Format::VQ4 => vq4::dot_q8,
-        Format::NQ3 => nq3::dot_q8,
-        Format::TQ2 => tq2::dot_q8,
-        Format::TQ3 => tq3::dot_q8,
-        Format::TQ4 => tq4::dot_q8,
-        _ => return None,
-    })
+    format.spec().dot_q8
 }
 
-/// Whether [`quantize_row`] can produce `format`: the floats, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-/// IQ4_NL, VQ2, VQ3, VQ4, NQ3, TQ2, TQ3 and TQ4.
+/// Whether [`quantize_row`] can produce `format`: every format but the k-quants and IQ4_XS (the
+/// list is pinned by a test in [`crate::format`]).
 pub fn can_quantize(format: Format) -> bool {
-    matches!(
-        format,
-        Format::F32
-            | Format::F16
-            | Format::BF16
-            | Format::Q8_0
-            | Format::Q4_0
-            | Format::Q4_1
-            | Format::Q5_0
-            | Format::Q5_1
-            | Format::IQ4_NL
-            | Format::VQ2
-            | Format::VQ3
-            | Format::VQ4
-            | Format::NQ3
-            | Format::TQ2
-            | Format::TQ3
-            | Format::TQ4
-    )
+    format.spec().quantize.is_some()
 }
 
 /// Quantize one row `x` into `out` (exactly `format.row_bytes(x.len())` bytes).
@@ -190,12 +122,12 @@ pub fn quantize_row(
     out: &mut [u8],
 ) -> Result<()> {
     const WHAT: &str = "quantize_row";
-    if !can_quantize(format) {
+    let Some(quant) = format.spec().quantize else {
         return Err(Error::invalid(
             WHAT,
             format!("cannot quantize to {}", format.name()),
         ));
-    }
+    };
     let need = format.row_bytes(x.len(), WHAT)?;
     if out.len() != need {
         return Err(Error::invalid(
@@ -236,69 +168,17 @@ pub fn quantize_row(
             format!("weight {i} of the row is {v}: cannot quantize non-finite values"),
         ));
     }
-    match format {
-        Format::F32 => {
-            for (o, v) in out.chunks_exact_mut(4).zip(x) {
-                o.copy_from_slice(&v.to_le_bytes());
-            }
+    let (be, bb) = (format.block_elems(), format.block_bytes());
+    let mut w = [0f32; search::MAX_GROUP];
+    for (b, (xs, o)) in x.chunks_exact(be).zip(out.chunks_exact_mut(bb)).enumerate() {
+        let w = &mut w[..be];
+        match importance {
+            Some(imp) => w.copy_from_slice(&imp[b * be..(b + 1) * be]),
+            None => w.fill(1.0),
         }
-        Format::F16 => {
-            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
-                let h = half::f16::from_f32(v.clamp(-65504.0, 65504.0));
-                o.copy_from_slice(&h.to_bits().to_le_bytes());
-            }
-        }
-        Format::BF16 => {
-            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
-                let mut h = half::bf16::from_f32(v);
-                if h.is_infinite() {
-                    h = if v > 0.0 {
-                        half::bf16::MAX
-                    } else {
-                        half::bf16::MIN
-                    };
-                }
-                o.copy_from_slice(&h.to_bits().to_le_bytes());
-            }
-        }
-        _ => {
-            let quant = weighted_block_quantizer(format);
-            let (be, bb) = (format.block_elems(), format.block_bytes());
-            let mut w = [0f32; search::MAX_GROUP];
-            for (b, (xs, o)) in x.chunks_exact(be).zip(out.chunks_exact_mut(bb)).enumerate() {
-                let w = &mut w[..be];
-                match importance {
-                    Some(imp) => w.copy_from_slice(&imp[b * be..(b + 1) * be]),
-                    None => w.fill(1.0),
-                }
-                quant(xs, w, o);
-            }
-        }
+        quant(xs, w, o);
     }
     Ok(())
-}
-
-/// The weighted block quantizer of a packed format that [`can_quantize`] accepts.
-fn weighted_block_quantizer(format: Format) -> fn(&[f32], &[f32], &mut [u8]) {
-    use gguf::*;
-    use vspec::*;
-    match format {
-        Format::Q8_0 => q8_0::quantize_block_weighted,
-        Format::Q4_0 => q4_0::quantize_block_weighted,
-        Format::Q4_1 => q4_1::quantize_block_weighted,
-        Format::Q5_0 => q5_0::quantize_block_weighted,
-        Format::Q5_1 => q5_1::quantize_block_weighted,
-        Format::IQ4_NL => iq4_nl::quantize_block_weighted,
-        Format::VQ2 => vq2::quantize_block_weighted,
-        Format::VQ3 => vq3::quantize_block_weighted,
-        Format::VQ4 => vq4::quantize_block_weighted,
-        Format::NQ3 => nq3::quantize_block_weighted,
-        Format::TQ2 => tq2::quantize_block_weighted,
-        Format::TQ3 => tq3::quantize_block_weighted,
-        Format::TQ4 => tq4::quantize_block_weighted,
-        // Unreachable from quantize_row, which checks can_quantize and handles the floats.
-        _ => |_, _, out| out.fill(0),
-    }
 }
 
 /// Whether [`transcode_q4_0_to_q4_1`] is exact for this Q4_0 block: its scale `d` is finite and

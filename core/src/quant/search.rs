@@ -19,7 +19,7 @@
 //!   magnitude mapped to either end of the range, the scale swept ±12.5% in 21 steps, each with a
 //!   least-squares refit `d = Σwxq / Σwq²`; plus plain round-to-nearest and `d = max` (level ±1,
 //!   exact for a constant group).
-//! - [`fit_codebook`] (IQ4_NL: `x̂ = d·K[q]`): the same sweep (±10% in 1% steps) with the largest
+//! - [`fit_in_codebook`] (IQ4_NL, NQ3: `x̂ = d·K[q]`): the same sweep (±10% in 1% steps) with the largest
 //!   magnitude mapped to either end of the codebook, nearest entry per element, least-squares
 //!   refit; plus round-to-nearest from `max / K[0]` and `d = max` (entry `1`).
 //!
@@ -28,7 +28,6 @@
 //! activations) without ignoring small ones. `core/tests/quantizer.rs` prints the RMSE that this
 //! choice costs against uniform weights.
 
-use super::gguf::iq4_nl::KVALUES;
 use core::ops::Add;
 use half::f16;
 
@@ -354,43 +353,6 @@ impl<T: Copy> Keep<T> {
     }
 }
 
-/// For `i` in `0..=256`: the largest index `j < 15` with `KVALUES[j] <= i - 128` (0 below the
-/// first entry).
-const KV_FLOOR: [u8; 257] = {
-    let mut t = [0u8; 257];
-    let mut i = 0;
-    while i < 257 {
-        let v = i as i32 - 128;
-        let mut j = 0;
-        while j + 1 < 15 && KVALUES[j + 1] as i32 <= v {
-            j += 1;
-        }
-        t[i] = j as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Index of the IQ4_NL codebook entry nearest to `t` (the upper one on exact ties), the same
-/// answer as ggml's `best_index_int8` through a table instead of a binary search. NaN gives a
-/// valid index.
-#[inline(always)]
-fn nearest_kvalue(t: f32) -> usize {
-    if t <= KVALUES[0] as f32 {
-        return 0;
-    }
-    if t >= KVALUES[15] as f32 {
-        return 15;
-    }
-    // t ∈ (-127, 113): floor(t) + 128 ∈ 1..=240; KVALUES[j] <= floor(t) <= t < KVALUES[j + 1].
-    let j = KV_FLOOR[((t + 128.0) as usize).min(256)] as usize;
-    if t - (KVALUES[j] as f32) < KVALUES[j + 1] as f32 - t {
-        j
-    } else {
-        j + 1
-    }
-}
-
 /// A non-uniform codebook: ascending `i8` levels, decoded as `d · level`, and the index of the
 /// level nearest to a value (exact ties and NaN as each codebook's `nearest` defines them).
 #[derive(Clone, Copy)]
@@ -400,12 +362,6 @@ pub struct Codebook {
     /// Index of the level nearest to `t`.
     pub nearest: fn(f32) -> usize,
 }
-
-/// IQ4_NL's codebook (ggml `kvalues_iq4nl`).
-pub const IQ4_NL_CODEBOOK: Codebook = Codebook {
-    levels: &KVALUES,
-    nearest: nearest_kvalue,
-};
 
 /// Nearest codebook indices of `x` for the f16-exact `d`, and their true weighted error with
 /// the decoded value `d * level as f32`.
@@ -419,12 +375,6 @@ fn assign_codebook(cb: &Codebook, x: &[f32], w: &[f32], d: f32, q: &mut [u8]) ->
         err += wi as f64 * sq(xi as f64 - y as f64);
     }
     err
-}
-
-/// Search an f16-exact scale `d` and IQ4_NL codebook indices minimising
-/// `Σ wᵢ (xᵢ − d·KVALUES[qᵢ])²`. Same contract as [`fit_affine`].
-pub fn fit_codebook(x: &[f32], w: &[f32], q: &mut [u8]) -> f32 {
-    fit_in_codebook(&IQ4_NL_CODEBOOK, x, w, q)
 }
 
 /// Search an f16-exact scale `d` and indices into `cb` minimising `Σ wᵢ (xᵢ − d·levels[qᵢ])²`.
@@ -521,24 +471,6 @@ mod tests {
     }
 
     #[test]
-    fn nearest_kvalue_matches_ggml_best_index() {
-        use super::super::gguf::iq4_nl::best_index;
-        let mut rng = Rng::new(9);
-        for i in 0..200_000 {
-            let t = match i % 3 {
-                0 => rng.uniform() * 140.0,
-                1 => (rng.next_u64() % 260) as f32 - 130.0,
-                _ => ((rng.next_u64() % 520) as f32 - 260.0) * 0.5,
-            };
-            assert_eq!(nearest_kvalue(t), best_index(t), "{t}");
-        }
-        for t in [f32::INFINITY, f32::NEG_INFINITY, -127.0, 113.0, 0.0, -0.0] {
-            assert_eq!(nearest_kvalue(t), best_index(t), "{t}");
-        }
-        assert!(nearest_kvalue(f32::NAN) < 16);
-    }
-
-    #[test]
     fn degenerate_groups() {
         let w = [1f32; 64];
         let mut q = [0u8; 64];
@@ -550,8 +482,6 @@ mod tests {
         assert_eq!(d * q[0] as f32 + m, 2.5);
         let mut qi = [0i8; 32];
         assert_eq!(fit_symmetric(&[0.0; 32], &w[..32], -8, 7, &mut qi), 0.0);
-        let mut qc = [0u8; 32];
-        assert_eq!(fit_codebook(&[0.0; 32], &w[..32], &mut qc), 0.0);
         // Huge and tiny values do not panic and give finite scales.
         let big: [f32; 64] = core::array::from_fn(|i| if i % 2 == 0 { 3e38 } else { -3e38 });
         let mut wb = [0f32; 64];
@@ -560,7 +490,6 @@ mod tests {
         let (d, m) = fit_affine(&big, &wb, 15, &mut q);
         assert!(d.is_finite() && m.is_finite());
         assert!(fit_symmetric(&big[..32], &wb[..32], -127, 127, &mut qi).is_finite());
-        assert!(fit_codebook(&big[..32], &wb[..32], &mut qc).is_finite());
         let tiny = [1e-30f32; 64];
         let _ = fit_affine(&tiny, &w, 15, &mut q);
     }

@@ -11,7 +11,7 @@
 //! through `half`, which, like x86 F16C and ggml, sets the quiet bit of a signalling NaN (numpy
 //! may keep it clear; either way the result is a NaN).
 
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use half::f16;
 
 /// Bytes of one F32 block.
@@ -56,6 +56,80 @@ pub fn block_bytes(format: Format) -> Option<usize> {
         _ => None,
     }
 }
+
+/// Store `x` as F32 blocks (any whole number of them); the weights are ignored (storing is exact).
+pub fn quantize_f32(x: &[f32], _w: &[f32], out: &mut [u8]) {
+    for (o, v) in out.chunks_exact_mut(F32_BLOCK_BYTES).zip(x) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Store `x` as F16 blocks (any whole number of them), rounding to nearest even and saturating
+/// finite values beyond ±65504 to ±65504; the weights are ignored.
+pub fn quantize_f16(x: &[f32], _w: &[f32], out: &mut [u8]) {
+    for (o, &v) in out.chunks_exact_mut(F16_BLOCK_BYTES).zip(x) {
+        let h = f16::from_f32(v.clamp(-65504.0, 65504.0));
+        o.copy_from_slice(&h.to_bits().to_le_bytes());
+    }
+}
+
+/// Store `x` as BF16 blocks (any whole number of them), rounding to nearest even and saturating
+/// to the largest finite bfloat16; the weights are ignored.
+pub fn quantize_bf16(x: &[f32], _w: &[f32], out: &mut [u8]) {
+    for (o, &v) in out.chunks_exact_mut(BF16_BLOCK_BYTES).zip(x) {
+        let mut h = half::bf16::from_f32(v);
+        if h.is_infinite() {
+            h = if v > 0.0 {
+                half::bf16::MAX
+            } else {
+                half::bf16::MIN
+            };
+        }
+        o.copy_from_slice(&h.to_bits().to_le_bytes());
+    }
+}
+
+/// F32: what a float format has is its decoder and its (exact) store; no reference dots.
+pub const F32_SPEC: FormatSpec = FormatSpec {
+    format: Format::F32,
+    name: "F32",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: F32_BLOCK_BYTES,
+    ggml_type: Some(0),
+    decode: dequantize_f32,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: Some(quantize_f32),
+    gptq: None,
+};
+
+/// F16.
+pub const F16_SPEC: FormatSpec = FormatSpec {
+    format: Format::F16,
+    name: "F16",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: F16_BLOCK_BYTES,
+    ggml_type: Some(1),
+    decode: dequantize_f16,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: Some(quantize_f16),
+    gptq: None,
+};
+
+/// BF16.
+pub const BF16_SPEC: FormatSpec = FormatSpec {
+    format: Format::BF16,
+    name: "BF16",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BF16_BLOCK_BYTES,
+    ggml_type: Some(30),
+    decode: dequantize_bf16,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: Some(quantize_bf16),
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

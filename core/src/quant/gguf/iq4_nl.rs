@@ -12,9 +12,9 @@
 //! byte `2 + i - 16`. Value: `d * KVALUES[q] as f32`, in f32.
 
 use super::{f16_at, put_f16};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::act_q8::{isum32, BlockQ8Act};
-use crate::quant::search;
+use crate::quant::search::{self, Codebook};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::IQ4_NL;
@@ -109,6 +109,55 @@ pub(crate) fn best_scale(x: &[f32], w: &[f32]) -> f32 {
     d
 }
 
+/// For `i` in `0..=256`: the largest index `j < 15` with `KVALUES[j] <= i - 128` (0 below the
+/// first entry).
+const KV_FLOOR: [u8; 257] = {
+    let mut t = [0u8; 257];
+    let mut i = 0;
+    while i < 257 {
+        let v = i as i32 - 128;
+        let mut j = 0;
+        while j + 1 < 15 && KVALUES[j + 1] as i32 <= v {
+            j += 1;
+        }
+        t[i] = j as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Index of the IQ4_NL codebook entry nearest to `t` (the upper one on exact ties), the same
+/// answer as ggml's `best_index_int8` through a table instead of a binary search. NaN gives a
+/// valid index.
+#[inline(always)]
+fn nearest_kvalue(t: f32) -> usize {
+    if t <= KVALUES[0] as f32 {
+        return 0;
+    }
+    if t >= KVALUES[15] as f32 {
+        return 15;
+    }
+    // t ∈ (-127, 113): floor(t) + 128 ∈ 1..=240; KVALUES[j] <= floor(t) <= t < KVALUES[j + 1].
+    let j = KV_FLOOR[((t + 128.0) as usize).min(256)] as usize;
+    if t - (KVALUES[j] as f32) < KVALUES[j + 1] as f32 - t {
+        j
+    } else {
+        j + 1
+    }
+}
+
+/// IQ4_NL's codebook (ggml `kvalues_iq4nl`).
+pub const CODEBOOK: Codebook = Codebook {
+    levels: &KVALUES,
+    nearest: nearest_kvalue,
+};
+
+/// Search an f16-exact scale `d` and IQ4_NL codebook indices minimising
+/// `Σ wᵢ (xᵢ − d·KVALUES[qᵢ])²`. Same contract as [`search::fit_affine`].
+pub fn fit_codebook(x: &[f32], w: &[f32], q: &mut [u8]) -> f32 {
+    search::fit_in_codebook(&CODEBOOK, x, w, q)
+}
+
 /// Reference quantizer, ggml's `quantize_row_iq4_nl_ref` without importance weights: the scale
 /// from [`best_scale`] with weights `x²`, then each element to its nearest codebook entry.
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
@@ -125,13 +174,13 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
 }
 
 /// Quantize one block with importance weights `w`: the scale search of
-/// [`search::fit_codebook`] (scales swept around both ends of the codebook, each refitted by
+/// [`fit_codebook`] (scales swept around both ends of the codebook, each refitted by
 /// weighted least squares).
 pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
     debug_assert_eq!(x.len(), BLOCK_ELEMS);
     debug_assert_eq!(out.len(), BLOCK_BYTES);
     let mut q = [0u8; BLOCK_ELEMS];
-    let d = search::fit_codebook(x, w, &mut q);
+    let d = fit_codebook(x, w, &mut q);
     put_f16(out, OFF_D, d);
     for j in 0..16 {
         out[OFF_QS + j] = q[j] | (q[j + 16] << 4);
@@ -162,10 +211,52 @@ pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
     d * a.d * isum as f32
 }
 
+/// What the runtime knows about IQ4_NL (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "IQ4_NL",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(20),
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: None,
+};
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
     use super::*;
+
+    #[test]
+    fn nearest_kvalue_matches_ggml_best_index() {
+        let mut rng = Rng::new(9);
+        for i in 0..200_000 {
+            let t = match i % 3 {
+                0 => rng.uniform() * 140.0,
+                1 => (rng.next_u64() % 260) as f32 - 130.0,
+                _ => ((rng.next_u64() % 520) as f32 - 260.0) * 0.5,
+            };
+            assert_eq!(nearest_kvalue(t), best_index(t), "{t}");
+        }
+        for t in [f32::INFINITY, f32::NEG_INFINITY, -127.0, 113.0, 0.0, -0.0] {
+            assert_eq!(nearest_kvalue(t), best_index(t), "{t}");
+        }
+        assert!(nearest_kvalue(f32::NAN) < 16);
+    }
+
+    #[test]
+    fn fit_codebook_degenerate_groups() {
+        let w = [1f32; 32];
+        let mut qc = [0u8; 32];
+        assert_eq!(fit_codebook(&[0.0; 32], &w, &mut qc), 0.0);
+        let big: [f32; 32] = core::array::from_fn(|i| if i % 2 == 0 { 3e38 } else { -3e38 });
+        let mut wb = [0f32; 32];
+        search::default_weights(&big, &mut wb);
+        assert!(fit_codebook(&big, &wb, &mut qc).is_finite());
+    }
 
     #[test]
     fn sizes_match_format() {

@@ -20,7 +20,7 @@
 
 use super::iq4_nl::KVALUES;
 use super::{f16_at, QK_K};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::IQ4_XS;
@@ -52,6 +52,20 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// What the runtime knows about IQ4_XS (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "IQ4_XS",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(23),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: None,
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@
 //! rounding order: `dl = d * (scales[s] & 15)`, `ml = dmin * (scales[s] >> 4)`, `dl * q - ml`.
 
 use super::{f16_at, QK_K};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q2_K;
@@ -48,6 +48,20 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// What the runtime knows about Q2_K (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q2_K",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(10),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: None,
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@
 //! Value, in f32 with ggml's rounding order: `dl = d * (scale - 32)`, then `dl * quant`.
 
 use super::{f16_at, QK_K};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q3_K;
@@ -68,6 +68,20 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// What the runtime knows about Q3_K (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q3_K",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(11),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: None,
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

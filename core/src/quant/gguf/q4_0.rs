@@ -11,7 +11,7 @@
 //! nibble (bits 4..8) of byte `2 + i - 16`. Value: `(q - 8) as f32 * d`, in f32.
 
 use super::{f16_at, put_f16};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::act_q8::{isum32, BlockQ8Act};
 use crate::quant::search;
 
@@ -97,6 +97,20 @@ pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
     let isum = isum32(&a.qs, (0..BLOCK_ELEMS).map(q));
     d * a.d * isum as f32
 }
+
+/// What the runtime knows about Q4_0 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q4_0",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(2),
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@
 //! byte `4 + i - 16`. Value: `d * q + m`, two f32 roundings (no fused multiply-add).
 
 use super::{f16_at, put_f16};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::act_q8::{isum32, BlockQ8Act};
 use crate::quant::search;
 
@@ -105,6 +105,20 @@ pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
     let isum = isum32(&a.qs, (0..BLOCK_ELEMS).map(q));
     a.d * (d * isum as f32 + m * a.sum as f32)
 }
+
+/// What the runtime knows about Q4_1 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q4_1",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(3),
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

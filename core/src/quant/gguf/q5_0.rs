@@ -13,7 +13,7 @@
 //! Value: `(q - 16) as f32 * d`, in f32.
 
 use super::{f16_at, put_f16};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::search;
 
 /// The format this file defines.
@@ -89,6 +89,20 @@ pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
     }
     out[OFF_QH..OFF_QH + 4].copy_from_slice(&qh.to_le_bytes());
 }
+
+/// What the runtime knows about Q5_0 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q5_0",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(6),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: Some(quantize_block_weighted),
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

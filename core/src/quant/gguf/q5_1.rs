@@ -14,7 +14,7 @@
 //! Value: `d * q + m`, two f32 roundings (no fused multiply-add).
 
 use super::{f16_at, put_f16};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::search;
 
 /// The format this file defines.
@@ -101,6 +101,20 @@ fn pack5(q: &[u8; BLOCK_ELEMS], out: &mut [u8]) {
     }
     out[OFF_QH..OFF_QH + 4].copy_from_slice(&qh.to_le_bytes());
 }
+
+/// What the runtime knows about Q5_1 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q5_1",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(7),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: Some(quantize_block_weighted),
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

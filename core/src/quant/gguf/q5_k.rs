@@ -19,7 +19,7 @@
 //! Value, in f32 with ggml's rounding order: `dl = d * scale`, `ml = dmin * min`, `dl * q - ml`.
 
 use super::{f16_at, scale_min_k4, QK_K};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q5_K;
@@ -54,6 +54,20 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// What the runtime knows about Q5_K (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q5_K",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(13),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: None,
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@
 //! Value, in f32 with ggml's rounding order: `(d * scale) * quant`.
 
 use super::{f16_at, QK_K};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q6_K;
@@ -52,6 +52,20 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// What the runtime knows about Q6_K (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q6_K",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(14),
+    decode: dequantize_block,
+    dot_f32: None,
+    dot_q8: None,
+    quantize: None,
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@
 //! Element `i` is the whole byte `2 + i` read as `i8`; its value is `qs[i] as f32 * d` in f32.
 
 use super::{f16_at, put_f16};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::act_q8::{isum32, BlockQ8Act};
 use crate::quant::search;
 
@@ -98,6 +98,20 @@ pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
     let isum = isum32(&a.qs, block[OFF_QS..].iter().map(|&q| (q as i8) as i32));
     d * a.d * isum as f32
 }
+
+/// What the runtime knows about Q8_0 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "Q8_0",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: Some(8),
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: None,
+};
 
 #[cfg(test)]
 mod tests {

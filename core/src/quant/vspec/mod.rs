@@ -108,3 +108,81 @@ fn quantize_affine_default(
     search::default_weights(x, &mut w[..x.len()]);
     quantize_affine(x, &w[..x.len()], qmax, pack, out);
 }
+
+/// Stamps what VQ2, VQ3 and VQ4 share into the module that invokes it: the weighted and default
+/// quantizers (the search of [`search::fit_affine`] at the module's `QMAX`, then its `pack`), the
+/// 8-bit dot over its `quant(block, i)`, and the tests every affine format runs. The module keeps
+/// its layout: `quant`, `pack`, the decoder and the f32 dot (VQ4 has faster ones of its own).
+macro_rules! affine_format {
+    () => {
+        /// Quantize one block with importance weights `w` (see `search::fit_affine`).
+        pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+            debug_assert_eq!(x.len(), BLOCK_ELEMS);
+            super::quantize_affine(x, w, QMAX, pack, out);
+        }
+
+        /// Quantize one block with the default weights of `search::default_weights`.
+        pub fn quantize_block(x: &[f32], out: &mut [u8]) {
+            debug_assert_eq!(x.len(), BLOCK_ELEMS);
+            super::quantize_affine_default(x, QMAX, pack, out);
+        }
+
+        /// Reference dot product with two 8-bit activation blocks (elements 0..32 and 32..64):
+        /// `Σₛ daₛ · (d · Σ q·qa + m · sumₛ)`, the inner sums in i32.
+        pub fn dot_q8(block: &[u8], act: &[$crate::quant::act_q8::BlockQ8Act]) -> f32 {
+            debug_assert_eq!(block.len(), BLOCK_BYTES);
+            debug_assert_eq!(act.len(), BLOCK_ELEMS / $crate::quant::act_q8::QK8);
+            super::dot_q8_affine(block, act, quant)
+        }
+
+        #[cfg(test)]
+        mod affine_format_tests {
+            use super::*;
+            use $crate::quant::act_q8::testutil::*;
+
+            #[test]
+            fn sizes_match_format() {
+                assert_eq!(FORMAT.block_bytes(), BLOCK_BYTES);
+                assert_eq!(FORMAT.block_elems(), BLOCK_ELEMS);
+            }
+
+            #[test]
+            fn special_blocks() {
+                check_special_blocks(quantize_block, dequantize_block, BLOCK_BYTES, BLOCK_ELEMS);
+            }
+
+            #[test]
+            fn decode_never_panics_any_bytes() {
+                $crate::quant::gguf::testutil::decode_never_panics(
+                    dequantize_block,
+                    BLOCK_BYTES,
+                    BLOCK_ELEMS,
+                    &[OFF_D, OFF_M],
+                );
+            }
+
+            #[test]
+            fn dots_match_reference() {
+                check_dots(
+                    dequantize_block,
+                    dot_f32,
+                    dot_q8,
+                    BLOCK_BYTES,
+                    BLOCK_ELEMS,
+                    &[OFF_D, OFF_M],
+                );
+            }
+
+            #[test]
+            fn spec_is_this_file() {
+                match FORMAT.spec().gptq {
+                    Some($crate::quant::gptq::GptqCode::Affine { qmax, .. }) => {
+                        assert_eq!(qmax, QMAX)
+                    }
+                    _ => panic!("{} has no affine GPTQ hook", FORMAT.name()),
+                }
+            }
+        }
+    };
+}
+use affine_format;

@@ -19,9 +19,10 @@
 //! those weights (relative squared error, best scale per group): 0.0294 for NQ3 at 3.25 bpw,
 //! 0.0275 for VQ3 (uniform, with a min) at 3.5 bpw, 0.0333 for a symmetric uniform grid at 3.25.
 
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::quant::act_q8::{isum32, BlockQ8Act, QK8};
 use crate::quant::gguf::{f16_at, put_f16};
+use crate::quant::gptq::GptqCode;
 use crate::quant::search::{self, Codebook};
 
 /// The format this file defines.
@@ -121,6 +122,23 @@ pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
     }
     d * s
 }
+
+/// What the runtime knows about NQ3 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "NQ3",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: None,
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: Some(GptqCode::Codebook {
+        codebook: CODEBOOK,
+        pack,
+    }),
+};
 
 #[cfg(test)]
 mod tests {

@@ -16,16 +16,11 @@
 //! 0.0786 for TQ2, 0.1029 for VQ2 (uniform with a min) although VQ2 spends 2.5 bpw.
 
 use super::trellis;
-use crate::format::Format;
-use crate::quant::act_q8::BlockQ8Act;
-use crate::quant::search;
+use crate::format::{Format, FormatSpec};
+use crate::quant::gptq::{GptqCode, TrellisCode};
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::TQ2;
-/// Weights per block.
-pub const BLOCK_ELEMS: usize = trellis::BLOCK_ELEMS;
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = trellis::block_bytes(K);
 /// Bits each weight adds to the stream.
 pub const K: usize = 2;
 /// Codebook units per standard deviation of the Gaussian it was trained for: a block of
@@ -54,61 +49,27 @@ pub const CODEBOOK: [i8; trellis::STATES] = [
     -8, 47, -32, -70, -24, 24, -4, 60, -78, -12, 10, 27, -25, -35, 81, 48,
 ];
 
-/// Decode one block: `out[i] = d * CODEBOOK[state(i)]`.
-pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
-    trellis::decode::<K>(&CODEBOOK, block, out);
-}
+trellis::trellis_format!();
 
-/// Store `d` and the 2-bit symbols `sym` as one block.
-pub fn pack(d: f32, sym: &[u8], out: &mut [u8]) {
-    trellis::pack::<K>(d, sym, out);
-}
-
-/// Quantize one block with importance weights `w` ([`trellis::quantize`]).
-pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
-    trellis::quantize::<K>(&CODEBOOK, UNIT, x, w, out);
-}
-
-/// Quantize one block with the default weights of [`search::default_weights`].
-pub fn quantize_block(x: &[f32], out: &mut [u8]) {
-    let mut w = [0f32; BLOCK_ELEMS];
-    search::default_weights(x, &mut w);
-    quantize_block_weighted(x, &w, out);
-}
-
-/// Reference dot product with 64 f32 values: `d · Σ CODEBOOK[state(i)]·x`.
-pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
-    trellis::dot_f32::<K>(&CODEBOOK, block, x)
-}
-
-/// Reference dot product with two 8-bit activation blocks: `d · Σₛ daₛ · Σ CODEBOOK[state]·qa`,
-/// the inner sums in i32.
-pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
-    trellis::dot_q8::<K>(&CODEBOOK, block, act)
-}
+/// What the runtime knows about TQ2 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "TQ2",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: None,
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: Some(GptqCode::Trellis(TrellisCode::of::<K>(&CODEBOOK))),
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::act_q8::testutil::*;
     use trellis::testutil::*;
-
-    #[test]
-    fn sizes_match_format() {
-        assert_eq!(FORMAT.block_bytes(), BLOCK_BYTES);
-        assert_eq!(FORMAT.block_elems(), BLOCK_ELEMS);
-        assert_eq!(FORMAT.bits_per_weight(), 2.25);
-    }
-
-    #[test]
-    fn layout_matches_doc() {
-        check_layout::<K>(&CODEBOOK);
-    }
-
-    #[test]
-    fn viterbi_is_optimal_on_short_blocks() {
-        check_viterbi_optimal::<K>(&CODEBOOK);
-    }
 
     #[test]
     fn round_trip_rmse() {
@@ -123,40 +84,14 @@ mod tests {
 
     #[test]
     fn beats_the_scalar_format_on_gaussian_weights() {
+        use super::super::vq2;
         let ours = gaussian_mse(quantize_block_weighted, dequantize_block, BLOCK_BYTES);
         let other = gaussian_mse(
-            super::super::vq2::quantize_block_weighted,
-            super::super::vq2::dequantize_block,
-            super::super::vq2::BLOCK_BYTES,
+            vq2::quantize_block_weighted,
+            vq2::dequantize_block,
+            vq2::BLOCK_BYTES,
         );
         std::println!("mse TQ2 {ours:.5}, VQ2 {other:.5}");
         assert!(ours < 0.85 * other, "TQ2 {ours}, VQ2 {other}");
-    }
-
-    #[test]
-    fn special_blocks() {
-        check_codebook_special_blocks(quantize_block, dequantize_block, BLOCK_BYTES, BLOCK_ELEMS);
-    }
-
-    #[test]
-    fn decode_never_panics_any_bytes() {
-        crate::quant::gguf::testutil::decode_never_panics(
-            dequantize_block,
-            BLOCK_BYTES,
-            BLOCK_ELEMS,
-            &[trellis::OFF_D],
-        );
-    }
-
-    #[test]
-    fn dots_match_reference() {
-        check_dots(
-            dequantize_block,
-            dot_f32,
-            dot_q8,
-            BLOCK_BYTES,
-            BLOCK_ELEMS,
-            &[trellis::OFF_D],
-        );
     }
 }

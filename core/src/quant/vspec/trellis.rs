@@ -289,6 +289,121 @@ pub fn dot_q8<const K: usize>(codebook: &[i8; STATES], block: &[u8], act: &[Bloc
     d * s
 }
 
+/// Stamps a trellis format's block functions and the tests every trellis format runs into the
+/// module that invokes it (`tq2`, `tq3`, `tq4`), from that module's `K`, `UNIT` and `CODEBOOK`.
+/// The module keeps only what is its own: layout doc, constants, `SPEC` and its measured numbers.
+macro_rules! trellis_format {
+    () => {
+        /// Weights per block.
+        pub const BLOCK_ELEMS: usize = $crate::quant::vspec::trellis::BLOCK_ELEMS;
+        /// Bytes per block.
+        pub const BLOCK_BYTES: usize = $crate::quant::vspec::trellis::block_bytes(K);
+
+        /// Decode one block: `out[i] = d * CODEBOOK[state(i)]`.
+        pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
+            $crate::quant::vspec::trellis::decode::<K>(&CODEBOOK, block, out);
+        }
+
+        /// Store `d` and the `K`-bit symbols `sym` as one block.
+        pub fn pack(d: f32, sym: &[u8], out: &mut [u8]) {
+            $crate::quant::vspec::trellis::pack::<K>(d, sym, out);
+        }
+
+        /// Quantize one block with importance weights `w` (`trellis::quantize`).
+        pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
+            $crate::quant::vspec::trellis::quantize::<K>(&CODEBOOK, UNIT, x, w, out);
+        }
+
+        /// Quantize one block with the default weights of `search::default_weights`.
+        pub fn quantize_block(x: &[f32], out: &mut [u8]) {
+            let mut w = [0f32; BLOCK_ELEMS];
+            $crate::quant::search::default_weights(x, &mut w);
+            quantize_block_weighted(x, &w, out);
+        }
+
+        /// Reference dot product with 64 f32 values: `d · Σ CODEBOOK[state(i)]·x`.
+        pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
+            $crate::quant::vspec::trellis::dot_f32::<K>(&CODEBOOK, block, x)
+        }
+
+        /// Reference dot product with two 8-bit activation blocks:
+        /// `d · Σₛ daₛ · Σ CODEBOOK[state]·qa`, the inner sums in i32.
+        pub fn dot_q8(block: &[u8], act: &[$crate::quant::act_q8::BlockQ8Act]) -> f32 {
+            $crate::quant::vspec::trellis::dot_q8::<K>(&CODEBOOK, block, act)
+        }
+
+        #[cfg(test)]
+        mod trellis_format_tests {
+            use super::*;
+            use $crate::quant::act_q8::testutil::*;
+            use $crate::quant::vspec::trellis::{self, testutil::*};
+
+            #[test]
+            fn sizes_match_format() {
+                assert_eq!(FORMAT.block_bytes(), BLOCK_BYTES);
+                assert_eq!(FORMAT.block_elems(), BLOCK_ELEMS);
+                assert_eq!(FORMAT.bits_per_weight(), (BLOCK_BYTES * 8) as f64 / 64.0);
+                assert_eq!(FORMAT.bits_per_weight(), K as f64 + 0.25);
+            }
+
+            #[test]
+            fn layout_matches_doc() {
+                check_layout::<K>(&CODEBOOK);
+            }
+
+            #[test]
+            fn viterbi_is_optimal_on_short_blocks() {
+                check_viterbi_optimal::<K>(&CODEBOOK);
+            }
+
+            #[test]
+            fn special_blocks() {
+                check_codebook_special_blocks(
+                    quantize_block,
+                    dequantize_block,
+                    BLOCK_BYTES,
+                    BLOCK_ELEMS,
+                );
+            }
+
+            #[test]
+            fn decode_never_panics_any_bytes() {
+                $crate::quant::gguf::testutil::decode_never_panics(
+                    dequantize_block,
+                    BLOCK_BYTES,
+                    BLOCK_ELEMS,
+                    &[trellis::OFF_D],
+                );
+            }
+
+            #[test]
+            fn dots_match_reference() {
+                check_dots(
+                    dequantize_block,
+                    dot_f32,
+                    dot_q8,
+                    BLOCK_BYTES,
+                    BLOCK_ELEMS,
+                    &[trellis::OFF_D],
+                );
+            }
+
+            #[test]
+            fn spec_is_this_file() {
+                let spec = FORMAT.spec();
+                assert_eq!(spec.block_bytes, BLOCK_BYTES);
+                match spec.gptq {
+                    Some($crate::quant::gptq::GptqCode::Trellis(code)) => {
+                        assert!(core::ptr::eq(code.codebook, &CODEBOOK));
+                    }
+                    _ => panic!("{} has no trellis GPTQ hook", spec.name),
+                }
+            }
+        }
+    };
+}
+pub(crate) use trellis_format;
+
 /// Tests every trellis format runs on itself.
 #[cfg(test)]
 pub mod testutil {

@@ -13,9 +13,9 @@
 //! 32-byte load gives elements 0..32 with `& 0x0F` and 32..64 with `>> 4`. Value: `d * q + m`, two
 //! f32 roundings (no fused multiply-add), `q ∈ 0..=15`.
 
-use crate::format::Format;
-use crate::quant::act_q8::{BlockQ8Act, QK8};
+use crate::format::{Format, FormatSpec};
 use crate::quant::gguf::{f16_at, put_f16};
+use crate::quant::gptq::GptqCode;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::VQ4;
@@ -60,18 +60,6 @@ pub fn pack(d: f32, m: f32, q: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Quantize one block with importance weights `w` (see [`crate::quant::search::fit_affine`]).
-pub fn quantize_block_weighted(x: &[f32], w: &[f32], out: &mut [u8]) {
-    debug_assert_eq!(x.len(), BLOCK_ELEMS);
-    super::quantize_affine(x, w, QMAX, pack, out);
-}
-
-/// Quantize one block with the default weights of [`crate::quant::search::default_weights`].
-pub fn quantize_block(x: &[f32], out: &mut [u8]) {
-    debug_assert_eq!(x.len(), BLOCK_ELEMS);
-    super::quantize_affine_default(x, QMAX, pack, out);
-}
-
 /// Reference dot product with 64 f32 values: `d · Σ q·x + m · Σ x`.
 pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
     debug_assert_eq!(block.len(), BLOCK_BYTES);
@@ -86,13 +74,21 @@ pub fn dot_f32(block: &[u8], x: &[f32]) -> f32 {
     d * sqx + m * sx
 }
 
-/// Reference dot product with two 8-bit activation blocks (elements 0..32 and 32..64):
-/// `Σₛ daₛ · (d · Σ q·qa + m · sumₛ)`, the inner sums in i32.
-pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
-    debug_assert_eq!(block.len(), BLOCK_BYTES);
-    debug_assert_eq!(act.len(), BLOCK_ELEMS / QK8);
-    super::dot_q8_affine(block, act, quant)
-}
+super::affine_format!();
+
+/// What the runtime knows about VQ4 (see [`FormatSpec`]).
+pub const SPEC: FormatSpec = FormatSpec {
+    format: FORMAT,
+    name: "VQ4",
+    block_elems: BLOCK_ELEMS,
+    block_bytes: BLOCK_BYTES,
+    ggml_type: None,
+    decode: dequantize_block,
+    dot_f32: Some(dot_f32),
+    dot_q8: Some(dot_q8),
+    quantize: Some(quantize_block_weighted),
+    gptq: Some(GptqCode::Affine { qmax: QMAX, pack }),
+};
 
 #[cfg(test)]
 mod tests {
@@ -100,9 +96,7 @@ mod tests {
     use crate::quant::act_q8::testutil::*;
 
     #[test]
-    fn sizes_match_format() {
-        assert_eq!(FORMAT.block_bytes(), BLOCK_BYTES);
-        assert_eq!(FORMAT.block_elems(), BLOCK_ELEMS);
+    fn bits_per_weight() {
         assert_eq!(FORMAT.bits_per_weight(), 4.5);
     }
 
@@ -127,33 +121,6 @@ mod tests {
             BLOCK_BYTES,
             BLOCK_ELEMS,
             0.091,
-        );
-    }
-
-    #[test]
-    fn special_blocks() {
-        check_special_blocks(quantize_block, dequantize_block, BLOCK_BYTES, BLOCK_ELEMS);
-    }
-
-    #[test]
-    fn decode_never_panics_any_bytes() {
-        crate::quant::gguf::testutil::decode_never_panics(
-            dequantize_block,
-            BLOCK_BYTES,
-            BLOCK_ELEMS,
-            &[OFF_D, OFF_M],
-        );
-    }
-
-    #[test]
-    fn dots_match_reference() {
-        check_dots(
-            dequantize_block,
-            dot_f32,
-            dot_q8,
-            BLOCK_BYTES,
-            BLOCK_ELEMS,
-            &[OFF_D, OFF_M],
         );
     }
 }
