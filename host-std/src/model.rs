@@ -2,7 +2,7 @@
 //! safetensors shards), memory-mapped, headers parsed and validated by the core, weights bound
 //! zero-copy.
 
-use crate::parallel::RayonParallel;
+use crate::parallel::ThreadPool;
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
@@ -394,12 +394,23 @@ pub struct Engine<'m> {
     arena: Vec<u32>,
     kv: Vec<u32>,
     kernels: KernelTable,
-    par: RayonParallel,
+    par: ThreadPool,
 }
 
 impl<'m> Engine<'m> {
     /// Plans `model` for `limits` and allocates exactly the planned arena and KV cache.
     pub fn new(model: &'m ModelFile, limits: Limits, threads: usize) -> Result<Engine<'m>> {
+        Self::with_kernels(model, limits, threads, crate::detect::kernel_table())
+    }
+
+    /// [`Engine::new`] with a given kernel table (tests compare the scalar references with the
+    /// table `select` returns).
+    pub fn with_kernels(
+        model: &'m ModelFile,
+        limits: Limits,
+        threads: usize,
+        kernels: KernelTable,
+    ) -> Result<Engine<'m>> {
         let (graph, weights) = model.bind(limits)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         log::info!("memory plan: {}", plan.summary());
@@ -412,8 +423,8 @@ impl<'m> Engine<'m> {
             weights,
             arena,
             kv,
-            kernels: crate::detect::kernel_table(),
-            par: RayonParallel::new(threads)?,
+            kernels,
+            par: ThreadPool::new(threads)?,
         })
     }
 
