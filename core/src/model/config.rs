@@ -174,7 +174,8 @@ impl FieldNames {
 
     /// The message field for parameter `param` of the RoPE scaling (`factor`, ...).
     fn rope_param(&self, param: &str) -> String {
-        // "metadata key 'llama.rope.scaling'" + "factor" -> "metadata key 'llama.rope.scaling.factor'"
+        // "metadata key 'llama.rope.scaling'" and "factor" give
+        // "metadata key 'llama.rope.scaling.factor'".
         match self.rope_scaling.strip_suffix('\'') {
             Some(quoted) => format!("{quoted}.{param}'"),
             None => format!("{}.{param}", self.rope_scaling),
@@ -400,7 +401,8 @@ impl ModelConfig {
             return invalid(
                 &names.n_layers,
                 format!(
-                    "{} blocks, but the file holds tensors for only {blocks} (none named 'blk.{blocks}.')",
+                    "{} blocks, but the file holds tensors for only {blocks} (none named \
+                     'blk.{blocks}.')",
                     self.n_layers
                 ),
             );
@@ -410,7 +412,8 @@ impl ModelConfig {
                 return invalid(
                     &names.vocab,
                     format!(
-                        "{} tokens, but the embedding table, tensor 'token_embd.weight', has {rows} rows",
+                        "{} tokens, but the embedding table, tensor 'token_embd.weight', has \
+                         {rows} rows",
                         self.vocab
                     ),
                 );
@@ -419,7 +422,8 @@ impl ModelConfig {
                 return invalid(
                     &names.d_model,
                     format!(
-                        "{}, but the embedding table, tensor 'token_embd.weight', has rows of {cols}",
+                        "{}, but the embedding table, tensor 'token_embd.weight', has rows of \
+                         {cols}",
                         self.d_model
                     ),
                 );
@@ -427,13 +431,15 @@ impl ModelConfig {
         }
         if !self.tied_embeddings {
             match tensors.matrix("output.weight") {
-                Some((rows, _)) if rows != self.vocab as u64 => return invalid(
-                    &names.vocab,
-                    format!(
+                Some((rows, _)) if rows != self.vocab as u64 => {
+                    return invalid(
+                        &names.vocab,
+                        format!(
                         "{} tokens, but the output head, tensor 'output.weight', has {rows} rows",
                         self.vocab
                     ),
-                ),
+                    )
+                }
                 None if !tensors.contains("output.weight") => {
                     return invalid(
                         &names.tied_embeddings,

@@ -46,7 +46,10 @@ impl ModelConfig {
             if usize_of(v) != head_dim {
                 return Err(Error::invalid(
                     meta_key(&key("attention.value_length")),
-                    format!("{v} differs from the key head size {head_dim}; only equal sizes are supported"),
+                    format!(
+                        "{v} differs from the key head size {head_dim}; only equal sizes are \
+                         supported"
+                    ),
                 ));
             }
         }
