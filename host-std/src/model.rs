@@ -13,6 +13,7 @@ use vspec_core::exec::{Plan, Session};
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
 use vspec_core::kernels::{KernelTable, Parallel};
+use vspec_core::model::config::{FieldNames, TensorShapes};
 use vspec_core::model::{
     bind_weights, build_graph, ModelConfig, RawTensor, RopeScaling, WeightView,
 };
@@ -93,6 +94,7 @@ impl ModelFile {
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let header =
             vspec_core::vspecfile::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        check_vspec_config(&header).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let config = header.config.clone();
         Ok(ModelFile {
             path: path.to_owned(),
@@ -166,12 +168,15 @@ impl ModelFile {
             shards.push(header);
             maps.push((f.clone(), map));
         }
-        let has = |hf: &str| {
-            vspec_core::model::names::hf_to_gguf(hf)
-                .map(|g| names.contains_key(&g))
-                .unwrap_or(false)
-        };
-        let config = ModelConfig::from_hf_json(&cfg_text, &has)
+        // safetensors shapes are outermost first; GGUF order is innermost first.
+        let shapes: TensorShapes = names
+            .iter()
+            .filter_map(|(gguf, (shard, hf))| {
+                let t = shards[*shard].tensor(hf)?;
+                Some((gguf.as_str(), t.shape.iter().rev().copied().collect()))
+            })
+            .collect();
+        let config = ModelConfig::from_hf_json(&cfg_text, &shapes)
             .map_err(|e| anyhow!("{}: {e}", cfg_path.display()))?;
         Ok(ModelFile {
             path: dir.to_owned(),
@@ -251,7 +256,21 @@ impl ModelFile {
                 .with_context(|| format!("{}: tokenizer", self.path.display())),
             Source::Vspec { header } => Tokenizer::from_parts(&header.tokenizer)
                 .with_context(|| format!("{}: tokenizer", self.path.display())),
-            Source::Hf { .. } => Tokenizer::from_hf_dir(&self.path),
+            Source::Hf { .. } => {
+                let tok = Tokenizer::from_hf_dir(&self.path)?;
+                // Padding the embedding past the tokenizer is common (Qwen2.5); token ids past the
+                // embedding would index beyond it.
+                if tok.vocab_size() > self.config.vocab {
+                    bail!(
+                        "{}: tokenizer.json has {} tokens, more than config.json field \
+                         'vocab_size' ({} embedding rows)",
+                        self.path.display(),
+                        tok.vocab_size(),
+                        self.config.vocab
+                    );
+                }
+                Ok(tok)
+            }
         }
     }
 
@@ -280,6 +299,28 @@ impl ModelFile {
             Source::Gguf { .. } | Source::Hf { .. } => None,
         }
     }
+}
+
+/// Checks a `.vspec` header's config against its own tensors and tokenizer (the core's parser has
+/// checked the values themselves), naming the header's fields.
+fn check_vspec_config(header: &VspecFile) -> vspec_core::Result<()> {
+    let shapes: TensorShapes = header
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.dims.clone()))
+        .collect();
+    header.config.check_tensors(&shapes, &FieldNames::vspec())?;
+    let tokens = header.tokenizer.vocab_size as usize;
+    if tokens > header.config.vocab {
+        return Err(vspec_core::Error::invalid(
+            "tokenizer.vocab_size",
+            format!(
+                "{tokens} tokens, more than the config's vocab of {}",
+                header.config.vocab
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The safetensors files of a Hugging Face directory: those named by `model.safetensors.index.json`

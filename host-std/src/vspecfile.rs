@@ -7,7 +7,8 @@
 //! followed by an in-kernel copy of the data). Everything goes to a temporary file
 //! `.{name}.tmp-{pid}-{n}` in the target directory that is fsynced and renamed over the target
 //! only when complete; on any error, or if the writer is dropped unfinished, the temporary file
-//! is removed and no partial output is left.
+//! is removed and no partial output is left. A writer that was killed cannot remove its file; the
+//! next write to the same target removes it once its process is gone.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ impl Temp {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        remove_stale_temps(&dir, &name);
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
         let file = OpenOptions::new()
@@ -69,6 +71,60 @@ impl Drop for Temp {
         if self.armed {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Removes the temporary files that writers of `name` killed before they finished left in `dir`
+/// (`.{name}.tmp-{pid}-{n}`, or `.{name}.tmp-{pid}`), but only those whose process is known to be
+/// gone: a live process may still be writing its file, and this process's own files belong to
+/// writers that are still running or will clean up themselves. Best effort: a file that cannot be
+/// listed or removed is left.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(temp_owner_pid)
+        else {
+            continue;
+        };
+        // `file_type` does not follow links: only plain files that we could have written go.
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if is_file && pid != std::process::id() && process_is_gone(pid) {
+            let path = entry.path();
+            if std::fs::remove_file(&path).is_ok() {
+                log::warn!(
+                    "removed {}, left by an unfinished write (process {pid} no longer runs)",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The writer's process id in a temporary file's suffix `{pid}-{n}` or `{pid}` (digits only).
+fn temp_owner_pid(suffix: &str) -> Option<u32> {
+    let (pid, counter) = suffix.split_once('-').unwrap_or((suffix, "0"));
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(pid) || !all_digits(counter) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is known not to exist. On Linux, a process exists exactly when
+/// `/proc/{pid}` does (when procfs is mounted at all); elsewhere we cannot tell cheaply and say
+/// no, which keeps the file.
+fn process_is_gone(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        false
     }
 }
 

@@ -108,6 +108,18 @@ impl GgufSpec {
     }
 }
 
+/// Keeps the first `rows` rows of the embedding table and the output head.
+fn shrink_vocabulary(spec: &mut GgufSpec, rows: u64) {
+    for t in spec
+        .tensors
+        .iter_mut()
+        .filter(|t| t.0 == "token_embd.weight" || t.0 == "output.weight")
+    {
+        t.1[1] = rows;
+        t.2.truncate((rows * t.1[0] * 4) as usize);
+    }
+}
+
 /// Byte position of tensor `name`'s info (its u64 name length) in a GGUF file.
 fn tensor_info_pos(file: &[u8], name: &str) -> usize {
     let mut needle = (name.len() as u64).to_le_bytes().to_vec();
@@ -522,7 +534,7 @@ fn hf_dir_with_config_missing_fields() {
     let mut c = cfg.clone();
     c["hidden_size"] = serde_json::json!(128);
     tmp.write("config.json", serde_json::to_string(&c).unwrap().as_bytes());
-    both_fail_with(tmp.path(), &["tensor '"]);
+    both_fail_with(tmp.path(), &["'hidden_size'", "tensor 'token_embd.weight'"]);
 }
 
 #[test]
@@ -647,31 +659,12 @@ fn model_path_does_not_exist() {
 fn gguf_embedding_smaller_than_tokenizer_vocabulary() {
     let tmp = TempDir::new("small-embd");
     let mut spec = GgufSpec::llama();
-    for t in spec
-        .tensors
-        .iter_mut()
-        .filter(|t| t.0 == "token_embd.weight" || t.0 == "output.weight")
-    {
-        t.1[1] = 256;
-        t.2.truncate(256 * t.1[0] as usize * 4);
-    }
+    shrink_vocabulary(&mut spec, 256);
     let p = tmp.write("small-embd.gguf", &spec.bytes());
-    // The prompt's merged tokens have ids >= 256 (caught at the first forward step).
-    fails_with(
-        &[
-            "generate",
-            "-m",
-            s(&p),
-            "-p",
-            "the quick brown fox then there",
-            "-n",
-            "4",
-            "--temp",
-            "0",
-            "-t",
-            "1",
-        ],
-        &["token id", "outside the vocabulary of 256"],
+    // Refused when the file is opened, before any prompt could look up an id past the table.
+    both_fail_with(
+        &p,
+        &[s(&p), "tokenizer.ggml.tokens", "320 tokens", "is 256"],
     );
 }
 
@@ -684,6 +677,9 @@ fn gguf_tokenizer_merge_names_a_missing_token() {
             a.truncate(280);
         }
     }
+    // The embedding shrinks with the token list (which must match it) so that the merges are
+    // what is wrong.
+    shrink_vocabulary(&mut spec, 280);
     let p = tmp.write("small-tok.gguf", &spec.bytes());
     fails_with(&gen_args(s(&p)), &[s(&p), "tokenizer", "out of vocabulary"]);
     // token_type of another length than tokens.
@@ -702,8 +698,7 @@ fn gguf_tokenizer_merge_names_a_missing_token() {
 #[test]
 fn gguf_hyperparameters_out_of_range() {
     let tmp = TempDir::new("hparams");
-    // (key, value, what the message names). The config validator names its own fields
-    // (n_kv_heads, n_layers, ...) rather than the GGUF keys.
+    // (key, value, what the message names): the GGUF key itself.
     let cases: Vec<(&str, MetaValue, &str)> = vec![
         (
             "llama.attention.head_count_kv",
@@ -715,23 +710,31 @@ fn gguf_hyperparameters_out_of_range() {
             MetaValue::U32(5),
             "query heads",
         ),
-        ("llama.block_count", MetaValue::U32(u32::MAX), "n_layers"),
+        (
+            "llama.block_count",
+            MetaValue::U32(u32::MAX),
+            "llama.block_count",
+        ),
         (
             "llama.embedding_length",
             MetaValue::U32(u32::MAX),
-            "d_model",
+            "llama.embedding_length",
         ),
         (
             "llama.feed_forward_length",
             MetaValue::U32(u32::MAX),
-            "d_ff",
+            "llama.feed_forward_length",
         ),
         (
             "llama.attention.layer_norm_rms_epsilon",
             MetaValue::F32(f32::NAN),
-            "norm_eps",
+            "llama.attention.layer_norm_rms_epsilon",
         ),
-        ("llama.rope.freq_base", MetaValue::F32(0.0), "rope_theta"),
+        (
+            "llama.rope.freq_base",
+            MetaValue::F32(0.0),
+            "llama.rope.freq_base",
+        ),
     ];
     for (i, (key, v, needle)) in cases.into_iter().enumerate() {
         let mut spec = GgufSpec::llama();
@@ -821,4 +824,404 @@ fn perplexity_zero_chunks_is_an_error() {
         ],
         &["--chunks"],
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata that contradicts itself or the tensors: one value of a valid model changed, refused
+// when the model is opened, the message naming the file and the field as that file spells it.
+// ---------------------------------------------------------------------------------------------
+
+/// Opening `path` fails; the whole error chain, one line.
+#[track_caller]
+fn open_fails(path: &Path) -> String {
+    match ModelFile::open(path) {
+        Ok(_) => panic!("{} opened", path.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn gguf_config_contradictions_name_the_key() {
+    let tmp = TempDir::new("gguf-contradictions");
+    let nan = MetaValue::F32(f32::NAN);
+    let inf = MetaValue::F32(f32::INFINITY);
+    let linear = |factor: f32| {
+        vec![
+            ("llama.rope.scaling.type", MetaValue::Str("linear".into())),
+            ("llama.rope.scaling.factor", MetaValue::F32(factor)),
+        ]
+    };
+    // (values set or added, what the message must name). The fixture has 2 blocks, 4 heads of
+    // 16 (2 kv heads), hidden 64, feed-forward 160, 320 tokens.
+    let cases: Vec<(Vec<(&str, MetaValue)>, &str)> = vec![
+        // Fewer blocks than the file holds (the rest would be ignored), or more.
+        (
+            vec![("llama.block_count", MetaValue::U32(1))],
+            "llama.block_count",
+        ),
+        (
+            vec![("llama.block_count", MetaValue::U32(3))],
+            "llama.block_count",
+        ),
+        (
+            vec![("llama.block_count", MetaValue::U32(0))],
+            "llama.block_count",
+        ),
+        (
+            vec![("llama.context_length", MetaValue::U32(0))],
+            "llama.context_length",
+        ),
+        (linear(0.0), "llama.rope.scaling.factor"),
+        (linear(-2.0), "llama.rope.scaling.factor"),
+        (linear(f32::NAN), "llama.rope.scaling.factor"),
+        (linear(f32::INFINITY), "llama.rope.scaling.factor"),
+        (
+            vec![("llama.attention.head_count", MetaValue::U32(0))],
+            "llama.attention.head_count",
+        ),
+        // 64 is not a multiple of 3 heads and there is no key_length.
+        (
+            vec![("llama.attention.head_count", MetaValue::U32(3))],
+            "llama.attention.head_count",
+        ),
+        // 8 query heads of 16 = 128 rows, but attn_q has 64.
+        (
+            vec![
+                ("llama.attention.head_count", MetaValue::U32(8)),
+                ("llama.attention.key_length", MetaValue::U32(16)),
+            ],
+            "llama.attention.head_count",
+        ),
+        (
+            vec![("llama.attention.head_count_kv", MetaValue::U32(0))],
+            "llama.attention.head_count_kv",
+        ),
+        (
+            vec![("llama.attention.head_count_kv", MetaValue::U32(3))],
+            "llama.attention.head_count_kv",
+        ),
+        (
+            vec![("llama.attention.head_count_kv", MetaValue::U32(1))],
+            "llama.attention.head_count_kv",
+        ),
+        (
+            vec![("llama.attention.key_length", MetaValue::U32(15))],
+            "llama.attention.key_length",
+        ),
+        (
+            vec![("llama.attention.key_length", MetaValue::U32(0))],
+            "llama.attention.key_length",
+        ),
+        (
+            vec![("llama.attention.value_length", MetaValue::U32(8))],
+            "llama.attention.value_length",
+        ),
+        (
+            vec![("llama.rope.dimension_count", MetaValue::U32(0))],
+            "llama.rope.dimension_count",
+        ),
+        (
+            vec![("llama.rope.dimension_count", MetaValue::U32(7))],
+            "llama.rope.dimension_count",
+        ),
+        (
+            vec![("llama.rope.dimension_count", MetaValue::U32(18))],
+            "llama.rope.dimension_count",
+        ),
+        (
+            vec![(
+                "llama.attention.layer_norm_rms_epsilon",
+                MetaValue::F32(0.0),
+            )],
+            "llama.attention.layer_norm_rms_epsilon",
+        ),
+        (
+            vec![(
+                "llama.attention.layer_norm_rms_epsilon",
+                MetaValue::F32(-1e-5),
+            )],
+            "llama.attention.layer_norm_rms_epsilon",
+        ),
+        (
+            vec![("llama.attention.layer_norm_rms_epsilon", inf.clone())],
+            "llama.attention.layer_norm_rms_epsilon",
+        ),
+        (
+            vec![("llama.rope.freq_base", MetaValue::F32(-10.0))],
+            "llama.rope.freq_base",
+        ),
+        (vec![("llama.rope.freq_base", nan)], "llama.rope.freq_base"),
+        (vec![("llama.rope.freq_base", inf)], "llama.rope.freq_base"),
+        (
+            vec![("llama.vocab_size", MetaValue::U32(0))],
+            "llama.vocab_size",
+        ),
+        (
+            vec![("llama.vocab_size", MetaValue::U32(321))],
+            "llama.vocab_size",
+        ),
+        (
+            vec![("llama.embedding_length", MetaValue::U32(0))],
+            "llama.embedding_length",
+        ),
+        // 4 heads of 32: a whole head size, but not the embedding's width.
+        (
+            vec![
+                ("llama.embedding_length", MetaValue::U32(128)),
+                ("llama.attention.key_length", MetaValue::U32(16)),
+            ],
+            "llama.embedding_length",
+        ),
+        (
+            vec![("llama.feed_forward_length", MetaValue::U32(0))],
+            "llama.feed_forward_length",
+        ),
+        (
+            vec![("llama.feed_forward_length", MetaValue::U32(128))],
+            "llama.feed_forward_length",
+        ),
+    ];
+    for (i, (values, needle)) in cases.into_iter().enumerate() {
+        let mut spec = GgufSpec::llama();
+        let what = format!("{values:?}");
+        for (key, v) in values {
+            match spec.meta.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = v,
+                None => spec.meta.push((key.to_string(), v)),
+            }
+        }
+        let p = tmp.write(&format!("c{i}.gguf"), &spec.bytes());
+        let e = open_fails(&p);
+        assert!(
+            e.contains(s(&p)) && e.contains(needle),
+            "{what}: {e:?} does not name {needle}"
+        );
+        assert!(!e.contains('\n'), "{what}: not one line: {e:?}");
+    }
+}
+
+#[test]
+fn gguf_token_list_must_match_the_embedding() {
+    let tmp = TempDir::new("gguf-token-count");
+    for extra in [-1i64, 1] {
+        let mut spec = GgufSpec::llama();
+        for key in ["tokenizer.ggml.tokens", "tokenizer.ggml.token_type"] {
+            if let Some((_, MetaValue::Array(a))) = spec.meta.iter_mut().find(|(k, _)| k == key) {
+                if extra < 0 {
+                    a.pop();
+                } else if key == "tokenizer.ggml.tokens" {
+                    a.push(MetaValue::Str("<extra>".into()));
+                } else {
+                    a.push(MetaValue::I32(1));
+                }
+            }
+        }
+        let p = tmp.write(&format!("t{extra}.gguf"), &spec.bytes());
+        let e = open_fails(&p);
+        assert!(
+            e.contains(s(&p)) && e.contains("tokenizer.ggml.tokens"),
+            "{extra}: {e}"
+        );
+    }
+}
+
+/// A copy of HF fixture `name` in `tmp/dir` with `edit` applied to its config.json.
+fn hf_with_config(
+    tmp: &TempDir,
+    name: &str,
+    dir: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> std::path::PathBuf {
+    let dst = tmp.join(dir);
+    std::fs::create_dir_all(&dst).unwrap();
+    copy_fixture(name, &dst, &[]);
+    let mut cfg = read_json(&dst.join("config.json"));
+    edit(cfg.as_object_mut().unwrap());
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    dst
+}
+
+#[test]
+fn hf_config_contradictions_name_the_field() {
+    use serde_json::json;
+    let tmp = TempDir::new("hf-contradictions");
+    // (fixture, field path, new value, what the message must name). llama states head_dim,
+    // qwen2 implies it; llama_rope3 and qwen3 tie their heads and hold no lm_head.
+    let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+        (
+            "llama",
+            "num_hidden_layers",
+            json!(1),
+            "'num_hidden_layers'",
+        ),
+        (
+            "llama",
+            "num_hidden_layers",
+            json!(3),
+            "'num_hidden_layers'",
+        ),
+        (
+            "llama",
+            "max_position_embeddings",
+            json!(0),
+            "'max_position_embeddings'",
+        ),
+        (
+            "llama_rope3",
+            "rope_scaling.factor",
+            json!(0.0),
+            "'rope_scaling.factor'",
+        ),
+        (
+            "llama_rope3",
+            "rope_scaling.factor",
+            json!(-8.0),
+            "'rope_scaling.factor'",
+        ),
+        (
+            "llama_rope3",
+            "rope_scaling.low_freq_factor",
+            json!(0),
+            "'rope_scaling.low_freq_factor'",
+        ),
+        (
+            "llama_rope3",
+            "rope_scaling.high_freq_factor",
+            json!(1.0),
+            "'rope_scaling.high_freq_factor'",
+        ),
+        (
+            "llama_rope3",
+            "rope_scaling.original_max_position_embeddings",
+            json!(0),
+            "'rope_scaling.original_max_position_embeddings'",
+        ),
+        (
+            "llama_rope3",
+            "tie_word_embeddings",
+            json!(false),
+            "'tie_word_embeddings'",
+        ),
+        (
+            "qwen3",
+            "tie_word_embeddings",
+            json!(false),
+            "'tie_word_embeddings'",
+        ),
+        (
+            "qwen2",
+            "num_attention_heads",
+            json!(0),
+            "'num_attention_heads'",
+        ),
+        (
+            "qwen2",
+            "num_attention_heads",
+            json!(3),
+            "'num_attention_heads'",
+        ),
+        (
+            "llama",
+            "num_attention_heads",
+            json!(8),
+            "'num_attention_heads'",
+        ),
+        (
+            "llama",
+            "num_key_value_heads",
+            json!(3),
+            "'num_key_value_heads'",
+        ),
+        (
+            "llama",
+            "num_key_value_heads",
+            json!(0),
+            "'num_key_value_heads'",
+        ),
+        (
+            "llama",
+            "num_key_value_heads",
+            json!("2"),
+            "'num_key_value_heads'",
+        ),
+        ("llama", "head_dim", json!(15), "'head_dim'"),
+        ("llama", "head_dim", json!(0), "'head_dim'"),
+        ("llama", "rms_norm_eps", json!(0.0), "'rms_norm_eps'"),
+        ("llama", "rms_norm_eps", json!(-1e-5), "'rms_norm_eps'"),
+        ("llama", "rms_norm_eps", json!("1e-5"), "'rms_norm_eps'"),
+        ("llama", "rope_theta", json!(0), "'rope_theta'"),
+        ("llama", "rope_theta", json!(-10000.0), "'rope_theta'"),
+        ("llama", "vocab_size", json!(0), "'vocab_size'"),
+        ("llama", "vocab_size", json!(321), "'vocab_size'"),
+        ("llama", "hidden_size", json!(0), "'hidden_size'"),
+        (
+            "llama",
+            "intermediate_size",
+            json!(0),
+            "'intermediate_size'",
+        ),
+        (
+            "llama",
+            "intermediate_size",
+            json!(128),
+            "'intermediate_size'",
+        ),
+        (
+            "llama",
+            "partial_rotary_factor",
+            json!(0.5),
+            "'partial_rotary_factor'",
+        ),
+    ];
+    for (i, (fixture_name, path, value, needle)) in cases.into_iter().enumerate() {
+        let what = format!("{fixture_name} {path} = {value}");
+        let dir = hf_with_config(&tmp, fixture_name, &format!("m{i}"), |cfg| {
+            match path.split_once('.') {
+                Some((outer, inner)) => {
+                    cfg[outer][inner] = value;
+                }
+                None => {
+                    cfg.insert(path.to_string(), value);
+                }
+            }
+        });
+        let e = open_fails(&dir);
+        assert!(
+            e.contains("config.json") && e.contains(needle),
+            "{what}: {e:?} does not name {needle}"
+        );
+        assert!(!e.contains('\n'), "{what}: not one line: {e:?}");
+    }
+}
+
+#[test]
+fn hf_tokenizer_larger_than_the_embedding_is_refused() {
+    let tmp = TempDir::new("hf-big-tokenizer");
+    let dir = hf_with_config(&tmp, "llama", "m", |_| {});
+    let tj_path = dir.join("tokenizer.json");
+    let mut tj = read_json(&tj_path);
+    // One added token past the 320 embedding rows.
+    tj["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 320, "content": "<extra>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    std::fs::write(&tj_path, tj.to_string()).unwrap();
+    let model = ModelFile::open(&dir).unwrap();
+    let e = format!("{:#}", model.tokenizer().err().expect("tokenizer accepted"));
+    assert!(
+        e.contains("tokenizer.json") && e.contains("'vocab_size'") && e.contains("321"),
+        "{e}"
+    );
+    fails_with(&gen_args(s(&dir)), &["tokenizer.json", "'vocab_size'"]);
+}
+
+#[test]
+fn valid_fixtures_still_open() {
+    for name in ["llama", "llama_rope3", "qwen2", "qwen3"] {
+        let m = ModelFile::open(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        m.tokenizer().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
 }

@@ -975,3 +975,55 @@ fn convert_calibrates_on_the_built_in_text_unless_told_not_to() {
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     no_output(tmp.path(), "x.vspec");
 }
+
+/// A process id no process can have: above the kernel's limit (Linux), or the largest u32.
+fn impossible_pid() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(u64::from(u32::MAX), |max| max + 1)
+}
+
+#[test]
+fn convert_removes_temporaries_of_dead_writers_only() {
+    let tmp = TempDir::new("stale-temps");
+    let dead = impossible_pid();
+    let alive = std::process::id();
+    // Left by writers that were killed: this one's process is gone, as is the older name's.
+    let stale = [
+        format!(".out.vspec.tmp-{dead}-0"),
+        format!(".out.vspec.tmp-{dead}"),
+    ];
+    // This test process is alive: its file may still be being written.
+    let live = format!(".out.vspec.tmp-{alive}-0");
+    // Temporaries of another target, and names that only look alike, are not ours to judge.
+    let unrelated = [
+        format!(".other.vspec.tmp-{dead}-0"),
+        format!(".out.vspec.tmp-{dead}-x"),
+    ];
+    for name in stale.iter().chain([&live]).chain(&unrelated) {
+        tmp.write(name, b"partial");
+    }
+    let out = tmp.join("out.vspec");
+    succeeds(&[
+        "convert",
+        "-m",
+        s(&llama_dir()),
+        "--bits",
+        "8",
+        "-t",
+        "2",
+        "-o",
+        s(&out),
+    ]);
+    let mut expect: Vec<String> = [live, "out.vspec".into()]
+        .into_iter()
+        .chain(unrelated)
+        .collect();
+    if !cfg!(target_os = "linux") {
+        // Without /proc nothing can be told dead: every file stays.
+        expect.extend(stale);
+    }
+    expect.sort();
+    assert_eq!(tmp.entries(), expect);
+}
