@@ -5,41 +5,12 @@
 //! tile for every token of the step: prefill pays the decode once per row, not once per token.
 
 use super::{decode_tile, dot_f32, SharedOut};
-use crate::format::Format;
 use crate::model::WeightView;
 use crate::quant::act_q8::{BlockQ8Act, QK8};
 use core::ops::Range;
 
 /// Weights decoded at a time: a multiple of every block size.
 pub const TILE: usize = 256;
-
-/// Kernel name of the scalar reference for `format`.
-pub fn scalar_name(format: Format) -> &'static str {
-    match format {
-        Format::F32 => "scalar_matmul_f32",
-        Format::F16 => "scalar_matmul_f16",
-        Format::BF16 => "scalar_matmul_bf16",
-        Format::Q8_0 => "scalar_matmul_q8_0",
-        Format::Q4_0 => "scalar_matmul_q4_0",
-        Format::Q4_1 => "scalar_matmul_q4_1",
-        Format::Q5_0 => "scalar_matmul_q5_0",
-        Format::Q5_1 => "scalar_matmul_q5_1",
-        Format::Q2_K => "scalar_matmul_q2_k",
-        Format::Q3_K => "scalar_matmul_q3_k",
-        Format::Q4_K => "scalar_matmul_q4_k",
-        Format::Q5_K => "scalar_matmul_q5_k",
-        Format::Q6_K => "scalar_matmul_q6_k",
-        Format::IQ4_NL => "scalar_matmul_iq4_nl",
-        Format::IQ4_XS => "scalar_matmul_iq4_xs",
-        Format::VQ2 => "scalar_matmul_vq2",
-        Format::VQ3 => "scalar_matmul_vq3",
-        Format::VQ4 => "scalar_matmul_vq4",
-        Format::NQ3 => "scalar_matmul_nq3",
-        Format::TQ2 => "scalar_matmul_tq2",
-        Format::TQ3 => "scalar_matmul_tq3",
-        Format::TQ4 => "scalar_matmul_tq4",
-    }
-}
 
 /// The scalar reference matmul for any format ([`super::MatMulF32Fn`]).
 ///

@@ -236,7 +236,7 @@ impl KernelTable {
         let mut matmul = [[None; 2]; FORMATS];
         for f in Format::ALL {
             matmul[format_index(f)][ActKind::F32.index()] = Some(MatMulEntry {
-                name: super::matmul::scalar_name(f),
+                name: "scalar_matmul",
                 quality: Quality::Reference,
                 kernel: MatMulKernel::F32(super::matmul::matmul_scalar),
                 row_multiple: 1,

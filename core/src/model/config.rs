@@ -596,9 +596,12 @@ mod tests {
         c.check_tensors(&tensors(2), &FieldNames::vspec()).unwrap();
     }
 
+    /// A change to a valid config and the field its error must name.
+    type Mutation = (fn(&mut ModelConfig), &'static str);
+
     #[test]
     fn each_bad_value_names_its_vspec_field() {
-        let cases: [(fn(&mut ModelConfig), &str); 14] = [
+        let cases: [Mutation; 14] = [
             (|c| c.n_layers = 0, "n_layers"),
             (|c| c.train_ctx = 0, "train_ctx"),
             (|c| c.n_kv_heads = 3, "n_kv_heads"),
