@@ -8,8 +8,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use vspec_core::exec::Plan;
 use vspec_core::graph::Limits;
+use vspec_core::plan::Plan;
 
 /// Success.
 pub const VSPEC_OK: i32 = 0;

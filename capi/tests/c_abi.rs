@@ -23,25 +23,19 @@ fn plans_a_model_and_reports_errors() {
     let path = CString::new(dir).unwrap();
     let mut m = VspecMemory::default();
     // SAFETY: valid string and out pointer.
-    assert_eq!(
-        unsafe { vspec_plan_memory(path.as_ptr(), 64, 8, &mut m) },
-        VSPEC_OK
-    );
+    let status = unsafe { vspec_plan_memory(path.as_ptr(), 64, 8, &mut m) };
+    assert_eq!(status, VSPEC_OK);
     assert!(m.weight_bytes > 400_000 && m.arena_bytes > 0);
     // 2 layers × (k, v) × 64 positions × 2 kv heads × 16 dims × 4 bytes.
     assert_eq!(m.kv_bytes, 2 * 2 * 64 * 2 * 16 * 4);
 
     // SAFETY: null pointers are part of the contract (rejected).
-    assert_eq!(
-        unsafe { vspec_plan_memory(std::ptr::null(), 64, 8, &mut m) },
-        VSPEC_ERR_ARGUMENT
-    );
+    let status = unsafe { vspec_plan_memory(std::ptr::null(), 64, 8, &mut m) };
+    assert_eq!(status, VSPEC_ERR_ARGUMENT);
     let missing = CString::new("/nonexistent/model.gguf").unwrap();
     // SAFETY: valid string and out pointer.
-    assert_eq!(
-        unsafe { vspec_plan_memory(missing.as_ptr(), 64, 8, &mut m) },
-        VSPEC_ERR_MODEL
-    );
+    let status = unsafe { vspec_plan_memory(missing.as_ptr(), 64, 8, &mut m) };
+    assert_eq!(status, VSPEC_ERR_MODEL);
     assert!(
         last_error().contains("/nonexistent/model.gguf"),
         "{}",

@@ -64,6 +64,13 @@ pub enum Error {
         /// Bytes given.
         have: usize,
     },
+    /// A device backend reported a failure (no device, out of device memory, a kernel error).
+    Backend {
+        /// Which backend ("cuda").
+        backend: &'static str,
+        /// What it reported.
+        message: String,
+    },
     /// A request exceeds the session's limits (context, tokens per step).
     LimitExceeded {
         /// What limit.
@@ -129,6 +136,7 @@ impl fmt::Display for Error {
                     "{what} buffer too small: plan needs {need} bytes, got {have}"
                 )
             }
+            Error::Backend { backend, message } => write!(f, "{backend} backend: {message}"),
             Error::LimitExceeded {
                 what,
                 limit,

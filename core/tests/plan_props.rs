@@ -2,14 +2,14 @@
 //! lifetimes against the validator, the lower bound and the linear oracle, determinism, and the
 //! validator rejecting a bad plan.
 
-use vspec_core::plan::{greedy, linear, peak_live_bytes, render_ascii, validate, ArenaPlan, Buf};
+use vspec_core::plan::{greedy, linear, peak_live_bytes, render_ascii, validate, ArenaLayout, Buf};
 
 fn buf(size: usize, align: usize, live: core::ops::Range<u32>) -> Buf {
     Buf { size, align, live }
 }
 
 /// Plan with greedy, check it against everything, and return it.
-fn checked_greedy(bufs: &[Buf]) -> ArenaPlan {
+fn checked_greedy(bufs: &[Buf]) -> ArenaLayout {
     let plan = greedy::plan(bufs);
     if let Err(e) = validate(bufs, &plan) {
         panic!("{e}\n{}", render_ascii(bufs, &plan));
@@ -34,7 +34,7 @@ fn golden_chain_reuses_dead_buffers() {
     let plan = checked_greedy(&bufs);
     assert_eq!(
         plan,
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 100, 0, 100],
             arena_bytes: 150
         }
@@ -42,7 +42,7 @@ fn golden_chain_reuses_dead_buffers() {
     assert_eq!(peak_live_bytes(&bufs), 150);
     assert_eq!(
         linear::plan(&bufs),
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 100, 150, 250],
             arena_bytes: 280
         }
@@ -68,7 +68,7 @@ fn golden_gap_reuse() {
     let plan = checked_greedy(&bufs);
     assert_eq!(
         plan,
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 96, 0, 160, 64],
             arena_bytes: 208
         }
@@ -98,7 +98,7 @@ fn golden_best_fit_picks_smallest_aligned_gap() {
     let plan = checked_greedy(&bufs);
     assert_eq!(
         plan,
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 64, 112, 152, 112],
             arena_bytes: 188
         }
@@ -108,7 +108,7 @@ fn golden_best_fit_picks_smallest_aligned_gap() {
     let plan = checked_greedy(&bufs);
     assert_eq!(
         plan,
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 64, 112, 152, 0],
             arena_bytes: 188
         }
@@ -125,7 +125,7 @@ fn golden_zero_size_and_never_live() {
     let plan = checked_greedy(&bufs);
     assert_eq!(
         plan,
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 0, 0],
             arena_bytes: 12
         }
@@ -134,14 +134,14 @@ fn golden_zero_size_and_never_live() {
     // Linear: 0 for the zero-size one, 0..12, then 16..24.
     assert_eq!(
         linear::plan(&bufs),
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 0, 16],
             arena_bytes: 24
         }
     );
     assert_eq!(
         greedy::plan(&[]),
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![],
             arena_bytes: 0
         }
@@ -157,7 +157,7 @@ fn golden_mixed_alignment_falls_back_to_linear() {
     let plan = checked_greedy(&bufs);
     assert_eq!(
         plan,
-        ArenaPlan {
+        ArenaLayout {
             offsets: vec![0, 4, 5],
             arena_bytes: 10
         }
@@ -169,7 +169,7 @@ fn golden_mixed_alignment_falls_back_to_linear() {
 fn validator_rejects_overlapping_plan() {
     let bufs = vec![buf(64, 16, 0..3), buf(32, 16, 2..5), buf(32, 16, 3..6)];
     // 1 and 2 share bytes 16..48 while both live at steps 3..5.
-    let bad = ArenaPlan {
+    let bad = ArenaLayout {
         offsets: vec![0, 64, 80],
         arena_bytes: 112,
     };
@@ -177,7 +177,7 @@ fn validator_rejects_overlapping_plan() {
     assert!(err.contains("plan buffers 1 and 2"), "{err}");
     assert!(err.contains("steps 3..5"), "{err}");
     // Reusing the bytes of 0 for 2 is fine: 0..3 and 3..6 do not meet.
-    let good = ArenaPlan {
+    let good = ArenaLayout {
         offsets: vec![0, 64, 0],
         arena_bytes: 96,
     };
@@ -189,7 +189,7 @@ fn plan_round_trips_through_json() {
     let bufs = best_fit_case(16);
     let plan = greedy::plan(&bufs);
     let text = serde_json::to_string(&(&bufs, &plan)).unwrap();
-    let back: (Vec<Buf>, ArenaPlan) = serde_json::from_str(&text).unwrap();
+    let back: (Vec<Buf>, ArenaLayout) = serde_json::from_str(&text).unwrap();
     assert_eq!(back, (bufs, plan));
 }
 

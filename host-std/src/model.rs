@@ -9,7 +9,7 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use vspec_core::exec::{Plan, Session};
+use vspec_core::exec::Session;
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
 use vspec_core::kernels::{KernelTable, Parallel};
@@ -17,6 +17,7 @@ use vspec_core::model::config::{FieldNames, TensorShapes};
 use vspec_core::model::{
     bind_weights, build_graph, ModelConfig, RawTensor, RopeScaling, WeightView,
 };
+use vspec_core::plan::Plan;
 use vspec_core::safetensors::SafetensorsHeader;
 use vspec_core::vspecfile::VspecFile;
 

@@ -3,9 +3,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use vspec_core::exec::Plan;
-use vspec_core::graph::{lifetime, Limits};
+use vspec_core::graph::Limits;
 use vspec_core::plan;
+use vspec_core::plan::lifetime;
+use vspec_core::plan::Plan;
 use vspec_host::{Engine, ModelFile};
 use vspec_tests::fixtures;
 

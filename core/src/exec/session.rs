@@ -1,12 +1,12 @@
 //! A session runs a planned graph over caller-provided memory: the arena and the KV cache come
 //! from the caller (sized by the [`Plan`]); `forward` allocates nothing.
 
-use super::memory::Plan;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, OpKind, Role, Rows, TensorId};
 use crate::kernels::attention::AttnShape;
 use crate::kernels::{for_each_tile, KernelTable, MatMulKernel, Parallel, SharedOut};
 use crate::model::WeightView;
+use crate::plan::Plan;
 use crate::quant::act_q8::{BlockQ8Act, QK8};
 use core::ops::Range;
 
@@ -122,6 +122,11 @@ impl<'a> Session<'a> {
     /// Forgets everything.
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// The memory plan this session runs.
+    pub fn plan(&self) -> &Plan {
+        self.plan
     }
 
     /// The limits this session was planned for.

@@ -5,8 +5,6 @@
 //! [`Format`]; a matmul computes `y[t, r] = sum_c x[t, c] * w[r, c]`, as GGUF and Hugging Face store
 //! linear layers (`dims = [cols, rows]` in GGUF order).
 
-pub mod lifetime;
-
 use crate::format::Format;
 use alloc::string::String;
 use alloc::vec::Vec;

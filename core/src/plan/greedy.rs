@@ -21,13 +21,13 @@
 //! Cost: O(n² log n) time and O(n) memory for n buffers.
 
 use super::{
-    align_up, aligned_size, arena_end, effective_align, lifetimes_intersect, ArenaPlan, Buf,
+    align_up, aligned_size, arena_end, effective_align, lifetimes_intersect, ArenaLayout, Buf,
 };
 use alloc::vec;
 use alloc::vec::Vec;
 
 /// Plan offsets with greedy best-fit (see the module doc for the steps). Pure and deterministic.
-pub fn plan(bufs: &[Buf]) -> ArenaPlan {
+pub fn plan(bufs: &[Buf]) -> ArenaLayout {
     let n = bufs.len();
     let mut offsets = vec![0usize; n];
 
@@ -82,7 +82,7 @@ pub fn plan(bufs: &[Buf]) -> ArenaPlan {
     if oracle.arena_bytes < arena_bytes {
         return oracle;
     }
-    ArenaPlan {
+    ArenaLayout {
         offsets,
         arena_bytes,
     }

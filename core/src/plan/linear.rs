@@ -9,11 +9,11 @@
 //!    any other buffer gets the cursor rounded up to its alignment, and the cursor moves to its end.
 //! 3. `arena_bytes` is the final cursor.
 
-use super::{align_up, aligned_size, effective_align, ArenaPlan, Buf};
+use super::{align_up, aligned_size, effective_align, ArenaLayout, Buf};
 use alloc::vec::Vec;
 
 /// Plan offsets with a bump allocator (see the module doc). Pure and deterministic.
-pub fn plan(bufs: &[Buf]) -> ArenaPlan {
+pub fn plan(bufs: &[Buf]) -> ArenaLayout {
     let mut cursor = 0usize;
     let offsets: Vec<usize> = bufs
         .iter()
@@ -27,7 +27,7 @@ pub fn plan(bufs: &[Buf]) -> ArenaPlan {
             off
         })
         .collect();
-    ArenaPlan {
+    ArenaLayout {
         offsets,
         arena_bytes: cursor,
     }

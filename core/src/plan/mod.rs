@@ -22,8 +22,12 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 pub mod greedy;
+pub mod lifetime;
 pub mod linear;
+mod memory;
 mod validate;
+
+pub use memory::Plan;
 
 pub use validate::{peak_live_bytes, render_ascii, validate};
 
@@ -41,7 +45,7 @@ pub struct Buf {
 
 /// The output of a planner: one offset per buffer, in input order, and the arena size.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ArenaPlan {
+pub struct ArenaLayout {
     /// Byte offset of buffer `i` in the arena.
     pub offsets: Vec<usize>,
     /// Total arena bytes: the end of the highest buffer.

@@ -1,7 +1,7 @@
 //! Checking, bounding and drawing plans: [`validate`] (the `DoAnyBuffersOverlap` of TFLM, made to
 //! return the offending pair), [`peak_live_bytes`] (the lower bound) and [`render_ascii`].
 
-use super::{aligned_size, lifetimes_intersect, may_conflict, never_live, ArenaPlan, Buf};
+use super::{aligned_size, lifetimes_intersect, may_conflict, never_live, ArenaLayout, Buf};
 use crate::{Error, Result};
 use alloc::format;
 use alloc::string::String;
@@ -16,7 +16,7 @@ use core::fmt::Write;
 ///   buffers conflict with nothing).
 ///
 /// The error names the field, or the pair of buffers, that is wrong.
-pub fn validate(bufs: &[Buf], plan: &ArenaPlan) -> Result<()> {
+pub fn validate(bufs: &[Buf], plan: &ArenaLayout) -> Result<()> {
     if plan.offsets.len() != bufs.len() {
         return Err(Error::invalid(
             "plan.offsets",
@@ -112,7 +112,7 @@ fn symbol(i: usize) -> char {
 /// Draw `plan` for a test failure: a table of buffers, then one line per step showing which
 /// buffer occupies each slice of the arena (`.` free, `*` several buffers share the slice, which
 /// at coarse scale may just be neighbours), then the [`validate`] verdict.
-pub fn render_ascii(bufs: &[Buf], plan: &ArenaPlan) -> String {
+pub fn render_ascii(bufs: &[Buf], plan: &ArenaLayout) -> String {
     let mut s = String::new();
     let peak = peak_live_bytes(bufs);
     let usage = if plan.arena_bytes == 0 {
@@ -212,7 +212,7 @@ mod tests {
     fn validator_names_the_overlapping_pair() {
         let bufs = vec![buf(16, 8, 0..2), buf(16, 8, 3..4), buf(16, 8, 1..3)];
         // Buffers 0 and 1 never meet, so sharing bytes is fine; 0 and 2 meet at step 1.
-        let plan = ArenaPlan {
+        let plan = ArenaLayout {
             offsets: vec![0, 0, 8],
             arena_bytes: 24,
         };
@@ -229,18 +229,18 @@ mod tests {
     #[test]
     fn validator_checks_alignment_length_and_arena() {
         let bufs = vec![buf(10, 8, 0..1)];
-        let bad_align = ArenaPlan {
+        let bad_align = ArenaLayout {
             offsets: vec![4],
             arena_bytes: 64,
         };
         assert!(format!("{}", validate(&bufs, &bad_align).unwrap_err()).contains("offsets[0]"));
-        let short = ArenaPlan {
+        let short = ArenaLayout {
             offsets: vec![],
             arena_bytes: 64,
         };
         assert!(validate(&bufs, &short).is_err());
         // Aligned size is 16, so an arena of 10 is too small.
-        let small = ArenaPlan {
+        let small = ArenaLayout {
             offsets: vec![0],
             arena_bytes: 10,
         };
@@ -248,7 +248,7 @@ mod tests {
         let not_pow2 = vec![buf(10, 3, 0..1)];
         let e = validate(
             &not_pow2,
-            &ArenaPlan {
+            &ArenaLayout {
                 offsets: vec![0],
                 arena_bytes: 64,
             },
@@ -280,7 +280,7 @@ mod tests {
         assert!(l.contains("arena 96 bytes"), "{l}");
         let bad = render_ascii(
             &bufs,
-            &ArenaPlan {
+            &ArenaLayout {
                 offsets: vec![0, 0, 0],
                 arena_bytes: 32,
             },

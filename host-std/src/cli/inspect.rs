@@ -3,9 +3,9 @@
 use super::{model_path, InspectArgs, IrArgs, ModelArgs};
 use crate::model::ModelFile;
 use anyhow::{anyhow, Result};
-use vspec_core::exec::Plan;
 use vspec_core::gguf::MetaValue;
 use vspec_core::graph::{Limits, Role};
+use vspec_core::plan::Plan;
 
 /// `writeln!` into a `String` (which cannot fail).
 macro_rules! outln {

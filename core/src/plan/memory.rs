@@ -1,9 +1,9 @@
 //! The memory plan of a graph: arena offsets for every activation, KV cache size, weight bytes.
 //! A pure function of the graph (and so of the model header and the limits).
 
+use super::{self as plan, lifetime, ArenaLayout, Buf};
 use crate::error::{Error, Result};
-use crate::graph::{lifetime, Graph, Role};
-use crate::plan::{self, ArenaPlan, Buf};
+use crate::graph::{Graph, Role};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -15,7 +15,7 @@ pub struct Plan {
     /// Planner buffers, one per graph tensor (weights: size 0).
     pub buffers: Vec<Buf>,
     /// Offsets of those buffers in the arena.
-    pub arena: ArenaPlan,
+    pub arena: ArenaLayout,
     /// Arena bytes: every activation and scratch buffer.
     pub arena_bytes: usize,
     /// Byte range of the arena holding 8-bit activation blocks

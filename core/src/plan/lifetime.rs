@@ -3,8 +3,8 @@
 //! A tensor produced by op `i` and last read by op `j` is live over steps `i..j+1` (half-open).
 //! The graph output is live to the end of the step, so the caller can read the logits.
 
-use super::{Graph, Role};
-use crate::plan::Buf;
+use super::Buf;
+use crate::graph::{Graph, Role};
 use alloc::vec::Vec;
 
 /// Alignment of every arena buffer: one cache line, so SIMD loads never straddle two buffers.
