@@ -165,25 +165,35 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
 ) {
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
-    for r in rows {
-        let row = w.row(r);
-        let mut t0 = 0;
-        while t0 + 4 <= tokens {
-            let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
-            for (t, v) in s.into_iter().enumerate() {
-                // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
-                unsafe { out.write((t0 + t) * n + r, v) };
+    // Tokens in tiles whose activation blocks stay in L2 while every row of the range passes
+    // over them (a 512-token prefill would otherwise stream all activations once per row).
+    let mut tile = 0;
+    while tile < tokens {
+        let tile_end = (tile + TOKEN_TILE).min(tokens);
+        for r in rows.clone() {
+            let row = w.row(r);
+            let mut t0 = tile;
+            while t0 + 4 <= tile_end {
+                let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
+                for (t, v) in s.into_iter().enumerate() {
+                    // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
+                    unsafe { out.write((t0 + t) * n + r, v) };
+                }
+                t0 += 4;
             }
-            t0 += 4;
+            while t0 < tile_end {
+                let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
+                // SAFETY: as above.
+                unsafe { out.write(t0 * n + r, v) };
+                t0 += 1;
+            }
         }
-        while t0 < tokens {
-            let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
-            // SAFETY: as above.
-            unsafe { out.write(t0 * n + r, v) };
-            t0 += 1;
-        }
+        tile = tile_end;
     }
 }
+
+/// Tokens whose activations one pass over the rows reuses.
+const TOKEN_TILE: usize = 32;
 
 /// Rounds like `libm::roundf` (half away from zero), exactly, for `|v| < 2^23`.
 #[target_feature(enable = "avx2,fma,f16c")]
