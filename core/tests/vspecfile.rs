@@ -200,7 +200,11 @@ fn file_checksums_are_unchanged() {
     ];
     for (head_len, data_len, want) in known {
         let (head, data) = (pattern(head_len, 3), pattern(data_len, 9));
-        assert_eq!(vf::checksum(&head, &data), want, "{head_len} + {data_len} bytes");
+        assert_eq!(
+            vf::checksum(&head, &data),
+            want,
+            "{head_len} + {data_len} bytes"
+        );
         let mut streamed = Xxh64::new(0);
         for piece in data.chunks(4096) {
             streamed.update(piece);
@@ -211,7 +215,7 @@ fn file_checksums_are_unchanged() {
 
 /// `cargo test --release -p vspec-core --test vspecfile -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a timing that checks nothing; run with --ignored --nocapture"]
 fn xxh64_speed() {
     let data = pattern(100 << 20, 5);
     let mut best = f64::MAX;
