@@ -3,7 +3,7 @@
 //! values; plus bit-identical results for any row split and any number of tokens per step.
 
 use vspec_core::format::Format;
-use vspec_core::kernels::{CpuFeatures, KernelTable, Quality, SharedOut};
+use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, Quality, SharedOut};
 use vspec_core::model::WeightView;
 
 struct Rng(u64);
@@ -54,10 +54,13 @@ fn run(
 ) -> Vec<f32> {
     let mut out = vec![f32::NAN; tokens * w.rows];
     let shared = SharedOut::new(&mut out);
-    let f = table.matmul(w.format).f;
+    let MatMulKernel::F32(f) = table.matmul_for(w.format, ActKind::F32).unwrap().kernel else {
+        unreachable!()
+    };
     let mut start = 0;
     for &end in splits.iter().chain(std::iter::once(&w.rows)) {
-        f(w, x, tokens, start..end.min(w.rows), &shared);
+        // SAFETY: the calls run one after another on this thread.
+        unsafe { f(w, x, tokens, start..end.min(w.rows), &shared) };
         start = end.min(w.rows);
     }
     out
@@ -87,7 +90,10 @@ fn avx2_matmul_matches_scalar_reference() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut checked = 0;
     for format in Format::ALL {
-        assert_eq!(fast.matmul(format).quality, Quality::Optimized);
+        assert_eq!(
+            fast.matmul_for(format, ActKind::F32).unwrap().quality,
+            Quality::Optimized
+        );
         let be = format.block_elems();
         for &cols_blocks in &[1usize, 2, 3, 5, 9, 17] {
             let cols = (be.max(32) * cols_blocks).max(be);

@@ -2,7 +2,7 @@
 //! safetensors shards), memory-mapped, headers parsed and validated by the core, weights bound
 //! zero-copy.
 
-use crate::parallel::RayonParallel;
+use crate::parallel::ThreadPool;
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
@@ -353,7 +353,7 @@ pub struct Engine<'m> {
     arena: Vec<u32>,
     kv: Vec<u32>,
     kernels: KernelTable,
-    par: RayonParallel,
+    par: ThreadPool,
 }
 
 impl<'m> Engine<'m> {
@@ -383,7 +383,7 @@ impl<'m> Engine<'m> {
             arena,
             kv,
             kernels,
-            par: RayonParallel::new(threads)?,
+            par: ThreadPool::new(threads)?,
         })
     }
 

@@ -1,16 +1,67 @@
-//! Rayon-backed [`Parallel`]: splits a row range over a private thread pool.
+//! The thread pool behind [`Parallel`]: a few persistent workers that spin briefly between ops.
+//!
+//! Decoding one token runs about two hundred short parallel regions (every matmul and each
+//! layer's attention). Entering a general-purpose pool for each costs microseconds of wake-up and
+//! scheduling, which at a hundred tokens per second is a large share of the time. Here the
+//! calling thread publishes the job by bumping a generation counter, runs chunks itself, and the
+//! workers, which were spinning on that counter, join in within nanoseconds. Workers that see no
+//! new job for a while sleep on a condition variable, so an idle pool costs no CPU.
+//!
+//! Chunks are taken from a shared counter (four per thread), so a thread slowed down by the
+//! machine's other load does not hold up the step; which thread computes a chunk never changes
+//! the result, because every output element is computed by exactly one call in a fixed order.
 
-use rayon::prelude::*;
+use std::cell::UnsafeCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use vspec_core::kernels::Parallel;
 
-/// A thread pool of a fixed size.
-pub struct RayonParallel {
-    pool: rayon::ThreadPool,
-    threads: usize,
+/// How long an idle worker spins on the generation counter before it sleeps.
+const SPIN_ITERATIONS: u32 = 200_000;
+
+/// The job being run: a type-erased pointer to the caller's closure and the range it covers.
+#[derive(Clone, Copy)]
+struct Job {
+    f: *const (dyn Fn(Range<usize>) + Sync),
+    n: usize,
+    chunk: usize,
+    chunks: usize,
 }
 
-impl RayonParallel {
+struct Shared {
+    /// Bumped once per job; workers run a job when it differs from the one they last saw.
+    generation: AtomicU64,
+    /// Written only by the calling thread while no worker reads it (see `run`).
+    job: UnsafeCell<Option<Job>>,
+    next_chunk: AtomicUsize,
+    /// Workers that finished the current job.
+    done: AtomicUsize,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    panicked: AtomicBool,
+}
+
+// SAFETY: `job` is written only by the thread in `ThreadPool::for_each_range` before it publishes
+// a new generation (Release) and after every worker reported done (Acquire); workers read it only
+// between seeing the new generation and reporting done. The closure it points to is Sync.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw pointer inside is only dereferenced under that protocol.
+unsafe impl Send for Shared {}
+
+/// A fixed-size pool: the calling thread plus `threads - 1` workers.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    threads: usize,
+    /// Serializes callers: one job at a time.
+    busy: Mutex<()>,
+}
+
+impl ThreadPool {
     /// A pool of `threads` threads (0 = one per available core).
     pub fn new(threads: usize) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism()
@@ -24,32 +75,229 @@ impl RayonParallel {
                 "-t/--threads {threads} is more than {limit} (this machine has {cores} cores)"
             );
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()?;
-        Ok(RayonParallel { pool, threads })
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            job: UnsafeCell::new(None),
+            next_chunk: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+        });
+        let mut workers = Vec::with_capacity(threads.saturating_sub(1));
+        for i in 1..threads {
+            let s = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("vspec-worker-{i}"))
+                .spawn(move || worker(&s))?;
+            workers.push(handle);
+        }
+        Ok(ThreadPool {
+            shared,
+            workers,
+            threads,
+            busy: Mutex::new(()),
+        })
     }
 }
 
-impl Parallel for RayonParallel {
+/// Runs chunks of `job` until none are left.
+fn run_chunks(shared: &Shared, job: &Job) {
+    loop {
+        let c = shared.next_chunk.fetch_add(1, Ordering::Relaxed);
+        if c >= job.chunks {
+            return;
+        }
+        let start = c * job.chunk;
+        let end = ((c + 1) * job.chunk).min(job.n);
+        // SAFETY: the closure outlives the job: `for_each_range` does not return before every
+        // worker has reported done, and `f` is Sync.
+        let f = unsafe { &*job.f };
+        f(start..end);
+    }
+}
+
+fn worker(shared: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        let generation = loop {
+            let g = shared.generation.load(Ordering::Acquire);
+            if g != seen {
+                break g;
+            }
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if spins < SPIN_ITERATIONS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            // Sleep until the generation moves. Announcing ourselves before re-checking under
+            // the lock means a publisher either sees a sleeper and notifies, or we see its
+            // generation (both sides use SeqCst).
+            shared.sleepers.fetch_add(1, Ordering::SeqCst);
+            let mut guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while shared.generation.load(Ordering::SeqCst) == seen
+                && !shared.shutdown.load(Ordering::SeqCst)
+            {
+                guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(guard);
+            shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+            spins = 0;
+        };
+        seen = generation;
+        // SAFETY: the publisher wrote `job` before the Release store of this generation, which
+        // the Acquire load above observed, and does not write it again before we report done.
+        let job = unsafe { *shared.job.get() };
+        if let Some(job) = job {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_chunks(shared, &job)));
+            if outcome.is_err() {
+                shared.panicked.store(true, Ordering::SeqCst);
+            }
+        }
+        shared.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+// SAFETY: every index of 0..n is in exactly one chunk, each chunk is claimed once through the
+// shared counter, and the call returns only after the caller ran out of chunks and every worker
+// reported done for this generation.
+unsafe impl Parallel for ThreadPool {
     fn for_each_range(&self, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
         if n == 0 {
             return;
         }
-        if self.threads == 1 {
+        if self.threads == 1 || n == 1 {
             return f(0..n);
         }
-        // Four chunks per thread balance uneven rows without making chunks tiny.
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = &*self.shared;
+        // Four chunks per thread balance uneven progress without making chunks tiny.
         let chunk = n.div_ceil(self.threads * 4).max(1);
         let chunks = n.div_ceil(chunk);
-        self.pool.install(|| {
-            (0..chunks)
-                .into_par_iter()
-                .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
-        });
+        // SAFETY: erasing the closure's lifetime is sound because no worker dereferences it after
+        // this call returns: we wait for every worker's done below, even when a chunk panics.
+        let f_static: *const (dyn Fn(Range<usize>) + Sync) = unsafe {
+            std::mem::transmute::<
+                *const (dyn Fn(Range<usize>) + Sync + '_),
+                *const (dyn Fn(Range<usize>) + Sync + 'static),
+            >(f as *const _)
+        };
+        // SAFETY: every worker reported done for the previous generation before the previous
+        // call returned, so no one reads `job` now.
+        unsafe {
+            *shared.job.get() = Some(Job {
+                f: f_static,
+                n,
+                chunk,
+                chunks,
+            })
+        };
+        shared.next_chunk.store(0, Ordering::Relaxed);
+        shared.done.store(0, Ordering::Relaxed);
+        shared.generation.fetch_add(1, Ordering::SeqCst);
+        if shared.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.wake.notify_all();
+        }
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_chunks(
+                shared,
+                &Job {
+                    f: f_static,
+                    n,
+                    chunk,
+                    chunks,
+                },
+            )
+        }));
+        let workers = self.workers.len();
+        while shared.done.load(Ordering::Acquire) < workers {
+            std::hint::spin_loop();
+        }
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if shared.panicked.swap(false, Ordering::SeqCst) {
+            panic!("a kernel panicked on a worker thread");
+        }
     }
 
     fn threads(&self) -> usize {
         self.threads
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn every_index_once_for_many_jobs_and_sizes() {
+        for threads in [1, 2, 3, 5] {
+            let pool = ThreadPool::new(threads).unwrap();
+            for n in [1usize, 2, 7, 64, 1000] {
+                for _ in 0..50 {
+                    let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                    pool.for_each_range(n, &|r| {
+                        for i in r {
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sleeping_workers_wake_up() {
+        let pool = ThreadPool::new(2).unwrap();
+        let hits = AtomicU32::new(0);
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            pool.for_each_range(100, &|r| {
+                hits.fetch_add(r.len() as u32, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(hits.load(Ordering::Relaxed), 300);
+    }
+
+    #[test]
+    fn a_panicking_chunk_panics_the_caller_and_the_pool_survives() {
+        let pool = ThreadPool::new(2).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.for_each_range(64, &|r| {
+                if r.contains(&40) {
+                    panic!("boom");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let hits = AtomicU32::new(0);
+        pool.for_each_range(10, &|r| {
+            hits.fetch_add(r.len() as u32, Ordering::Relaxed);
+        });
+        assert_eq!(hits.load(Ordering::Relaxed), 10);
     }
 }

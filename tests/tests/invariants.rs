@@ -125,15 +125,19 @@ fn plan_of_a_real_graph_is_tight_deterministic_and_overlap_free() {
             assert_eq!(p1, p2, "plan is not deterministic");
             plan::validate(&bufs, &p1.arena).unwrap();
             let linear = plan::linear::plan(&bufs);
-            assert!(p1.arena_bytes >= p1.peak_live_bytes);
-            assert!(p1.arena_bytes <= linear.arena_bytes);
+            let f32_arena = p1.f32_arena_bytes();
+            assert!(f32_arena >= p1.peak_live_bytes);
+            assert!(f32_arena <= linear.arena_bytes);
             // The greedy planner should reuse memory well on a transformer's short lifetimes.
             assert!(
-                (p1.arena_bytes as f64) < 1.25 * p1.peak_live_bytes as f64,
+                (f32_arena as f64) < 1.25 * p1.peak_live_bytes as f64,
                 "{name}: arena {} vs peak live {}",
-                p1.arena_bytes,
+                f32_arena,
                 p1.peak_live_bytes
             );
+            // The 8-bit activation scratch follows, aligned, sized for the widest matmul input.
+            assert!(p1.act_q8.start >= f32_arena && p1.act_q8.start % 64 == 0);
+            assert_eq!(p1.act_q8.end, p1.arena_bytes);
             // KV cache: layers × (k, v) × positions × kv width × f32.
             let c = &model.config;
             assert_eq!(

@@ -18,6 +18,11 @@ pub struct Plan {
     pub arena: ArenaPlan,
     /// Arena bytes: every activation and scratch buffer.
     pub arena_bytes: usize,
+    /// Byte range of the arena holding 8-bit activation blocks
+    /// ([`crate::quant::act_q8::BlockQ8Act`], 40 bytes each): the largest matmul input of a step,
+    /// quantized once for the kernels that read 8-bit activations. Starts 64-byte aligned after
+    /// the f32 activations.
+    pub act_q8: core::ops::Range<usize>,
     /// Largest sum of simultaneously live activation bytes (the arena's lower bound).
     pub peak_live_bytes: usize,
     /// KV cache bytes: `2 × layers × max_ctx × kv_width × 4` (f32).
@@ -33,6 +38,7 @@ impl Plan {
         let buffers = lifetime::buffers(graph);
         let arena = plan::greedy::plan(&buffers);
         plan::validate(&buffers, &arena)?;
+        let act_q8 = act_q8_scratch(graph, arena.arena_bytes)?;
         let kv_bytes = 2usize
             .checked_mul(graph.kv_layers)
             .and_then(|v| v.checked_mul(graph.limits.max_ctx))
@@ -47,12 +53,18 @@ impl Plan {
         }
         Ok(Plan {
             peak_live_bytes: plan::peak_live_bytes(&buffers),
-            arena_bytes: arena.arena_bytes,
+            arena_bytes: act_q8.end,
+            act_q8,
             buffers,
             arena,
             kv_bytes,
             weight_bytes,
         })
+    }
+
+    /// Bytes of the f32 activations (the start of the arena, before [`Plan::act_q8`]).
+    pub fn f32_arena_bytes(&self) -> usize {
+        self.arena.arena_bytes
     }
 
     /// Weights + arena + KV cache.
@@ -72,4 +84,26 @@ impl Plan {
             mib(self.total_bytes())
         )
     }
+}
+
+/// The 8-bit activation scratch: room for the widest matmul input at `max_tokens` rows, in
+/// 32-element blocks, placed after the f32 activations that end at `f32_end`.
+fn act_q8_scratch(graph: &Graph, f32_end: usize) -> Result<core::ops::Range<usize>> {
+    use crate::graph::OpKind;
+    use crate::quant::act_q8::{BlockQ8Act, QK8};
+    let mut blocks = 0usize;
+    for op in graph
+        .ops
+        .iter()
+        .filter(|op| matches!(op.kind, OpKind::MatMul))
+    {
+        let input = &graph.tensors[op.inputs[0]];
+        blocks = blocks.max(input.activation_len(graph.limits.max_tokens).div_ceil(QK8));
+    }
+    let start = f32_end.next_multiple_of(64);
+    blocks
+        .checked_mul(core::mem::size_of::<BlockQ8Act>())
+        .and_then(|b| start.checked_add(b))
+        .map(|end| start..end)
+        .ok_or_else(|| Error::invalid("limits.max_tokens", "activation scratch size overflows"))
 }

@@ -4,9 +4,10 @@
 use super::memory::Plan;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, OpKind, Role, Rows, TensorId};
-use crate::kernels::attention::{attention_heads, AttnShape};
-use crate::kernels::{activation, for_each_tile, norm, rope, KernelTable, Parallel, SharedOut};
+use crate::kernels::attention::AttnShape;
+use crate::kernels::{for_each_tile, KernelTable, MatMulKernel, Parallel, SharedOut};
 use crate::model::WeightView;
+use crate::quant::act_q8::{BlockQ8Act, QK8};
 use core::ops::Range;
 
 /// Sees the input of every matmul: `(weight name, input activation name, x as rows × cols, cols)`.
@@ -21,8 +22,12 @@ pub struct Session<'a> {
     graph: &'a Graph,
     plan: &'a Plan,
     weights: &'a [Option<WeightView<'a>>],
-    /// Activations at planned offsets, `plan.arena_bytes / 4` f32.
+    /// Activations at planned offsets, `plan.f32_arena_bytes() / 4` f32.
     arena: &'a mut [f32],
+    /// The arena's 8-bit activation scratch ([`Plan::act_q8`]).
+    act_q8: &'a mut [BlockQ8Act],
+    /// The activation whose 8-bit blocks `act_q8` holds in this step (Q, K and V share one).
+    act_q8_of: Option<TensorId>,
     /// `(layers, 2 [k|v], max_ctx, kv_width)` f32.
     kv: &'a mut [f32],
     kernels: &'a KernelTable,
@@ -55,8 +60,16 @@ impl<'a> Session<'a> {
                 have: kv.len(),
             });
         }
-        let arena: &mut [f32] = bytemuck::try_cast_slice_mut(&mut arena[..plan.arena_bytes])
+        if plan.act_q8.start < plan.f32_arena_bytes() || plan.act_q8.end != plan.arena_bytes {
+            return Err(Error::invalid(
+                "plan",
+                "activation scratch outside the arena",
+            ));
+        }
+        let (f32_part, q8_part) = arena[..plan.arena_bytes].split_at_mut(plan.act_q8.start);
+        let arena: &mut [f32] = bytemuck::try_cast_slice_mut(f32_part)
             .map_err(|_| Error::invalid("arena", "buffer is not 4-byte aligned"))?;
+        let act_q8 = q8_blocks(q8_part)?;
         let kv: &mut [f32] = bytemuck::try_cast_slice_mut(&mut kv[..plan.kv_bytes])
             .map_err(|_| Error::invalid("kv", "buffer is not 4-byte aligned"))?;
         if weights.len() != graph.tensors.len() {
@@ -68,6 +81,10 @@ impl<'a> Session<'a> {
             }
         }
         graph.validate()?;
+        kernels.check_formats(graph.ops.iter().filter_map(|op| match op.kind {
+            OpKind::MatMul => graph.tensors[op.inputs[1]].format,
+            _ => None,
+        }))?;
         for op in &graph.ops {
             if let OpKind::HeadRmsNorm { head_dim, .. } = op.kind {
                 if head_dim > MAX_HEAD_DIM {
@@ -83,6 +100,8 @@ impl<'a> Session<'a> {
             plan,
             weights,
             arena,
+            act_q8,
+            act_q8_of: None,
             kv,
             kernels,
             par,
@@ -143,6 +162,7 @@ impl<'a> Session<'a> {
                 requested: self.pos + n,
             });
         }
+        self.act_q8_of = None;
         for op_index in 0..self.graph.ops.len() {
             match observer {
                 Some(ref mut obs) => self.run_op(op_index, tokens, Some(&mut **obs))?,
@@ -211,25 +231,13 @@ impl<'a> Session<'a> {
                         ));
                     }
                     let row = &mut y[t * table.cols..(t + 1) * table.cols];
-                    for_each_tile(&table, tok as usize, |c0, tile| {
-                        row[c0..c0 + tile.len()].copy_from_slice(tile)
-                    });
+                    (kernels.embed.f)(&table, tok as usize, row);
                 }
             }
             OpKind::RmsNorm { eps } => {
                 let w = weights[0];
-                let x = ins[0];
-                let d = w.cols;
-                for t in 0..out_rows {
-                    let (xs, ys) = (&x[t * d..(t + 1) * d], &mut y[t * d..(t + 1) * d]);
-                    // Normalize with unit weight, then scale tile by tile (no heap copy of w).
-                    let ones_scale = norm::inv_rms(xs, *eps);
-                    for_each_tile(&w, 0, |c0, tile| {
-                        for (i, &wv) in tile.iter().enumerate() {
-                            ys[c0 + i] = xs[c0 + i] * ones_scale * wv;
-                        }
-                    });
-                }
+                let len = out_rows * w.cols;
+                (kernels.rms_norm.f)(&ins[0][..len], &w, *eps, &mut y[..len]);
             }
             OpKind::MatMul => {
                 let w = weights[0];
@@ -242,9 +250,36 @@ impl<'a> Session<'a> {
                         w.cols,
                     );
                 }
+                let entry = kernels
+                    .matmul(w.format)
+                    .ok_or_else(|| Error::invalid("kernels", "matmul kernel missing"))?;
                 let shared = SharedOut::new(y);
-                let f = kernels.matmul(w.format).f;
-                par.for_each_range(w.rows, &|r| f(&w, x, out_rows, r, &shared));
+                let rm = entry.row_multiple.max(1);
+                let units = w.rows.div_ceil(rm);
+                let rows_of = |u: Range<usize>| u.start * rm..(u.end * rm).min(w.rows);
+                match entry.kernel {
+                    MatMulKernel::F32(f) => par.for_each_range(units, &|u| {
+                        // SAFETY: `Parallel` hands out disjoint unit ranges, so each call owns
+                        // its rows of `shared` alone.
+                        unsafe { f(&w, x, out_rows, rows_of(u), &shared) }
+                    }),
+                    MatMulKernel::Q8(f) => {
+                        let blocks = out_rows * w.cols / QK8;
+                        let input = op.inputs[0];
+                        if self.act_q8_of != Some(input) {
+                            (kernels.quantize_q8.f)(
+                                &x[..out_rows * w.cols],
+                                &mut self.act_q8[..blocks],
+                            );
+                            self.act_q8_of = Some(input);
+                        }
+                        let xq = &self.act_q8[..blocks];
+                        par.for_each_range(units, &|u| {
+                            // SAFETY: as above, disjoint rows per call.
+                            unsafe { f(&w, xq, out_rows, rows_of(u), &shared) }
+                        });
+                    }
+                }
                 if let Some(bias) = weights.get(1) {
                     for t in 0..out_rows {
                         let yrow = &mut y_row(&shared, t, w.rows);
@@ -261,7 +296,7 @@ impl<'a> Session<'a> {
                 for_each_tile(&weights[0], 0, |c0, tile| {
                     wbuf[c0..c0 + tile.len()].copy_from_slice(tile)
                 });
-                norm::head_rms_norm(ins[0], &wbuf[..*head_dim], *eps, *head_dim, y);
+                (kernels.head_rms_norm.f)(ins[0], &wbuf[..*head_dim], *eps, *head_dim, y);
             }
             OpKind::Rope {
                 head_dim,
@@ -271,7 +306,7 @@ impl<'a> Session<'a> {
                 let width = graph.tensors[op.outputs[0]].cols;
                 for t in 0..out_rows {
                     let r = t * width..(t + 1) * width;
-                    rope::rope_row(
+                    (kernels.rope.f)(
                         &ins[0][r.clone()],
                         &mut y[r],
                         pos0 + t,
@@ -306,12 +341,15 @@ impl<'a> Session<'a> {
                 let (kc, vc) = (&*kc, &*vc);
                 let scores = SharedOut::new(extra);
                 let out = SharedOut::new(y);
+                let attend = kernels.attention.f;
                 par.for_each_range(*n_heads, &|heads| {
-                    attention_heads(&shape, q, kc, vc, heads, &scores, &out)
+                    // SAFETY: `Parallel` hands out disjoint head ranges; each call owns its
+                    // heads' scratch rows and output columns.
+                    unsafe { attend(&shape, q, kc, vc, heads, &scores, &out) }
                 });
             }
-            OpKind::SwiGlu => activation::swiglu(ins[0], ins[1], y),
-            OpKind::Add => activation::add(ins[0], ins[1], y),
+            OpKind::SwiGlu => (kernels.swiglu.f)(ins[0], ins[1], y),
+            OpKind::Add => (kernels.add.f)(ins[0], ins[1], y),
             OpKind::LastRow => {
                 let d = y.len();
                 let x = ins[0];
@@ -320,6 +358,26 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
+}
+
+/// Views the arena's scratch bytes as 8-bit activation blocks (4-byte aligned, whole blocks).
+fn q8_blocks(bytes: &mut [u8]) -> Result<&mut [BlockQ8Act]> {
+    let size = core::mem::size_of::<BlockQ8Act>();
+    if bytes
+        .as_ptr()
+        .align_offset(core::mem::align_of::<BlockQ8Act>())
+        != 0
+    {
+        return Err(Error::invalid(
+            "arena",
+            "activation scratch is not 4-byte aligned",
+        ));
+    }
+    let n = bytes.len() / size;
+    // SAFETY: the pointer is aligned for BlockQ8Act (checked), `n` blocks fit in the borrowed
+    // bytes, and BlockQ8Act is plain data (f32, i32, [i8; 32], repr(C), no padding) for which
+    // every bit pattern is a valid value; the exclusive borrow moves into the result.
+    Ok(unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<BlockQ8Act>(), n) })
 }
 
 /// Row `t` of a `[tokens, width]` buffer behind a [`SharedOut`], once the parallel writers are done.

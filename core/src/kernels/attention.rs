@@ -24,7 +24,10 @@ pub struct AttnShape {
 /// Attention for query heads `heads`: `q` is `[tokens, n_heads·head_dim]`, `k_cache`/`v_cache` are
 /// `[positions, n_kv_heads·head_dim]` holding at least `pos0 + tokens` positions. Writes
 /// `out[t, h·head_dim..]` and uses `scores[h·max_ctx..]` for those heads only.
-pub fn attention_heads(
+///
+/// # Safety
+/// No other thread touches the scratch rows or output columns of heads `heads` during the call.
+pub unsafe fn attention_heads(
     s: &AttnShape,
     q: &[f32],
     k_cache: &[f32],

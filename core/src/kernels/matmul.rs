@@ -7,14 +7,11 @@
 use super::{decode_tile, dot_f32, SharedOut};
 use crate::format::Format;
 use crate::model::WeightView;
+use crate::quant::act_q8::{BlockQ8Act, QK8};
 use core::ops::Range;
 
 /// Weights decoded at a time: a multiple of every block size.
 pub const TILE: usize = 256;
-
-/// Computes rows `rows` of `out` (`[tokens, w.rows]`) from `x` (`[tokens, w.cols]`).
-pub type MatMulFn =
-    fn(w: &WeightView<'_>, x: &[f32], tokens: usize, rows: Range<usize>, out: &SharedOut<'_>);
 
 /// Kernel name of the scalar reference for `format`.
 pub fn scalar_name(format: Format) -> &'static str {
@@ -44,8 +41,11 @@ pub fn scalar_name(format: Format) -> &'static str {
     }
 }
 
-/// The scalar reference matmul for any format.
-pub fn matmul_scalar(
+/// The scalar reference matmul for any format ([`super::MatMulF32Fn`]).
+///
+/// # Safety
+/// No other thread reads or writes rows `rows` of `out` during the call.
+pub unsafe fn matmul_scalar(
     w: &WeightView<'_>,
     x: &[f32],
     tokens: usize,
@@ -69,20 +69,56 @@ pub fn matmul_scalar(
                 let xs = &x[t * k + c0..t * k + c0 + len];
                 let part = dot_f32(&tile[..len], xs);
                 // SAFETY: as above, element (t, r) belongs to this call alone.
-                unsafe { add(out, t * n + r, part) };
+                unsafe { out.add(t * n + r, part) };
             }
             c0 += len;
         }
     }
 }
 
-/// Adds `v` to element `i` of `out`.
+/// The scalar reference matmul on 8-bit activations ([`super::MatMulQ8Fn`]) for formats with a
+/// reference 8-bit block dot: per output, the blocks' dots summed in order.
 ///
 /// # Safety
-/// The caller is the only thread accessing element `i`.
-#[inline]
-pub(crate) unsafe fn add(out: &SharedOut<'_>, i: usize, v: f32) {
-    // SAFETY: exclusivity of element i is the caller's contract; slice_mut checks bounds.
-    let cell = unsafe { out.slice_mut(i..i + 1) };
-    cell[0] += v;
+/// No other thread reads or writes rows `rows` of `out` during the call.
+pub unsafe fn matmul_q8_scalar(
+    w: &WeightView<'_>,
+    x: &[BlockQ8Act],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
+    let Some(dot) = crate::quant::block_dot_q8(w.format) else {
+        // The table installs this kernel only for formats that have the dot; reaching here is
+        // a table bug, reported as NaN outputs rather than a panic in a worker thread.
+        for r in rows {
+            for t in 0..tokens {
+                // SAFETY: this call owns rows `rows` of every token.
+                unsafe { out.write(t * w.rows + r, f32::NAN) };
+            }
+        }
+        return;
+    };
+    let (be, bb) = (w.format.block_elems(), w.format.block_bytes());
+    let per_block = be / QK8;
+    let blocks_per_row = w.cols / QK8;
+    for r in rows {
+        let bytes = w.row(r);
+        for t in 0..tokens {
+            let xs = &x[t * blocks_per_row..(t + 1) * blocks_per_row];
+            let mut s = 0f32;
+            for (b, block) in bytes.chunks_exact(bb).enumerate() {
+                s += dot(block, &xs[b * per_block..(b + 1) * per_block]);
+            }
+            // SAFETY: element (t, r) belongs to this call alone.
+            unsafe { out.write(t * w.rows + r, s) };
+        }
+    }
+}
+
+/// The scalar reference activation quantizer: whole 32-blocks of `x` into `out`.
+pub fn quantize_q8_scalar(x: &[f32], out: &mut [BlockQ8Act]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK8)) {
+        *b = BlockQ8Act::quantize(xs);
+    }
 }

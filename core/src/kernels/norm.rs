@@ -19,6 +19,20 @@ pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     }
 }
 
+/// RMSNorm of each row of `x` (`rows × w.cols`) with the one-row weight `w` in any format: each
+/// row is normalized with unit weight, then scaled tile by tile (no heap copy of `w`).
+pub fn rms_norm_rows(x: &[f32], w: &crate::model::WeightView<'_>, eps: f32, y: &mut [f32]) {
+    let d = w.cols;
+    for (xs, ys) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let inv = inv_rms(xs, eps);
+        super::for_each_tile(w, 0, |c0, tile| {
+            for (i, &wv) in tile.iter().enumerate() {
+                ys[c0 + i] = xs[c0 + i] * inv * wv;
+            }
+        });
+    }
+}
+
 /// RMSNorm of each `head_dim` slice of `x` (`rows × width`), with the same `w` (`head_dim`).
 pub fn head_rms_norm(x: &[f32], w: &[f32], eps: f32, head_dim: usize, y: &mut [f32]) {
     for (xs, ys) in x.chunks_exact(head_dim).zip(y.chunks_exact_mut(head_dim)) {

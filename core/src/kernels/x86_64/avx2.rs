@@ -9,7 +9,7 @@
 //! it, so the result does not depend on the thread split or the number of tokens in a step.
 
 use crate::kernels::decode_tile;
-use crate::kernels::matmul::{add, TILE};
+use crate::kernels::matmul::TILE;
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
 use core::arch::x86_64::*;
@@ -115,7 +115,7 @@ pub unsafe fn matmul_unchecked(
                                 s = libm::fmaf(tiles[i][q], xs[q], s);
                             }
                             // SAFETY: element (t, r0 + i) belongs to this call alone.
-                            unsafe { add(out, t * n + r0 + i, s) };
+                            unsafe { out.add(t * n + r0 + i, s) };
                         }
                     }
                     t0 += TOKS;
@@ -126,7 +126,7 @@ pub unsafe fn matmul_unchecked(
                 for (i, tile) in tiles.iter().enumerate().take(nr) {
                     let s = dot_tile(&tile[..len], xs);
                     // SAFETY: element (t, r0 + i) belongs to this call alone.
-                    unsafe { add(out, t * n + r0 + i, s) };
+                    unsafe { out.add(t * n + r0 + i, s) };
                 }
             }
             c0 += len;
