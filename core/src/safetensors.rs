@@ -8,6 +8,14 @@
 //! [`parse_header`] bounds the header length before reading it, and checks every tensor's dtype,
 //! byte range (within the input, matching its shape, no overlaps) and name (unique); every error
 //! names the tensor or field at fault. It never panics on any input.
+//!
+//! Not the `safetensors` crate (0.8; it does build no_std with `default-features = false,
+//! features = ["alloc"]`): a malformed entry (missing or mistyped `dtype`, `shape` or
+//! `data_offsets`, an unknown dtype, a negative dimension) comes back as serde's message with a
+//! line and column but no tensor name; it refuses files whose tensors do not tile the data
+//! section exactly (a zero-sized tensor inside another's range, bytes after the last tensor) and
+//! reports overlaps and duplicate names only as "invalid offset"; and it returns tensors sorted
+//! by offset, not in header order. Naming the tensor would mean parsing the JSON again here.
 
 use crate::error::{Error, Result};
 use crate::format::Format;

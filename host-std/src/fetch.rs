@@ -437,27 +437,3 @@ impl<R: Read> Read for ProgressReader<R> {
         Ok(n)
     }
 }
-
-/// The default model for tests that need it: `VSPEC_SMOLLM2_GGUF`, else the cache location.
-/// When it is absent the test should skip: this prints `SKIPPED(no model)` and returns `None`,
-/// unless `VSPEC_REQUIRE_MODEL=1` (set by CI, which fetches the model first) turns the skip into
-/// a failure, so a missing model can never make a suite pass silently.
-pub fn default_model_for_tests() -> Option<PathBuf> {
-    let p = std::env::var_os("VSPEC_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_model_path);
-    if p.is_file() {
-        Some(p)
-    } else if std::env::var("VSPEC_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!(
-            "VSPEC_REQUIRE_MODEL=1 but the model is missing at {}",
-            p.display()
-        );
-    } else {
-        println!(
-            "SKIPPED(no model): {} is absent; run `vspec fetch`",
-            p.display()
-        );
-        None
-    }
-}

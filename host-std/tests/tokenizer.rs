@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use vspec_core::gguf::{Gguf, MetaValue};
 use vspec_host::tokenizer::{StreamDecoder, Tokenizer};
 
+#[path = "common/smollm2.rs"]
+mod smollm2;
+use smollm2::smollm2_gguf;
+
 // ---------------------------------------------------------------------------------------------
 // Synthetic GGUF metadata
 
@@ -314,7 +318,7 @@ fn fixture_cases() -> Option<Vec<Case>> {
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    let Some(path) = vspec_host::fetch::default_model_for_tests() else {
+    let Some(path) = smollm2_gguf() else {
         return;
     };
     let tok = load_smollm2(&path);

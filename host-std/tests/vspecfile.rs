@@ -18,6 +18,10 @@ use vspec_host::tokenizer::Tokenizer;
 use vspec_host::vspecfile::{write_vspec, TensorItem, VspecWriter};
 use vspec_host::{Engine, ModelFile};
 
+#[path = "common/smollm2.rs"]
+mod smollm2;
+use smollm2::smollm2_gguf;
+
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -236,7 +240,7 @@ fn header_that_outgrows_its_gap_is_still_written() {
 
 #[test]
 fn smollm2_gguf_round_trip() {
-    let Some(path) = vspec_host::fetch::default_model_for_tests() else {
+    let Some(path) = smollm2_gguf() else {
         return;
     };
     let dir = TempDir::new("smollm2");
@@ -276,7 +280,7 @@ fn smollm2_gguf_round_trip() {
 fn gguf_tokenizer_parts_round_trip() {
     // The GGUF-built tokenizer through its parts, without a model file (always runs when the
     // SmolLM2 GGUF is present; cheap).
-    let Some(path) = vspec_host::fetch::default_model_for_tests() else {
+    let Some(path) = smollm2_gguf() else {
         return;
     };
     let bytes = std::fs::read(path).unwrap();

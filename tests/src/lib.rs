@@ -21,5 +21,8 @@ pub fn rel_max_abs(a: &[f32], b: &[f32]) -> f64 {
     err / scale
 }
 
-/// The SmolLM2 GGUF if present, else SKIPPED (or a failure under `VSPEC_REQUIRE_MODEL=1`).
-pub use vspec_host::fetch::default_model_for_tests as smollm2_gguf;
+// The SmolLM2 GGUF if present, else SKIPPED (or a failure under `VSPEC_REQUIRE_MODEL=1`); the
+// host-std tests include the same file.
+#[path = "../../host-std/tests/common/smollm2.rs"]
+mod smollm2;
+pub use smollm2::smollm2_gguf;
