@@ -1,53 +1,79 @@
-//! Matmul kernels from the kernel table, per weight format: one decode step (1 token) and one
-//! prefill step (64 tokens) through a 576 × 1536 matrix (SmolLM2's FFN shape).
+//! Matmul kernels from the kernel tables, per tier and weight format: one decode step (1 token)
+//! and one prefill step (64 tokens) through a 1536 × 576 matrix (SmolLM2's FFN shape). Each tier
+//! is the table `KernelTable::select` returns for it, so the benchmark measures what a session
+//! runs; 8-bit-activation entries are timed on activations quantized beforehand (a session
+//! quantizes each activation once per step for all the matmuls that read it).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vspec_bench::{random_weights, Rng};
 use vspec_core::format::Format;
-use vspec_core::kernels::{KernelTable, MatMulKernel, SharedOut};
+use vspec_core::kernels::{CpuFeatures, KernelTable, MatMulKernel, SharedOut};
 use vspec_core::model::WeightView;
+use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
+
+/// Every tier this CPU runs, by name.
+fn tiers() -> Vec<(&'static str, KernelTable)> {
+    let mut t = vec![("scalar", KernelTable::scalar())];
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
+        let features = unsafe { CpuFeatures::assume_detected(true) };
+        t.push(("avx2", KernelTable::select(&features).0));
+    }
+    t
+}
 
 fn matmul(c: &mut Criterion) {
     let (rows, cols) = (1536, 576);
-    let table = KernelTable::scalar();
     let mut rng = Rng::new(7);
-    for format in [
-        Format::F32,
-        Format::F16,
-        Format::Q8_0,
-        Format::Q4_0,
-        Format::Q4_1,
-        Format::IQ4_NL,
-        Format::VQ3,
-        Format::NQ3,
-        Format::TQ3,
-    ] {
-        let data = random_weights(format, rows, cols, &mut rng);
-        let w = WeightView {
-            format,
-            rows,
-            cols,
-            row_bytes: format.row_bytes(cols, "w").unwrap(),
-            data: &data,
-        };
-        let kernel = table.matmul(format).unwrap();
-        let MatMulKernel::F32(f) = kernel.kernel else {
-            unreachable!("the scalar table prefers f32 activations")
-        };
-        let mut group = c.benchmark_group(format!("matmul_{}", kernel.name));
-        for tokens in [1usize, 64] {
-            let x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
-            let mut out = vec![0f32; tokens * rows];
-            group.throughput(Throughput::Elements((rows * cols * tokens) as u64));
-            group.bench_with_input(BenchmarkId::new("tokens", tokens), &tokens, |b, &t| {
-                b.iter(|| {
-                    let shared = SharedOut::new(&mut out);
-                    // SAFETY: one call on this thread owns every row.
-                    unsafe { f(&w, black_box(&x), t, 0..rows, &shared) };
-                })
-            });
+    for (tier, table) in tiers() {
+        for format in [
+            Format::F32,
+            Format::F16,
+            Format::Q8_0,
+            Format::Q4_0,
+            Format::Q4_1,
+            Format::IQ4_NL,
+            Format::Q4_K,
+            Format::VQ4,
+            Format::VQ3,
+            Format::NQ3,
+            Format::TQ3,
+        ] {
+            let data = random_weights(format, rows, cols, &mut rng);
+            let w = WeightView {
+                format,
+                rows,
+                cols,
+                row_bytes: format.row_bytes(cols, "w").unwrap(),
+                data: &data,
+            };
+            let kernel = *table.matmul(format).unwrap();
+            let mut group = c.benchmark_group(format!("{tier}_{}_{}", format.name(), kernel.name));
+            for tokens in [1usize, 64] {
+                let x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
+                let mut xq = vec![BlockQ8Act::ZERO; tokens * cols / QK8];
+                (table.quantize_q8.f)(&x, &mut xq);
+                let mut out = vec![0f32; tokens * rows];
+                group.throughput(Throughput::Elements((rows * cols * tokens) as u64));
+                group.bench_with_input(BenchmarkId::new("tokens", tokens), &tokens, |b, &t| {
+                    b.iter(|| {
+                        let shared = SharedOut::new(&mut out);
+                        // SAFETY: one call on this thread owns every row.
+                        unsafe {
+                            match kernel.kernel {
+                                MatMulKernel::F32(f) => f(&w, black_box(&x), t, 0..rows, &shared),
+                                MatMulKernel::Q8(f) => f(&w, black_box(&xq), t, 0..rows, &shared),
+                            }
+                        }
+                    })
+                });
+            }
+            group.finish();
         }
-        group.finish();
     }
 }
 
