@@ -347,10 +347,18 @@ impl<'a> Session<'a> {
                 let scores = SharedOut::new(extra);
                 let out = SharedOut::new(y);
                 let attend = kernels.attention.f;
-                par.for_each_range(*n_heads, &|heads| {
-                    // SAFETY: `Parallel` hands out disjoint head ranges; each call owns its
-                    // heads' scratch rows and output columns.
-                    unsafe { attend(&shape, q, kc, vc, heads, &scores, &out) }
+                // Whole GQA groups per call when there are enough of them to go round, so a
+                // kernel can read each K/V row once for the group; every head's result is the
+                // same whichever way the heads are split.
+                let per = if *n_kv_heads >= par.threads() {
+                    n_heads / n_kv_heads
+                } else {
+                    1
+                };
+                par.for_each_range(n_heads / per, &|u| {
+                    // SAFETY: `Parallel` hands out disjoint unit ranges, so the head ranges are
+                    // disjoint; each call owns its heads' scratch rows and output columns.
+                    unsafe { attend(&shape, q, kc, vc, u.start * per..u.end * per, &scores, &out) }
                 });
             }
             OpKind::SwiGlu => (kernels.swiglu.f)(ins[0], ins[1], y),

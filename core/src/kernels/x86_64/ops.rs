@@ -214,6 +214,11 @@ fn axpy(o: &mut [f32], p: f32, v: &[f32]) {
     }
 }
 
+/// Query heads of one GQA group attended together: each K and V row is loaded once for all of
+/// them. Each head's arithmetic is exactly the per-head sequence (same dots, same order), so
+/// grouping changes memory traffic, not results.
+const MAX_GROUP: usize = 8;
+
 /// # Safety
 /// AVX2, FMA and F16C are present; no other thread touches the scratch rows or output columns of
 /// heads `heads`.
@@ -231,42 +236,74 @@ unsafe fn attention_avx2(
     let q_width = s.n_heads * hd;
     let kv_width = s.n_kv_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
-    for h in heads {
-        let kvh = h / group;
-        // SAFETY: head h's scratch row belongs to this call alone (caller's contract).
-        let sc = unsafe { scores.slice_mut(h * s.max_ctx..(h + 1) * s.max_ctx) };
+    let mut h0 = heads.start;
+    while h0 < heads.end {
+        let kvh = h0 / group;
+        let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
+        let g = h1 - h0;
+        let mut sc: [&mut [f32]; MAX_GROUP] = Default::default();
+        for (i, row) in sc.iter_mut().enumerate().take(g) {
+            let h = h0 + i;
+            // SAFETY: head h's scratch row belongs to this call alone (caller's contract), and
+            // the rows of distinct heads are disjoint.
+            *row = unsafe { scores.slice_mut(h * s.max_ctx..(h + 1) * s.max_ctx) };
+        }
         for t in 0..s.tokens {
             let n_pos = s.pos0 + t + 1;
-            let qh = &q[t * q_width + h * hd..t * q_width + (h + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (j, sj) in sc[..n_pos].iter_mut().enumerate() {
+            let qh = |i: usize| {
+                let h = h0 + i;
+                &q[t * q_width + h * hd..t * q_width + (h + 1) * hd]
+            };
+            let mut max = [f32::NEG_INFINITY; MAX_GROUP];
+            for j in 0..n_pos {
                 let kj = &k_cache[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd];
-                *sj = dot(qh, kj) * s.scale;
-                max = max.max(*sj);
+                for i in 0..g {
+                    let v = dot(qh(i), kj) * s.scale;
+                    sc[i][j] = v;
+                    max[i] = max[i].max(v);
+                }
             }
-            let whole = n_pos / 8 * 8;
-            let maxv = _mm256_set1_ps(max);
-            let mut sumv = _mm256_setzero_ps();
-            let mut j = 0;
-            while j < whole {
-                let e = exp(_mm256_sub_ps(load(sc, j), maxv));
-                store(sc, j, e);
-                sumv = _mm256_add_ps(sumv, e);
-                j += 8;
+            let mut inv = [0f32; MAX_GROUP];
+            for i in 0..g {
+                inv[i] = 1.0 / softmax_numerators(&mut sc[i][..n_pos], max[i]);
             }
-            let mut sum = hsum(sumv);
-            for sj in sc[whole..n_pos].iter_mut() {
-                *sj = libm::expf(*sj - max);
-                sum += *sj;
+            let mut o: [&mut [f32]; MAX_GROUP] = Default::default();
+            for (i, oi) in o.iter_mut().enumerate().take(g) {
+                let h = h0 + i;
+                // SAFETY: the output columns of head h in row t belong to this call alone, and
+                // distinct heads' columns are disjoint.
+                *oi = unsafe { out.slice_mut(t * q_width + h * hd..t * q_width + (h + 1) * hd) };
+                oi.fill(0.0);
             }
-            let inv = 1.0 / sum;
-            // SAFETY: the output columns of head h in row t belong to this call alone.
-            let o = unsafe { out.slice_mut(t * q_width + h * hd..t * q_width + (h + 1) * hd) };
-            o.fill(0.0);
-            for (j, &sj) in sc[..n_pos].iter().enumerate() {
+            for j in 0..n_pos {
                 let vj = &v_cache[j * kv_width + kvh * hd..j * kv_width + (kvh + 1) * hd];
-                axpy(o, sj * inv, vj);
+                for i in 0..g {
+                    axpy(o[i], sc[i][j] * inv[i], vj);
+                }
             }
         }
+        h0 = h1;
     }
+}
+
+/// Replaces `sc[j]` by `e^(sc[j] − max)` and returns their sum.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn softmax_numerators(sc: &mut [f32], max: f32) -> f32 {
+    let n = sc.len();
+    let whole = n / 8 * 8;
+    let maxv = _mm256_set1_ps(max);
+    let mut sumv = _mm256_setzero_ps();
+    let mut j = 0;
+    while j < whole {
+        let e = exp(_mm256_sub_ps(load(sc, j), maxv));
+        store(sc, j, e);
+        sumv = _mm256_add_ps(sumv, e);
+        j += 8;
+    }
+    let mut sum = hsum(sumv);
+    for sj in sc[whole..n].iter_mut() {
+        *sj = libm::expf(*sj - max);
+        sum += *sj;
+    }
+    sum
 }
