@@ -32,7 +32,8 @@ pub struct BenchArgs {
     /// Prompt tokens of the prompt-processing test (0 skips it).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     pub n_prompt: usize,
-    /// Tokens of the generation test (0 skips it).
+    /// Tokens of the generation test (0 skips it). Each step is fed the next id of a fixed
+    /// pseudo-random sequence (no sampling), so only the forward passes are timed.
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
     /// Timed repetitions of each test.
@@ -226,10 +227,19 @@ fn backend_name() -> &'static str {
 fn report_progress(info: &ModelInfo, threads: usize, m: &Measurement) {
     let (mean, sd) = mean_sd(&m.samples_tok_s());
     eprintln!(
-        "[vspec] {} | {threads} threads | {}: {mean:.2} ± {sd:.2} tok/s",
+        "[vspec] {} | {} | {}: {mean:.2} ± {sd:.2} tok/s",
         info.label,
+        threads_text(threads),
         m.test.name()
     );
+}
+
+fn threads_text(threads: usize) -> String {
+    if threads == 1 {
+        "1 thread".to_string()
+    } else {
+        format!("{threads} threads")
+    }
 }
 
 /// A fixed pseudo-random token sequence inside the vocabulary (xorshift64*): no text needed, and
@@ -420,7 +430,8 @@ fn measure_bandwidths(mib: usize, threads: &[usize]) -> Result<Vec<(usize, f64)>
         }
         let bw = read_bandwidth(&buffer, t, BANDWIDTH_PASSES);
         eprintln!(
-            "[vspec] memory read bandwidth, {mib} MiB, {t} threads: {:.2} GB/s",
+            "[vspec] memory read bandwidth, {mib} MiB, {}: {:.2} GB/s",
+            threads_text(t),
             bw / 1e9
         );
         out.push((t, bw));
@@ -536,7 +547,7 @@ fn tables(
     if !bandwidth.is_empty() {
         let parts: Vec<String> = bandwidth
             .iter()
-            .map(|(t, b)| format!("{:.2} GB/s with {t} threads", b / 1e9))
+            .map(|&(t, b)| format!("{}: {:.2} GB/s", threads_text(t), b / 1e9))
             .collect();
         let _ = writeln!(
             out,
