@@ -1,5 +1,6 @@
 //! The `vspec` command line. Flags are named like llama.cpp's where they mean the same.
 
+mod bench;
 mod inspect;
 mod quant;
 mod run;
@@ -35,6 +36,8 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Convert a GGUF file or Hugging Face directory into a packed .vspec file.
     Convert(ConvertArgs),
+    /// Prompt and generation speed with llama-bench's protocol, plus the decode roofline.
+    Bench(bench::BenchArgs),
     /// Download the default model (SmolLM2-135M-Instruct) into the cache and print its path.
     Fetch,
 }
@@ -272,6 +275,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => quant::calibrate(&a),
         Command::Convert(a) => quant::convert(&a),
         Command::Ir(a) => inspect::ir(&a),
+        Command::Bench(a) => bench::bench(&a),
         Command::Fetch => {
             let p = crate::fetch::default_model(true)?;
             println!("{}", p.display());
