@@ -37,7 +37,6 @@ fn matmul(c: &mut Criterion) {
             Format::Q4_0,
             Format::Q4_1,
             Format::IQ4_NL,
-            Format::Q4_K,
             Format::VQ4,
             Format::VQ3,
             Format::NQ3,
