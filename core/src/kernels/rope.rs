@@ -17,14 +17,15 @@ pub fn rope_row(
 ) {
     let half = inv_freq.len();
     y.copy_from_slice(x);
-    for head in y.chunks_exact_mut(head_dim) {
-        for (i, &f) in inv_freq.iter().enumerate() {
-            let theta = pos as f32 * f;
-            let (s, c) = (libm::sinf(theta), libm::cosf(theta));
-            let (ia, ib) = match layout {
-                RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                RopeLayout::Neox => (i, i + half),
-            };
+    // Every head of the row turns by the same angles: one sine and cosine per frequency.
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let theta = pos as f32 * f;
+        let (s, c) = (libm::sinf(theta), libm::cosf(theta));
+        let (ia, ib) = match layout {
+            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+            RopeLayout::Neox => (i, i + half),
+        };
+        for head in y.chunks_exact_mut(head_dim) {
             let (a, b) = (head[ia], head[ib]);
             head[ia] = a * c - b * s;
             head[ib] = a * s + b * c;
