@@ -414,5 +414,4 @@ fn avx2_tier_reads_8_bit_activations_where_it_has_a_kernel() {
         assert_eq!(t.matmul(f).unwrap().consumes(), ActKind::Q8, "{f:?}");
     }
     assert_eq!(t.matmul(Format::F32).unwrap().consumes(), ActKind::F32);
-    let _ = CpuFeatures::none();
 }

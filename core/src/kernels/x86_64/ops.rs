@@ -4,7 +4,7 @@
 //! tolerance, not bit for bit, and each kernel still computes every output element the same way
 //! whatever the thread split.
 
-use super::q8;
+use super::q8::{self, hsum};
 use crate::kernels::attention::AttnShape;
 use crate::kernels::table::{KernelTable, OpEntry};
 use crate::kernels::{for_each_tile, SharedOut};
@@ -136,13 +136,6 @@ fn add_avx2(a: &[f32], b: &[f32], y: &mut [f32]) {
         i += 8;
     }
     crate::kernels::activation::add(&a[whole..n], &b[whole..n], &mut y[whole..n]);
-}
-
-/// Sums the 8 lanes of `v` in a fixed order.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn hsum(v: __m256) -> f32 {
-    q8::hsum(v)
 }
 
 /// `Σ a·b` with 8-lane FMA, then the tail.
