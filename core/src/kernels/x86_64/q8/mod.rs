@@ -10,6 +10,7 @@
 mod affine;
 mod codebook;
 mod legacy;
+pub(crate) mod rows8;
 mod trellis;
 
 use crate::kernels::SharedOut;
@@ -118,129 +119,103 @@ fn dot32_avx2(w: __m256i, a: __m256i, signed: bool) -> __m256i {
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
-/// [`dot32_avx2`] in one VNNI instruction: `vpdpbusd` sums the same four neighbouring products
-/// into each lane, without the intermediate 16-bit step, so the sums are equal.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn dot32_vnni(w: __m256i, a: __m256i, signed: bool) -> __m256i {
-    let zero = _mm256_setzero_si256();
-    if signed {
-        _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
-    } else {
-        _mm256_dpbusd_epi32(zero, w, a)
-    }
-}
+/// The AVX2 tier's 8-bit matmul driver (the AVX-512 tier's is [`rows8`]).
+pub(crate) mod avx2 {
+    use super::*;
 
-/// The matmul driver, stamped once per tier: `$features` are the target features its functions
-/// are compiled for (the decoders and `$dot` inline into them), `$dot` the 32-lane dot product.
-/// Both tiers run the same float operations in the same order on equal integer sums, so they give
-/// the same bits.
-macro_rules! q8_driver {
-    ($tier:ident, $features:literal, $dot:ident) => {
-        /// The 8-bit matmul driver of this tier.
-        pub(crate) mod $tier {
-            use super::*;
-
-            /// Outputs of row `r` for tokens `t0 .. t0 + N`.
-            ///
-            /// Each output sums its 32-weight chunks into two chains, even chunks into one and
-            /// odd into the other, joined at the end: one chain would make every chunk wait for
-            /// the previous chunk's multiply-add. The order is fixed per output, so any `N`
-            /// gives the same bits.
-            #[target_feature(enable = $features)]
-            #[inline]
-            fn row_tokens<F: Q8Format, const N: usize>(
-                row: &[u8],
-                x: &[BlockQ8Act],
-                acts_per_token: usize,
-                t0: usize,
-            ) -> [f32; N] {
-                let halves = F::ELEMS / QK8;
-                let mut acc = [[_mm256_setzero_ps(); 2]; N];
-                let mut mins = [[0f32; 2]; N];
-                for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
-                    // SAFETY: this tier's table installs `F` only where the CPU has the
-                    // features its decoder needs, all enabled here (target_feature).
-                    let dec = unsafe { F::decode(block) };
-                    for h in 0..halves {
-                        let w = dec.w[h];
-                        let chunk = b * halves + h;
-                        let chain = chunk & 1;
-                        for t in 0..N {
-                            let a = &x[(t0 + t) * acts_per_token + chunk];
-                            // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
-                            let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                            let s = $dot(w, av, F::SIGNED);
-                            acc[t][chain] = _mm256_fmadd_ps(
-                                _mm256_set1_ps(dec.d * a.d),
-                                _mm256_cvtepi32_ps(s),
-                                acc[t][chain],
-                            );
-                            if !F::SIGNED {
-                                mins[t][chain] += dec.m * a.d * a.sum as f32;
-                            }
-                        }
+    /// Outputs of row `r` for tokens `t0 .. t0 + N`.
+    ///
+    /// Each output sums its 32-weight chunks into two chains, even chunks into one and
+    /// odd into the other, joined at the end: one chain would make every chunk wait for
+    /// the previous chunk's multiply-add. The order is fixed per output, so any `N`
+    /// gives the same bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn row_tokens<F: Q8Format, const N: usize>(
+        row: &[u8],
+        x: &[BlockQ8Act],
+        acts_per_token: usize,
+        t0: usize,
+    ) -> [f32; N] {
+        let halves = F::ELEMS / QK8;
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        let mut mins = [[0f32; 2]; N];
+        for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
+            // SAFETY: this tier's table installs `F` only where the CPU has the
+            // features its decoder needs, all enabled here (target_feature).
+            let dec = unsafe { F::decode(block) };
+            for h in 0..halves {
+                let w = dec.w[h];
+                let chunk = b * halves + h;
+                let chain = chunk & 1;
+                for t in 0..N {
+                    let a = &x[(t0 + t) * acts_per_token + chunk];
+                    // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+                    let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                    let s = dot32_avx2(w, av, F::SIGNED);
+                    acc[t][chain] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dec.d * a.d),
+                        _mm256_cvtepi32_ps(s),
+                        acc[t][chain],
+                    );
+                    if !F::SIGNED {
+                        mins[t][chain] += dec.m * a.d * a.sum as f32;
                     }
-                }
-                core::array::from_fn(|t| {
-                    hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + (mins[t][0] + mins[t][1])
-                })
-            }
-
-            /// The 8-bit matmul for format `F` over rows `rows`.
-            ///
-            /// # Safety
-            /// The CPU supports this tier's features (and those of `F`'s decoder); no other
-            /// thread touches rows `rows` of `out`; `x` holds `tokens × w.cols / 32` blocks and
-            /// `w.cols` is a multiple of `F::ELEMS`.
-            #[target_feature(enable = $features)]
-            pub(crate) unsafe fn matmul<F: Q8Format>(
-                w: &WeightView<'_>,
-                x: &[BlockQ8Act],
-                tokens: usize,
-                rows: Range<usize>,
-                out: &SharedOut<'_>,
-            ) {
-                let acts_per_token = w.cols / QK8;
-                let n = w.rows;
-                // Tokens in tiles whose activation blocks stay in L2 while every row of the
-                // range passes over them (a 512-token prefill would otherwise stream all
-                // activations once per row).
-                let mut tile = 0;
-                while tile < tokens {
-                    let tile_end = (tile + TOKEN_TILE).min(tokens);
-                    for r in rows.clone() {
-                        let row = w.row(r);
-                        let mut t0 = tile;
-                        while t0 + 4 <= tile_end {
-                            let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
-                            for (t, v) in s.into_iter().enumerate() {
-                                // SAFETY: element (t0 + t, r) belongs to this call (caller's
-                                // contract).
-                                unsafe { out.write((t0 + t) * n + r, v) };
-                            }
-                            t0 += 4;
-                        }
-                        while t0 < tile_end {
-                            let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
-                            // SAFETY: as above.
-                            unsafe { out.write(t0 * n + r, v) };
-                            t0 += 1;
-                        }
-                    }
-                    tile = tile_end;
                 }
             }
         }
-    };
+        core::array::from_fn(|t| {
+            hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + (mins[t][0] + mins[t][1])
+        })
+    }
+
+    /// The 8-bit matmul for format `F` over rows `rows`.
+    ///
+    /// # Safety
+    /// The CPU supports this tier's features (and those of `F`'s decoder); no other
+    /// thread touches rows `rows` of `out`; `x` holds `tokens × w.cols / 32` blocks and
+    /// `w.cols` is a multiple of `F::ELEMS`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn matmul<F: Q8Format>(
+        w: &WeightView<'_>,
+        x: &[BlockQ8Act],
+        tokens: usize,
+        rows: Range<usize>,
+        out: &SharedOut<'_>,
+    ) {
+        let acts_per_token = w.cols / QK8;
+        let n = w.rows;
+        // Tokens in tiles whose activation blocks stay in L2 while every row of the
+        // range passes over them (a 512-token prefill would otherwise stream all
+        // activations once per row).
+        let mut tile = 0;
+        while tile < tokens {
+            let tile_end = (tile + TOKEN_TILE).min(tokens);
+            for r in rows.clone() {
+                let row = w.row(r);
+                let mut t0 = tile;
+                while t0 + 4 <= tile_end {
+                    let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
+                    for (t, v) in s.into_iter().enumerate() {
+                        // SAFETY: element (t0 + t, r) belongs to this call (caller's
+                        // contract).
+                        unsafe { out.write((t0 + t) * n + r, v) };
+                    }
+                    t0 += 4;
+                }
+                while t0 < tile_end {
+                    let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
+                    // SAFETY: as above.
+                    unsafe { out.write(t0 * n + r, v) };
+                    t0 += 1;
+                }
+            }
+            tile = tile_end;
+        }
+    }
 }
 
-q8_driver!(avx2, "avx2,fma,f16c", dot32_avx2);
-q8_driver!(
-    avx512,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi",
-    dot32_vnni
-);
+pub(crate) use rows8 as avx512;
 
 /// Tokens whose activations one pass over the rows reuses.
 const TOKEN_TILE: usize = 32;
