@@ -151,6 +151,7 @@ fn accumulate(
 #[inline]
 fn group_tokens<F: Q8Format, const N: usize>(
     rows: &[&[u8]; GROUP],
+    next: &[u8],
     x: &[BlockQ8Act],
     acts_per_token: usize,
     t0: usize,
@@ -162,7 +163,12 @@ fn group_tokens<F: Q8Format, const N: usize>(
         min: [zero; 2],
     }; N];
     let blocks = rows[0].len() / F::BYTES;
+    // Cache lines of the next group to ask for while this block is worked on.
+    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
+        for line in b * lines_per_block..(b + 1) * lines_per_block {
+            prefetch(next, line * 64);
+        }
         let mut w = [[_mm256_setzero_si256(); 2]; GROUP];
         let mut scales = [0f32; GROUP];
         let mut mins = [0f32; GROUP];
@@ -209,6 +215,20 @@ fn group_tokens<F: Q8Format, const N: usize>(
             _mm256_add_ps(a.min[0], a.min[1]),
         )
     })
+}
+
+/// Asks for the cache line holding `bytes[offset]` (nothing when `offset` is past the end).
+///
+/// Eight rows read block by block are eight interleaved streams with a stride, which the
+/// hardware prefetchers follow poorly: measured on a 49152 × 576 Q8_0 matrix (beyond the caches),
+/// 5.8 G weights/s without this against 27 with the matrix in cache.
+#[inline(always)]
+fn prefetch(bytes: &[u8], offset: usize) {
+    if let Some(b) = bytes.get(offset) {
+        // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; the
+        // address is inside `bytes` anyway. SSE is part of x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast()) };
+    }
 }
 
 /// Writes lanes `0..count` of `v` as outputs `(token, first_row + i)`.
@@ -261,9 +281,15 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
             let count = (rows.end - first).min(GROUP);
             // Rows past the range repeat its last row; their lanes are computed, not written.
             let group: [&[u8]; GROUP] = core::array::from_fn(|i| w.row((first + i).min(last)));
+            // The next group's rows (contiguous), fetched ahead while this group is worked on.
+            let next_end = (first + 2 * GROUP).min(rows.end);
+            let next = w
+                .data
+                .get((first + GROUP) * w.row_bytes..next_end.max(first + GROUP) * w.row_bytes)
+                .unwrap_or(&[]);
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
-                let v = group_tokens::<F, TOKENS>(&group, x, acts_per_token, t0);
+                let v = group_tokens::<F, TOKENS>(&group, next, x, acts_per_token, t0);
                 for (t, v) in v.into_iter().enumerate() {
                     // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
                     unsafe { write_lanes(out, v, t0 + t, n, first, count) };
@@ -271,7 +297,7 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
                 t0 += TOKENS;
             }
             while t0 < tile_end {
-                let [v] = group_tokens::<F, 1>(&group, x, acts_per_token, t0);
+                let [v] = group_tokens::<F, 1>(&group, next, x, acts_per_token, t0);
                 // SAFETY: as above.
                 unsafe { write_lanes(out, v, t0, n, first, count) };
                 t0 += 1;
