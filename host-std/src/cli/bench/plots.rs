@@ -6,8 +6,11 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-const WIDTH: u32 = 820;
+const WIDTH: u32 = 980;
+/// Right of the plot, for the legend, so it never hides a point.
+const LEGEND_WIDTH: u32 = 290;
 const HEIGHT: u32 = 480;
 
 /// One legend entry: points in data coordinates, optionally one text label per point.
@@ -99,6 +102,18 @@ pub(super) fn xy_chart(axes: &Axes, series: &[Series]) -> Result<String> {
                 .map_err(drawing(axes.title))?;
             draw_xy(chart, axes, series)?;
         }
+        let legend: Vec<(&str, Marker)> = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let marker = Marker::Dot {
+                    color: color(i),
+                    hollow: s.hollow,
+                };
+                (s.label.as_str(), marker)
+            })
+            .collect();
+        draw_legend(&root, &legend)?;
         if series.iter().all(|s| s.points.is_empty()) {
             root.draw(&Text::new(
                 "no data",
@@ -119,6 +134,7 @@ fn base_chart<'a, 'b>(
     let mut b = ChartBuilder::on(root);
     b.caption(title, ("sans-serif", 20))
         .margin(12)
+        .margin_right(LEGEND_WIDTH)
         .x_label_area_size(44)
         .y_label_area_size(64);
     Ok(b)
@@ -166,18 +182,49 @@ where
                     + Circle::new((0, 0), 4, marker)
                     + Text::new(text, (6, -14), ("sans-serif", 11))
             }))
-            .map_err(&err)?
-            .label(s.label.as_str())
-            .legend(move |(x, y)| Circle::new((x + 8, y), 4, marker));
+            .map_err(&err)?;
     }
-    if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 12))
-            .draw()
+    Ok(())
+}
+
+/// How a legend entry is marked.
+#[derive(Clone, Copy)]
+enum Marker {
+    Dot { color: RGBColor, hollow: bool },
+    Square(RGBColor),
+}
+
+/// The legend, drawn on the whole image right of the plot: plotters' own legend stays inside
+/// the plotting area, where it would hide points.
+fn draw_legend(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    entries: &[(&str, Marker)],
+) -> Result<()> {
+    let x = (WIDTH - LEGEND_WIDTH + 24) as i32;
+    let err = drawing("legend");
+    for (i, (label, marker)) in entries.iter().enumerate() {
+        let y = 52 + 20 * i as i32;
+        match *marker {
+            Marker::Dot { color, hollow } => {
+                let style = if hollow {
+                    color.stroke_width(2)
+                } else {
+                    color.filled()
+                };
+                root.draw(&Circle::new((x + 5, y), 4, style))
+                    .map_err(&err)?;
+            }
+            Marker::Square(color) => {
+                root.draw(&Rectangle::new(
+                    [(x, y - 5), (x + 11, y + 6)],
+                    color.filled(),
+                ))
+                .map_err(&err)?;
+            }
+        }
+        let style =
+            TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        root.draw(&Text::new(label.to_string(), (x + 18, y), style))
             .map_err(&err)?;
     }
     Ok(())
@@ -222,77 +269,56 @@ pub(super) fn stacked_bars(
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        let names: Vec<&str> = bars.iter().map(|b| b.label.as_str()).collect();
-        // One segment per bar (integer ranges are inclusive).
-        let last_row = bars.len().max(1) as i32 - 1;
+        let rows = bars.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
+            .margin_right(LEGEND_WIDTH)
             .x_label_area_size(44)
             .y_label_area_size((longest_label as u32 * 7 + 16).clamp(60, 360))
-            .build_cartesian_2d(
-                0.0..(total_max * 1.6).max(1.0),
-                (0..last_row).into_segmented(),
-            )
+            .build_cartesian_2d(0.0..(total_max * 1.2).max(1.0), -0.5..rows as f64 - 0.5)
             .map_err(&err)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .y_labels(0)
             .max_light_lines(1)
             .x_desc(x_desc)
             .x_label_formatter(&|v| axis_number(*v))
-            .y_labels(bars.len().max(1))
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => usize::try_from(*i)
-                    .ok()
-                    .and_then(|i| names.get(i))
-                    .map(|s| s.to_string())
-                    .unwrap_or_default(),
-                _ => String::new(),
-            })
             .draw()
             .map_err(&err)?;
-        for (k, name) in part_names.iter().enumerate() {
+        for (k, _) in part_names.iter().enumerate() {
             let c = color(k);
             let rects = bars.iter().enumerate().map(move |(i, b)| {
                 let start: f64 = b.parts[..k.min(b.parts.len())].iter().sum();
                 let end = start + b.parts.get(k).copied().unwrap_or(0.0);
-                let mut r = Rectangle::new(
-                    [
-                        (start, SegmentValue::Exact(i as i32)),
-                        (end, SegmentValue::Exact(i as i32 + 1)),
-                    ],
-                    c.filled(),
-                );
-                r.set_margin(8, 8, 0, 0);
-                r
+                let y = i as f64;
+                Rectangle::new([(start, y - 0.3), (end, y + 0.3)], c.filled())
             });
-            chart
-                .draw_series(rects)
-                .map_err(&err)?
-                .label(*name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+            chart.draw_series(rects).map_err(&err)?;
         }
-        // The total at the end of each bar.
-        chart
-            .draw_series(bars.iter().enumerate().map(|(i, b)| {
-                let total: f64 = b.parts.iter().sum();
-                EmptyElement::at((total, SegmentValue::CenterOf(i as i32)))
-                    + Text::new(
-                        format!(" {} MiB", axis_number(total)),
-                        (2, -6),
-                        ("sans-serif", 12),
-                    )
-            }))
-            .map_err(&err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(&err)?;
+        // The bar's name left of it and its total right of it, on the whole image (text
+        // inside the chart would be clipped to the plotting area).
+        let right = TextStyle::from(("sans-serif", 12).into_font())
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        let left =
+            TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, b) in bars.iter().enumerate() {
+            let total: f64 = b.parts.iter().sum();
+            let (x0, y) = chart.backend_coord(&(0.0, i as f64));
+            let (x1, _) = chart.backend_coord(&(total, i as f64));
+            root.draw(&Text::new(b.label.clone(), (x0 - 8, y), right.clone()))
+                .map_err(&err)?;
+            let total_text = format!("{} MiB", axis_number(total));
+            root.draw(&Text::new(total_text, (x1 + 6, y), left.clone()))
+                .map_err(&err)?;
+        }
+        let legend: Vec<(&str, Marker)> = part_names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| (*name, Marker::Square(color(k))))
+            .collect();
+        draw_legend(&root, &legend)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)
