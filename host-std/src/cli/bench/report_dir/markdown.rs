@@ -70,9 +70,9 @@ impl ReportPlan {
         }
         let _ = writeln!(
             md,
-            "\nEach speed is the mean of {} repetition{} (± the sample standard deviation). \
-             Other work on the machine moves the numbers by more than that; compare only numbers \
-             from one sitting.",
+            "\nEach speed is the mean of {} repetition{} (± their sample standard deviation, 0 \
+             for one). Other work on the machine moves the numbers by more than that; compare \
+             only numbers from one sitting.\n",
             a.repetitions,
             if a.repetitions == 1 { "" } else { "s" }
         );
