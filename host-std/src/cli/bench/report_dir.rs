@@ -137,7 +137,6 @@ impl ReportPlan {
     fn size_series(&self, input: &ReportInput, kind: &str) -> Vec<Series> {
         let mut out = Vec::new();
         let mut threads: Vec<usize> = input.results.iter().map(|m| m.threads).collect();
-        threads.dedup();
         threads.sort_unstable();
         threads.dedup();
         for t in threads {
