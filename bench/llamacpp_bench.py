@@ -22,6 +22,10 @@ Subcommands:
     table OUT.jsonl
         Medians of the rounds: file, size, engine, threads, pp and tg tok/s, and their ratio to
         llama.cpp on the Q4_0 file at the same thread count.
+    summary OUT.jsonl PEER.json
+        The same medians as JSON, for `vspec bench --report DIR --peer PEER.json`:
+        {"rounds", "cpu", "cores", "llama_cpp_python",
+         "results": [{"engine", "file", "bytes", "threads", "test", "tok_s", "rounds"}]}.
 """
 import argparse
 import ctypes
@@ -241,6 +245,50 @@ def cmd_table(a):
             ratio(pp, bpp), ratio(tg, btg)))
 
 
+def medians(rows):
+    """{(file, engine, threads, test): median tok/s} over the rounds."""
+    med = {}
+    for r in rows:
+        med.setdefault((r["file"], r["engine"], r["threads"], r["test"]), []).append(r["tok_s"])
+    return {k: (statistics.median(v), len(v)) for k, v in med.items()}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cmd_summary(a):
+    rows = [json.loads(line) for line in open(a.results) if line.strip()]
+    if not rows:
+        sys.exit("summary: %s holds no measurements" % a.results)
+    sizes = {r["file"]: r["bytes"] for r in rows}
+    try:
+        import importlib.metadata as md
+        version = md.version("llama_cpp_python")
+    except Exception:
+        version = None
+    results = [
+        {"engine": engine, "file": os.path.basename(f), "bytes": sizes[f], "threads": t,
+         "test": test, "tok_s": tok_s, "rounds": n}
+        for (f, engine, t, test), (tok_s, n) in sorted(
+            medians(rows).items(), key=lambda kv: (kv[0][2], sizes[kv[0][0]], kv[0][1], kv[0][3]))
+    ]
+    out = {"rounds": len({r["round"] for r in rows}), "cpu": cpu_model(),
+           "cores": os.cpu_count(), "llama_cpp_python": version, "results": results}
+    tmp = a.out + ".part"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, a.out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -266,8 +314,12 @@ def main():
     b.add_argument("-r", dest="reps", type=int, default=1)
     t = sub.add_parser("table")
     t.add_argument("results")
+    m = sub.add_parser("summary")
+    m.add_argument("results")
+    m.add_argument("out")
     a = p.parse_args()
-    {"quantize": cmd_quantize, "bench": cmd_bench, "run": cmd_run, "table": cmd_table}[a.cmd](a)
+    {"quantize": cmd_quantize, "bench": cmd_bench, "run": cmd_run, "table": cmd_table,
+     "summary": cmd_summary}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@
 #      Calibrated files take minutes to make: make them yourself and pass them as arguments
 #      (any extra .vspec/.gguf argument is benchmarked by vspec; .gguf ones by llama.cpp too).
 #   5. The rounds: per round, thread count and file, llama.cpp once then vspec once, each a fresh
-#      process (bench/llamacpp_bench.py run), so both see the same machine load; then the table.
+#      process (bench/llamacpp_bench.py run), so both see the same machine load; then the table,
+#      and its medians as JSON in $WORK/peer.json (for `vspec bench --report DIR --peer`).
 #
 # Environment: LLAMACPP_VERSION, LLAMACPP_CMAKE_ARGS, LLAMACPP_VENV, WORK (default
 # target/side-by-side), PYTHON (the interpreter that makes the venv), FLASH_ATTN (auto|on|off,
@@ -117,3 +118,6 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo
 "${HELPER[@]}" table "$RESULTS"
+"${HELPER[@]}" summary "$RESULTS" "${RESULTS%.jsonl}.json"
+cp "${RESULTS%.jsonl}.json" "$WORK/peer.json"
+echo "medians as JSON: $WORK/peer.json (vspec bench --report DIR --peer $WORK/peer.json)" >&2

@@ -22,8 +22,12 @@ use std::time::Instant;
 use vspec_core::graph::{Graph, Limits, OpKind, Role};
 use vspec_core::kernels::Parallel;
 
+mod peer;
+mod plots;
 mod report;
+mod report_dir;
 mod roofline;
+mod sweep;
 
 use report::*;
 use roofline::*;
@@ -63,6 +67,25 @@ pub struct BenchArgs {
     /// Print a JSON array (one object per test, with the raw samples) instead of tables.
     #[arg(long = "json")]
     pub json: bool,
+    /// Also write a report into this directory (created if missing): report.md and SVG plots of
+    /// speed against context length and file size, and of the planned memory. Adds the context
+    /// sweep of --ctx to the measurements.
+    #[arg(long = "report", value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Context lengths of the report's sweep, comma separated. At each: a prompt of that many
+    /// tokens from an empty cache (prefill speed), then -n tokens decoded after it (decode speed
+    /// at that depth).
+    #[arg(
+        long = "ctx",
+        value_delimiter = ',',
+        default_value = "128,256,512,1024,2048,4096",
+        requires = "report"
+    )]
+    pub ctx: Vec<usize>,
+    /// llama.cpp's numbers to plot beside ours: the JSON that bench/llamacpp_side_by_side.sh
+    /// writes (target/side-by-side/peer.json).
+    #[arg(long = "peer", value_name = "FILE.json", requires = "report")]
+    pub peer: Option<PathBuf>,
 }
 
 /// Untimed decode steps before the generation test's repetitions: enough to fault in the
@@ -145,6 +168,11 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
         bail!("-t/--threads needs at least one thread count");
     }
     // Resolve "0 = one per core" and refuse absurd counts before anything slow starts.
+    let report_plan = a
+        .report
+        .as_deref()
+        .map(|dir| report_dir::ReportPlan::prepare(dir, a))
+        .transpose()?;
     let threads: Vec<usize> = a
         .threads
         .iter()
@@ -177,6 +205,20 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
                 results.push(Measurement { model: mi, ..m });
             }
         }
+    }
+    if let Some(plan) = &report_plan {
+        let sweep = sweep::measure(&files, &infos, a, &threads)?;
+        let memory = sweep::planned_memory(&files, a)?;
+        let input = report_dir::ReportInput {
+            infos: &infos,
+            results: &results,
+            bandwidth: &bandwidth,
+            backend,
+            args: a,
+            sweep: &sweep,
+            memory: &memory,
+        };
+        plan.write(&input)?;
     }
     let text = if a.json {
         let json = to_json(&infos, &results, &bandwidth, backend, a.batch_size);
