@@ -103,7 +103,7 @@ pub(crate) unsafe fn copy_out<T: Copy + Default>(
         return Err(Failure::new(
             VSPEC_ERR_BUFFER_TOO_SMALL,
             format!(
-                "{what} needs {need} elements{}, the buffer holds {cap}",
+                "{what}: {need} elements needed{}, the buffer holds {cap}",
                 if nul {
                     " (terminating NUL included)"
                 } else {
