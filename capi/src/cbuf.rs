@@ -112,6 +112,9 @@ pub(crate) unsafe fn copy_out<T: Copy + Default>(
             ),
         ));
     }
+    if need == 0 {
+        return Ok(());
+    }
     if buf.is_null() {
         return Err(Failure::argument(format!(
             "{what} buffer is null but its capacity is {cap}"

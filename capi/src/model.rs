@@ -631,7 +631,8 @@ pub unsafe extern "C" fn vspec_default_model_path(
 ) -> i32 {
     guarded(|| {
         let path = if fetch {
-            vspec_host::fetch::default_model(false)
+            let cache = vspec_host::fetch::cache_dir();
+            vspec_host::fetch::default_model_in(&cache, false)
                 .map_err(|e| Failure::host(VSPEC_ERR_RUNTIME, &e))?
         } else {
             vspec_host::fetch::default_model_path()

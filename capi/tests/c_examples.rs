@@ -224,3 +224,67 @@ fn greedy_generation_equals_the_cli() {
         assert_eq!(got, expected, "embedded.c under valgrind");
     }
 }
+
+#[test]
+fn pkg_config_builds_against_the_installed_library() {
+    let has_pkg_config = Command::new("pkg-config")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pkg_config {
+        println!("SKIPPED(no pkg-config)");
+        return;
+    }
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_install");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let status = Command::new("bash")
+        .arg(crate_dir().join("install.sh"))
+        .arg(&prefix)
+        .arg(profile_dir())
+        .status()
+        .unwrap();
+    assert!(status.success(), "install.sh failed");
+    let pc_path = prefix.join("lib/pkgconfig");
+    let flags = |extra: &[&str]| -> Vec<String> {
+        let out = Command::new("pkg-config")
+            .env("PKG_CONFIG_PATH", &pc_path)
+            .args(extra)
+            .args(["--cflags", "--libs", "vspec"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let shared = flags(&[]);
+    assert!(shared.contains(&"-lvspec".to_string()), "{shared:?}");
+    let exe = prefix.join("plan");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .arg(crate_dir().join("examples/plan.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(&shared)
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{cc} with pkg-config's flags failed");
+    let fixture = crate_dir().join("../tests/fixtures/hf/llama");
+    let out = run(&exe, &[fixture.to_str().unwrap(), "64"], false);
+    assert!(
+        out.starts_with(&format!("vspec {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    let static_flags = flags(&["--static"]);
+    assert!(
+        static_flags.contains(&"-lpthread".to_string()),
+        "{static_flags:?}"
+    );
+}
