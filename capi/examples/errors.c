@@ -37,6 +37,22 @@ static int32_t stop_after_three(void *user, uint32_t token, const char *piece, s
     return ++*count >= 3;
 }
 
+/* A callback that calls back into its own session: refused (BUSY), never a deadlock. */
+struct reenter {
+    vspec_session *session;
+    int32_t free_status, eval_status;
+};
+
+static int32_t reenter_cb(void *user, uint32_t token, const char *piece, size_t len) {
+    struct reenter *r = user;
+    const float *logits;
+    size_t n;
+    (void)piece, (void)len;
+    r->free_status = vspec_session_free(r->session);
+    r->eval_status = vspec_session_eval(r->session, &token, 1, &logits, &n);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return fprintf(stderr, "usage: %s MODEL_DIR\n", argv[0]), 2;
     if (vspec_abi_version() != VSPEC_ABI_VERSION) return printf("FAIL: ABI mismatch\n"), 1;
@@ -144,6 +160,10 @@ int main(int argc, char **argv) {
     EXPECT(vspec_generate(session, text, strlen(text), 20, &sp, stop_after_three, &count, &result), VSPEC_OK, NULL);
     if (result.stop_reason == VSPEC_STOP_CALLBACK && result.n_generated != 3)
         printf("FAIL: stopped after %u tokens\n", result.n_generated), failures++;
+    struct reenter re = {session, 0, 0};
+    EXPECT(vspec_generate(session, text, strlen(text), 4, &sp, reenter_cb, &re, NULL), VSPEC_OK, NULL);
+    EXPECT(re.free_status, VSPEC_ERR_BUSY, NULL);
+    EXPECT(re.eval_status, VSPEC_ERR_BUSY, "in use by another call");
     printf("generate: %u prompt tokens, %u generated, stop reason %u\n", result.n_prompt, result.n_generated, result.stop_reason);
 
     /* Chat template, perplexity, IR. */

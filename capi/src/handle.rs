@@ -172,7 +172,10 @@ pub(crate) fn try_use<'a, T>(m: &'a Mutex<T>, what: &str) -> Outcome<MutexGuard<
     m.try_lock().map_err(|e| match e {
         TryLockError::WouldBlock => Failure::new(
             VSPEC_ERR_BUSY,
-            format!("the {what} is in use by another thread (use one {what} per thread)"),
+            format!(
+                "the {what} is in use by another call (another thread, or the generate \
+                 callback): use one {what} per thread"
+            ),
         ),
         TryLockError::Poisoned(_) => Failure::new(
             VSPEC_ERR_INTERNAL,

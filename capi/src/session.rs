@@ -3,7 +3,7 @@
 
 use crate::cbuf::{self, put, put_opt};
 use crate::error::{
-    guarded, Failure, Outcome, VSPEC_ERR_ARGUMENT, VSPEC_ERR_BUFFER_TOO_SMALL,
+    guarded, Failure, Outcome, VSPEC_ERR_ARGUMENT, VSPEC_ERR_BUFFER_TOO_SMALL, VSPEC_ERR_BUSY,
     VSPEC_ERR_CONTEXT_FULL, VSPEC_ERR_HANDLE, VSPEC_ERR_RUNTIME,
 };
 use crate::handle::{self, Kind, Object};
@@ -200,16 +200,27 @@ pub unsafe extern "C" fn vspec_session_new(
 }
 
 /// Frees a session (and, if it was the last user of a freed model, the model). A caller-provided
-/// buffer is the caller's again when this returns. Freeing twice gives `VSPEC_ERR_HANDLE`.
+/// buffer is the caller's again when this returns. A session in use (by another thread, or by the
+/// generate callback running on this one) is not freed: `VSPEC_ERR_BUSY`. Freeing twice gives
+/// `VSPEC_ERR_HANDLE`.
 #[no_mangle]
 pub extern "C" fn vspec_session_free(session: *mut VspecSession) -> i32 {
     guarded(|| {
-        let object = handle::unregister(session.addr(), Kind::Session)?;
-        if let Object::Session(s) = &object {
-            // Wait for a call running on another thread: the buffer is the caller's when we return.
-            drop(s.lock());
-        }
-        drop(object);
+        let s = session_of(session.addr())?;
+        // Holding the lock while unregistering: no call is running, and none can start on this
+        // handle afterwards, so the cell (and any caller buffer) is released when `s` goes.
+        let guard = match s.try_lock() {
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(Failure::new(
+                    VSPEC_ERR_BUSY,
+                    "the session is in use (by another thread, or by the generate callback); \
+                     free it after that call returns",
+                ))
+            }
+            other => other,
+        };
+        handle::unregister(session.addr(), Kind::Session)?;
+        drop(guard);
         Ok(())
     })
 }
