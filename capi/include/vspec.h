@@ -628,7 +628,9 @@ int32_t vspec_session_new(const vspec_model *model,
 
 /*
  Frees a session (and, if it was the last user of a freed model, the model). A caller-provided
- buffer is the caller's again when this returns. Freeing twice gives `VSPEC_ERR_HANDLE`.
+ buffer is the caller's again when this returns. A session in use (by another thread, or by the
+ generate callback running on this one) is not freed: `VSPEC_ERR_BUSY`. Freeing twice gives
+ `VSPEC_ERR_HANDLE`.
  */
 int32_t vspec_session_free(vspec_session *session);
 

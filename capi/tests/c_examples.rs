@@ -20,11 +20,22 @@ const PROMPTS: [&str; 2] = [
     "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
 ];
 
-/// `target/release` (or whichever profile dir holds this test binary), where cargo put
-/// `libvspec.so`, `libvspec.a` and the `vspec` binary.
+/// `target/release` (or whichever profile dir holds this test binary), where the `vspec` binary
+/// is.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Where this test run's `libvspec.so` and `libvspec.a` are: `deps/` next to the test binary
+/// (`cargo test` builds them there and, unlike `cargo build`, does not copy them up a level, so
+/// the copies there may be stale).
+fn lib_dir() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn crate_dir() -> &'static Path {
@@ -39,7 +50,7 @@ enum Link {
 
 /// Compiles `examples/NAME.c` with warnings as errors and links it the given way.
 fn build(name: &str, link: Link) -> PathBuf {
-    let lib = profile_dir();
+    let lib = lib_dir();
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_examples");
     std::fs::create_dir_all(&out_dir).unwrap();
     let exe = out_dir.join(format!("{name}_{link:?}").to_lowercase());
@@ -102,7 +113,13 @@ fn run(exe: &Path, args: &[&str], valgrind: bool) -> String {
     } else {
         Command::new(exe)
     };
-    let out = cmd.args(args).output().unwrap();
+    // cargo points LD_LIBRARY_PATH at target/release too, whose libvspec.so may be an older
+    // build than deps/'s: the examples must load the one their runpath names.
+    let out = cmd
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -240,7 +257,7 @@ fn pkg_config_builds_against_the_installed_library() {
     let status = Command::new("bash")
         .arg(crate_dir().join("install.sh"))
         .arg(&prefix)
-        .arg(profile_dir())
+        .arg(lib_dir())
         .status()
         .unwrap();
     assert!(status.success(), "install.sh failed");

@@ -188,8 +188,13 @@ def _candidates():
         yield env
     here = os.path.dirname(os.path.abspath(__file__))
     yield os.path.join(here, "libvspec.so")
-    # Running from a checkout without installing: the workspace's build.
-    yield os.path.join(here, "..", "..", "target", "release", "libvspec.so")
+    # Running from a checkout without installing: the workspace's newest build (`cargo build`
+    # puts it in target/release, `cargo test` only in target/release/deps).
+    release = os.path.join(here, "..", "..", "target", "release")
+    builds = [os.path.join(release, "libvspec.so"), os.path.join(release, "deps", "libvspec.so")]
+    yield from sorted(
+        (p for p in builds if os.path.isfile(p)), key=os.path.getmtime, reverse=True
+    ) or builds
 
 
 def load():
