@@ -186,10 +186,13 @@ class Model(_Handle):
 
     @classmethod
     def from_bytes(cls, data, name="<memory>"):
-        """A model from the bytes of a GGUF or .vspec file (kept referenced, not copied)."""
-        buf = (ctypes.c_char * len(data)).from_buffer_copy(data) if isinstance(data, bytes) else (
-            ctypes.c_char * len(data)
-        ).from_buffer(data)
+        """A model from the bytes of a GGUF or .vspec file: a writable buffer (bytearray,
+        memoryview, mmap) is lent to the library and kept referenced by the model; ``bytes`` are
+        copied once."""
+        if isinstance(data, bytes):
+            buf = (ctypes.c_char * len(data)).from_buffer_copy(data)  # bytes cannot be lent
+        else:
+            buf = (ctypes.c_char * len(data)).from_buffer(data)  # lent: bytearray, memoryview
         handle = ctypes.c_void_p()
         _check(
             lib.vspec_model_open_memory(
