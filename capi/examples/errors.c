@@ -2,7 +2,10 @@
  * bad handles (null, misaligned, forged, wrong kind, freed, freed twice), small buffers, a full
  * context, unsupported options, bad sampler values, and the per-thread last error.
  * Usage: errors MODEL_DIR (a small model, e.g. tests/fixtures/hf/llama). Exit status 0 = all passed. */
+#define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,6 +54,28 @@ static int32_t reenter_cb(void *user, uint32_t token, const char *piece, size_t 
     r->free_status = vspec_session_free(r->session);
     r->eval_status = vspec_session_eval(r->session, &token, 1, &logits, &n);
     return 1;
+}
+
+/* Two threads on one session: the second is refused (BUSY) while the first generates, and the
+ * model stays usable from both. */
+struct busy {
+    vspec_session *session;
+    atomic_int in_callback, released;
+    int32_t status;
+};
+
+static int32_t wait_in_callback(void *user, uint32_t token, const char *piece, size_t len) {
+    struct busy *b = user;
+    (void)token, (void)piece, (void)len;
+    atomic_store(&b->in_callback, 1);
+    while (!atomic_load(&b->released)) sched_yield();
+    return 1;
+}
+
+static void *generate_thread(void *arg) {
+    struct busy *b = arg;
+    b->status = vspec_generate(b->session, "Hi there", 8, 4, NULL, wait_in_callback, b, NULL);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -165,6 +190,17 @@ int main(int argc, char **argv) {
     EXPECT(re.free_status, VSPEC_ERR_BUSY, NULL);
     EXPECT(re.eval_status, VSPEC_ERR_BUSY, "in use by another call");
     printf("generate: %u prompt tokens, %u generated, stop reason %u\n", result.n_prompt, result.n_generated, result.stop_reason);
+
+    struct busy b = {session, 0, 0, -1};
+    pthread_t gen_thread;
+    pthread_create(&gen_thread, NULL, generate_thread, &b);
+    while (!atomic_load(&b.in_callback)) sched_yield();
+    EXPECT(vspec_session_eval(session, tokens, 1, &logits, &n_vocab), VSPEC_ERR_BUSY, "in use");
+    EXPECT(vspec_session_free(session), VSPEC_ERR_BUSY, "in use");
+    EXPECT(vspec_tokenize(model, text, strlen(text), false, tokens, 64, &n), VSPEC_OK, NULL);
+    atomic_store(&b.released, 1);
+    pthread_join(gen_thread, NULL);
+    EXPECT(b.status, VSPEC_OK, NULL);
 
     /* Chat template, perplexity, IR. */
     vspec_chat_message msgs[2] = {{"user", "Hello"}, {"assistant", NULL}};
