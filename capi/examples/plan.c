@@ -9,7 +9,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     unsigned ctx = argc > 2 ? (unsigned)atoi(argv[2]) : 2048;
-    struct vspec_memory m;
+    vspec_memory m;
     if (vspec_plan_memory(argv[1], ctx, ctx < 512 ? ctx : 512, &m) != VSPEC_OK) {
         fprintf(stderr, "error: %s\n", vspec_last_error());
         return 1;

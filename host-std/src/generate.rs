@@ -35,6 +35,15 @@ impl GenStats {
     }
 }
 
+/// The ids of a prompt as `vspec generate` feeds them: BOS first when the model wants one,
+/// unless the text (a rendered chat template) already starts with the BOS token's text.
+pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let starts_with_bos = tok
+        .bos_token()
+        .is_some_and(|b| !b.is_empty() && text.starts_with(&b));
+    tok.encode(text, !starts_with_bos)
+}
+
 /// Feeds `tokens` to the session in steps of at most the session's `max_tokens`; returns the
 /// logits of the last token.
 pub fn prefill<'s>(sess: &'s mut Session<'_>, tokens: &[u32]) -> Result<&'s [f32]> {

@@ -42,12 +42,31 @@ pub enum Source {
     },
 }
 
+/// The bytes of one model file: mapped from disk, or a buffer the embedding program owns.
+pub enum ModelBytes {
+    /// A read-only private mapping of the file.
+    Mapped(Mmap),
+    /// Bytes the caller keeps alive for the whole process or longer than every user of the
+    /// model (the C API's `vspec_model_open_memory` promises this on its caller's behalf).
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for ModelBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ModelBytes::Mapped(m) => m,
+            ModelBytes::Static(b) => b,
+        }
+    }
+}
+
 /// A model opened from disk: mapped bytes, parsed headers, configuration.
 pub struct ModelFile {
     /// The path given by the user.
     pub path: PathBuf,
     /// Mapped files (one for GGUF, one per shard for safetensors).
-    pub maps: Vec<(PathBuf, Mmap)>,
+    pub maps: Vec<(PathBuf, ModelBytes)>,
     /// Parsed headers.
     pub source: Source,
     /// Hyper-parameters.
@@ -82,15 +101,22 @@ impl ModelFile {
     pub fn open(path: &Path) -> Result<ModelFile> {
         if path.is_dir() {
             Self::open_hf(path)
-        } else if crate::vspecfile::is_vspec(path) {
-            Self::open_vspec(path)
         } else {
-            Self::open_gguf(path)
+            Self::from_bytes(path, ModelBytes::Mapped(map_file(path)?))
         }
     }
 
-    fn open_vspec(path: &Path) -> Result<ModelFile> {
-        let map = map_file(path)?;
+    /// A model from the bytes of a GGUF or `.vspec` file (told apart by their magic) that are
+    /// already in memory; `name` stands for the file in messages.
+    pub fn from_bytes(name: &Path, bytes: ModelBytes) -> Result<ModelFile> {
+        if bytes.starts_with(&vspec_core::vspecfile::MAGIC) {
+            Self::open_vspec(name, bytes)
+        } else {
+            Self::open_gguf(name, bytes)
+        }
+    }
+
+    fn open_vspec(path: &Path, map: ModelBytes) -> Result<ModelFile> {
         vspec_core::vspecfile::verify_checksum(&map)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let header =
@@ -108,8 +134,7 @@ impl ModelFile {
         })
     }
 
-    fn open_gguf(path: &Path) -> Result<ModelFile> {
-        let map = map_file(path)?;
+    fn open_gguf(path: &Path, map: ModelBytes) -> Result<ModelFile> {
         let header =
             vspec_core::gguf::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let mut config =
@@ -167,7 +192,7 @@ impl ModelFile {
                 }
             }
             shards.push(header);
-            maps.push((f.clone(), map));
+            maps.push((f.clone(), ModelBytes::Mapped(map)));
         }
         // safetensors shapes are outermost first; GGUF order is innermost first.
         let shapes: TensorShapes = names
@@ -384,6 +409,30 @@ fn zeroed_words(bytes: usize, what: &str) -> Result<Vec<u32>> {
     Ok(v)
 }
 
+/// Alignment the session's buffers get inside a caller's memory (a cache line; the kernels need
+/// 4 bytes).
+const CALLER_MEMORY_ALIGN: usize = 64;
+
+/// Bytes a caller's buffer must hold for [`Engine::with_memory`] under `plan`: the arena and the
+/// KV cache, each starting at a 64-byte boundary, plus room to reach the first boundary from any
+/// start address.
+pub fn caller_memory_bytes(plan: &Plan) -> usize {
+    (CALLER_MEMORY_ALIGN - 1)
+        + plan.arena_bytes.next_multiple_of(CALLER_MEMORY_ALIGN)
+        + plan.kv_bytes
+}
+
+/// Where a session's arena and KV cache live.
+enum SessionMemory<'m> {
+    /// Allocated by the engine (u32 storage keeps them 4-byte aligned for the f32 views).
+    Owned { arena: Vec<u32>, kv: Vec<u32> },
+    /// Carved out of a buffer the caller owns (embedded use: nothing is allocated for them).
+    Borrowed {
+        arena: &'m mut [u8],
+        kv: &'m mut [u8],
+    },
+}
+
 /// Everything needed to run: graph, plan, bound weights, the arena and KV buffers, kernels and
 /// threads. Create a [`Session`] over it with [`Engine::session`].
 pub struct Engine<'m> {
@@ -392,8 +441,7 @@ pub struct Engine<'m> {
     /// Its memory plan.
     pub plan: Plan,
     weights: Vec<Option<WeightView<'m>>>,
-    arena: Vec<u32>,
-    kv: Vec<u32>,
+    memory: SessionMemory<'m>,
     kernels: KernelTable,
     par: ThreadPool,
 }
@@ -415,16 +463,53 @@ impl<'m> Engine<'m> {
         let (graph, weights) = model.bind(limits)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         log::info!("memory plan: {}", plan.summary());
-        // u32 storage keeps the buffers 4-byte aligned for the f32 views the session takes.
         let arena = zeroed_words(plan.arena_bytes, "activation arena")?;
         let kv = zeroed_words(plan.kv_bytes, "KV cache")?;
         Ok(Engine {
             graph,
             plan,
             weights,
-            arena,
-            kv,
+            memory: SessionMemory::Owned { arena, kv },
             kernels,
+            par: ThreadPool::new(threads)?,
+        })
+    }
+
+    /// [`Engine::new`] with the arena and KV cache placed in `memory`, which must hold
+    /// [`caller_memory_bytes`] of the plan (an error says how many are missing otherwise).
+    pub fn with_memory(
+        model: &'m ModelFile,
+        limits: Limits,
+        threads: usize,
+        memory: &'m mut [u8],
+    ) -> Result<Engine<'m>> {
+        let (graph, weights) = model.bind(limits)?;
+        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
+        let need = caller_memory_bytes(&plan);
+        if memory.len() < need {
+            bail!(
+                "the session buffer holds {} bytes but the plan needs {need} (arena {} + KV cache \
+                 {} + alignment; {} bytes short)",
+                memory.len(),
+                plan.arena_bytes,
+                plan.kv_bytes,
+                need - memory.len()
+            );
+        }
+        let skip = memory.as_ptr().align_offset(CALLER_MEMORY_ALIGN);
+        let arena_span = plan.arena_bytes.next_multiple_of(CALLER_MEMORY_ALIGN);
+        let (arena, rest) = memory[skip..].split_at_mut(arena_span);
+        let kv = &mut rest[..plan.kv_bytes];
+        // A reused buffer may hold anything; the session reads only what it wrote, but zeroing
+        // keeps runs reproducible and the KV cache of unused positions defined.
+        arena.fill(0);
+        kv.fill(0);
+        Ok(Engine {
+            graph,
+            plan,
+            weights,
+            memory: SessionMemory::Borrowed { arena, kv },
+            kernels: crate::detect::kernel_table(),
             par: ThreadPool::new(threads)?,
         })
     }
@@ -436,8 +521,13 @@ impl<'m> Engine<'m> {
 
     /// A session starting at position 0.
     pub fn session(&mut self) -> Result<Session<'_>> {
-        let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut self.arena);
-        let kv: &mut [u8] = bytemuck::cast_slice_mut(&mut self.kv);
+        let (arena, kv): (&mut [u8], &mut [u8]) = match &mut self.memory {
+            SessionMemory::Owned { arena, kv } => (
+                bytemuck::cast_slice_mut(arena),
+                bytemuck::cast_slice_mut(kv),
+            ),
+            SessionMemory::Borrowed { arena, kv } => (arena, kv),
+        };
         Session::new(
             &self.graph,
             &self.plan,
