@@ -31,7 +31,10 @@ unsafe fn matmul_f32_avx2(
 
 /// An 8-bit matmul entry for format type `$fmt`.
 macro_rules! q8_entry {
-    ($fmt:ty, $name:literal) => {{
+    ($fmt:ty, $name:literal) => {
+        q8_entry!(matmul, $fmt, $name)
+    };
+    ($driver:ident, $fmt:ty, $name:literal) => {{
         /// # Safety
         /// Same contract as [`crate::kernels::MatMulQ8Fn`]; installed only from detected AVX2,
         /// FMA and F16C.
@@ -44,7 +47,7 @@ macro_rules! q8_entry {
         ) {
             // SAFETY: the features are present (see above); row exclusivity and the activation
             // layout are this function's own contract, passed on.
-            unsafe { q8::matmul::<$fmt>(w, x, tokens, rows, out) }
+            unsafe { q8::$driver::<$fmt>(w, x, tokens, rows, out) }
         }
         MatMulEntry {
             name: $name,
@@ -71,17 +74,14 @@ fn q8_matmul_entry(format: Format) -> Option<MatMulEntry> {
         Format::TQ2 => q8_entry!(q8::Tq2, "avx2_matmul_tq2_q8"),
         Format::TQ3 => q8_entry!(q8::Tq3, "avx2_matmul_tq3_q8"),
         Format::TQ4 => q8_entry!(q8::Tq4, "avx2_matmul_tq4_q8"),
-        // Floats keep f32 activations; the k-quants and IQ4_XS have no 8-bit kernel yet and run
-        // the f32 AVX2 kernel (listed in docs/OPTIMIZATION.md).
-        Format::F32
-        | Format::F16
-        | Format::BF16
-        | Format::Q2_K
-        | Format::Q3_K
-        | Format::Q4_K
-        | Format::Q5_K
-        | Format::Q6_K
-        | Format::IQ4_XS => return None,
+        Format::Q2_K => q8_entry!(matmul_kquant, q8::Q2K, "avx2_matmul_q2_k_q8"),
+        Format::Q3_K => q8_entry!(matmul_kquant, q8::Q3K, "avx2_matmul_q3_k_q8"),
+        Format::Q4_K => q8_entry!(matmul_kquant, q8::Q4K, "avx2_matmul_q4_k_q8"),
+        Format::Q5_K => q8_entry!(matmul_kquant, q8::Q5K, "avx2_matmul_q5_k_q8"),
+        Format::Q6_K => q8_entry!(matmul_kquant, q8::Q6K, "avx2_matmul_q6_k_q8"),
+        Format::IQ4_XS => q8_entry!(matmul_kquant, q8::Iq4Xs, "avx2_matmul_iq4_xs_q8"),
+        // Floats keep f32 activations.
+        Format::F32 | Format::F16 | Format::BF16 => return None,
     })
 }
 
