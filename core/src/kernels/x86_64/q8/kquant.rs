@@ -16,12 +16,12 @@
 //! scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`): the
 //! same integer sums, added in another order.
 
-use super::{f16_at, hsum, load16, load32, nibbles_32, TOKEN_TILE};
+use super::{f16_at, hsum, load16, load32, load8, nibbles_32, TOKEN_TILE};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
 use crate::quant::act_q8::{BlockQ8Act, QK8};
 use crate::quant::gguf::iq4_nl::KVALUES;
-use crate::quant::gguf::{q3_k, scale_min_k4, QK_K};
+use crate::quant::gguf::QK_K;
 use core::arch::x86_64::*;
 use core::ops::Range;
 
@@ -117,11 +117,51 @@ fn plane_bit(plane: __m256i, bit: usize, value: i8) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(value))
 }
 
-/// Pair lanes 0..8 (weights 0..16 of a group) set to `lo`, lanes 8..16 to `hi`.
+/// Byte `lo` of `v` widened into pair lanes 0..8 (weights 0..16 of a group), byte `hi` into
+/// lanes 8..16; sign-extended if `signed`. `v` holds the same 16 bytes in both halves.
+///
+/// One shuffle moves each byte into the high half of its 16-bit lane (the low half's index has
+/// its top bit set, which zeroes it) and one shift brings it down; with the group loop unrolled
+/// the index is a constant.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn halves16(lo: i32, hi: i32) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(hi as i16), _mm_set1_epi16(lo as i16))
+fn byte_lanes(v: __m256i, lo: usize, hi: usize, signed: bool) -> __m256i {
+    let word = |i: usize| ((i << 8) | 0x80) as i16;
+    let idx = _mm256_set_m128i(_mm_set1_epi16(word(hi)), _mm_set1_epi16(word(lo)));
+    let high = _mm256_shuffle_epi8(v, idx);
+    if signed {
+        _mm256_srai_epi16::<8>(high)
+    } else {
+        _mm256_srli_epi16::<8>(high)
+    }
+}
+
+/// 16 bytes in both halves of a 256-bit register.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn both_halves(v: __m128i) -> __m256i {
+    _mm256_broadcastsi128_si256(v)
+}
+
+/// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins (`scale_min_k4`) as the bytes of two
+/// u64, from the 12 packed bytes: sub-blocks 0..4 keep theirs in the low 6 bits of bytes 0..4
+/// (scales) and 4..8 (mins); 4..8 have their low 4 bits in the nibbles of bytes 8..12 and their
+/// high 2 bits in the top bits of bytes 0..4 (scales) and 4..8 (mins).
+#[inline]
+fn scales_mins_k4(packed: &[u8]) -> (u64, u64) {
+    let word = |off: usize| {
+        let b: [u8; 8] = packed[off..off + 8].try_into().unwrap_or([0; 8]);
+        u64::from_le_bytes(b)
+    };
+    // Byte j of `a` is packed[j], of `b` packed[j + 4].
+    let (a, b) = (word(0), word(4));
+    // Six low bits of bytes 0..4; four low and two low bits of bytes 4..8.
+    let six = 0x0000_0000_3F3F_3F3F;
+    let nib = 0x0F0F_0F0F_0000_0000;
+    let top = 0x0303_0303_0000_0000;
+    let scales = (a & six) | (b & nib) | ((((a << 32) >> 6) & top) << 4);
+    let mins = (b & six) | ((b >> 4) & nib) | (((a >> 6) & top) << 4);
+    (scales, mins)
 }
 
 impl KQuant for Q2K {
@@ -133,13 +173,15 @@ impl KQuant for Q2K {
     unsafe fn decode(block: &[u8]) -> SuperBlock {
         let mut sb = SuperBlock::new(f16_at(block, 80));
         sb.neg_dmin = -f16_at(block, 82);
+        let packed = both_halves(load16(block, 0));
+        let scales = _mm256_and_si256(packed, _mm256_set1_epi8(0x0F));
+        let mins = field(packed, 4, 0x0F);
         for g in 0..GROUPS {
             // Group g: bits 2(g % 4).. of the 32 bytes of half g / 4; sub-blocks 2g, 2g + 1.
             let qs = load32(block, 16 + 32 * (g / 4));
             sb.w[g] = field(qs, 2 * (g % 4) as i32, 3);
-            let (s0, s1) = (block[2 * g], block[2 * g + 1]);
-            sb.scales[g] = halves16((s0 & 0x0F) as i32, (s1 & 0x0F) as i32);
-            sb.lane_mins[g] = halves16((s0 >> 4) as i32, (s1 >> 4) as i32);
+            sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, false);
+            sb.lane_mins[g] = byte_lanes(mins, 2 * g, 2 * g + 1, false);
         }
         sb
     }
@@ -153,7 +195,21 @@ impl KQuant for Q3K {
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
         let mut sb = SuperBlock::new(f16_at(block, 108));
-        let scales = q3_k::unpack_scales(&block[96..108]);
+        // The sixteen 6-bit scales: low 4 bits from the nibbles of bytes 96..104 (low nibbles
+        // for sub-blocks 0..8), high 2 bits of sub-block s from bits 2(s / 4).. of byte
+        // 104 + s % 4, which is byte s % 4 of 32-bit lane s / 4 after broadcasting bytes
+        // 104..108 and shifting lane j right by 2j. Stored biased by 32.
+        let low = load8(block, 96);
+        let nib = _mm_set1_epi8(0x0F);
+        let low = _mm_unpacklo_epi64(
+            _mm_and_si128(low, nib),
+            _mm_and_si128(_mm_srli_epi16::<4>(low), nib),
+        );
+        let top = u32::from_le_bytes([block[104], block[105], block[106], block[107]]);
+        let top = _mm_srlv_epi32(_mm_set1_epi32(top as i32), _mm_setr_epi32(0, 2, 4, 6));
+        let top = _mm_slli_epi16::<4>(_mm_and_si128(top, _mm_set1_epi8(3)));
+        let scales = _mm_sub_epi8(_mm_or_si128(low, top), _mm_set1_epi8(32));
+        let scales = both_halves(scales);
         let hmask = load32(block, 0);
         for g in 0..GROUPS {
             // Low bits as in Q2_K (at byte 32); the high bit is bit g of the hmask bytes, and
@@ -161,10 +217,22 @@ impl KQuant for Q3K {
             let low = field(load32(block, 32 + 32 * (g / 4)), 2 * (g % 4) as i32, 3);
             let q = _mm256_or_si256(low, plane_bit(hmask, g, 4));
             sb.w[g] = _mm256_sub_epi8(q, _mm256_set1_epi8(4));
-            sb.scales[g] = halves16(scales[2 * g], scales[2 * g + 1]);
+            sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
         }
         sb
     }
+}
+
+/// Q4_K/Q5_K's scales as bytes 0..8 (both halves), and `−dmin · m` of each group into `mins`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_scales(block: &[u8], dmin: f32, mins: &mut [f32; GROUPS]) -> __m256i {
+    let (scales, m) = scales_mins_k4(&block[4..16]);
+    let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
+    let m = _mm256_mul_ps(m, _mm256_set1_ps(-dmin));
+    // SAFETY: `mins` is 8 writable f32; storeu needs no alignment.
+    unsafe { _mm256_storeu_ps(mins.as_mut_ptr(), m) };
+    both_halves(_mm_cvtsi64_si128(scales as i64))
 }
 
 impl KQuant for Q4K {
@@ -176,14 +244,12 @@ impl KQuant for Q4K {
     unsafe fn decode(block: &[u8]) -> SuperBlock {
         let mut sb = SuperBlock::new(f16_at(block, 0));
         let dmin = f16_at(block, 2);
-        let packed = &block[4..16];
+        let scales = k4_scales(block, dmin, &mut sb.group_mins);
         for g in 0..GROUPS {
             // Group g: the low (g even) or high nibbles of the 32 bytes of column g / 2.
             let qs = load32(block, 16 + 32 * (g / 2));
             sb.w[g] = field(qs, 4 * (g % 2) as i32, 0x0F);
-            let (sc, m) = scale_min_k4(g, packed);
-            sb.scales[g] = _mm256_set1_epi16(sc as i16);
-            sb.group_mins[g] = -(dmin * m as f32);
+            sb.scales[g] = byte_lanes(scales, g, g, false);
         }
         sb
     }
@@ -198,15 +264,13 @@ impl KQuant for Q5K {
     unsafe fn decode(block: &[u8]) -> SuperBlock {
         let mut sb = SuperBlock::new(f16_at(block, 0));
         let dmin = f16_at(block, 2);
-        let packed = &block[4..16];
+        let scales = k4_scales(block, dmin, &mut sb.group_mins);
         let qh = load32(block, 16);
         for g in 0..GROUPS {
             // Q4_K's nibbles (at byte 48) plus bit g of the qh bytes as the fifth bit.
             let low = field(load32(block, 48 + 32 * (g / 2)), 4 * (g % 2) as i32, 0x0F);
             sb.w[g] = _mm256_or_si256(low, plane_bit(qh, g, 0x10));
-            let (sc, m) = scale_min_k4(g, packed);
-            sb.scales[g] = _mm256_set1_epi16(sc as i16);
-            sb.group_mins[g] = -(dmin * m as f32);
+            sb.scales[g] = byte_lanes(scales, g, g, false);
         }
         sb
     }
@@ -220,6 +284,7 @@ impl KQuant for Q6K {
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
         let mut sb = SuperBlock::new(f16_at(block, 208));
+        let scales = both_halves(load16(block, 192));
         for g in 0..GROUPS {
             // Group g = 4n + k: nibble k / 2 of ql bytes 64n + 32(k % 2) .., bits 2k.. of qh
             // bytes 128 + 32n .. as bits 4..6; quant − 32.
@@ -232,8 +297,7 @@ impl KQuant for Q6K {
             let high = field(load32(block, 128 + 32 * n), 2 * k as i32, 3);
             let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
             sb.w[g] = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-            let (s0, s1) = (block[192 + 2 * g] as i8, block[193 + 2 * g] as i8);
-            sb.scales[g] = halves16(s0 as i32, s1 as i32);
+            sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
         }
         sb
     }
