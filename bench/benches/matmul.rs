@@ -25,6 +25,16 @@ fn tiers() -> Vec<(&'static str, KernelTable)> {
         // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
         let features = unsafe { CpuFeatures::assume_detected(true) };
         t.push(("avx2", KernelTable::select(&features).0));
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vbmi")
+        {
+            // SAFETY: the five AVX-512 features were just detected, on top of the AVX2 ones.
+            let features = unsafe { features.assume_avx512() };
+            t.push(("avx512", KernelTable::select(&features).0));
+        }
     }
     t
 }

@@ -389,6 +389,11 @@ fn check_ops(table: &KernelTable, tier: &str) {
     }
 }
 
+/// Whether `VSPEC_REQUIRE_ISA` (a comma list of tiers) names `tier`.
+fn required(tier: &str) -> bool {
+    std::env::var("VSPEC_REQUIRE_ISA").is_ok_and(|v| v.split(',').any(|t| t.trim() == tier))
+}
+
 /// The AVX2 tier, when this CPU has it.
 fn avx2_table() -> Option<KernelTable> {
     #[cfg(target_arch = "x86_64")]
@@ -401,10 +406,33 @@ fn avx2_table() -> Option<KernelTable> {
         assert!(log.contains("avx2"), "{log}");
         return Some(t);
     }
-    if std::env::var("VSPEC_REQUIRE_ISA").as_deref() == Ok("avx2") {
-        panic!("VSPEC_REQUIRE_ISA=avx2 but this CPU lacks AVX2/FMA/F16C");
+    if required("avx2") {
+        panic!("VSPEC_REQUIRE_ISA names avx2 but this CPU lacks AVX2/FMA/F16C");
     }
     println!("SKIPPED(avx2): this CPU lacks AVX2/FMA/F16C");
+    None
+}
+
+/// The AVX-512 tier, when this CPU has it.
+fn avx512_table() -> Option<KernelTable> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_table().is_some()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vbmi")
+    {
+        // SAFETY: the AVX2 tier's features and all five AVX-512 ones were just detected.
+        let features = unsafe { CpuFeatures::assume_detected(true).assume_avx512() };
+        let (t, log) = KernelTable::select(&features);
+        assert!(log.contains("avx512"), "{log}");
+        return Some(t);
+    }
+    if required("avx512") {
+        panic!("VSPEC_REQUIRE_ISA names avx512 but this CPU lacks AVX-512 F/BW/VL/VNNI/VBMI");
+    }
+    println!("SKIPPED(avx512): this CPU lacks AVX-512 F/BW/VL/VNNI/VBMI");
     None
 }
 
@@ -440,6 +468,7 @@ macro_rules! tier_suite {
 
 tier_suite!(scalar, Some(KernelTable::scalar()));
 tier_suite!(avx2, avx2_table());
+tier_suite!(avx512, avx512_table());
 
 #[test]
 fn avx2_tier_reads_8_bit_activations_where_it_has_a_kernel() {

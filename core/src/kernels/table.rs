@@ -276,6 +276,10 @@ impl KernelTable {
         if features.avx2_fma {
             super::x86_64::install_avx2(&mut table, features);
         }
+        #[cfg(target_arch = "x86_64")]
+        if features.avx512 {
+            super::x86_64::install_avx512(&mut table, features);
+        }
         let _ = features;
         let log = table.describe();
         (table, log)
@@ -376,6 +380,7 @@ impl Default for KernelTable {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CpuFeatures {
     pub(crate) avx2_fma: bool,
+    pub(crate) avx512: bool,
 }
 
 impl CpuFeatures {
@@ -392,12 +397,33 @@ impl CpuFeatures {
     /// will run the kernels, e.g. checked with `is_x86_feature_detected!`: for `avx2_fma`, all of
     /// `avx2`, `fma` and `f16c`.
     pub unsafe fn assume_detected(avx2_fma: bool) -> Self {
-        CpuFeatures { avx2_fma }
+        CpuFeatures {
+            avx2_fma,
+            avx512: false,
+        }
+    }
+
+    /// These features plus the AVX-512 tier: AVX-512 F, BW, VL, VNNI and VBMI (on top of the
+    /// AVX2 tier's, which it needs and turns on).
+    ///
+    /// # Safety
+    /// The CPU that will run the kernels supports (and its OS enables) `avx512f`, `avx512bw`,
+    /// `avx512vl`, `avx512vnni` and `avx512vbmi`, and `avx2`, `fma` and `f16c`.
+    pub unsafe fn assume_avx512(self) -> Self {
+        CpuFeatures {
+            avx2_fma: true,
+            avx512: true,
+        }
     }
 
     /// AVX2 and FMA (x86-64).
     pub fn avx2_fma(&self) -> bool {
         self.avx2_fma
+    }
+
+    /// The AVX-512 tier's features (see [`CpuFeatures::assume_avx512`]).
+    pub fn avx512(&self) -> bool {
+        self.avx512
     }
 }
 

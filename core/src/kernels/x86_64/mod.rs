@@ -29,15 +29,16 @@ unsafe fn matmul_f32_avx2(
     unsafe { avx2::matmul_unchecked(w, x, tokens, rows, out) }
 }
 
-/// An 8-bit matmul entry for format type `$fmt`.
+/// An 8-bit matmul entry for format type `$fmt` on driver `$tier` (`avx2`, `avx512`, or
+/// `kquant` for the AVX2 super-block formats).
 macro_rules! q8_entry {
     ($fmt:ty, $name:literal) => {
-        q8_entry!(matmul, $fmt, $name)
+        q8_entry!(avx2, $fmt, $name)
     };
-    ($driver:ident, $fmt:ty, $name:literal) => {{
+    ($tier:ident, $fmt:ty, $name:literal) => {{
         /// # Safety
-        /// Same contract as [`crate::kernels::MatMulQ8Fn`]; installed only from detected AVX2,
-        /// FMA and F16C.
+        /// Same contract as [`crate::kernels::MatMulQ8Fn`]; installed only from detected
+        /// features of the tier (and of the format's decoder).
         unsafe fn kernel(
             w: &WeightView<'_>,
             x: &[BlockQ8Act],
@@ -47,7 +48,7 @@ macro_rules! q8_entry {
         ) {
             // SAFETY: the features are present (see above); row exclusivity and the activation
             // layout are this function's own contract, passed on.
-            unsafe { q8::$driver::<$fmt>(w, x, tokens, rows, out) }
+            unsafe { q8::$tier::matmul::<$fmt>(w, x, tokens, rows, out) }
         }
         MatMulEntry {
             name: $name,
@@ -74,12 +75,12 @@ fn q8_matmul_entry(format: Format) -> Option<MatMulEntry> {
         Format::TQ2 => q8_entry!(q8::Tq2, "avx2_matmul_tq2_q8"),
         Format::TQ3 => q8_entry!(q8::Tq3, "avx2_matmul_tq3_q8"),
         Format::TQ4 => q8_entry!(q8::Tq4, "avx2_matmul_tq4_q8"),
-        Format::Q2_K => q8_entry!(matmul_kquant, q8::Q2K, "avx2_matmul_q2_k_q8"),
-        Format::Q3_K => q8_entry!(matmul_kquant, q8::Q3K, "avx2_matmul_q3_k_q8"),
-        Format::Q4_K => q8_entry!(matmul_kquant, q8::Q4K, "avx2_matmul_q4_k_q8"),
-        Format::Q5_K => q8_entry!(matmul_kquant, q8::Q5K, "avx2_matmul_q5_k_q8"),
-        Format::Q6_K => q8_entry!(matmul_kquant, q8::Q6K, "avx2_matmul_q6_k_q8"),
-        Format::IQ4_XS => q8_entry!(matmul_kquant, q8::Iq4Xs, "avx2_matmul_iq4_xs_q8"),
+        Format::Q2_K => q8_entry!(kquant, q8::Q2K, "avx2_matmul_q2_k_q8"),
+        Format::Q3_K => q8_entry!(kquant, q8::Q3K, "avx2_matmul_q3_k_q8"),
+        Format::Q4_K => q8_entry!(kquant, q8::Q4K, "avx2_matmul_q4_k_q8"),
+        Format::Q5_K => q8_entry!(kquant, q8::Q5K, "avx2_matmul_q5_k_q8"),
+        Format::Q6_K => q8_entry!(kquant, q8::Q6K, "avx2_matmul_q6_k_q8"),
+        Format::IQ4_XS => q8_entry!(kquant, q8::Iq4Xs, "avx2_matmul_iq4_xs_q8"),
         // Floats keep f32 activations.
         Format::F32 | Format::F16 | Format::BF16 => return None,
     })
@@ -101,6 +102,38 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
             true,
         );
         if let Some(entry) = q8_matmul_entry(f) {
+            table.set_matmul(f, entry, true);
+        }
+    }
+}
+
+/// The AVX-512 tier's 8-bit matmul for `format`: every format of the AVX2 tier on the VNNI
+/// driver, and the trellis formats with their VBMI decoders.
+fn avx512_matmul_entry(format: Format) -> Option<MatMulEntry> {
+    Some(match format {
+        Format::Q4_0 => q8_entry!(avx512, q8::Q4_0, "avx512_matmul_q4_0_q8"),
+        Format::Q4_1 => q8_entry!(avx512, q8::Q4_1, "avx512_matmul_q4_1_q8"),
+        Format::Q5_0 => q8_entry!(avx512, q8::Q5_0, "avx512_matmul_q5_0_q8"),
+        Format::Q5_1 => q8_entry!(avx512, q8::Q5_1, "avx512_matmul_q5_1_q8"),
+        Format::Q8_0 => q8_entry!(avx512, q8::Q8_0, "avx512_matmul_q8_0_q8"),
+        Format::IQ4_NL => q8_entry!(avx512, q8::Iq4Nl, "avx512_matmul_iq4_nl_q8"),
+        Format::VQ2 => q8_entry!(avx512, q8::Vq2, "avx512_matmul_vq2_q8"),
+        Format::VQ3 => q8_entry!(avx512, q8::Vq3, "avx512_matmul_vq3_q8"),
+        Format::VQ4 => q8_entry!(avx512, q8::Vq4, "avx512_matmul_vq4_q8"),
+        Format::NQ3 => q8_entry!(avx512, q8::Nq3, "avx512_matmul_nq3_q8"),
+        Format::TQ2 => q8_entry!(avx512, q8::Tq2Vbmi, "avx512_matmul_tq2_q8"),
+        Format::TQ3 => q8_entry!(avx512, q8::Tq3Vbmi, "avx512_matmul_tq3_q8"),
+        Format::TQ4 => q8_entry!(avx512, q8::Tq4Vbmi, "avx512_matmul_tq4_q8"),
+        _ => return None,
+    })
+}
+
+/// Installs the AVX-512 tier over the AVX2 tier's table (the formats and ops it does not
+/// cover keep their AVX2 kernels).
+pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
+    debug_assert!(features.avx512 && features.avx2_fma);
+    for f in Format::ALL {
+        if let Some(entry) = avx512_matmul_entry(f) {
             table.set_matmul(f, entry, true);
         }
     }

@@ -223,7 +223,10 @@ fn model_info(model: &ModelFile) -> Result<ModelInfo> {
 }
 
 fn backend_name() -> &'static str {
-    if crate::detect::detect().avx2_fma() {
+    let features = crate::detect::detect();
+    if features.avx512() {
+        "CPU AVX-512"
+    } else if features.avx2_fma() {
         "CPU AVX2"
     } else {
         "CPU scalar"

@@ -12,9 +12,9 @@
 //! times the mins) and an FMA with `−dmin · d_a`.
 //!
 //! The per-output sequence is the same for any token blocking and row split, as in the driver
-//! of [`super::matmul`], so results are bit-identical for any thread count and step size. The
-//! scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`): the
-//! same integer sums, added in another order.
+//! of [`super::avx2::matmul`], so results are bit-identical for any thread count and step size.
+//! The scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`):
+//! the same integer sums, added in another order.
 
 use super::{f16_at, hsum, load16, load32, load8, nibbles_32, TOKEN_TILE};
 use crate::kernels::SharedOut;
@@ -393,7 +393,7 @@ pub(crate) unsafe fn matmul<F: KQuant>(
 ) {
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
-    // The token tiling of `super::matmul`: activation blocks stay in L2 across the rows.
+    // The token tiling of `super::avx2::matmul`: activation blocks stay in L2 across the rows.
     let mut tile = 0;
     while tile < tokens {
         let tile_end = (tile + TOKEN_TILE).min(tokens);

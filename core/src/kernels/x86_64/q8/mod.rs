@@ -9,8 +9,9 @@
 
 mod affine;
 mod codebook;
-mod kquant;
+pub(crate) mod kquant;
 mod legacy;
+pub(crate) mod rows8;
 mod trellis;
 
 use crate::kernels::SharedOut;
@@ -21,9 +22,9 @@ use core::ops::Range;
 
 pub(crate) use affine::{Vq2, Vq3, Vq4};
 pub(crate) use codebook::{Iq4Nl, Nq3};
-pub(crate) use kquant::{matmul as matmul_kquant, Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
+pub(crate) use kquant::{Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
 pub(crate) use legacy::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
-pub(crate) use trellis::{Tq2, Tq3, Tq4};
+pub(crate) use trellis::{Tq2, Tq2Vbmi, Tq3, Tq3Vbmi, Tq4, Tq4Vbmi};
 
 /// One block's weights as up to two 32-lane byte vectors (`ELEMS / 32` used), its scale and min.
 pub(crate) struct Decoded {
@@ -45,7 +46,8 @@ pub(crate) trait Q8Format {
     /// Decodes one block (`block.len() == BYTES`).
     ///
     /// # Safety
-    /// The CPU supports AVX2, FMA and F16C.
+    /// The CPU supports AVX2, FMA and F16C, and for the AVX-512 decoders (the `…Vbmi` types,
+    /// installed only by the AVX-512 tier) AVX-512 F, BW, VL and VBMI.
     unsafe fn decode(block: &[u8]) -> Decoded;
 }
 
@@ -105,10 +107,10 @@ pub(crate) fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Eight i32 partial sums of `w · a` over 32 lanes.
+/// Eight i32 partial sums of `w · a` over 32 lanes, each the sum of four neighbouring products.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn dot32(w: __m256i, a: __m256i, signed: bool) -> __m256i {
+fn dot32_avx2(w: __m256i, a: __m256i, signed: bool) -> __m256i {
     let p = if signed {
         // vpmaddubsw multiplies unsigned by signed: move w's sign onto a. |w| <= 128 and
         // |a| <= 127, so a pair sums to at most 2·128·127 = 32512 and never saturates.
@@ -119,80 +121,103 @@ fn dot32(w: __m256i, a: __m256i, signed: bool) -> __m256i {
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
-/// Outputs of row `r` for tokens `t0 .. t0 + N`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn row_tokens<F: Q8Format, const N: usize>(
-    row: &[u8],
-    x: &[BlockQ8Act],
-    acts_per_token: usize,
-    t0: usize,
-) -> [f32; N] {
-    let halves = F::ELEMS / QK8;
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut mins = [0f32; N];
-    for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
-        // SAFETY: this function only runs with AVX2, FMA and F16C enabled (target_feature).
-        let dec = unsafe { F::decode(block) };
-        for h in 0..halves {
-            let w = dec.w[h];
-            for t in 0..N {
-                let a = &x[(t0 + t) * acts_per_token + b * halves + h];
-                // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
-                let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                let s = dot32(w, av, F::SIGNED);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dec.d * a.d), _mm256_cvtepi32_ps(s), acc[t]);
-                if !F::SIGNED {
-                    mins[t] += dec.m * a.d * a.sum as f32;
+/// The AVX2 tier's 8-bit matmul driver (the AVX-512 tier's is [`rows8`]).
+pub(crate) mod avx2 {
+    use super::*;
+
+    /// Outputs of row `r` for tokens `t0 .. t0 + N`.
+    ///
+    /// Each output sums its 32-weight chunks into two chains, even chunks into one and
+    /// odd into the other, joined at the end: one chain would make every chunk wait for
+    /// the previous chunk's multiply-add. The order is fixed per output, so any `N`
+    /// gives the same bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn row_tokens<F: Q8Format, const N: usize>(
+        row: &[u8],
+        x: &[BlockQ8Act],
+        acts_per_token: usize,
+        t0: usize,
+    ) -> [f32; N] {
+        let halves = F::ELEMS / QK8;
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        let mut mins = [[0f32; 2]; N];
+        for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
+            // SAFETY: this tier's table installs `F` only where the CPU has the
+            // features its decoder needs, all enabled here (target_feature).
+            let dec = unsafe { F::decode(block) };
+            for h in 0..halves {
+                let w = dec.w[h];
+                let chunk = b * halves + h;
+                let chain = chunk & 1;
+                for t in 0..N {
+                    let a = &x[(t0 + t) * acts_per_token + chunk];
+                    // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+                    let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                    let s = dot32_avx2(w, av, F::SIGNED);
+                    acc[t][chain] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dec.d * a.d),
+                        _mm256_cvtepi32_ps(s),
+                        acc[t][chain],
+                    );
+                    if !F::SIGNED {
+                        mins[t][chain] += dec.m * a.d * a.sum as f32;
+                    }
                 }
             }
         }
+        core::array::from_fn(|t| {
+            hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + (mins[t][0] + mins[t][1])
+        })
     }
-    core::array::from_fn(|t| hsum(acc[t]) + mins[t])
+
+    /// The 8-bit matmul for format `F` over rows `rows`.
+    ///
+    /// # Safety
+    /// The CPU supports this tier's features (and those of `F`'s decoder); no other
+    /// thread touches rows `rows` of `out`; `x` holds `tokens × w.cols / 32` blocks and
+    /// `w.cols` is a multiple of `F::ELEMS`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn matmul<F: Q8Format>(
+        w: &WeightView<'_>,
+        x: &[BlockQ8Act],
+        tokens: usize,
+        rows: Range<usize>,
+        out: &SharedOut<'_>,
+    ) {
+        let acts_per_token = w.cols / QK8;
+        let n = w.rows;
+        // Tokens in tiles whose activation blocks stay in L2 while every row of the
+        // range passes over them (a 512-token prefill would otherwise stream all
+        // activations once per row).
+        let mut tile = 0;
+        while tile < tokens {
+            let tile_end = (tile + TOKEN_TILE).min(tokens);
+            for r in rows.clone() {
+                let row = w.row(r);
+                let mut t0 = tile;
+                while t0 + 4 <= tile_end {
+                    let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
+                    for (t, v) in s.into_iter().enumerate() {
+                        // SAFETY: element (t0 + t, r) belongs to this call (caller's
+                        // contract).
+                        unsafe { out.write((t0 + t) * n + r, v) };
+                    }
+                    t0 += 4;
+                }
+                while t0 < tile_end {
+                    let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
+                    // SAFETY: as above.
+                    unsafe { out.write(t0 * n + r, v) };
+                    t0 += 1;
+                }
+            }
+            tile = tile_end;
+        }
+    }
 }
 
-/// The 8-bit matmul for format `F` over rows `rows`.
-///
-/// # Safety
-/// The CPU supports AVX2, FMA and F16C; no other thread touches rows `rows` of `out`; `x` holds
-/// `tokens × w.cols / 32` blocks and `w.cols` is a multiple of `F::ELEMS`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul<F: Q8Format>(
-    w: &WeightView<'_>,
-    x: &[BlockQ8Act],
-    tokens: usize,
-    rows: Range<usize>,
-    out: &SharedOut<'_>,
-) {
-    let acts_per_token = w.cols / QK8;
-    let n = w.rows;
-    // Tokens in tiles whose activation blocks stay in L2 while every row of the range passes
-    // over them (a 512-token prefill would otherwise stream all activations once per row).
-    let mut tile = 0;
-    while tile < tokens {
-        let tile_end = (tile + TOKEN_TILE).min(tokens);
-        for r in rows.clone() {
-            let row = w.row(r);
-            let mut t0 = tile;
-            while t0 + 4 <= tile_end {
-                let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
-                for (t, v) in s.into_iter().enumerate() {
-                    // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
-                    unsafe { out.write((t0 + t) * n + r, v) };
-                }
-                t0 += 4;
-            }
-            while t0 < tile_end {
-                let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
-                // SAFETY: as above.
-                unsafe { out.write(t0 * n + r, v) };
-                t0 += 1;
-            }
-        }
-        tile = tile_end;
-    }
-}
+pub(crate) use rows8 as avx512;
 
 /// Tokens whose activations one pass over the rows reuses.
 const TOKEN_TILE: usize = 32;

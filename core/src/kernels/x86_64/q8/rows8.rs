@@ -1,0 +1,282 @@
+//! The AVX-512 tier's 8-bit matmul: eight rows at a time, so that one vector lane is one row's
+//! output and nothing needs a horizontal sum per output.
+//!
+//! Per 32-weight chunk, each of the eight rows' exact integer dot product with a token's
+//! activation quants lands in its own i32 lane, and one multiply-add per chunk scales the eight
+//! of them at once (`lane i += isum_i · d_i · d_a`). The integer sums are computed in one of two
+//! ways, which give the same integers:
+//!
+//! - **one token** (decode): `vpdpbusd` per row on the chunk, then a reduction tree (`vphaddd`)
+//!   that leaves row `i`'s sum in lane `i`;
+//! - **four tokens** (prefill): the eight rows' chunks are transposed once into eight vectors
+//!   whose lane `i` holds row `i`'s weights `4k .. 4k + 4`, so each token needs only a broadcast
+//!   of its activation quads and eight `vpdpbusd`, reusing the transposed weights across tokens.
+//!   `vpdpbusd` multiplies unsigned by signed bytes, so signed weights are biased by +128 and the
+//!   bias is taken back exactly as `128 · Σa` (the activation block's integer sum).
+//!
+//! Everything after the integer sum is the same per lane for both ways and any row grouping
+//! (rows past the end of a range repeat its last row and are not written), so results are
+//! bit-identical for any row split and any number of tokens per step.
+
+use super::{BlockQ8Act, Q8Format, QK8};
+use crate::kernels::SharedOut;
+use crate::model::WeightView;
+use core::arch::x86_64::*;
+use core::ops::Range;
+
+/// Rows per group: one per f32 lane.
+const GROUP: usize = 8;
+/// Tokens per transposed block.
+const TOKENS: usize = 4;
+/// Tokens whose activation blocks one pass over the rows reuses (kept in L2).
+const TOKEN_TILE: usize = 32;
+
+/// The exact i32 dot products of one chunk of eight rows (`w[i]`, 32 weights each) with one
+/// token's quants `a`: lane `i` is row `i`'s.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_one_token(w: &[__m256i; GROUP], a: __m256i, signed: bool) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    let p: [__m256i; GROUP] = core::array::from_fn(|i| {
+        if signed {
+            // Move the weight's sign onto the activation: |w| fits u8 (128 included).
+            _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w[i]), _mm256_sign_epi8(a, w[i]))
+        } else {
+            _mm256_dpbusd_epi32(zero, w[i], a)
+        }
+    });
+    // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds rows
+    // 0–3's sums over elements 0–3 and its high half their sums over elements 4–7.
+    let s01 = _mm256_hadd_epi32(p[0], p[1]);
+    let s23 = _mm256_hadd_epi32(p[2], p[3]);
+    let s45 = _mm256_hadd_epi32(p[4], p[5]);
+    let s67 = _mm256_hadd_epi32(p[6], p[7]);
+    let s0123 = _mm256_hadd_epi32(s01, s23);
+    let s4567 = _mm256_hadd_epi32(s45, s67);
+    let low = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
+    let high = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
+    _mm256_add_epi32(low, high)
+}
+
+/// The eight rows' chunk as eight vectors, vector `k` lane `i` = row `i`'s weights
+/// `4k .. 4k + 4` (an 8 × 8 transpose of 32-bit quads), biased to unsigned when `signed`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn transpose_quads(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
+    let bias = _mm256_set1_epi8(if signed { -128 } else { 0 });
+    let r: [__m256i; GROUP] = core::array::from_fn(|i| _mm256_xor_si256(w[i], bias));
+    let t: [__m256i; GROUP] = core::array::from_fn(|j| {
+        let (a, b) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
+        if j % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
+    });
+    // u[k] (k < 4): quads k and k + 4 of rows 0–3; u[4 + k]: the same of rows 4–7.
+    let u: [__m256i; GROUP] = core::array::from_fn(|j| {
+        let base = j / 4 * 4;
+        let (a, b) = (t[base + (j % 4) / 2], t[base + 2 + (j % 4) / 2]);
+        if j % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
+    });
+    core::array::from_fn(|k| {
+        if k < 4 {
+            _mm256_permute2x128_si256::<0x20>(u[k], u[4 + k])
+        } else {
+            _mm256_permute2x128_si256::<0x31>(u[k - 4], u[k])
+        }
+    })
+}
+
+/// [`sums_one_token`] from transposed weights: lane `i` = row `i`'s exact sum.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_transposed(v: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i {
+    let quad = |k: usize| {
+        let q = [
+            a.qs[4 * k],
+            a.qs[4 * k + 1],
+            a.qs[4 * k + 2],
+            a.qs[4 * k + 3],
+        ];
+        _mm256_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)))
+    };
+    let mut even = _mm256_setzero_si256();
+    let mut odd = _mm256_setzero_si256();
+    for k in (0..GROUP).step_by(2) {
+        even = _mm256_dpbusd_epi32(even, v[k], quad(k));
+        odd = _mm256_dpbusd_epi32(odd, v[k + 1], quad(k + 1));
+    }
+    let s = _mm256_add_epi32(even, odd);
+    if signed {
+        _mm256_sub_epi32(s, _mm256_set1_epi32(128 * a.sum))
+    } else {
+        s
+    }
+}
+
+/// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums
+/// and of min terms.
+#[derive(Clone, Copy)]
+struct Acc {
+    sum: [__m256; 2],
+    min: [__m256; 2],
+}
+
+/// Adds one chunk's integer sums `s` for one token to `acc` (the only float arithmetic: the
+/// same for both ways of getting `s`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn accumulate(
+    acc: &mut Acc,
+    chain: usize,
+    s: __m256i,
+    d: __m256,
+    m: Option<__m256>,
+    a: &BlockQ8Act,
+) {
+    let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
+    acc.sum[chain] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc.sum[chain]);
+    if let Some(m) = m {
+        acc.min[chain] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.d * a.sum as f32), acc.min[chain]);
+    }
+}
+
+/// Outputs of eight rows (`rows[i]`, lane `i`) for tokens `t0 .. t0 + N`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn group_tokens<F: Q8Format, const N: usize>(
+    rows: &[&[u8]; GROUP],
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    t0: usize,
+) -> [__m256; N] {
+    let halves = F::ELEMS / QK8;
+    let zero = _mm256_setzero_ps();
+    let mut acc = [Acc {
+        sum: [zero; 2],
+        min: [zero; 2],
+    }; N];
+    let blocks = rows[0].len() / F::BYTES;
+    for b in 0..blocks {
+        let mut w = [[_mm256_setzero_si256(); 2]; GROUP];
+        let mut scales = [0f32; GROUP];
+        let mut mins = [0f32; GROUP];
+        for i in 0..GROUP {
+            // SAFETY: this tier's table installs `F` only where the CPU has the features its
+            // decoder needs, all enabled here (target_feature).
+            let dec = unsafe { F::decode(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
+            w[i] = dec.w;
+            scales[i] = dec.d;
+            mins[i] = dec.m;
+        }
+        // SAFETY: both arrays are 8 readable f32; loadu needs no alignment.
+        let (d, m) = unsafe {
+            (
+                _mm256_loadu_ps(scales.as_ptr()),
+                _mm256_loadu_ps(mins.as_ptr()),
+            )
+        };
+        let m = (!F::SIGNED).then_some(m);
+        for h in 0..halves {
+            let w: [__m256i; GROUP] = core::array::from_fn(|i| w[i][h]);
+            let chunk = b * halves + h;
+            let chain = chunk & 1;
+            if N == 1 {
+                let a = &x[t0 * acts_per_token + chunk];
+                // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+                let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                let s = sums_one_token(&w, av, F::SIGNED);
+                accumulate(&mut acc[0], chain, s, d, m, a);
+            } else {
+                let v = transpose_quads(&w, F::SIGNED);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let a = &x[(t0 + t) * acts_per_token + chunk];
+                    let s = sums_transposed(&v, a, F::SIGNED);
+                    accumulate(acc, chain, s, d, m, a);
+                }
+            }
+        }
+    }
+    core::array::from_fn(|t| {
+        let a = &acc[t];
+        _mm256_add_ps(
+            _mm256_add_ps(a.sum[0], a.sum[1]),
+            _mm256_add_ps(a.min[0], a.min[1]),
+        )
+    })
+}
+
+/// Writes lanes `0..count` of `v` as outputs `(token, first_row + i)`.
+///
+/// # Safety
+/// Those outputs belong to the caller (no other thread touches them).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn write_lanes(
+    out: &SharedOut<'_>,
+    v: __m256,
+    token: usize,
+    n: usize,
+    first_row: usize,
+    count: usize,
+) {
+    let mut lanes = [0f32; GROUP];
+    // SAFETY: `lanes` is 8 writable f32; storeu needs no alignment.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+    for (i, &l) in lanes[..count].iter().enumerate() {
+        // SAFETY: the caller owns these outputs (this function's contract).
+        unsafe { out.write(token * n + first_row + i, l) };
+    }
+}
+
+/// The 8-bit matmul for format `F` over rows `rows`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA, F16C and AVX-512 F, BW, VL, VNNI and VBMI; no other thread
+/// touches rows `rows` of `out`; `x` holds `tokens × w.cols / 32` blocks and `w.cols` is a
+/// multiple of `F::ELEMS`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(crate) unsafe fn matmul<F: Q8Format>(
+    w: &WeightView<'_>,
+    x: &[BlockQ8Act],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let acts_per_token = w.cols / QK8;
+    let n = w.rows;
+    let last = rows.end - 1;
+    let mut tile = 0;
+    while tile < tokens {
+        let tile_end = (tile + TOKEN_TILE).min(tokens);
+        for first in rows.clone().step_by(GROUP) {
+            let count = (rows.end - first).min(GROUP);
+            // Rows past the range repeat its last row; their lanes are computed, not written.
+            let group: [&[u8]; GROUP] = core::array::from_fn(|i| w.row((first + i).min(last)));
+            let mut t0 = tile;
+            while t0 + TOKENS <= tile_end {
+                let v = group_tokens::<F, TOKENS>(&group, x, acts_per_token, t0);
+                for (t, v) in v.into_iter().enumerate() {
+                    // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
+                    unsafe { write_lanes(out, v, t0 + t, n, first, count) };
+                }
+                t0 += TOKENS;
+            }
+            while t0 < tile_end {
+                let [v] = group_tokens::<F, 1>(&group, x, acts_per_token, t0);
+                // SAFETY: as above.
+                unsafe { write_lanes(out, v, t0, n, first, count) };
+                t0 += 1;
+            }
+        }
+        tile = tile_end;
+    }
+}
