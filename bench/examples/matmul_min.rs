@@ -36,9 +36,10 @@ fn table(tier: &str) -> Option<KernelTable> {
         let features = unsafe { CpuFeatures::assume_detected(avx2) };
         match tier {
             "avx2" if avx2 => return Some(KernelTable::select(&features).0),
-            // SAFETY: as above.
             "avx512" | "" if avx512 => {
-                return Some(KernelTable::select(&unsafe { features.assume_avx512() }).0)
+                // SAFETY: `avx512` is true only when the CPU reported the five AVX-512 features.
+                let features = unsafe { features.assume_avx512() };
+                return Some(KernelTable::select(&features).0);
             }
             "" if avx2 => return Some(KernelTable::select(&features).0),
             _ => {}
