@@ -6,12 +6,14 @@
 //!   cargo run --release -p vspec-bench --example matmul_min -- [TOKENS] [FORMAT,...]
 //!
 //! Environment: `TIER` = `scalar`, `avx2` or `avx512` (default: the best this CPU has), `ROWS`
-//! (default 1536; the matrix is ROWS × 576, SmolLM2's FFN shape).
+//! (default 1536; the matrix is ROWS × 576, SmolLM2's FFN shape; the 256-weight super-block
+//! formats, whose rows must hold whole super-blocks, take the transposed 576 × 1536 instead),
+//! `ACT=f32` to time the format's f32-activation kernel rather than the preferred one.
 
 use std::time::Instant;
 use vspec_bench::{random_weights, Rng};
 use vspec_core::format::Format;
-use vspec_core::kernels::{CpuFeatures, KernelTable, MatMulKernel, SharedOut};
+use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
 use vspec_core::model::WeightView;
 use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
 
@@ -57,7 +59,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1536);
-    let cols = 576;
+    let f32_act = std::env::var("ACT").as_deref() == Ok("f32");
     let tier = std::env::var("TIER").unwrap_or_default();
     let Some(table) = table(&tier) else {
         eprintln!("this CPU lacks the tier '{tier}'");
@@ -65,6 +67,11 @@ fn main() {
     };
     let mut rng = Rng::new(7);
     for format in Format::ALL {
+        let (rows, cols) = if format.block_elems() == 256 {
+            (576, 1536)
+        } else {
+            (rows, 576)
+        };
         if (!only.is_empty() && !only.iter().any(|o| o == format.name()))
             || format.row_bytes(cols, "w").is_err()
         {
@@ -78,7 +85,12 @@ fn main() {
             row_bytes: format.row_bytes(cols, "w").unwrap(),
             data: &data,
         };
-        let Some(kernel) = table.matmul(format).copied() else {
+        let entry = if f32_act {
+            table.matmul_for(format, ActKind::F32)
+        } else {
+            table.matmul(format)
+        };
+        let Some(kernel) = entry.copied() else {
             continue;
         };
         let x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();

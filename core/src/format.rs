@@ -236,7 +236,10 @@ mod tests {
             "F32", "F16", "BF16", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS",
         ];
         assert_eq!(lacking(|s| s.dot_f32.is_some()), no_dot);
-        assert_eq!(lacking(|s| s.dot_q8.is_some()), no_dot);
+        assert_eq!(
+            lacking(|s| s.dot_q8.is_some()),
+            ["F32", "F16", "BF16", "Q5_0", "Q5_1"]
+        );
         assert_eq!(
             lacking(|s| s.quantize.is_some()),
             ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]

@@ -26,8 +26,8 @@ impl Rng {
     }
 }
 
-/// Random bytes with a finite, moderate f16 scale at the start of every block (every block
-/// format here keeps its f16 scale there); floats get random finite values.
+/// Random bytes (every fifth block one repeated byte) with finite, moderate f16 scales; floats
+/// get random finite values.
 fn weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     match format {
         Format::F32 => (0..rows * cols)
@@ -41,7 +41,12 @@ fn weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
             let mut v: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
             // f16 scales/mins sit in the first or last four bytes of a block depending on the
             // format; giving those high bytes a moderate exponent keeps every decode finite.
-            for b in v.chunks_exact_mut(format.block_bytes()) {
+            for (k, b) in v.chunks_exact_mut(format.block_bytes()).enumerate() {
+                // Every fifth block all one byte: extreme quants, scales and mins (all bits
+                // set or clear, or the sign bit alone).
+                if k % 5 == 4 {
+                    b.fill([0x00, 0xFF, 0x80, 0x7F][(k / 5) % 4]);
+                }
                 let n = b.len();
                 for i in [1, 3, n - 1, n - 3] {
                     b[i] = 0x2c + (rng.next() % 4) as u8;
@@ -96,9 +101,44 @@ fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
     }
 }
 
+/// Byte offset, within a block, of the f16 super-scale of the mins of formats whose weights are
+/// `scale part + min part` (Q4_1 and Q5_1 `d·q + m`, the VQ formats, the k-quants'
+/// `d·sc·q − dmin·m`).
+fn min_scale_offset(format: Format) -> Option<usize> {
+    match format {
+        Format::Q4_1 | Format::Q5_1 | Format::VQ2 | Format::VQ3 | Format::VQ4 => Some(2),
+        Format::Q4_K | Format::Q5_K => Some(2),
+        Format::Q2_K => Some(82),
+        _ => None,
+    }
+}
+
+/// Per weight, the magnitude the float error of a matmul scales with. A kernel that reads 8-bit
+/// activations sums the scale parts and the min parts of a format with mins separately (in
+/// integers, then scaled), so its rounding error scales with `|scale part| + |min part|`, which
+/// exceeds `|w|` where the two cancel; the dequantized `w` is itself only that exact. Elsewhere
+/// it is `|w|`.
+fn term_magnitudes(format: Format, act: ActKind, data: &[u8], dense: &[f32]) -> Vec<f64> {
+    let Some(off) = min_scale_offset(format).filter(|_| act == ActKind::Q8) else {
+        return dense.iter().map(|&v| (v as f64).abs()).collect();
+    };
+    let mut no_min = data.to_vec();
+    for b in no_min.chunks_exact_mut(format.block_bytes()) {
+        b[off..off + 2].fill(0);
+    }
+    let mut scale_part = vec![0f32; dense.len()];
+    vspec_core::quant::dequantize_row(format, &no_min, &mut scale_part).unwrap();
+    dense
+        .iter()
+        .zip(&scale_part)
+        .map(|(&w, &s)| (s as f64).abs() + (w as f64 - s as f64).abs())
+        .collect()
+}
+
 /// Every matmul entry of `table` against the scalar f32 reference: f32 entries on `x`, 8-bit
 /// entries on the activations their quantizer produced (decoded back to f32), so the only
-/// difference left is the order of the float sums, bounded by `tol · Σ|w·x|`.
+/// difference left is the order of the float sums, bounded by `tol · Σ|w·x|` (with
+/// [`term_magnitudes`] for `|w|`).
 fn check_matmuls(table: &KernelTable, tier: &str) {
     let scalar = KernelTable::scalar();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -152,6 +192,7 @@ fn check_matmuls(table: &KernelTable, tier: &str) {
                         let want = run(&scalar, &w, &x_ref, tokens, ActKind::F32, &[]);
                         let mut dense = vec![0f32; rows * cols];
                         vspec_core::quant::dequantize_row(format, &data, &mut dense).unwrap();
+                        let magnitude = term_magnitudes(format, act, &data, &dense);
                         let tol = match act {
                             ActKind::F32 => 1e-6,
                             ActKind::Q8 => 2e-6,
@@ -160,7 +201,7 @@ fn check_matmuls(table: &KernelTable, tier: &str) {
                             let (t, r) = (i / rows, i % rows);
                             let abs_sum: f64 = (0..cols)
                                 .map(|c| {
-                                    (dense[r * cols + c] as f64 * x_ref[t * cols + c] as f64).abs()
+                                    magnitude[r * cols + c] * (x_ref[t * cols + c] as f64).abs()
                                 })
                                 .sum();
                             assert!(
@@ -439,6 +480,12 @@ fn avx2_tier_reads_8_bit_activations_where_it_has_a_kernel() {
         Format::VQ4,
         Format::VQ3,
         Format::TQ3,
+        Format::Q2_K,
+        Format::Q3_K,
+        Format::Q4_K,
+        Format::Q5_K,
+        Format::Q6_K,
+        Format::IQ4_XS,
     ] {
         assert_eq!(t.matmul(f).unwrap().consumes(), ActKind::Q8, "{f:?}");
     }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod kquant_encode;
+
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")

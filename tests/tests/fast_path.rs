@@ -1,13 +1,17 @@
 //! The kernel table `select` returns for this CPU (SIMD kernels, 8-bit activations for the packed
 //! formats) against the scalar references, end to end on SmolLM2 (Q4_1 matrices, Q8_0
-//! embedding): logits within a stated tolerance, the same greedy choice wherever the reference's
-//! choice is not a near-tie, and bit-identical logits for any thread count and step size.
+//! embedding; then with its `ffn_down` matrices in the k-quants and IQ4_XS): logits within a
+//! stated tolerance, the same greedy choice wherever the reference's choice is not a near-tie,
+//! and bit-identical logits for any thread count and step size.
 //!
 //! Needs the model (`vspec fetch`); prints SKIPPED otherwise (CI sets VSPEC_REQUIRE_MODEL=1).
 
+use vspec_core::format::Format;
 use vspec_core::graph::Limits;
 use vspec_core::kernels::KernelTable;
+use vspec_host::model::OwnedTensor;
 use vspec_host::{Engine, ModelFile};
+use vspec_tests::kquant_encode::encode_row;
 use vspec_tests::{rel_max_abs, smollm2_gguf};
 
 /// Largest `max |fast − scalar| / max |scalar|` over a position's logits. 8-bit activations
@@ -54,7 +58,73 @@ fn argmax_gap(v: &[f32]) -> (usize, f32) {
 #[test]
 fn selected_kernels_match_the_scalar_references_on_smollm2() {
     let Some(path) = smollm2_gguf() else { return };
-    let model = ModelFile::open(&path).unwrap();
+    check_fast_path(&ModelFile::open(&path).unwrap());
+}
+
+/// Bounds on the relative RMS error of the test's round-to-nearest k-quant encoding of SmolLM2's
+/// `ffn_down` against its Q4_1 weights: a check that the encoding is the layout the decoders
+/// read, not a quality claim. Measured worst over the layers: Q2_K 0.334, Q3_K 0.188, Q4_K 0.019
+/// (its 32-weight sub-blocks fit Q4_1's blocks), Q5_K 0.046 (Q4_1's 16 levels are off its 32-level
+/// grid), Q6_K 0.023, IQ4_XS 0.090.
+fn encode_error_bound(format: Format) -> f64 {
+    match format {
+        Format::Q2_K => 0.4,
+        Format::Q3_K => 0.25,
+        Format::Q4_K | Format::Q6_K => 0.03,
+        Format::Q5_K => 0.06,
+        _ => 0.12,
+    }
+}
+
+/// The same checks on SmolLM2 with every `ffn_down` (rows of 1536: the only matrices whose rows
+/// hold whole 256-weight super-blocks) re-encoded in Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS in
+/// turn over the layers, as llama.cpp's k-quant mixes do for this model's `ffn_down`.
+#[test]
+fn selected_kernels_match_the_scalar_references_on_kquant_smollm2() {
+    let Some(path) = smollm2_gguf() else { return };
+    let mut model = ModelFile::open(&path).unwrap();
+    let formats = [
+        Format::Q2_K,
+        Format::Q3_K,
+        Format::Q4_K,
+        Format::Q5_K,
+        Format::Q6_K,
+        Format::IQ4_XS,
+    ];
+    for layer in 0..model.config.n_layers {
+        let name = format!("blk.{layer}.ffn_down.weight");
+        let format = formats[layer % formats.len()];
+        let (dims, w) = {
+            let t = model.raw_tensor(&name).unwrap().unwrap();
+            let n: u64 = t.dims.iter().product();
+            let mut w = vec![0f32; n as usize];
+            vspec_core::quant::dequantize_row(t.format, t.data, &mut w).unwrap();
+            (t.dims.clone(), w)
+        };
+        assert_eq!(dims[0] % 256, 0, "{name}: rows of {}", dims[0]);
+        let data = encode_row(format, &w).unwrap();
+        let mut back = vec![0f32; w.len()];
+        vspec_core::quant::dequantize_row(format, &data, &mut back).unwrap();
+        let (err, energy) = w.iter().zip(&back).fold((0f64, 0f64), |(e, s), (&a, &b)| {
+            (e + (a as f64 - b as f64).powi(2), s + (a as f64).powi(2))
+        });
+        let rel = (err / energy).sqrt();
+        println!("{name} as {}: rel RMSE {rel:.4}", format.name());
+        assert!(
+            rel < encode_error_bound(format),
+            "{name} as {}: rel RMSE {rel:.3}",
+            format.name()
+        );
+        model
+            .overrides
+            .insert(name, OwnedTensor { format, dims, data });
+    }
+    check_fast_path(&model);
+}
+
+/// The selected kernels against the scalar references on `model`: logits within [`TOL`], the
+/// same greedy choice outside near-ties, the same bits for any thread count and step size.
+fn check_fast_path(model: &ModelFile) {
     let fast = vspec_host::detect::kernel_table();
     if fast.describe() == "scalar" {
         // Scalar against scalar would pass without checking anything.
@@ -65,8 +135,8 @@ fn selected_kernels_match_the_scalar_references_on_smollm2() {
         println!("SKIPPED(no SIMD tier): this CPU runs the scalar references only");
         return;
     }
-    let reference = logits(&model, KernelTable::scalar(), 2, 64);
-    let got = logits(&model, fast.clone(), 2, 64);
+    let reference = logits(model, KernelTable::scalar(), 2, 64);
+    let got = logits(model, fast.clone(), 2, 64);
     let mut worst = 0f64;
     for (pos, (g, r)) in got.iter().zip(&reference).enumerate() {
         let err = rel_max_abs(g, r);
@@ -85,7 +155,7 @@ fn selected_kernels_match_the_scalar_references_on_smollm2() {
     );
     // Same bits for any thread count and step size.
     for (threads, step) in [(1, 64), (2, 1), (2, 7)] {
-        let other = logits(&model, fast.clone(), threads, step);
+        let other = logits(model, fast.clone(), threads, step);
         for (pos, (a, b)) in other.iter().zip(&got).enumerate() {
             assert!(
                 a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),

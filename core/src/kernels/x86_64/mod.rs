@@ -29,7 +29,8 @@ unsafe fn matmul_f32_avx2(
     unsafe { avx2::matmul_unchecked(w, x, tokens, rows, out) }
 }
 
-/// An 8-bit matmul entry for format type `$fmt` on tier `$tier` (`avx2` or `avx512`).
+/// An 8-bit matmul entry for format type `$fmt` on driver `$tier` (`avx2`, `avx512`, or
+/// `kquant` for the AVX2 super-block formats).
 macro_rules! q8_entry {
     ($fmt:ty, $name:literal) => {
         q8_entry!(avx2, $fmt, $name)
@@ -74,17 +75,14 @@ fn q8_matmul_entry(format: Format) -> Option<MatMulEntry> {
         Format::TQ2 => q8_entry!(q8::Tq2, "avx2_matmul_tq2_q8"),
         Format::TQ3 => q8_entry!(q8::Tq3, "avx2_matmul_tq3_q8"),
         Format::TQ4 => q8_entry!(q8::Tq4, "avx2_matmul_tq4_q8"),
-        // Floats keep f32 activations; the k-quants and IQ4_XS have no 8-bit kernel yet and run
-        // the f32 AVX2 kernel (listed in docs/OPTIMIZATION.md).
-        Format::F32
-        | Format::F16
-        | Format::BF16
-        | Format::Q2_K
-        | Format::Q3_K
-        | Format::Q4_K
-        | Format::Q5_K
-        | Format::Q6_K
-        | Format::IQ4_XS => return None,
+        Format::Q2_K => q8_entry!(kquant, q8::Q2K, "avx2_matmul_q2_k_q8"),
+        Format::Q3_K => q8_entry!(kquant, q8::Q3K, "avx2_matmul_q3_k_q8"),
+        Format::Q4_K => q8_entry!(kquant, q8::Q4K, "avx2_matmul_q4_k_q8"),
+        Format::Q5_K => q8_entry!(kquant, q8::Q5K, "avx2_matmul_q5_k_q8"),
+        Format::Q6_K => q8_entry!(kquant, q8::Q6K, "avx2_matmul_q6_k_q8"),
+        Format::IQ4_XS => q8_entry!(kquant, q8::Iq4Xs, "avx2_matmul_iq4_xs_q8"),
+        // Floats keep f32 activations.
+        Format::F32 | Format::F16 | Format::BF16 => return None,
     })
 }
 

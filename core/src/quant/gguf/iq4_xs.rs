@@ -19,8 +19,9 @@
 //! with the IQ4_NL codebook [`super::iq4_nl::KVALUES`].
 
 use super::iq4_nl::KVALUES;
-use super::{f16_at, QK_K};
+use super::{dot_q8_superblock, f16_at, QK_K};
 use crate::format::{Format, FormatSpec};
+use crate::quant::act_q8::BlockQ8Act;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::IQ4_XS;
@@ -53,6 +54,25 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Reference dot product with the block's eight 8-bit activation blocks (one per sub-block):
+/// per activation block `a`, `a.d · d · (scale − 32) · Σ KVALUES[index]·qa` with the sum in i32
+/// (see [`super::dot_q8_superblock`]).
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    let scales_h = u16::from_le_bytes([block[OFF_SCALES_H], block[OFF_SCALES_H + 1]]);
+    let quant = |i: usize| {
+        let (s, w) = (i / 32, i % 32);
+        let byte = block[OFF_QS + 16 * s + w % 16];
+        KVALUES[((byte >> (4 * (w / 16))) & 0x0F) as usize] as i32
+    };
+    let scale = |s: usize| {
+        let low = (block[OFF_SCALES_L + s / 2] >> (4 * (s % 2))) & 0x0F;
+        let high = ((scales_h >> (2 * s)) & 3) as u8;
+        (low | (high << 4)) as i32 - 32
+    };
+    dot_q8_superblock(act, 32, f16_at(block, OFF_D), quant, scale, None)
+}
+
 /// What the runtime knows about IQ4_XS (see [`FormatSpec`]).
 pub const SPEC: FormatSpec = FormatSpec {
     format: FORMAT,
@@ -62,7 +82,7 @@ pub const SPEC: FormatSpec = FormatSpec {
     ggml_type: Some(23),
     decode: dequantize_block,
     dot_f32: None,
-    dot_q8: None,
+    dot_q8: Some(dot_q8),
     quantize: None,
     gptq: None,
 };
@@ -116,5 +136,16 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+
+    #[test]
+    fn dot_q8_matches_reference() {
+        crate::quant::act_q8::testutil::check_dot_q8(
+            dequantize_block,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D],
+        );
     }
 }

@@ -26,6 +26,7 @@ pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 
+use crate::quant::act_q8::{BlockQ8Act, QK8};
 use half::f16;
 
 /// Weights per K-quant super-block (ggml `QK_K`).
@@ -57,6 +58,43 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
             (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
         )
     }
+}
+
+/// The reference dot of one 256-weight super-block (Q2_K–Q6_K, IQ4_XS) with its eight 8-bit
+/// activation blocks, in the integer form the 8-bit kernels use: per activation block `a`,
+/// `a.d · (d · Σ sc·q·qa − dmin · Σ m·qa)`, both sums over the block's 32 elements in i32, the
+/// blocks' results added in order.
+///
+/// `quant(i)` is element `i`'s integer quant (signed where the format's is), `scale(s)` and
+/// `min = Some((dmin, m))` the integer scale and min of sub-block `s` (`sub_len` weights);
+/// `min = None` for the formats without mins. Neither sum can overflow: each of its 32 terms is
+/// at most 128 · 127 · 127 in magnitude.
+pub(crate) fn dot_q8_superblock(
+    act: &[BlockQ8Act],
+    sub_len: usize,
+    d: f32,
+    quant: impl Fn(usize) -> i32,
+    scale: impl Fn(usize) -> i32,
+    min: Option<(f32, &dyn Fn(usize) -> i32)>,
+) -> f32 {
+    debug_assert_eq!(act.len(), QK_K / QK8);
+    let mut total = 0f32;
+    for (j, a) in act.iter().enumerate() {
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for (k, &qa) in a.qs.iter().enumerate() {
+            let i = QK8 * j + k;
+            let s = i / sub_len;
+            isum += scale(s) * quant(i) * qa as i32;
+            if let Some((_, m)) = min {
+                msum += m(s) * qa as i32;
+            }
+        }
+        total += match min {
+            Some((dmin, _)) => a.d * (d * isum as f32 - dmin * msum as f32),
+            None => a.d * (d * isum as f32),
+        };
+    }
+    total
 }
 
 /// Test helpers shared by the format files: a deterministic RNG and error measures.

@@ -14,8 +14,9 @@
 //! `16 + 32 * (i / 128) + i % 32`; its sub-block is `s = i / 16`. Value, in f32 with ggml's
 //! rounding order: `dl = d * (scales[s] & 15)`, `ml = dmin * (scales[s] >> 4)`, `dl * q - ml`.
 
-use super::{f16_at, QK_K};
+use super::{dot_q8_superblock, f16_at, QK_K};
 use crate::format::{Format, FormatSpec};
+use crate::quant::act_q8::BlockQ8Act;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q2_K;
@@ -49,6 +50,19 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Reference dot product with the block's eight 8-bit activation blocks: per activation block
+/// `a`, `a.d · (d · Σ sc·q·qa − dmin · Σ m·qa)` with the sums in i32 (see
+/// [`super::dot_q8_superblock`]).
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    let quant =
+        |i: usize| ((block[OFF_QS + 32 * (i / 128) + i % 32] >> (2 * ((i / 32) % 4))) & 3) as i32;
+    let scale = |s: usize| (block[OFF_SCALES + s] & 0x0F) as i32;
+    let min = |s: usize| (block[OFF_SCALES + s] >> 4) as i32;
+    let (d, dmin) = (f16_at(block, OFF_D), f16_at(block, OFF_DMIN));
+    dot_q8_superblock(act, 16, d, quant, scale, Some((dmin, &min)))
+}
+
 /// What the runtime knows about Q2_K (see [`FormatSpec`]).
 pub const SPEC: FormatSpec = FormatSpec {
     format: FORMAT,
@@ -58,7 +72,7 @@ pub const SPEC: FormatSpec = FormatSpec {
     ggml_type: Some(10),
     decode: dequantize_block,
     dot_f32: None,
-    dot_q8: None,
+    dot_q8: Some(dot_q8),
     quantize: None,
     gptq: None,
 };
@@ -116,6 +130,17 @@ mod tests {
     fn decode_never_panics_any_bytes() {
         decode_never_panics(
             dequantize_block,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D, OFF_DMIN],
+        );
+    }
+
+    #[test]
+    fn dot_q8_matches_reference() {
+        crate::quant::act_q8::testutil::check_dot_q8(
+            dequantize_block,
+            dot_q8,
             BLOCK_BYTES,
             BLOCK_ELEMS,
             &[OFF_D, OFF_DMIN],

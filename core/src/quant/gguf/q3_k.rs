@@ -22,8 +22,9 @@
 //!
 //! Value, in f32 with ggml's rounding order: `dl = d * (scale - 32)`, then `dl * quant`.
 
-use super::{f16_at, QK_K};
+use super::{dot_q8_superblock, f16_at, QK_K};
 use crate::format::{Format, FormatSpec};
+use crate::quant::act_q8::BlockQ8Act;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q3_K;
@@ -69,6 +70,24 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Reference dot product with the block's eight 8-bit activation blocks: per activation block
+/// `a`, `a.d · d · Σ (scale − 32)·quant·qa` with the sum in i32 (see
+/// [`super::dot_q8_superblock`]).
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    let scales = unpack_scales(&block[OFF_SCALES..OFF_SCALES + 12]);
+    let quant = |i: usize| {
+        let low = ((block[OFF_QS + 32 * (i / 128) + i % 32] >> (2 * ((i / 32) % 4))) & 3) as i32;
+        let high_set = (block[OFF_HMASK + i % 32] >> (i / 32)) & 1 == 1;
+        if high_set {
+            low
+        } else {
+            low - 4
+        }
+    };
+    dot_q8_superblock(act, 16, f16_at(block, OFF_D), quant, |s| scales[s], None)
+}
+
 /// What the runtime knows about Q3_K (see [`FormatSpec`]).
 pub const SPEC: FormatSpec = FormatSpec {
     format: FORMAT,
@@ -78,7 +97,7 @@ pub const SPEC: FormatSpec = FormatSpec {
     ggml_type: Some(11),
     decode: dequantize_block,
     dot_f32: None,
-    dot_q8: None,
+    dot_q8: Some(dot_q8),
     quantize: None,
     gptq: None,
 };
@@ -160,5 +179,16 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+
+    #[test]
+    fn dot_q8_matches_reference() {
+        crate::quant::act_q8::testutil::check_dot_q8(
+            dequantize_block,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D],
+        );
     }
 }

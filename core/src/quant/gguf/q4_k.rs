@@ -20,8 +20,9 @@
 //!
 //! Value, in f32 with ggml's rounding order: `dl = d * scale`, `ml = dmin * min`, `dl * q - ml`.
 
-use super::{f16_at, scale_min_k4, QK_K};
+use super::{dot_q8_superblock, f16_at, scale_min_k4, QK_K};
 use crate::format::{Format, FormatSpec};
+use crate::quant::act_q8::BlockQ8Act;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q4_K;
@@ -54,6 +55,22 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Reference dot product with the block's eight 8-bit activation blocks (one per sub-block):
+/// per activation block `a`, `a.d · (d · sc · Σ q·qa − dmin · m · Σ qa)` with the sums in i32
+/// (see [`super::dot_q8_superblock`]).
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    let scales = &block[OFF_SCALES..OFF_SCALES + 12];
+    let quant = |i: usize| {
+        let byte = block[OFF_QS + 32 * (i / 64) + i % 32];
+        ((byte >> (4 * ((i / 32) % 2))) & 0x0F) as i32
+    };
+    let scale = |s: usize| scale_min_k4(s, scales).0 as i32;
+    let min = |s: usize| scale_min_k4(s, scales).1 as i32;
+    let (d, dmin) = (f16_at(block, OFF_D), f16_at(block, OFF_DMIN));
+    dot_q8_superblock(act, 32, d, quant, scale, Some((dmin, &min)))
+}
+
 /// What the runtime knows about Q4_K (see [`FormatSpec`]).
 pub const SPEC: FormatSpec = FormatSpec {
     format: FORMAT,
@@ -63,7 +80,7 @@ pub const SPEC: FormatSpec = FormatSpec {
     ggml_type: Some(12),
     decode: dequantize_block,
     dot_f32: None,
-    dot_q8: None,
+    dot_q8: Some(dot_q8),
     quantize: None,
     gptq: None,
 };
@@ -126,6 +143,17 @@ mod tests {
     fn decode_never_panics_any_bytes() {
         decode_never_panics(
             dequantize_block,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D, OFF_DMIN],
+        );
+    }
+
+    #[test]
+    fn dot_q8_matches_reference() {
+        crate::quant::act_q8::testutil::check_dot_q8(
+            dequantize_block,
+            dot_q8,
             BLOCK_BYTES,
             BLOCK_ELEMS,
             &[OFF_D, OFF_DMIN],

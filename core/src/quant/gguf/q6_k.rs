@@ -18,8 +18,9 @@
 //!
 //! Value, in f32 with ggml's rounding order: `(d * scale) * quant`.
 
-use super::{f16_at, QK_K};
+use super::{dot_q8_superblock, f16_at, QK_K};
 use crate::format::{Format, FormatSpec};
+use crate::quant::act_q8::BlockQ8Act;
 
 /// The format this file defines.
 pub const FORMAT: Format = Format::Q6_K;
@@ -53,6 +54,20 @@ pub fn dequantize_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Reference dot product with the block's eight 8-bit activation blocks: per activation block
+/// `a`, `a.d · d · Σ scale·quant·qa` with the sum in i32 (see [`super::dot_q8_superblock`]).
+pub fn dot_q8(block: &[u8], act: &[BlockQ8Act]) -> f32 {
+    debug_assert_eq!(block.len(), BLOCK_BYTES);
+    let quant = |i: usize| {
+        let (n, k, l) = (i / 128, (i % 128) / 32, i % 32);
+        let low = (block[OFF_QL + 64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
+        let high = (block[OFF_QH + 32 * n + l] >> (2 * k)) & 3;
+        (low | (high << 4)) as i32 - 32
+    };
+    let scale = |s: usize| (block[OFF_SCALES + s] as i8) as i32;
+    dot_q8_superblock(act, 16, f16_at(block, OFF_D), quant, scale, None)
+}
+
 /// What the runtime knows about Q6_K (see [`FormatSpec`]).
 pub const SPEC: FormatSpec = FormatSpec {
     format: FORMAT,
@@ -62,7 +77,7 @@ pub const SPEC: FormatSpec = FormatSpec {
     ggml_type: Some(14),
     decode: dequantize_block,
     dot_f32: None,
-    dot_q8: None,
+    dot_q8: Some(dot_q8),
     quantize: None,
     gptq: None,
 };
@@ -121,5 +136,16 @@ mod tests {
     #[test]
     fn decode_never_panics_any_bytes() {
         decode_never_panics(dequantize_block, BLOCK_BYTES, BLOCK_ELEMS, &[OFF_D]);
+    }
+
+    #[test]
+    fn dot_q8_matches_reference() {
+        crate::quant::act_q8::testutil::check_dot_q8(
+            dequantize_block,
+            dot_q8,
+            BLOCK_BYTES,
+            BLOCK_ELEMS,
+            &[OFF_D],
+        );
     }
 }

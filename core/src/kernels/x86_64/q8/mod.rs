@@ -9,6 +9,7 @@
 
 mod affine;
 mod codebook;
+pub(crate) mod kquant;
 mod legacy;
 pub(crate) mod rows8;
 mod trellis;
@@ -21,6 +22,7 @@ use core::ops::Range;
 
 pub(crate) use affine::{Vq2, Vq3, Vq4};
 pub(crate) use codebook::{Iq4Nl, Nq3};
+pub(crate) use kquant::{Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
 pub(crate) use legacy::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 pub(crate) use trellis::{Tq2, Tq2Vbmi, Tq3, Tq3Vbmi, Tq4, Tq4Vbmi};
 
