@@ -2,6 +2,7 @@
 //! [`crate::kernels::KernelTable::select`], which installs them from detected [`CpuFeatures`].
 
 pub mod avx2;
+mod attention;
 mod ops;
 mod q8;
 
