@@ -52,7 +52,7 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
             lim.max_ctx
         );
     }
-    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
         model.config.summary(),
@@ -98,7 +98,7 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
     let tok = model.tokenizer()?;
     let tmpl = ChatTemplate::from_tokenizer(&tok)?;
     let lim = limits(&a.model, &model, false)?;
-    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | type a message, empty line or EOF to quit",
         model.config.summary(),
@@ -193,7 +193,7 @@ pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
         max_tokens: a.model.batch_size.clamp(1, a.ctx),
         all_logits: true,
     };
-    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
         model.config.summary(),
