@@ -152,6 +152,31 @@ pub fn store_row(kv_type: KvType, src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Reads one stored row (or a whole number of heads of it) of `kv_type` from `src` into `out`;
+/// the inverse of [`store_row`].
+pub fn load_row(kv_type: KvType, src: &[u8], out: &mut [f32]) {
+    match kv_type {
+        KvType::F32 => {
+            for (o, b) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        KvType::F16 => {
+            for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_ne_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        KvType::Q8_0 => {
+            for (blk, o) in src
+                .chunks_exact(q8_0::BLOCK_BYTES)
+                .zip(out.chunks_exact_mut(q8_0::BLOCK_ELEMS))
+            {
+                q8_0::dequantize_block(blk, o);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,6 +132,71 @@ impl<'a> Session<'a> {
         self.pos = 0;
     }
 
+    /// Context shift: forgets the `discard` positions after the first `keep` and moves the later
+    /// ones down, turning each cached key back by `discard` positions (RoPE is a rotation by the
+    /// position, so a key re-encoded this way is the key of its new position, up to rounding and,
+    /// for Q8_0, one re-quantization). Allocates nothing.
+    pub fn shift_context(&mut self, keep: usize, discard: usize) -> Result<()> {
+        let end = self.pos;
+        if keep.checked_add(discard).is_none_or(|e| e > end) {
+            return Err(Error::invalid(
+                "context shift",
+                alloc::format!("keep {keep} + discard {discard} exceeds the {end} cached positions"),
+            ));
+        }
+        if discard == 0 {
+            return Ok(());
+        }
+        let graph = self.graph;
+        let kv_type = graph.kv_type;
+        let row_bytes = kv_type.row_bytes(graph.kv_width);
+        let layer_len = graph.limits.max_ctx * row_bytes;
+        let key_rope = graph.ops.iter().find_map(|op| match &op.kind {
+            OpKind::Attention { head_dim, .. } => {
+                let k = op.inputs[1];
+                graph.ops.iter().find_map(|p| match &p.kind {
+                    OpKind::Rope {
+                        layout, inv_freq, ..
+                    } if p.outputs[0] == k => Some((*head_dim, *layout, inv_freq)),
+                    _ => None,
+                })
+            }
+            _ => None,
+        });
+        let kept = end - keep - discard;
+        for layer in 0..graph.kv_layers {
+            let base = layer * 2 * layer_len;
+            for half in 0..2 {
+                let cache = &mut self.kv[base + half * layer_len..base + (half + 1) * layer_len];
+                cache.copy_within(
+                    (keep + discard) * row_bytes..end * row_bytes,
+                    keep * row_bytes,
+                );
+                let Some((head_dim, layout, inv_freq)) = key_rope.filter(|_| half == 0) else {
+                    continue;
+                };
+                let head_bytes = kv_type.row_bytes(head_dim);
+                let mut head = [0f32; MAX_HEAD_DIM];
+                let head = &mut head[..head_dim];
+                for row in keep..keep + kept {
+                    let row = &mut cache[row * row_bytes..(row + 1) * row_bytes];
+                    for bytes in row.chunks_exact_mut(head_bytes) {
+                        kv::load_row(kv_type, bytes, head);
+                        crate::kernels::rope::rotate_head(
+                            head,
+                            -(discard as f32),
+                            layout,
+                            inv_freq,
+                        );
+                        kv::store_row(kv_type, head, bytes);
+                    }
+                }
+            }
+        }
+        self.pos = end - discard;
+        Ok(())
+    }
+
     /// The memory plan this session runs.
     pub fn plan(&self) -> &Plan {
         self.plan

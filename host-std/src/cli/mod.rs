@@ -143,6 +143,10 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template as a user message.
     #[arg(long = "chat-template")]
     pub use_chat_template: bool,
+    /// When the context is full, drop the oldest half (after BOS) and go on instead of stopping
+    /// with an error.
+    #[arg(long = "ctx-shift")]
+    pub ctx_shift: bool,
 }
 
 /// `vspec chat`.
@@ -163,6 +167,10 @@ pub struct ChatArgs {
     /// Maximum tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     pub n_predict: usize,
+    /// When the context is full, drop the oldest half after the system prompt (within a reply),
+    /// and the oldest turns (between replies), instead of stopping with an error.
+    #[arg(long = "ctx-shift")]
+    pub ctx_shift: bool,
 }
 
 /// `vspec perplexity`.
