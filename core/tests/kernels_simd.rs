@@ -8,8 +8,8 @@
 use vspec_core::format::Format;
 use vspec_core::graph::RopeLayout;
 use vspec_core::kernels::attention::{AttnShape, SCORE_BLOCK};
-use vspec_core::kv::{store_row, KvRows, KvType};
 use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
+use vspec_core::kv::{store_row, KvRows, KvType};
 use vspec_core::model::WeightView;
 use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
 
@@ -347,7 +347,10 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
                 &mut bytemuck::cast_slice_mut(&mut vw)[..positions * row_bytes],
             );
             for p in 0..positions {
-                let (src, dst) = (p * kv_width..(p + 1) * kv_width, p * row_bytes..(p + 1) * row_bytes);
+                let (src, dst) = (
+                    p * kv_width..(p + 1) * kv_width,
+                    p * row_bytes..(p + 1) * row_bytes,
+                );
                 store_row(kv_type, &kf[src.clone()], &mut kb[dst.clone()]);
                 store_row(kv_type, &vf[src], &mut vb[dst]);
             }

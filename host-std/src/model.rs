@@ -13,8 +13,8 @@ use vspec_core::exec::Session;
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
 use vspec_core::kernels::{KernelTable, Parallel};
-use vspec_core::model::config::{FieldNames, TensorShapes};
 use vspec_core::kv::KvType;
+use vspec_core::model::config::{FieldNames, TensorShapes};
 use vspec_core::model::{
     bind_weights, build_graph_kv, ModelConfig, RawTensor, RopeScaling, WeightView,
 };

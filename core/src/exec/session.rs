@@ -141,7 +141,9 @@ impl<'a> Session<'a> {
         if keep.checked_add(discard).is_none_or(|e| e > end) {
             return Err(Error::invalid(
                 "context shift",
-                alloc::format!("keep {keep} + discard {discard} exceeds the {end} cached positions"),
+                alloc::format!(
+                    "keep {keep} + discard {discard} exceeds the {end} cached positions"
+                ),
             ));
         }
         if discard == 0 {

@@ -82,7 +82,8 @@ pub unsafe fn attention_heads(
         for t in 0..s.tokens {
             let n_pos = s.pos0 + t + 1;
             let qh = &q[t * q_width + h * hd..t * q_width + (h + 1) * hd];
-            let mut score = |j: usize| dot_f32(qh, head_row(&k, j, kvh, hd, kv_width, &mut kbuf)) * s.scale;
+            let mut score =
+                |j: usize| dot_f32(qh, head_row(&k, j, kvh, hd, kv_width, &mut kbuf)) * s.scale;
             let mut max = f32::NEG_INFINITY;
             for j in 0..n_pos {
                 max = max.max(score(j));

@@ -15,10 +15,20 @@ pub struct PlanArgs {
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
     /// Context in tokens (0 = the model's training context, at most 4096).
-    #[arg(short = 'c', long = "ctx", visible_alias = "ctx-size", default_value_t = 0)]
+    #[arg(
+        short = 'c',
+        long = "ctx",
+        visible_alias = "ctx-size",
+        default_value_t = 0
+    )]
     pub ctx: usize,
     /// Tokens per forward step.
-    #[arg(short = 'b', long = "batch", visible_alias = "batch-size", default_value_t = 512)]
+    #[arg(
+        short = 'b',
+        long = "batch",
+        visible_alias = "batch-size",
+        default_value_t = 512
+    )]
     pub batch: usize,
     #[command(flatten)]
     /// KV cache type.
@@ -49,9 +59,7 @@ pub(super) fn plan(a: &PlanArgs) -> Result<()> {
         all_logits: a.all_logits,
     };
     let plan = plan_model(&model, &req)?;
-    let fit = budget
-        .map(|b| fit_budget(&model, &req, b))
-        .transpose()?;
+    let fit = budget.map(|b| fit_budget(&model, &req, b)).transpose()?;
     if a.json {
         let mut v = serde_json::to_value(&plan)?;
         v["model"] = path.display().to_string().into();

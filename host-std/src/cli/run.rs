@@ -161,7 +161,11 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
                 "the conversation has {} tokens but the context holds {} (raise -c{})",
                 ids.len(),
                 lim.max_ctx,
-                if a.ctx_shift { "" } else { ", or pass --ctx-shift" }
+                if a.ctx_shift {
+                    ""
+                } else {
+                    ", or pass --ctx-shift"
+                }
             );
         }
         // Reuse the cached prefix; at least one token must be evaluated to get logits.

@@ -1,8 +1,8 @@
 //! x86-64 kernels, one file per instruction-set tier and op family. Reached only through
 //! [`crate::kernels::KernelTable::select`], which installs them from detected [`CpuFeatures`].
 
-pub mod avx2;
 mod attention;
+pub mod avx2;
 mod ops;
 mod q8;
 

@@ -5,8 +5,8 @@
 //! whatever the thread split.
 
 use super::q8::{self, hsum};
-use crate::kernels::table::{KernelTable, OpEntry};
 use crate::kernels::for_each_tile;
+use crate::kernels::table::{KernelTable, OpEntry};
 use crate::model::WeightView;
 use crate::quant::act_q8::BlockQ8Act;
 use core::arch::x86_64::*;
