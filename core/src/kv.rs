@@ -65,7 +65,7 @@ impl KvType {
 
     /// Whether heads of `head_dim` values can be stored in this type.
     pub fn check_head_dim(self, head_dim: usize) -> Result<()> {
-        if self == KvType::Q8_0 && head_dim % q8_0::BLOCK_ELEMS != 0 {
+        if self == KvType::Q8_0 && !head_dim.is_multiple_of(q8_0::BLOCK_ELEMS) {
             return Err(Error::invalid(
                 "kv type",
                 alloc::format!(

@@ -102,7 +102,7 @@ fn exact_kv() -> KvType {
 
 /// K and V bytes of one layer: `2 × max_ctx` rows of `kv_width` values in the graph's KV type.
 fn kv_layer_bytes(graph: &Graph) -> Result<usize> {
-    if graph.kv_type == KvType::Q8_0 && graph.kv_width % crate::quant::act_q8::QK8 != 0 {
+    if graph.kv_type == KvType::Q8_0 && !graph.kv_width.is_multiple_of(crate::quant::act_q8::QK8) {
         return Err(Error::invalid(
             "kv type",
             "q8_0 needs rows that are whole blocks of 32",

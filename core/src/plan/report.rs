@@ -42,7 +42,7 @@ pub struct PlanReport {
 impl PlanReport {
     /// The report of `plan`, which was made from `graph`.
     pub fn new(graph: &Graph, plan: &Plan) -> Result<PlanReport> {
-        if graph.kv_layers == 0 || plan.kv_bytes % graph.kv_layers != 0 {
+        if graph.kv_layers == 0 || !plan.kv_bytes.is_multiple_of(graph.kv_layers) {
             return Err(Error::invalid("plan", "KV bytes do not split into layers"));
         }
         let kv_per_layer = plan.kv_bytes / graph.kv_layers;

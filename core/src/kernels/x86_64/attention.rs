@@ -216,6 +216,7 @@ unsafe fn attention_avx2(
             while b0 < n_pos {
                 let len = SCORE_BLOCK.min(n_pos - b0);
                 let mut block_max = [f32::NEG_INFINITY; MAX_GROUP];
+                #[allow(clippy::needless_range_loop)] // jj indexes every head's row of `sc`
                 for jj in 0..len {
                     let off = (b0 + jj) * kv_width + kvh * hd;
                     for i in 0..g {
@@ -234,6 +235,7 @@ unsafe fn attention_avx2(
                     max[i] = new_max;
                     sum[i] += softmax_numerators(&mut sc[i][..len], new_max);
                 }
+                #[allow(clippy::needless_range_loop)] // jj indexes every head's row of `sc`
                 for jj in 0..len {
                     let off = (b0 + jj) * kv_width + kvh * hd;
                     for i in 0..g {
