@@ -18,6 +18,7 @@ pub mod format;
 pub mod gguf;
 pub mod graph;
 pub mod kernels;
+pub mod kv;
 pub mod model;
 pub mod plan;
 pub mod quant;

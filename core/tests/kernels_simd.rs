@@ -7,8 +7,9 @@
 
 use vspec_core::format::Format;
 use vspec_core::graph::RopeLayout;
-use vspec_core::kernels::attention::AttnShape;
+use vspec_core::kernels::attention::{AttnShape, SCORE_BLOCK};
 use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
+use vspec_core::kv::{store_row, KvRows, KvType};
 use vspec_core::model::WeightView;
 use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
 
@@ -341,19 +342,31 @@ fn check_ops(table: &KernelTable, tier: &str) {
         (s.rope.f)(&x, &mut z, 17, head_dim, layout, &inv_freq);
         close(&y, &z, 1e-5, &format!("{tier} rope {head_dim}"));
     }
+    check_attention(table, &s, tier, &mut rng);
+}
+
+/// Attention on every KV type, over contexts shorter and longer than one score block (the
+/// optimized kernels' online softmax crosses block boundaries; the reference does not block),
+/// against the scalar reference on the same cached bits, and bit-identical for any head split.
+fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut Rng) {
     for (head_dim, n_heads, n_kv_heads, tokens, pos0) in [
         (8usize, 4usize, 2usize, 1usize, 0usize),
         (64, 4, 1, 3, 9),
         (12, 3, 3, 5, 2),
         (64, 2, 2, 1, 40),
+        (32, 6, 2, 2, SCORE_BLOCK - 1),
+        (64, 9, 3, 4, 3 * SCORE_BLOCK + 5),
     ] {
-        let max_ctx = pos0 + tokens + 3;
+        let positions = pos0 + tokens + 3;
         let kv_width = n_kv_heads * head_dim;
         let q: Vec<f32> = (0..tokens * n_heads * head_dim)
             .map(|_| rng.f32())
             .collect();
-        let kc: Vec<f32> = (0..max_ctx * kv_width).map(|_| 2.0 * rng.f32()).collect();
-        let vc: Vec<f32> = (0..max_ctx * kv_width).map(|_| rng.f32()).collect();
+        // Keys with a drift so later blocks raise the running maximum.
+        let kf: Vec<f32> = (0..positions * kv_width)
+            .map(|i| 2.0 * rng.f32() + (i / kv_width) as f32 * 0.01)
+            .collect();
+        let vf: Vec<f32> = (0..positions * kv_width).map(|_| rng.f32()).collect();
         let shape = AttnShape {
             n_heads,
             n_kv_heads,
@@ -361,31 +374,61 @@ fn check_ops(table: &KernelTable, tier: &str) {
             scale: 1.0 / (head_dim as f32).sqrt(),
             tokens,
             pos0,
-            max_ctx,
         };
-        let attend = |t: &KernelTable, split: usize| {
-            let mut scores = vec![0f32; n_heads * max_ctx];
-            let mut out = vec![0f32; tokens * n_heads * head_dim];
-            let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut out));
-            // SAFETY: the two calls run one after another on this thread.
-            unsafe {
-                (t.attention.f)(&shape, &q, &kc, &vc, 0..split, &sc, &o);
-                (t.attention.f)(&shape, &q, &kc, &vc, split..n_heads, &sc, &o);
+        for kv_type in KvType::ALL {
+            if kv_type.check_head_dim(head_dim).is_err() {
+                continue;
             }
-            out
-        };
-        let got = attend(table, 1);
-        close_scaled(
-            &got,
-            &attend(&s, n_heads),
-            1e-5,
-            &format!("{tier} attention hd {head_dim}"),
-        );
-        assert_bits_eq(
-            &attend(table, n_heads - 1),
-            &got,
-            &format!("{tier} attention split"),
-        );
+            let row_bytes = kv_type.row_bytes(kv_width);
+            // u32 storage keeps the bytes aligned for the f32 and f16 views.
+            let mut kw = vec![0u32; (positions * row_bytes).div_ceil(4)];
+            let mut vw = vec![0u32; (positions * row_bytes).div_ceil(4)];
+            let (kb, vb): (&mut [u8], &mut [u8]) = (
+                &mut bytemuck::cast_slice_mut(&mut kw)[..positions * row_bytes],
+                &mut bytemuck::cast_slice_mut(&mut vw)[..positions * row_bytes],
+            );
+            for p in 0..positions {
+                let (src, dst) = (
+                    p * kv_width..(p + 1) * kv_width,
+                    p * row_bytes..(p + 1) * row_bytes,
+                );
+                store_row(kv_type, &kf[src.clone()], &mut kb[dst.clone()]);
+                store_row(kv_type, &vf[src], &mut vb[dst]);
+            }
+            let (kr, vr) = (kv_view(kv_type, kb), kv_view(kv_type, vb));
+            let attend = |t: &KernelTable, split: usize| {
+                let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
+                let mut out = vec![0f32; tokens * n_heads * head_dim];
+                let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut out));
+                // SAFETY: the two calls run one after another on this thread.
+                unsafe {
+                    (t.attention.f)(&shape, &q, kr, vr, 0..split, &sc, &o);
+                    (t.attention.f)(&shape, &q, kr, vr, split..n_heads, &sc, &o);
+                }
+                out
+            };
+            let got = attend(table, 1);
+            close_scaled(
+                &got,
+                &attend(s, n_heads),
+                1e-5,
+                &format!("{tier} attention {kv_type} hd {head_dim} pos0 {pos0}"),
+            );
+            assert_bits_eq(
+                &attend(table, n_heads - 1),
+                &got,
+                &format!("{tier} attention {kv_type} split"),
+            );
+        }
+    }
+}
+
+/// Cached bytes seen as rows of `kv_type` (4-byte aligned by the caller).
+fn kv_view(kv_type: KvType, b: &[u8]) -> KvRows<'_> {
+    match kv_type {
+        KvType::F32 => KvRows::F32(bytemuck::cast_slice(b)),
+        KvType::F16 => KvRows::F16(bytemuck::cast_slice(b)),
+        KvType::Q8_0 => KvRows::Q8_0(b),
     }
 }
 

@@ -17,6 +17,22 @@ pub struct GenStats {
     pub gen_tokens: usize,
     /// Seconds spent generating.
     pub gen_secs: f64,
+    /// Context shifts made while generating (see [`ContextFull::Shift`]).
+    pub ctx_shifts: usize,
+}
+
+/// What generation does when the context is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextFull {
+    /// Stop with an error saying so (the default).
+    #[default]
+    Error,
+    /// Keep the first `keep` positions (BOS, system prompt), drop the oldest half of the rest and
+    /// re-encode the positions of what remains (llama.cpp's context shift), then go on.
+    Shift {
+        /// Positions never dropped.
+        keep: usize,
+    },
 }
 
 impl GenStats {
@@ -73,8 +89,8 @@ pub fn prefill<'s>(sess: &'s mut Session<'_>, tokens: &[u32]) -> Result<&'s [f32
 }
 
 /// Generates up to `n_predict` tokens after `prompt`, calling `on_token` for each; stops at an
-/// end-of-sequence token (not passed to `on_token`), at `n_predict`, or when the context is full.
-/// `history` is the token history the repetition penalty sees (prompt included) and grows.
+/// end-of-sequence token (not passed to `on_token`) or at `n_predict`; a full context is an
+/// error. `history` is the token history the repetition penalty sees (prompt included) and grows.
 pub fn generate(
     sess: &mut Session<'_>,
     tok: &Tokenizer,
@@ -82,6 +98,30 @@ pub fn generate(
     n_predict: usize,
     sampler_cfg: &SamplerConfig,
     history: &mut Vec<u32>,
+    on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<(Vec<u32>, GenStats)> {
+    generate_with(
+        sess,
+        tok,
+        prompt,
+        n_predict,
+        sampler_cfg,
+        history,
+        ContextFull::Error,
+        on_token,
+    )
+}
+
+/// [`generate`], with `on_full` deciding what happens when the context is full.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_with(
+    sess: &mut Session<'_>,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    n_predict: usize,
+    sampler_cfg: &SamplerConfig,
+    history: &mut Vec<u32>,
+    on_full: ContextFull,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<(Vec<u32>, GenStats)> {
     let mut sampler =
@@ -107,11 +147,26 @@ pub fn generate(
         out.push(next);
         history.push(next);
         on_token(next)?;
-        if out.len() == n_predict || sess.pos() >= max_ctx {
-            if sess.pos() >= max_ctx {
-                log::warn!("context of {max_ctx} positions is full; stopping");
-            }
+        if out.len() == n_predict {
             break;
+        }
+        if sess.pos() >= max_ctx {
+            match on_full {
+                ContextFull::Error => bail!(
+                    "the context of {max_ctx} positions is full after {} generated tokens \
+                     (raise -c/--ctx-size, or pass --ctx-shift to drop the oldest half)",
+                    out.len()
+                ),
+                ContextFull::Shift { keep } => {
+                    let pos = sess.pos();
+                    let keep = keep.min(pos - 1);
+                    let discard = ((pos - keep) / 2).max(1);
+                    sess.shift_context(keep, discard)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    stats.ctx_shifts += 1;
+                    log::info!("context full: dropped {discard} positions after the first {keep}");
+                }
+            }
         }
         let logits = sess.forward(&[next]).map_err(|e| anyhow!("{e}"))?;
         next = sampler.sample(logits, history);

@@ -5,6 +5,7 @@ pub mod detect;
 pub mod fetch;
 pub mod generate;
 pub mod kl;
+pub mod memory;
 pub mod model;
 pub mod parallel;
 pub mod perplexity;

@@ -13,9 +13,10 @@ use vspec_core::exec::Session;
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
 use vspec_core::kernels::{KernelTable, Parallel};
+use vspec_core::kv::KvType;
 use vspec_core::model::config::{FieldNames, TensorShapes};
 use vspec_core::model::{
-    bind_weights, build_graph, ModelConfig, RawTensor, RopeScaling, WeightView,
+    bind_weights, build_graph_kv, ModelConfig, RawTensor, RopeScaling, WeightView,
 };
 use vspec_core::plan::Plan;
 use vspec_core::safetensors::SafetensorsHeader;
@@ -110,15 +111,31 @@ impl ModelFile {
     /// already in memory; `name` stands for the file in messages.
     pub fn from_bytes(name: &Path, bytes: ModelBytes) -> Result<ModelFile> {
         if bytes.starts_with(&vspec_core::vspecfile::MAGIC) {
-            Self::open_vspec(name, bytes)
+            Self::open_vspec(name, bytes, true)
         } else {
             Self::open_gguf(name, bytes)
         }
     }
 
-    fn open_vspec(path: &Path, map: ModelBytes) -> Result<ModelFile> {
-        vspec_core::vspecfile::verify_checksum(&map)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    /// [`ModelFile::open`] without verifying a `.vspec` file's checksum, so no tensor data is
+    /// read: for planning (`vspec plan`), which needs the headers only. Do not run such a model.
+    pub fn open_headers(path: &Path) -> Result<ModelFile> {
+        if path.is_dir() {
+            return Self::open_hf(path);
+        }
+        let bytes = ModelBytes::Mapped(map_file(path)?);
+        if bytes.starts_with(&vspec_core::vspecfile::MAGIC) {
+            Self::open_vspec(path, bytes, false)
+        } else {
+            Self::open_gguf(path, bytes)
+        }
+    }
+
+    fn open_vspec(path: &Path, map: ModelBytes, verify: bool) -> Result<ModelFile> {
+        if verify {
+            vspec_core::vspecfile::verify_checksum(&map)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        }
         let header =
             vspec_core::vspecfile::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         check_vspec_config(&header).map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -300,9 +317,19 @@ impl ModelFile {
         }
     }
 
-    /// The graph for `limits` with weights bound (formats recorded from the headers).
+    /// The graph for `limits` with weights bound (formats recorded from the headers), with an
+    /// f32 KV cache.
     pub fn bind(&self, limits: Limits) -> Result<(Graph, Vec<Option<WeightView<'_>>>)> {
-        let mut graph = build_graph(&self.config, limits)
+        self.bind_kv(limits, KvType::F32)
+    }
+
+    /// [`ModelFile::bind`] with a KV cache of `kv_type`.
+    pub fn bind_kv(
+        &self,
+        limits: Limits,
+        kv_type: KvType,
+    ) -> Result<(Graph, Vec<Option<WeightView<'_>>>)> {
+        let mut graph = build_graph_kv(&self.config, limits, kv_type)
             .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
         let lookup = |name: &str| self.raw_tensor(name);
         let weights = bind_weights(&mut graph, &lookup)
@@ -447,9 +474,26 @@ pub struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    /// Plans `model` for `limits` and allocates exactly the planned arena and KV cache.
+    /// Plans `model` for `limits` with an f32 KV cache (the exact reference) and allocates
+    /// exactly the planned arena and KV cache.
     pub fn new(model: &'m ModelFile, limits: Limits, threads: usize) -> Result<Engine<'m>> {
-        Self::with_kernels(model, limits, threads, crate::detect::kernel_table())
+        Self::with_kv(model, limits, KvType::F32, threads)
+    }
+
+    /// [`Engine::new`] with a KV cache of `kv_type` (the CLI's default is f16).
+    pub fn with_kv(
+        model: &'m ModelFile,
+        limits: Limits,
+        kv_type: KvType,
+        threads: usize,
+    ) -> Result<Engine<'m>> {
+        Self::build(
+            model,
+            limits,
+            kv_type,
+            threads,
+            crate::detect::kernel_table(),
+        )
     }
 
     /// [`Engine::new`] with a given kernel table (tests compare the scalar references with the
@@ -460,7 +504,19 @@ impl<'m> Engine<'m> {
         threads: usize,
         kernels: KernelTable,
     ) -> Result<Engine<'m>> {
-        let (graph, weights) = model.bind(limits)?;
+        Self::build(model, limits, KvType::F32, threads, kernels)
+    }
+
+    /// Plans `model` for `limits` and `kv_type`, allocates the planned arena and KV cache, and
+    /// starts `threads` threads running `kernels`.
+    pub fn build(
+        model: &'m ModelFile,
+        limits: Limits,
+        kv_type: KvType,
+        threads: usize,
+        kernels: KernelTable,
+    ) -> Result<Engine<'m>> {
+        let (graph, weights) = model.bind_kv(limits, kv_type)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         log::info!("memory plan: {}", plan.summary());
         let arena = zeroed_words(plan.arena_bytes, "activation arena")?;

@@ -14,8 +14,8 @@ use core::ops::Range;
 /// Matmuls that read the same activation (Q, K and V) report the same input name.
 pub type MatMulObserver<'o> = dyn FnMut(&str, &str, &[f32], usize) + 'o;
 
-/// Largest head the per-head norm decodes on the stack.
-const MAX_HEAD_DIM: usize = 512;
+use crate::kernels::attention::MAX_HEAD_DIM;
+use crate::kv::{self, KvRows, KvType};
 
 /// A running model: graph, plan, bound weights, arena, KV cache and the position reached.
 pub struct Session<'a> {
@@ -28,8 +28,9 @@ pub struct Session<'a> {
     act_q8: &'a mut [BlockQ8Act],
     /// The activation whose 8-bit blocks `act_q8` holds in this step (Q, K and V share one).
     act_q8_of: Option<TensorId>,
-    /// `(layers, 2 [k|v], max_ctx, kv_width)` f32.
-    kv: &'a mut [f32],
+    /// `(layers, 2 [k|v], max_ctx)` rows of `kv_width` values in the graph's KV type
+    /// ([`crate::kv`] has the layout).
+    kv: &'a mut [u8],
     kernels: &'a KernelTable,
     par: &'a dyn Parallel,
     pos: usize,
@@ -70,8 +71,13 @@ impl<'a> Session<'a> {
         let arena: &mut [f32] = bytemuck::try_cast_slice_mut(f32_part)
             .map_err(|_| Error::invalid("arena", "buffer is not 4-byte aligned"))?;
         let act_q8 = q8_blocks(q8_part)?;
-        let kv: &mut [f32] = bytemuck::try_cast_slice_mut(&mut kv[..plan.kv_bytes])
-            .map_err(|_| Error::invalid("kv", "buffer is not 4-byte aligned"))?;
+        if plan.kv_type != graph.kv_type {
+            return Err(Error::invalid("plan", "planned for another KV type"));
+        }
+        let kv = &mut kv[..plan.kv_bytes];
+        if kv.as_ptr().align_offset(4) != 0 {
+            return Err(Error::invalid("kv", "buffer is not 4-byte aligned"));
+        }
         if weights.len() != graph.tensors.len() {
             return Err(Error::invalid("weights", "not bound to this graph"));
         }
@@ -86,7 +92,9 @@ impl<'a> Session<'a> {
             _ => None,
         }))?;
         for op in &graph.ops {
-            if let OpKind::HeadRmsNorm { head_dim, .. } = op.kind {
+            if let OpKind::HeadRmsNorm { head_dim, .. } | OpKind::Attention { head_dim, .. } =
+                op.kind
+            {
                 if head_dim > MAX_HEAD_DIM {
                     return Err(Error::invalid(
                         "head_dim",
@@ -122,6 +130,73 @@ impl<'a> Session<'a> {
     /// Forgets everything.
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// Context shift: forgets the `discard` positions after the first `keep` and moves the later
+    /// ones down, turning each cached key back by `discard` positions (RoPE is a rotation by the
+    /// position, so a key re-encoded this way is the key of its new position, up to rounding and,
+    /// for Q8_0, one re-quantization). Allocates nothing.
+    pub fn shift_context(&mut self, keep: usize, discard: usize) -> Result<()> {
+        let end = self.pos;
+        if keep.checked_add(discard).is_none_or(|e| e > end) {
+            return Err(Error::invalid(
+                "context shift",
+                alloc::format!(
+                    "keep {keep} + discard {discard} exceeds the {end} cached positions"
+                ),
+            ));
+        }
+        if discard == 0 {
+            return Ok(());
+        }
+        let graph = self.graph;
+        let kv_type = graph.kv_type;
+        let row_bytes = kv_type.row_bytes(graph.kv_width);
+        let layer_len = graph.limits.max_ctx * row_bytes;
+        let key_rope = graph.ops.iter().find_map(|op| match &op.kind {
+            OpKind::Attention { head_dim, .. } => {
+                let k = op.inputs[1];
+                graph.ops.iter().find_map(|p| match &p.kind {
+                    OpKind::Rope {
+                        layout, inv_freq, ..
+                    } if p.outputs[0] == k => Some((*head_dim, *layout, inv_freq)),
+                    _ => None,
+                })
+            }
+            _ => None,
+        });
+        let kept = end - keep - discard;
+        for layer in 0..graph.kv_layers {
+            let base = layer * 2 * layer_len;
+            for half in 0..2 {
+                let cache = &mut self.kv[base + half * layer_len..base + (half + 1) * layer_len];
+                cache.copy_within(
+                    (keep + discard) * row_bytes..end * row_bytes,
+                    keep * row_bytes,
+                );
+                let Some((head_dim, layout, inv_freq)) = key_rope.filter(|_| half == 0) else {
+                    continue;
+                };
+                let head_bytes = kv_type.row_bytes(head_dim);
+                let mut head = [0f32; MAX_HEAD_DIM];
+                let head = &mut head[..head_dim];
+                for row in keep..keep + kept {
+                    let row = &mut cache[row * row_bytes..(row + 1) * row_bytes];
+                    for bytes in row.chunks_exact_mut(head_bytes) {
+                        kv::load_row(kv_type, bytes, head);
+                        crate::kernels::rope::rotate_head(
+                            head,
+                            -(discard as f32),
+                            layout,
+                            inv_freq,
+                        );
+                        kv::store_row(kv_type, head, bytes);
+                    }
+                }
+            }
+        }
+        self.pos = end - discard;
+        Ok(())
     }
 
     /// The memory plan this session runs.
@@ -329,11 +404,17 @@ impl<'a> Session<'a> {
                 scale,
             } => {
                 let (q, k, v) = (ins[0], ins[1], ins[2]);
-                let layer_len = max_ctx * kv_width;
+                let kv_type = graph.kv_type;
+                let row_bytes = kv_type.row_bytes(kv_width);
+                let layer_len = max_ctx * row_bytes;
                 let base = layer * 2 * layer_len;
                 let (kc, vc) = self.kv[base..base + 2 * layer_len].split_at_mut(layer_len);
-                kc[pos0 * kv_width..(pos0 + n) * kv_width].copy_from_slice(&k[..n * kv_width]);
-                vc[pos0 * kv_width..(pos0 + n) * kv_width].copy_from_slice(&v[..n * kv_width]);
+                for t in 0..n {
+                    let at = (pos0 + t) * row_bytes..(pos0 + t + 1) * row_bytes;
+                    let src = t * kv_width..(t + 1) * kv_width;
+                    kv::store_row(kv_type, &k[src.clone()], &mut kc[at.clone()]);
+                    kv::store_row(kv_type, &v[src], &mut vc[at]);
+                }
                 let shape = AttnShape {
                     n_heads: *n_heads,
                     n_kv_heads: *n_kv_heads,
@@ -341,9 +422,8 @@ impl<'a> Session<'a> {
                     scale: *scale,
                     tokens: n,
                     pos0,
-                    max_ctx,
                 };
-                let (kc, vc) = (&*kc, &*vc);
+                let (kc, vc) = (kv_rows(kv_type, kc)?, kv_rows(kv_type, vc)?);
                 let scores = SharedOut::new(extra);
                 let out = SharedOut::new(y);
                 let attend = kernels.attention.f;
@@ -371,6 +451,16 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
+}
+
+/// Views one layer's cached K or V bytes as rows of `kv_type`.
+fn kv_rows(kv_type: KvType, bytes: &[u8]) -> Result<KvRows<'_>> {
+    let misaligned = |_| Error::invalid("kv", "cache rows are not aligned for their type");
+    Ok(match kv_type {
+        KvType::F32 => KvRows::F32(bytemuck::try_cast_slice(bytes).map_err(misaligned)?),
+        KvType::F16 => KvRows::F16(bytemuck::try_cast_slice(bytes).map_err(misaligned)?),
+        KvType::Q8_0 => KvRows::Q8_0(bytes),
+    })
 }
 
 /// Views the arena's scratch bytes as 8-bit activation blocks (4-byte aligned, whole blocks).

@@ -111,7 +111,9 @@ pub enum OpKind {
     },
     /// `[q, k, v] -> [y, scores]`: appends k, v to the layer's KV cache at the step's positions, then
     /// causal softmax attention of every query head over all cached positions up to its own.
-    /// `scores` is planned scratch of `n_heads × max_ctx` f32.
+    /// `scores` is planned scratch of `n_heads ×` [`crate::kernels::attention::SCORE_BLOCK`] f32:
+    /// kernels walk the cache in blocks of that many positions, so it does not grow with the
+    /// context. The cache's element type is [`Graph::kv_type`].
     Attention {
         /// Layer index (selects the KV cache slot).
         layer: usize,
@@ -156,6 +158,9 @@ pub struct Graph {
     pub kv_layers: usize,
     /// Elements per position in one layer's K (and V) cache.
     pub kv_width: usize,
+    /// Element type of the KV cache.
+    #[serde(default = "exact_kv")]
+    pub kv_type: crate::kv::KvType,
     /// The limits the graph was built for.
     pub limits: Limits,
 }
@@ -301,7 +306,13 @@ impl GraphBuilder {
             output,
             kv_layers,
             kv_width,
+            kv_type: crate::kv::KvType::F32,
             limits,
         }
     }
+}
+
+/// The KV type of a serialized graph that names none: f32, what every graph had before.
+fn exact_kv() -> crate::kv::KvType {
+    crate::kv::KvType::F32
 }

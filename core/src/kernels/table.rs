@@ -12,6 +12,7 @@ use super::SharedOut;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::graph::RopeLayout;
+use crate::kv::KvRows;
 use crate::model::WeightView;
 use crate::quant::act_q8::BlockQ8Act;
 use alloc::string::String;
@@ -127,15 +128,16 @@ pub type BinaryFn = fn(a: &[f32], b: &[f32], y: &mut [f32]);
 /// Rotates every head of one row for one position.
 pub type RopeFn =
     fn(x: &[f32], y: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout, inv_freq: &[f32]);
-/// Attention for a range of query heads over the KV cache.
+/// Attention for a range of query heads over one layer's KV cache (any [`crate::kv::KvType`]);
+/// `scores` holds [`super::attention::SCORE_BLOCK`] f32 per head.
 ///
 /// # Safety
 /// No other thread touches the scratch rows or output columns of heads `heads` during the call.
 pub type AttentionFn = unsafe fn(
     s: &AttnShape,
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: KvRows<'_>,
+    v_cache: KvRows<'_>,
     heads: Range<usize>,
     scores: &SharedOut<'_>,
     out: &SharedOut<'_>,

@@ -12,10 +12,18 @@ use super::config::ModelConfig;
 use super::names::layer;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, Limits, OpKind, Rows};
+use crate::kernels::attention::SCORE_BLOCK;
+use crate::kv::KvType;
 
-/// Builds the inference graph of `cfg` for `limits`.
+/// Builds the inference graph of `cfg` for `limits` with an f32 KV cache (the exact reference).
 pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
+    build_graph_kv(cfg, limits, KvType::F32)
+}
+
+/// Builds the inference graph of `cfg` for `limits` with a KV cache of `kv_type`.
+pub fn build_graph_kv(cfg: &ModelConfig, limits: Limits, kv_type: KvType) -> Result<Graph> {
     cfg.validate()?;
+    kv_type.check_head_dim(cfg.head_dim)?;
     if limits.max_ctx == 0 || limits.max_tokens == 0 {
         return Err(Error::invalid(
             "limits",
@@ -81,7 +89,7 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
             scale: 1.0 / libm::sqrtf(cfg.head_dim as f32),
         };
         let a = g.op(attn, &[q, k, v], name("attn"), t, q_width);
-        g.scratch_for_last_op(name("attn_scores"), cfg.n_heads * limits.max_ctx);
+        g.scratch_for_last_op(name("attn_scores"), cfg.n_heads * SCORE_BLOCK);
         let w_o = g.weight(name("attn_output.weight"), d, q_width);
         let mut o_ins = alloc::vec![a, w_o];
         if cfg.o_bias {
@@ -131,5 +139,7 @@ pub fn build_graph(cfg: &ModelConfig, limits: Limits) -> Result<Graph> {
         g.weight("output.weight", cfg.vocab, d)
     };
     let logits = g.op(OpKind::MatMul, &[xn, w_out], "logits", rows, cfg.vocab);
-    Ok(g.finish(logits, cfg.n_layers, kv_width, limits))
+    let mut graph = g.finish(logits, cfg.n_layers, kv_width, limits);
+    graph.kv_type = kv_type;
+    Ok(graph)
 }

@@ -7,4 +7,4 @@ pub mod names;
 
 pub use bind::{bind_weights, RawTensor, WeightView};
 pub use config::{Arch, ModelConfig, RopeScaling};
-pub use llama::build_graph;
+pub use llama::{build_graph, build_graph_kv};

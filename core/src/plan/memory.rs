@@ -4,6 +4,7 @@
 use super::{self as plan, lifetime, ArenaLayout, Buf};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Role};
+use crate::kv::KvType;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -25,8 +26,12 @@ pub struct Plan {
     pub act_q8: core::ops::Range<usize>,
     /// Largest sum of simultaneously live activation bytes (the arena's lower bound).
     pub peak_live_bytes: usize,
-    /// KV cache bytes: `2 × layers × max_ctx × kv_width × 4` (f32).
+    /// KV cache bytes: `2 × layers × max_ctx ×` the bytes of one `kv_width` row in
+    /// [`Plan::kv_type`] (see [`crate::kv`] for the layout).
     pub kv_bytes: usize,
+    /// Element type of the KV cache.
+    #[serde(default = "exact_kv")]
+    pub kv_type: KvType,
     /// Weight bytes as stored (0 for weights whose format is not yet known).
     pub weight_bytes: usize,
 }
@@ -39,11 +44,8 @@ impl Plan {
         let arena = plan::greedy::plan(&buffers);
         plan::validate(&buffers, &arena)?;
         let act_q8 = act_q8_scratch(graph, arena.arena_bytes)?;
-        let kv_bytes = 2usize
+        let kv_bytes = kv_layer_bytes(graph)?
             .checked_mul(graph.kv_layers)
-            .and_then(|v| v.checked_mul(graph.limits.max_ctx))
-            .and_then(|v| v.checked_mul(graph.kv_width))
-            .and_then(|v| v.checked_mul(4))
             .ok_or_else(|| Error::invalid("limits.max_ctx", "KV cache size overflows"))?;
         let mut weight_bytes = 0usize;
         for t in graph.tensors.iter().filter(|t| t.role == Role::Weight) {
@@ -58,8 +60,14 @@ impl Plan {
             buffers,
             arena,
             kv_bytes,
+            kv_type: graph.kv_type,
             weight_bytes,
         })
+    }
+
+    /// KV cache bytes of one layer (K and V), `kv_bytes / layers`.
+    pub fn kv_layer_bytes(graph: &Graph) -> Result<usize> {
+        kv_layer_bytes(graph)
     }
 
     /// Bytes of the f32 activations (the start of the arena, before [`Plan::act_q8`]).
@@ -76,14 +84,36 @@ impl Plan {
     pub fn summary(&self) -> String {
         let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
         format!(
-            "weights {:.2} MiB + arena {:.2} MiB (peak live {:.2} MiB) + KV cache {:.2} MiB = {:.2} MiB",
+            "weights {:.2} MiB + arena {:.2} MiB (peak live {:.2} MiB) + KV cache ({}) {:.2} MiB = {:.2} MiB",
             mib(self.weight_bytes),
             mib(self.arena_bytes),
             mib(self.peak_live_bytes),
+            self.kv_type,
             mib(self.kv_bytes),
             mib(self.total_bytes())
         )
     }
+}
+
+/// The KV type of a serialized plan that names none: f32, what every plan had before.
+fn exact_kv() -> KvType {
+    KvType::F32
+}
+
+/// K and V bytes of one layer: `2 × max_ctx` rows of `kv_width` values in the graph's KV type.
+fn kv_layer_bytes(graph: &Graph) -> Result<usize> {
+    if graph.kv_type == KvType::Q8_0 && !graph.kv_width.is_multiple_of(crate::quant::act_q8::QK8) {
+        return Err(Error::invalid(
+            "kv type",
+            "q8_0 needs rows that are whole blocks of 32",
+        ));
+    }
+    graph
+        .kv_type
+        .row_bytes(graph.kv_width)
+        .checked_mul(graph.limits.max_ctx)
+        .and_then(|v| v.checked_mul(2))
+        .ok_or_else(|| Error::invalid("limits.max_ctx", "KV cache size overflows"))
 }
 
 /// The 8-bit activation scratch: room for the widest matmul input at `max_tokens` rows, in

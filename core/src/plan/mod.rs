@@ -25,9 +25,11 @@ pub mod greedy;
 pub mod lifetime;
 pub mod linear;
 mod memory;
+mod report;
 mod validate;
 
 pub use memory::Plan;
+pub use report::{LayerBytes, PlanReport};
 
 pub use validate::{peak_live_bytes, render_ascii, validate};
 

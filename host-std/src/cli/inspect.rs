@@ -16,7 +16,7 @@ macro_rules! outln {
 }
 
 /// Writes a command's report to stdout; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> Result<()> {
+pub(super) fn emit(text: &str) -> Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout

@@ -2,12 +2,15 @@
 
 mod bench;
 mod inspect;
+use inspect::emit;
+mod plan;
 mod quant;
 mod run;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use vspec_core::kv::KvType;
 use vspec_core::sample::SamplerConfig;
 
 /// Vspec: low-bit LLM inference with a statically planned memory budget.
@@ -32,6 +35,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Print the graph IR (and its memory plan) as JSON.
     Ir(IrArgs),
+    /// The memory a model needs (weights, arena, KV cache, overhead, per layer) from its headers
+    /// alone; with --budget, whether it fits and what would.
+    Plan(plan::PlanArgs),
     /// Measure per-channel activation statistics over a text, for importance-weighted quantization.
     Calibrate(CalibrateArgs),
     /// Convert a GGUF file or Hugging Face directory into a packed .vspec file.
@@ -57,6 +63,20 @@ pub struct ModelArgs {
     /// Maximum tokens per forward step while processing a prompt.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
+}
+
+/// The KV cache's element type, for the commands that run a model.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// KV cache element type: f16 (default, as llama.cpp), q8_0 (blocks of 32 along head_dim,
+    /// 8.5 bits) or f32 (exact).
+    #[arg(long = "kv", default_value = "f16", value_parser = parse_kv_type)]
+    pub kv: KvType,
+}
+
+/// Parses `--kv`.
+fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
+    KvType::parse(s).ok_or_else(|| format!("unknown KV type '{s}' (f32, f16 or q8_0)"))
 }
 
 /// Sampling flags.
@@ -109,6 +129,9 @@ pub struct GenerateArgs {
     /// Model and runtime.
     pub model: ModelArgs,
     #[command(flatten)]
+    /// KV cache type.
+    pub kv: KvArgs,
+    #[command(flatten)]
     /// Sampling.
     pub sampling: SamplingArgs,
     /// Prompt text.
@@ -120,6 +143,10 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template as a user message.
     #[arg(long = "chat-template")]
     pub use_chat_template: bool,
+    /// When the context is full, drop the oldest half (after BOS) and go on instead of stopping
+    /// with an error.
+    #[arg(long = "ctx-shift")]
+    pub ctx_shift: bool,
 }
 
 /// `vspec chat`.
@@ -129,6 +156,9 @@ pub struct ChatArgs {
     /// Model and runtime.
     pub model: ModelArgs,
     #[command(flatten)]
+    /// KV cache type.
+    pub kv: KvArgs,
+    #[command(flatten)]
     /// Sampling.
     pub sampling: SamplingArgs,
     /// System prompt.
@@ -137,6 +167,10 @@ pub struct ChatArgs {
     /// Maximum tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
     pub n_predict: usize,
+    /// When the context is full, drop the oldest half after the system prompt (within a reply),
+    /// and the oldest turns (between replies), instead of stopping with an error.
+    #[arg(long = "ctx-shift")]
+    pub ctx_shift: bool,
 }
 
 /// `vspec perplexity`.
@@ -145,6 +179,9 @@ pub struct PerplexityArgs {
     #[command(flatten)]
     /// Model and runtime.
     pub model: ModelArgs,
+    #[command(flatten)]
+    /// KV cache type.
+    pub kv: KvArgs,
     /// Text file to score.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
@@ -275,6 +312,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => quant::calibrate(&a),
         Command::Convert(a) => quant::convert(&a),
         Command::Ir(a) => inspect::ir(&a),
+        Command::Plan(a) => plan::plan(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::Fetch => {
             let p = crate::fetch::default_model(true)?;

@@ -2,7 +2,7 @@
 
 use super::{model_path, ChatArgs, GenerateArgs, ModelArgs, PerplexityArgs};
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::generate::{generate as gen_tokens, GenStats};
+use crate::generate::{generate_with as gen_tokens, ContextFull, GenStats};
 use crate::model::{Engine, ModelFile};
 use crate::tokenizer::StreamDecoder;
 use anyhow::{bail, Context, Result};
@@ -52,7 +52,7 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
             lim.max_ctx
         );
     }
-    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
         model.config.summary(),
@@ -63,6 +63,13 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut dec = StreamDecoder::new(&tok);
     let mut history = Vec::new();
+    let on_full = if a.ctx_shift {
+        // BOS stays: the model has only ever seen it first.
+        let bos = usize::from(tok.bos_id().is_some_and(|b| prompt.first() == Some(&b)));
+        ContextFull::Shift { keep: bos }
+    } else {
+        ContextFull::Error
+    };
     let (_, stats) = gen_tokens(
         &mut sess,
         &tok,
@@ -70,6 +77,7 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
         a.n_predict,
         &sampler,
         &mut history,
+        on_full,
         |id| {
             if let Some(s) = dec.push(id) {
                 stdout.write_all(s.as_bytes())?;
@@ -98,7 +106,7 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
     let tok = model.tokenizer()?;
     let tmpl = ChatTemplate::from_tokenizer(&tok)?;
     let lim = limits(&a.model, &model, false)?;
-    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | type a message, empty line or EOF to quit",
         model.config.summary(),
@@ -111,6 +119,20 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
     }
     // Tokens whose keys and values are in the cache, in order.
     let mut cached: Vec<u32> = Vec::new();
+    // Positions a context shift keeps: the rendered system prompt, when it is a prefix of every
+    // conversation (else only BOS).
+    let keep_positions = if a.ctx_shift {
+        let head = tmpl.render(&messages, false)?;
+        let ids = tok.encode(&head, !starts_with_bos(&tok, &head))?;
+        if messages.is_empty() {
+            usize::from(tok.bos_id().is_some_and(|b| ids.first() == Some(&b)))
+        } else {
+            ids.len()
+        }
+    } else {
+        0
+    };
+    let first_turn = messages.len();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     let mut total = GenStats::default();
@@ -125,13 +147,25 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
             "user",
             line.trim_end_matches(['\n', '\r']).to_string(),
         ));
-        let text = tmpl.render(&messages, true)?;
-        let ids = tok.encode(&text, !starts_with_bos(&tok, &text))?;
+        let mut text = tmpl.render(&messages, true)?;
+        let mut ids = tok.encode(&text, !starts_with_bos(&tok, &text))?;
+        // With --ctx-shift, the oldest turns after the system prompt go until the conversation
+        // leaves room for a reply.
+        while a.ctx_shift && ids.len() + 1 > lim.max_ctx && messages.len() > first_turn + 1 {
+            messages.remove(first_turn);
+            text = tmpl.render(&messages, true)?;
+            ids = tok.encode(&text, !starts_with_bos(&tok, &text))?;
+        }
         if ids.len() + 1 > lim.max_ctx {
             bail!(
-                "the conversation has {} tokens but the context holds {} (raise -c)",
+                "the conversation has {} tokens but the context holds {} (raise -c{})",
                 ids.len(),
-                lim.max_ctx
+                lim.max_ctx,
+                if a.ctx_shift {
+                    ""
+                } else {
+                    ", or pass --ctx-shift"
+                }
             );
         }
         // Reuse the cached prefix; at least one token must be evaluated to get logits.
@@ -139,16 +173,23 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
         keep = keep.min(ids.len() - 1);
         sess.truncate(keep);
         cached.truncate(keep);
-        let budget = a.n_predict.min(lim.max_ctx - ids.len());
         let mut dec = StreamDecoder::new(&tok);
         let mut history = ids[..keep].to_vec();
+        let on_full = if a.ctx_shift {
+            ContextFull::Shift {
+                keep: keep_positions,
+            }
+        } else {
+            ContextFull::Error
+        };
         let (reply, stats) = gen_tokens(
             &mut sess,
             &tok,
             &ids[keep..],
-            budget,
+            a.n_predict,
             &sampler,
             &mut history,
+            on_full,
             |id| {
                 if let Some(s) = dec.push(id) {
                     stdout.write_all(s.as_bytes())?;
@@ -167,6 +208,11 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
             cached.extend_from_slice(evaluated);
         }
         cached.truncate(sess.pos());
+        if stats.ctx_shifts > 0 {
+            // The cache no longer holds the conversation as rendered; keep what is sure.
+            cached.truncate(keep_positions);
+            sess.truncate(keep_positions);
+        }
         messages.push(ChatMessage::new("assistant", tok.decode(&reply)));
         total.prompt_tokens += stats.prompt_tokens;
         total.prompt_secs += stats.prompt_secs;
@@ -193,7 +239,7 @@ pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
         max_tokens: a.model.batch_size.clamp(1, a.ctx),
         all_logits: true,
     };
-    let mut engine = Engine::new(&model, lim, a.model.threads)?;
+    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
         model.config.summary(),

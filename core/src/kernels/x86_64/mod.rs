@@ -1,6 +1,7 @@
 //! x86-64 kernels, one file per instruction-set tier and op family. Reached only through
 //! [`crate::kernels::KernelTable::select`], which installs them from detected [`CpuFeatures`].
 
+mod attention;
 pub mod avx2;
 mod ops;
 mod q8;
