@@ -103,17 +103,22 @@ int main(int argc, char **argv) {
     EXPECT(vspec_model_info((vspec_model *)&info, &info), VSPEC_ERR_HANDLE, NULL);
 
     /* Plans and sessions. */
-    vspec_plan plan;
-    EXPECT(vspec_model_plan(model, 64, 8, VSPEC_KV_F16, &plan), VSPEC_ERR_UNSUPPORTED, "f16");
+    vspec_plan plan, plan_f16;
+    EXPECT(vspec_model_plan(model, 64, 8, VSPEC_KV_F16, &plan_f16), VSPEC_OK, NULL);
     EXPECT(vspec_model_plan(model, 64, 8, 42, &plan), VSPEC_ERR_ARGUMENT, "kv_type 42");
     EXPECT(vspec_model_plan(model, 64, 8, VSPEC_KV_F32, &plan), VSPEC_OK, NULL);
+    if (plan_f16.kv_bytes * 2 != plan.kv_bytes || plan_f16.kv_type != VSPEC_KV_F16) {
+        printf("FAIL: the f16 KV cache plans %llu bytes against %llu for f32\n",
+               (unsigned long long)plan_f16.kv_bytes, (unsigned long long)plan.kv_bytes);
+        failures++;
+    }
     vspec_session *session = NULL;
     vspec_session_params params = vspec_session_default_params();
     params.n_ctx = 64;
     params.n_batch = 8;
     params.n_threads = 1;
-    params.kv_type = VSPEC_KV_Q8_0;
-    EXPECT(vspec_session_new(model, &params, &session), VSPEC_ERR_UNSUPPORTED, "q8_0");
+    params.kv_type = 9;
+    EXPECT(vspec_session_new(model, &params, &session), VSPEC_ERR_ARGUMENT, "kv_type 9");
     params.kv_type = VSPEC_KV_F32;
     static unsigned char small[256];
     params.mem = small;

@@ -71,17 +71,18 @@
 #define VSPEC_ERR_INTERNAL 99
 
 /*
- KV cache element type: f32 (the only one this build runs).
+ KV cache element type: f32, the exact reference.
  */
 #define VSPEC_KV_F32 0
 
 /*
- KV cache element type: f16 (not supported yet: `VSPEC_ERR_UNSUPPORTED`).
+ KV cache element type: f16 (half the bytes of f32; the CLI's default).
  */
 #define VSPEC_KV_F16 1
 
 /*
- KV cache element type: q8_0 (not supported yet: `VSPEC_ERR_UNSUPPORTED`).
+ KV cache element type: q8_0, blocks of 32 along the head dimension (8.5 bits per value;
+ needs a head dimension that is a multiple of 32).
  */
 #define VSPEC_KV_Q8_0 2
 

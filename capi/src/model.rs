@@ -11,6 +11,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::path::Path;
 use std::sync::Arc;
 use vspec_core::graph::{Limits, Role};
+use vspec_core::kv::KvType;
 use vspec_core::plan::Plan;
 use vspec_host::chat::{ChatMessage, ChatTemplate};
 use vspec_host::model::{caller_memory_bytes, ModelBytes};
@@ -22,11 +23,12 @@ pub struct VspecModel {
     _opaque: [u8; 0],
 }
 
-/// KV cache element type: f32 (the only one this build runs).
+/// KV cache element type: f32, the exact reference.
 pub const VSPEC_KV_F32: u32 = 0;
-/// KV cache element type: f16 (not supported yet: `VSPEC_ERR_UNSUPPORTED`).
+/// KV cache element type: f16 (half the bytes of f32; the CLI's default).
 pub const VSPEC_KV_F16: u32 = 1;
-/// KV cache element type: q8_0 (not supported yet: `VSPEC_ERR_UNSUPPORTED`).
+/// KV cache element type: q8_0, blocks of 32 along the head dimension (8.5 bits per value;
+/// needs a head dimension that is a multiple of 32).
 pub const VSPEC_KV_Q8_0: u32 = 2;
 
 /// Context used when a call passes `n_ctx = 0`: the model's training context, at most this.
@@ -45,37 +47,25 @@ pub(crate) struct ModelInner {
     weight_bytes: u64,
 }
 
-/// The limits a call asks for: 0 means the default, a context larger than the model's training
-/// context is allowed (as on the CLI), the batch never exceeds the context.
+/// The limits and KV type a call asks for: 0 means the default, a context larger than the
+/// model's training context is allowed (as on the CLI), the batch never exceeds the context.
 pub(crate) fn limits(
     model: &ModelInner,
     n_ctx: u32,
     n_batch: u32,
     kv_type: u32,
     all_logits: bool,
-) -> Outcome<Limits> {
-    match kv_type {
-        VSPEC_KV_F32 => {}
-        VSPEC_KV_F16 | VSPEC_KV_Q8_0 => {
-            return Err(Failure::new(
-                VSPEC_ERR_UNSUPPORTED,
-                format!(
-                    "kv_type {} ({}) is not supported by this build: only VSPEC_KV_F32",
-                    kv_type,
-                    if kv_type == VSPEC_KV_F16 {
-                        "f16"
-                    } else {
-                        "q8_0"
-                    }
-                ),
-            ))
-        }
+) -> Outcome<(Limits, KvType)> {
+    let kv = match kv_type {
+        VSPEC_KV_F32 => KvType::F32,
+        VSPEC_KV_F16 => KvType::F16,
+        VSPEC_KV_Q8_0 => KvType::Q8_0,
         other => {
             return Err(Failure::argument(format!(
                 "kv_type {other} is not a VSPEC_KV_* value"
             )))
         }
-    }
+    };
     let ctx = match n_ctx {
         0 => model.file.config.train_ctx.clamp(1, DEFAULT_CTX_CAP),
         n => n as usize,
@@ -84,11 +74,12 @@ pub(crate) fn limits(
         0 => DEFAULT_BATCH,
         n => n as usize,
     };
-    Ok(Limits {
+    let limits = Limits {
         max_ctx: ctx,
         max_tokens: batch.min(ctx),
         all_logits,
-    })
+    };
+    Ok((limits, kv))
 }
 
 impl ModelInner {
@@ -128,10 +119,14 @@ impl ModelInner {
     }
 
     /// The graph and memory plan for `limits`, from headers alone.
-    pub(crate) fn plan(&self, limits: Limits) -> Outcome<(vspec_core::graph::Graph, Plan)> {
+    pub(crate) fn plan(
+        &self,
+        limits: Limits,
+        kv: KvType,
+    ) -> Outcome<(vspec_core::graph::Graph, Plan)> {
         let (graph, _) = self
             .file
-            .bind(limits)
+            .bind_kv(limits, kv)
             .map_err(|e| Failure::host(VSPEC_ERR_MODEL, &e))?;
         let plan = Plan::new(&graph)
             .map_err(|e| Failure::new(VSPEC_ERR_MODEL, format!("planning: {e}")))?;
@@ -355,8 +350,8 @@ pub unsafe extern "C" fn vspec_model_plan(
 ) -> i32 {
     guarded(|| {
         let m = handle::model(model.addr())?;
-        let lim = limits(&m, n_ctx, n_batch, kv_type, false)?;
-        let (_, plan) = m.plan(lim)?;
+        let (lim, kv) = limits(&m, n_ctx, n_batch, kv_type, false)?;
+        let (_, plan) = m.plan(lim, kv)?;
         let p = VspecPlan {
             n_ctx: lim.max_ctx as u32,
             n_batch: lim.max_tokens as u32,
@@ -391,8 +386,8 @@ pub unsafe extern "C" fn vspec_model_ir_json(
 ) -> i32 {
     guarded(|| {
         let m = handle::model(model.addr())?;
-        let lim = limits(&m, n_ctx, n_batch, VSPEC_KV_F32, false)?;
-        let (graph, plan) = m.plan(lim)?;
+        let (lim, kv) = limits(&m, n_ctx, n_batch, VSPEC_KV_F32, false)?;
+        let (graph, plan) = m.plan(lim, kv)?;
         let json = if with_plan {
             serde_json::to_string(&serde_json::json!({ "graph": graph, "plan": plan }))
         } else {
@@ -577,7 +572,7 @@ pub unsafe extern "C" fn vspec_perplexity(
                 "n_ctx {ctx} is too small (at least 4)"
             )));
         }
-        let lim = limits(&m, ctx, 0, VSPEC_KV_F32, true)?;
+        let (lim, _) = limits(&m, ctx, 0, VSPEC_KV_F32, true)?;
         let n_tokens = m
             .tokenizer
             .encode(text, true)

@@ -83,16 +83,16 @@ impl SessionCell {
         params: &VspecSessionParams,
         memory: Option<&'static mut [u8]>,
     ) -> Outcome<SessionCell> {
-        let lim = limits(&model, params.n_ctx, params.n_batch, params.kv_type, false)?;
+        let (lim, kv) = limits(&model, params.n_ctx, params.n_batch, params.kv_type, false)?;
         // SAFETY: the model file lives inside the Arc's allocation, which does not move and which
         // `self.model` keeps alive until after the engine and session borrowing it are dropped
         // (`Drop` below, then the fields in order).
         let file: &'static vspec_host::ModelFile = unsafe { &*std::ptr::from_ref(&model.file) };
         let threads = params.n_threads as usize;
         let engine = match memory {
-            None => Engine::new(file, lim, threads),
+            None => Engine::with_kv(file, lim, kv, threads),
             Some(mem) => {
-                let plan = model.plan(lim)?.1;
+                let plan = model.plan(lim, kv)?.1;
                 let need = caller_memory_bytes(&plan);
                 if mem.len() < need {
                     return Err(Failure::new(
@@ -107,7 +107,7 @@ impl SessionCell {
                         ),
                     ));
                 }
-                Engine::with_memory(file, lim, threads, mem)
+                Engine::with_memory(file, lim, kv, threads, mem)
             }
         }
         .map_err(|e| Failure::host(VSPEC_ERR_RUNTIME, &e))?;

@@ -121,7 +121,7 @@ pub fn fit_budget(model: &ModelFile, req: &PlanRequest, budget: u64) -> Result<B
     let asked_ctx = req.limits(&model.config)?.max_ctx;
     let mut kv_types_that_fit = Vec::new();
     for kv_type in KvType::ALL {
-        if model.config.head_dim % 32 != 0 && kv_type == KvType::Q8_0 {
+        if !model.config.head_dim.is_multiple_of(32) && kv_type == KvType::Q8_0 {
             continue;
         }
         let r = PlanRequest {

@@ -531,15 +531,16 @@ impl<'m> Engine<'m> {
         })
     }
 
-    /// [`Engine::new`] with the arena and KV cache placed in `memory`, which must hold
+    /// [`Engine::with_kv`] with the arena and KV cache placed in `memory`, which must hold
     /// [`caller_memory_bytes`] of the plan (an error says how many are missing otherwise).
     pub fn with_memory(
         model: &'m ModelFile,
         limits: Limits,
+        kv_type: KvType,
         threads: usize,
         memory: &'m mut [u8],
     ) -> Result<Engine<'m>> {
-        let (graph, weights) = model.bind(limits)?;
+        let (graph, weights) = model.bind_kv(limits, kv_type)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         let need = caller_memory_bytes(&plan);
         if memory.len() < need {

@@ -87,6 +87,7 @@ def test_tokenize_chat_metadata_plan_ir(model):
     plan = model.plan(ctx=4096)
     assert plan["kv_bytes"] == 2 * 30 * 4096 * 192 * 4
     assert plan["total_bytes"] == plan["weight_bytes"] + plan["arena_bytes"] + plan["kv_bytes"]
+    assert model.plan(ctx=4096, kv="f16")["kv_bytes"] == plan["kv_bytes"] // 2
     ir = model.ir(ctx=64)
     assert {"tensors", "ops"} <= set(ir)
     assert "plan" in model.ir(ctx=64, plan=True)
@@ -125,8 +126,8 @@ def test_errors_carry_the_library_message(model):
         vspec.Model("/nonexistent/model.gguf")
     with pytest.raises(vspec.ModelError, match="junk.gguf"):
         vspec.Model.from_bytes(b"\0" * 64, "junk.gguf")
-    with pytest.raises(vspec.UnsupportedError, match="f16"):
-        model.session(kv="f16")
+    with pytest.raises(vspec.ArgumentError, match="kv must be one of"):
+        model.session(kv="f12")
     with pytest.raises(vspec.ArgumentError, match="sampler.temperature"):
         model.generate("Hi", 4, temperature=-1)
     with pytest.raises(TypeError, match="unknown sampling options"):
@@ -181,3 +182,11 @@ def test_torch_like_example_runs():
         capture_output=True, check=True, text=True, env=env,
     )
     assert "graph:" in out.stdout and "plan at ctx 512" in out.stdout
+
+
+def test_every_kv_type_runs(model):
+    tokens = model.tokenize("The capital of France is")
+    for kv in ["f16", "q8_0"]:
+        with model.session(ctx=64, kv=kv) as s:
+            logits = s.eval(tokens)
+            assert len(logits) == model.n_vocab
