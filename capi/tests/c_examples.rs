@@ -177,6 +177,9 @@ fn cli_greedy(model: &Path, prompt: &str, n: usize) -> Option<String> {
             "512",
             "-t",
             "1",
+            // The C examples keep the C API's default f32 KV cache; the CLI's is f16.
+            "--kv",
+            "f32",
         ])
         .output()
         .unwrap();

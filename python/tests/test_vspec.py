@@ -33,8 +33,9 @@ def model():
 
 def cli_greedy(prompt, n, *extra):
     out = subprocess.run(
+        # The C API and this package default to an f32 KV cache; the CLI to f16.
         [CLI, "generate", "-p", prompt, "-n", str(n), "--temp", "0", "-c", "512", "-t", "1",
-         *extra],
+         "--kv", "f32", *extra],
         capture_output=True,
         check=True,
     )
