@@ -16,7 +16,7 @@
 //! The scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`):
 //! the same integer sums, added in another order.
 
-use super::{f16_at, hsum, load16, load32, load8, nibbles_32, TOKEN_TILE};
+use super::{f16_at, for_row_tiles, hsum, load16, load32, load8, nibbles_32};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
 use crate::quant::act_q8::{BlockQ8Act, QK8};
@@ -392,29 +392,15 @@ pub(crate) unsafe fn matmul<F: KQuant>(
     out: &SharedOut<'_>,
 ) {
     let acts_per_token = w.cols / QK8;
-    let n = w.rows;
-    // The token tiling of `super::avx2::matmul`: activation blocks stay in L2 across the rows.
-    let mut tile = 0;
-    while tile < tokens {
-        let tile_end = (tile + TOKEN_TILE).min(tokens);
-        for r in rows.clone() {
-            let row = w.row(r);
-            let mut t0 = tile;
-            while t0 + 4 <= tile_end {
-                let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
-                for (t, v) in s.into_iter().enumerate() {
-                    // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
-                    unsafe { out.write((t0 + t) * n + r, v) };
-                }
-                t0 += 4;
-            }
-            while t0 < tile_end {
-                let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
-                // SAFETY: as above.
-                unsafe { out.write(t0 * n + r, v) };
-                t0 += 1;
-            }
-        }
-        tile = tile_end;
+    // SAFETY: rows `rows` of `out` belong to this call (its own contract, passed on).
+    unsafe {
+        for_row_tiles(
+            w,
+            tokens,
+            rows,
+            out,
+            |row, t0| row_tokens::<F, 4>(row, x, acts_per_token, t0),
+            |row, t0| row_tokens::<F, 1>(row, x, acts_per_token, t0)[0],
+        )
     }
 }

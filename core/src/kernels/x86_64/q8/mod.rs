@@ -186,34 +186,57 @@ pub(crate) mod avx2 {
         out: &SharedOut<'_>,
     ) {
         let acts_per_token = w.cols / QK8;
-        let n = w.rows;
-        // Tokens in tiles whose activation blocks stay in L2 while every row of the
-        // range passes over them (a 512-token prefill would otherwise stream all
-        // activations once per row).
-        let mut tile = 0;
-        while tile < tokens {
-            let tile_end = (tile + TOKEN_TILE).min(tokens);
-            for r in rows.clone() {
-                let row = w.row(r);
-                let mut t0 = tile;
-                while t0 + 4 <= tile_end {
-                    let s = row_tokens::<F, 4>(row, x, acts_per_token, t0);
-                    for (t, v) in s.into_iter().enumerate() {
-                        // SAFETY: element (t0 + t, r) belongs to this call (caller's
-                        // contract).
-                        unsafe { out.write((t0 + t) * n + r, v) };
-                    }
-                    t0 += 4;
-                }
-                while t0 < tile_end {
-                    let [v] = row_tokens::<F, 1>(row, x, acts_per_token, t0);
-                    // SAFETY: as above.
-                    unsafe { out.write(t0 * n + r, v) };
-                    t0 += 1;
-                }
-            }
-            tile = tile_end;
+        // SAFETY: rows `rows` of `out` belong to this call (its own contract, passed on).
+        unsafe {
+            for_row_tiles(
+                w,
+                tokens,
+                rows,
+                out,
+                |row, t0| row_tokens::<F, 4>(row, x, acts_per_token, t0),
+                |row, t0| row_tokens::<F, 1>(row, x, acts_per_token, t0)[0],
+            )
         }
+    }
+}
+
+/// The order every row-at-a-time 8-bit driver computes its outputs in: tokens in tiles whose
+/// activation blocks stay in L2 while every row of the range passes over them (a 512-token
+/// prefill would otherwise stream all activations once per row), then within a tile each row
+/// four tokens at a time (`four(row, t0)`: tokens `t0 .. t0 + 4`), the rest one at a time.
+///
+/// # Safety
+/// No other thread touches rows `rows` of `out` (for any token).
+#[inline(always)]
+pub(super) unsafe fn for_row_tiles(
+    w: &WeightView<'_>,
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+    mut four: impl FnMut(&[u8], usize) -> [f32; 4],
+    mut one: impl FnMut(&[u8], usize) -> f32,
+) {
+    let n = w.rows;
+    let mut tile = 0;
+    while tile < tokens {
+        let tile_end = (tile + TOKEN_TILE).min(tokens);
+        for r in rows.clone() {
+            let row = w.row(r);
+            let mut t0 = tile;
+            while t0 + 4 <= tile_end {
+                for (t, v) in four(row, t0).into_iter().enumerate() {
+                    // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
+                    unsafe { out.write((t0 + t) * n + r, v) };
+                }
+                t0 += 4;
+            }
+            while t0 < tile_end {
+                // SAFETY: as above.
+                unsafe { out.write(t0 * n + r, one(row, t0)) };
+                t0 += 1;
+            }
+        }
+        tile = tile_end;
     }
 }
 
