@@ -356,6 +356,8 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
         (64, 2, 2, 1, 40),
         (32, 6, 2, 2, SCORE_BLOCK - 1),
         (64, 9, 3, 4, 3 * SCORE_BLOCK + 5),
+        (64, 9, 3, 9, SCORE_BLOCK - 4),
+        (20, 4, 1, 6, 0),
     ] {
         let positions = pos0 + tokens + 3;
         let kv_width = n_kv_heads * head_dim;
@@ -418,6 +420,37 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
                 &attend(table, n_heads - 1),
                 &got,
                 &format!("{tier} attention {kv_type} split"),
+            );
+            // One token at a time (as decoding does, or as the session splits a step's tokens
+            // across threads) gives the same bits as the whole step.
+            let q_width = n_heads * head_dim;
+            let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
+            let mut alone = vec![0f32; tokens * q_width];
+            let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut alone));
+            for t in 0..tokens {
+                let part = AttnShape {
+                    tokens: 1,
+                    pos0: pos0 + t,
+                    ..shape
+                };
+                let rows = t * q_width..(t + 1) * q_width;
+                // SAFETY: the calls run one after another on this thread.
+                unsafe {
+                    (table.attention.f)(
+                        &part,
+                        &q[rows.clone()],
+                        kr,
+                        vr,
+                        0..n_heads,
+                        &sc,
+                        &o.sub(rows),
+                    )
+                };
+            }
+            assert_bits_eq(
+                &alone,
+                &got,
+                &format!("{tier} attention {kv_type} token by token"),
             );
         }
     }
