@@ -271,6 +271,7 @@ fn fill_segment<F: Q8Format>(
                 _mm256_loadu_ps(mins.as_ptr()),
             )
         };
+        #[allow(clippy::needless_range_loop)] // h picks the half of every row's pair in `w`
         for h in 0..halves {
             let c = b * halves + h - first_chunk;
             let wh: [__m256i; GROUP] = core::array::from_fn(|i| w[i][h]);
