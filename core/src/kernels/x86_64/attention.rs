@@ -155,7 +155,7 @@ fn attend_tile(
                 continue;
             }
             let len = block.min(r.n_pos - b0);
-            let block_max = sc[..len].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let block_max = max_of(&sc[..len]);
             let new_max = r.max.max(block_max);
             if r.max != new_max && r.max != f32::NEG_INFINITY {
                 let shrink = libm::expf(r.max - new_max);
@@ -201,7 +201,16 @@ fn widen_rows(
         }
         let off = (first + j) * kv_width + head_off;
         match rows {
-            KvRows::F32(c) => dst.copy_from_slice(&c[off..off + hd]),
+            KvRows::F32(c) => {
+                let src = &c[off..off + hd];
+                let whole = hd / 8 * 8;
+                let mut i = 0;
+                while i < whole {
+                    store(dst, i, load(src, i));
+                    i += 8;
+                }
+                dst[whole..].copy_from_slice(&src[whole..]);
+            }
             KvRows::F16(c) => {
                 let h = &c[off..off + hd];
                 let whole = hd / 8 * 8;
@@ -238,13 +247,16 @@ fn widen_rows(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+    assert!(q.len() >= hd && wide.len() >= POS_STEP * hd && out.len() >= POS_STEP);
     let whole = hd / 8 * 8;
     let mut acc = [_mm256_setzero_ps(); POS_STEP];
     let mut c = 0;
     while c < whole {
-        let qc = load(q, c);
+        // SAFETY: c + 8 <= whole <= hd <= q.len() (asserted above).
+        let qc = unsafe { load_at(q.as_ptr(), c) };
         for (j, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(qc, load(wide, j * hd + c), *a);
+            // SAFETY: j·hd + c + 8 <= 8·hd <= wide.len() (asserted above).
+            *a = _mm256_fmadd_ps(qc, unsafe { load_at(wide.as_ptr(), j * hd + c) }, *a);
         }
         c += 8;
     }
@@ -256,6 +268,17 @@ fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
         }
     }
     store(out, 0, _mm256_mul_ps(load(&sums, 0), _mm256_set1_ps(scale)));
+}
+
+/// 8 f32 at `p + i`, unaligned.
+///
+/// # Safety
+/// `p + i .. p + i + 8` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_at(p: *const f32, i: usize) -> __m256 {
+    // SAFETY: readable (this function's contract); loadu needs no alignment.
+    unsafe { _mm256_loadu_ps(p.add(i)) }
 }
 
 /// Lane `j` of the result is the sum of the eight lanes of `acc[j]`, added as
@@ -275,29 +298,44 @@ fn sum_lanes8(acc: &[__m256; POS_STEP]) -> __m256 {
     _mm256_add_ps(lo, hi)
 }
 
+/// Output chunks of 8 kept in registers across the positions by [`accumulate_values`].
+const HELD_CHUNKS: usize = 8;
+
 /// `o += Σ_j p[j] · wide[j]` with each element of `o` accumulating `j` in ascending order.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], hd: usize) {
+    assert!(o.len() == hd && p.len() <= POS_STEP && wide.len() >= POS_STEP * hd);
     let whole = hd / 8 * 8;
-    // Eight 8-wide chunks of the output stay in registers across the positions.
+    let (op, wp) = (o.as_mut_ptr(), wide.as_ptr());
     let mut c0 = 0;
-    while c0 < whole {
-        let chunks = ((whole - c0) / 8).min(8);
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for (i, a) in acc.iter_mut().enumerate().take(chunks) {
-            *a = load(o, c0 + 8 * i);
-        }
-        for (j, &pj) in p.iter().enumerate() {
-            let pv = _mm256_set1_ps(pj);
-            for (i, a) in acc.iter_mut().enumerate().take(chunks) {
-                *a = _mm256_fmadd_ps(pv, load(wide, j * hd + c0 + 8 * i), *a);
+    while c0 + 8 * HELD_CHUNKS <= whole {
+        // SAFETY: c0 + 64 <= whole <= hd = o.len(), and j·hd + c0 + 64 <= 8·hd <= wide.len()
+        // for j < p.len() <= 8 (asserted above).
+        unsafe {
+            let mut acc: [__m256; HELD_CHUNKS] = core::array::from_fn(|i| load_at(op, c0 + 8 * i));
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm256_set1_ps(pj);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(pv, load_at(wp, j * hd + c0 + 8 * i), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(op.add(c0 + 8 * i), *a);
             }
         }
-        for (i, a) in acc.iter().enumerate().take(chunks) {
-            store(o, c0 + 8 * i, *a);
+        c0 += 8 * HELD_CHUNKS;
+    }
+    while c0 < whole {
+        // SAFETY: as above, for one chunk: c0 + 8 <= whole.
+        unsafe {
+            let mut a = load_at(op, c0);
+            for (j, &pj) in p.iter().enumerate() {
+                a = _mm256_fmadd_ps(_mm256_set1_ps(pj), load_at(wp, j * hd + c0), a);
+            }
+            _mm256_storeu_ps(op.add(c0), a);
         }
-        c0 += 8 * chunks;
+        c0 += 8;
     }
     for i in whole..hd {
         for (j, &pj) in p.iter().enumerate() {
@@ -346,6 +384,25 @@ fn scale_in_place(o: &mut [f32], f: f32) {
     for x in o[whole..].iter_mut() {
         *x *= f;
     }
+}
+
+/// The largest of `x` (−∞ when empty), eight lanes at a time. A maximum is exact whatever the
+/// order, so this equals a sequential scan (scores are finite).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn max_of(x: &[f32]) -> f32 {
+    let whole = x.len() / 8 * 8;
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < whole {
+        m = _mm256_max_ps(m, load(x, i));
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    store(&mut lanes, 0, m);
+    lanes
+        .iter()
+        .chain(&x[whole..])
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
 }
 
 /// Replaces `sc[j]` by `e^(sc[j] − max)` and returns their sum.
