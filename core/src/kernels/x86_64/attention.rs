@@ -55,6 +55,13 @@ pub(super) unsafe fn attention(
     unsafe { attention_avx2(s, q, k, v, heads, out) }
 }
 
+/// A tile's working memory, on the stack: each row's scores for one block, and eight widened
+/// K or V rows.
+struct Scratch {
+    scores: [[f32; SCORE_BLOCK]; MAX_ROWS],
+    wide: [f32; POS_STEP * MAX_HEAD_DIM],
+}
+
 /// One query row of a tile: where its query and output live and its softmax state.
 struct Row<'o> {
     q: Range<usize>,
@@ -81,6 +88,11 @@ unsafe fn attention_avx2(
     assert!(hd <= MAX_HEAD_DIM, "head_dim {hd} above {MAX_HEAD_DIM}");
     let q_width = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
+    // Zeroed once per call (32 KiB), not per tile.
+    let mut scratch = Scratch {
+        scores: [[0f32; SCORE_BLOCK]; MAX_ROWS],
+        wide: [0f32; POS_STEP * MAX_HEAD_DIM],
+    };
     let mut h0 = heads.start;
     while h0 < heads.end {
         let kvh = h0 / group;
@@ -107,7 +119,7 @@ unsafe fn attention_avx2(
                     let _ = rows.push(row);
                 }
             }
-            attend_tile(s, q, &k, &v, kvh, &mut rows);
+            attend_tile(s, q, &k, &v, kvh, &mut rows, &mut scratch);
             for r in rows.iter_mut() {
                 scale_in_place(r.out, 1.0 / r.sum);
             }
@@ -126,13 +138,13 @@ fn attend_tile(
     v: &KvRows<'_>,
     kvh: usize,
     rows: &mut [Row<'_>],
+    scratch: &mut Scratch,
 ) {
     let hd = s.head_dim;
     let kv_width = s.n_kv_heads * hd;
     let n_pos = rows.iter().map(|r| r.n_pos).max().unwrap_or(0);
-    let mut scores = [[0f32; SCORE_BLOCK]; MAX_ROWS];
-    let mut wide = [0f32; POS_STEP * MAX_HEAD_DIM];
-    let wide = &mut wide[..POS_STEP * hd];
+    let wide = &mut scratch.wide[..POS_STEP * hd];
+    let scores = &mut scratch.scores;
     let mut b0 = 0;
     while b0 < n_pos {
         let block = SCORE_BLOCK.min(n_pos - b0);
