@@ -7,8 +7,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vspec_core::exec::Session;
 use vspec_core::graph::Limits;
-use vspec_core::plan::LoadHeap;
+use vspec_core::kernels::{KernelTable, Serial};
+use vspec_core::kv::KvType;
+use vspec_core::model::{bind_weights, build_graph_kv, ModelConfig, RawTensor};
+use vspec_core::plan::{LoadHeap, Plan};
+use vspec_core::sample::{Sampler, SamplerConfig};
 use vspec_core::Format;
 use vspec_tests::tiny_gguf::TinyLlama;
 
@@ -106,6 +111,58 @@ fn cases() -> Vec<(TinyLlama, Limits)> {
     v
 }
 
+/// Each part of the bound against the same steps measured one by one (the steps of
+/// `run::load` and `run::generate`, arena and KV cache aside): (part, measured, bound).
+fn parts_measured(file: &[u8], limits: Limits) -> Vec<(&'static str, usize, usize)> {
+    let mut marks = vec![charged()];
+    let header = vspec_core::gguf::parse(file).unwrap();
+    marks.push(charged());
+    let config = ModelConfig::from_gguf(&header).unwrap();
+    marks.push(charged());
+    let mut graph = build_graph_kv(&config, limits, KvType::F32).unwrap();
+    marks.push(charged());
+    let lookup = |name: &str| {
+        Ok(header.tensor(name).map(|t| RawTensor {
+            format: t.format.unwrap(),
+            dims: t.dims.clone(),
+            data: header.tensor_data(file, t).unwrap(),
+        }))
+    };
+    let weights = bind_weights(&mut graph, &lookup).unwrap();
+    let plan = Plan::new(&graph).unwrap();
+    marks.push(charged());
+    // Arena and KV cache outside the count: they are the plan's own numbers.
+    let mut arena = vec![0u32; plan.arena_bytes.div_ceil(4)];
+    let mut kv = vec![0u32; plan.kv_bytes.div_ceil(4)];
+    let before_session = charged();
+    let kernels = KernelTable::scalar();
+    let session = Session::new(
+        &graph,
+        &plan,
+        &weights,
+        bytemuck::cast_slice_mut(&mut arena),
+        bytemuck::cast_slice_mut(&mut kv),
+        &kernels,
+        &Serial,
+    )
+    .unwrap();
+    let sampler = Sampler::new(SamplerConfig::greedy(), config.vocab).unwrap();
+    marks.push(charged() - before_session + marks[4]);
+    drop((session, sampler));
+    let bound = LoadHeap::new(&header, &graph);
+    let names = ["header", "config", "graph", "bind+plan", "session"];
+    let bounds = [
+        bound.header,
+        bound.config,
+        bound.graph,
+        bound.plan,
+        bound.session,
+    ];
+    (0..5)
+        .map(|i| (names[i], marks[i + 1] - marks[i], bounds[i]))
+        .collect()
+}
+
 #[test]
 fn a_core_only_run_stays_within_the_planned_heap() {
     let prompt = [1u32, 5, 9, 2, 7, 3, 11, 4, 6, 8];
@@ -125,6 +182,16 @@ fn a_core_only_run_stays_within_the_planned_heap() {
         assert_eq!(tokens, steps);
 
         let parts = LoadHeap::new(&loaded.header, &loaded.graph);
+        for (part, got, max) in parts_measured(&file, limits) {
+            eprintln!(
+                "  {part}: {got} of {max} B ({:.0} %)",
+                100.0 * got as f64 / max as f64
+            );
+            assert!(
+                got <= max,
+                "case {i}: {part} took {got} bytes, over its bound {max}"
+            );
+        }
         let bound = run::heap_bytes(&loaded);
         let ratio = measured as f64 / bound as f64;
         eprintln!(
