@@ -155,3 +155,40 @@ fn the_no_std_example_prints_the_hosts_greedy_tokens_from_its_planned_heap() {
         start.elapsed().as_secs_f64()
     );
 }
+
+/// `name@version` of every package in a Cargo.lock.
+fn locked(path: &Path) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
+            out.insert(format!("{n}@{}", v.trim_matches('"')));
+        }
+    }
+    out
+}
+
+/// The example's lock pins the workspace's versions of the core's dependencies, so its offline
+/// build finds them in the registry cache the workspace's build filled.
+#[test]
+fn the_examples_lock_agrees_with_the_workspace() {
+    let root = repo();
+    let workspace = locked(&root.join("Cargo.lock"));
+    let example = locked(&root.join("examples/nostd/Cargo.lock"));
+    assert!(
+        example.iter().any(|p| p.starts_with("serde@")),
+        "the example's lock was not read: {example:?}"
+    );
+    let stale: Vec<_> = example
+        .into_iter()
+        .filter(|p| !p.starts_with("vspec-") && !workspace.contains(p))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "examples/nostd/Cargo.lock pins {stale:?}, not in the workspace's Cargo.lock: copy \
+         Cargo.lock to examples/nostd/ and build the example once to prune it"
+    );
+}
