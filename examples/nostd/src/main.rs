@@ -1,7 +1,7 @@
 //! A `#![no_std]`, `#![no_main]` program that runs a model with `vspec-core` alone: the model is
 //! compiled in (`include_bytes!`), every heap byte comes from one `static` buffer whose size the
 //! build computed from the model's plan, and the greedy tokens go to stdout through the `write`
-//! system call. No libc, no std, no start files: `rt.rs` is the whole runtime.
+//! system call. No libc, no std, no start files: `rt.rs` and `mem.rs` are the whole runtime.
 //!
 //! Build-time inputs (read by `build.rs`): `VSPEC_NOSTD_MODEL` (a GGUF file), the prompt
 //! `VSPEC_NOSTD_PROMPT` (token ids, comma-separated) and `VSPEC_NOSTD_STEPS` (tokens to generate).

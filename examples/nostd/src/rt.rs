@@ -7,7 +7,7 @@ use crate::HEAP_BYTES;
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::{asm, global_asm};
 use core::cell::{Cell, UnsafeCell};
-use core::fmt;
+use core::fmt::{self, Write as _};
 
 // The kernel enters `_start` with `rsp` 16-byte aligned and pointing at argc; a Rust function
 // expects `rsp ≡ 8 (mod 16)` on entry (a return address pushed), so `_start` cannot be one. This
@@ -151,5 +151,3 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let _ = writeln!(err, "panic: {info}");
     exit(101)
 }
-
-use core::fmt::Write as _;
