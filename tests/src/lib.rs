@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod kquant_encode;
+pub mod tiny_gguf;
 
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
