@@ -60,6 +60,8 @@ pub struct BenchArgs {
     /// Tokens per forward step of the prompt test.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub kv: super::KvArgs,
     /// Buffer for the memory-bandwidth measurement, in MiB; 0 skips it and the roofline. It must
     /// be far larger than the caches.
     #[arg(long = "bw-mib", default_value_t = 1024)]
@@ -221,7 +223,7 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
         plan.write(&input)?;
     }
     let text = if a.json {
-        let json = to_json(&infos, &results, &bandwidth, backend, a.batch_size);
+        let json = to_json(&infos, &results, &bandwidth, backend, a.batch_size, a.kv.kv);
         serde_json::to_string_pretty(&json)? + "\n"
     } else {
         tables(&infos, &results, &bandwidth, backend, a.bw_mib)
@@ -315,7 +317,7 @@ fn bench_prompt(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Meas
         max_tokens: a.batch_size.min(n),
         all_logits: false,
     };
-    let mut engine = Engine::new(model, limits, threads)?;
+    let mut engine = Engine::with_kv(model, limits, a.kv.kv, threads)?;
     let tokens = synthetic_tokens(n, model.config.vocab, TOKEN_SEED);
     {
         // Warm-up: one step, untimed, so the first repetition does not pay for page faults.
@@ -345,7 +347,7 @@ fn bench_gen(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Measure
         max_tokens: 1,
         all_logits: false,
     };
-    let mut engine = Engine::new(model, limits, threads)?;
+    let mut engine = Engine::with_kv(model, limits, a.kv.kv, threads)?;
     let traffic = DecodeTraffic::of_graph(&engine.graph)
         .map_err(|e| anyhow!("{}: {e}", model.path.display()))?;
     let tokens = synthetic_tokens(n, model.config.vocab, TOKEN_SEED ^ 0x9e37_79b9);

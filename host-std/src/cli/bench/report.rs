@@ -152,6 +152,7 @@ pub(super) fn to_json(
     bandwidth: &[(usize, f64)],
     backend: &str,
     batch_size: usize,
+    kv: vspec_core::kv::KvType,
 ) -> serde_json::Value {
     let entries: Vec<serde_json::Value> = results
         .iter()
@@ -176,6 +177,8 @@ pub(super) fn to_json(
                 "backends": backend,
                 "n_threads": m.threads,
                 "n_batch": batch_size,
+                "type_k": kv.to_string(),
+                "type_v": kv.to_string(),
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
                 "test": m.test.name(),

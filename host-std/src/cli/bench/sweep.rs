@@ -97,7 +97,7 @@ pub(super) fn measure(
     for (mi, model) in files.iter().enumerate() {
         for &t in threads {
             let limits = session_limits(a, longest, a.n_gen)?;
-            let mut engine = Engine::new(model, limits, t)?;
+            let mut engine = Engine::with_kv(model, limits, a.kv.kv, t)?;
             let prompt = synthetic_tokens(longest, model.config.vocab, TOKEN_SEED);
             let gen = synthetic_tokens(a.n_gen, model.config.vocab, TOKEN_SEED ^ 0x9e37_79b9);
             {
@@ -163,7 +163,7 @@ pub(super) fn planned_memory(files: &[ModelFile], a: &BenchArgs) -> Result<Vec<P
     let mut out = Vec::new();
     for (mi, model) in files.iter().enumerate() {
         for &ctx in &lengths {
-            let (graph, _) = model.bind(session_limits(a, ctx, 0)?)?;
+            let (graph, _) = model.bind_kv(session_limits(a, ctx, 0)?, a.kv.kv)?;
             let plan = vspec_core::plan::Plan::new(&graph)
                 .map_err(|e| anyhow!("{}: planning ctx {ctx}: {e}", model.path.display()))?;
             out.push(PlannedMemory {
