@@ -100,12 +100,31 @@ impl ThreadPool {
             panicked: AtomicBool::new(false),
         });
         let mut workers = Vec::with_capacity(threads.saturating_sub(1));
+        // The pool is returned only once every worker runs: a thread's start-up in std
+        // allocates (its name, for the stack-overflow handler), and a worker the OS starts late
+        // would do so while a session is already running, breaking "no allocation after the
+        // session exists".
+        let started = Arc::new(AtomicUsize::new(0));
         for i in 1..threads {
             let s = Arc::clone(&shared);
-            let handle = std::thread::Builder::new()
+            let started = Arc::clone(&started);
+            let spawned = std::thread::Builder::new()
                 .name(format!("vspec-worker-{i}"))
-                .spawn(move || worker(&s))?;
-            workers.push(handle);
+                .spawn(move || {
+                    started.fetch_add(1, Ordering::Release);
+                    worker(&s)
+                });
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    // The workers already running see the shutdown flag and return.
+                    shared.shutdown.store(true, Ordering::Release);
+                    return Err(e.into());
+                }
+            }
+        }
+        while started.load(Ordering::Acquire) < threads - 1 {
+            std::thread::yield_now();
         }
         Ok(ThreadPool {
             shared,

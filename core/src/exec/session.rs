@@ -432,17 +432,17 @@ impl<'a> Session<'a> {
                 let scores = SharedOut::new(extra);
                 let out = SharedOut::new(y);
                 let attend = kernels.attention.f;
-                let group = n_heads / n_kv_heads;
-                // Work units are (heads, tokens) pairs. Whole GQA groups per unit when there are
-                // enough of them to go round (or when a step has several tokens, which can be
-                // split instead), so a kernel reads each K/V row once for the group; every
-                // head's and token's result is the same whichever way they are split.
-                let per = if *n_kv_heads >= par.threads() || n > 1 {
-                    group
+                // Work units are (heads, tokens) pairs; every head's and token's result is the
+                // same whichever way they are split. A step of several tokens is split into
+                // whole GQA groups (so a kernel reads each K/V row once for the group) times
+                // chunks of tokens, which are many and balance by themselves. A single token
+                // (decoding) is split into one even run of heads per thread: with 3 groups over
+                // 2 threads, whole groups would leave one thread twice the other's work.
+                let head_units = if n > 1 {
+                    *n_kv_heads
                 } else {
-                    1
+                    par.threads().clamp(1, *n_heads)
                 };
-                let head_units = n_heads / per;
                 let token_chunk = ATTN_TOKEN_CHUNK.min(n);
                 let token_units = n.div_ceil(token_chunk);
                 par.for_each_range(head_units * token_units, &|u| {
@@ -450,7 +450,8 @@ impl<'a> Session<'a> {
                         // Latest tokens first: they attend to the most positions, and the pool
                         // hands out units in order, so the costly ones start early.
                         let tu = token_units - 1 - unit / head_units;
-                        let heads = unit % head_units * per..(unit % head_units + 1) * per;
+                        let hu = unit % head_units;
+                        let heads = hu * n_heads / head_units..(hu + 1) * n_heads / head_units;
                         let tokens = tu * token_chunk..((tu + 1) * token_chunk).min(n);
                         let part = AttnShape {
                             tokens: tokens.len(),
