@@ -9,6 +9,7 @@
 //! - [`nvrtc`]: finding NVRTC, compiling the sources to PTX/CUBIN;
 //! - [`kernels`]: the sources and the names of what they define;
 //! - [`layout`]: the one device allocation, a pure function of graph and plan;
+//! - [`probe`]: loading the kernels; per-kernel checks and copy bandwidth without a model;
 //! - [`session`]: [`CudaSession`], implementing [`vspec_core::exec::Executor`].
 //!
 //! What has run where is stated in the README's CUDA section: until `check.sh` has run on a
@@ -18,10 +19,12 @@ pub mod device;
 pub mod kernels;
 pub mod layout;
 pub mod nvrtc;
+pub mod probe;
 pub mod session;
 
 pub use device::Device;
 pub use layout::DeviceLayout;
+pub use probe::Probe;
 pub use session::CudaSession;
 
 /// The error every device failure becomes.

@@ -10,7 +10,7 @@
 //! Status: compiled and checked on machines without a GPU only; `tests/gpu.rs` and
 //! `cuda-shell/check.sh` are what would show it correct on a device.
 
-use crate::device::{guarded, Device};
+use crate::device::Device;
 use crate::kernels::{self, FormatId};
 use crate::layout::{self, DeviceLayout, DECODE_SPLIT, PREFILL_SPLITS};
 use cudarc::driver::{
@@ -105,22 +105,8 @@ impl<'a> CudaSession<'a> {
                 }
             }
         }
-        let arch = device.arch()?;
-        let compiled = crate::nvrtc::compile(arch)?;
+        let (module, funcs) = crate::probe::load(&device)?;
         let stream = device.stream.clone();
-        let module = guarded("cuModuleLoadData", || {
-            device
-                .ctx
-                .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
-        })?
-        .map_err(|e| crate::backend(format!("loading the kernels for sm_{arch}: {e}")))?;
-        let mut funcs = HashMap::new();
-        for name in kernels::kernel_names() {
-            let f = module
-                .load_function(&name)
-                .map_err(|e| crate::backend(format!("kernel {name}: {e}")))?;
-            funcs.insert(name, f);
-        }
         let mut mem = stream.alloc_zeros::<u8>(layout.total).map_err(|e| {
             crate::backend(format!(
                 "allocating {} MiB on cuda:{}: {e}",
