@@ -5,7 +5,7 @@ use crate::device::{guarded, Device};
 use crate::kernels;
 use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vspec_core::format::Format;
 use vspec_core::Result;
@@ -17,11 +17,11 @@ pub(crate) type Loaded = (Arc<CudaModule>, HashMap<String, CudaFunction>);
 /// on the driver's PTX version) and loads every kernel the host names.
 pub(crate) fn load(device: &Device) -> Result<Loaded> {
     let arch = device.arch()?;
-    let compiled = crate::nvrtc::compile(arch)?;
+    let cubin = cubin_for(arch)?;
     let module = guarded("cuModuleLoadData", || {
         device
             .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
     })?
     .map_err(|e| crate::backend(format!("loading the kernels for sm_{arch}: {e}")))?;
     let mut funcs = HashMap::new();
@@ -32,6 +32,20 @@ pub(crate) fn load(device: &Device) -> Result<Loaded> {
         funcs.insert(name, f);
     }
     Ok((module, funcs))
+}
+
+/// The CUBIN for `sm_<arch>`, compiled once per process: NVRTC takes seconds for the whole
+/// program, and a process may open several sessions (the GPU tests open nine).
+fn cubin_for(arch: u32) -> Result<Vec<u8>> {
+    static CACHE: Mutex<Vec<(u32, Vec<u8>)>> = Mutex::new(Vec::new());
+    // A poisoned lock only means another thread panicked mid-compile; the cache is still valid.
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = cache.iter().find(|(a, _)| *a == arch) {
+        return Ok(c.clone());
+    }
+    let cubin = crate::nvrtc::compile(arch)?.cubin;
+    cache.push((arch, cubin.clone()));
+    Ok(cubin)
 }
 
 /// The kernels on a device, for tests and measurements that need no model.
