@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub mod encode;
 pub mod kquant_encode;
 
 /// The repository's `tests/fixtures` folder.

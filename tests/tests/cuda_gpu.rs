@@ -18,6 +18,7 @@ use vspec_core::kv::KvType;
 use vspec_core::plan::Plan;
 use vspec_cuda::{CudaSession, Device, Probe};
 use vspec_host::{Engine, ModelFile};
+use vspec_tests::encode::{encode, values};
 use vspec_tests::{fixtures, rel_max_abs, smollm2_gguf};
 
 /// Largest max-abs relative logit difference from the CPU reference. Both sides use the same
@@ -40,47 +41,6 @@ fn device_or_skip() -> Option<Device> {
             println!("SKIPPED: no CUDA device ({e})");
             None
         }
-    }
-}
-
-/// Deterministic values with a few outliers (xorshift, then a rough bell shape).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|i| {
-            let mut u = 0f32;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                u += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            }
-            if i % 97 == 13 {
-                u * 8.0
-            } else {
-                u
-            }
-        })
-        .collect()
-}
-
-/// `x` in `format`: the format's own quantizer, or the tests' k-quant encoder.
-fn encode(format: Format, x: &[f32]) -> Vec<u8> {
-    let spec = format.spec();
-    match spec.quantize {
-        Some(q) => {
-            let mut out = vec![0u8; format.tensor_bytes(x.len(), 1, "row").unwrap()];
-            let w = vec![1f32; spec.block_elems];
-            for (xb, ob) in x
-                .chunks_exact(spec.block_elems)
-                .zip(out.chunks_exact_mut(spec.block_bytes))
-            {
-                q(xb, &w, ob);
-            }
-            out
-        }
-        None => vspec_tests::kquant_encode::encode_row(format, x)
-            .unwrap_or_else(|| panic!("no encoder for {format:?}")),
     }
 }
 
