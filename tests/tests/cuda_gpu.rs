@@ -11,7 +11,6 @@
 //!
 //! Status: written and compiled without a GPU; it has not run on one yet (README, CUDA).
 
-use vspec_core::format::Format;
 use vspec_core::graph::Limits;
 use vspec_core::kernels::KernelTable;
 use vspec_core::kv::KvType;
