@@ -8,6 +8,7 @@
 //! - [`device`]: opening `cuda:N`, never panicking when the driver is absent;
 //! - [`nvrtc`]: finding NVRTC, compiling the sources to PTX/CUBIN;
 //! - [`kernels`]: the sources and the names of what they define;
+//! - [`launch`]: the kernel launches of a step as data (checked without a GPU);
 //! - [`layout`]: the one device allocation, a pure function of graph and plan;
 //! - [`probe`]: loading the kernels; per-kernel checks and copy bandwidth without a model;
 //! - [`session`]: [`CudaSession`], implementing [`vspec_core::exec::Executor`].
@@ -17,6 +18,7 @@
 
 pub mod device;
 pub mod kernels;
+pub mod launch;
 pub mod layout;
 pub mod nvrtc;
 pub mod probe;

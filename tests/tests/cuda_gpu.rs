@@ -4,7 +4,7 @@
 //!
 //! 1. Every device decoder equals its scalar decoder bit for bit (f32 bits) on quantized
 //!    random rows, for every format with device kernels.
-//! 2. End to end on the random fixtures (llama, llama_rope3, qwen2) and SmolLM2: prefill in
+//! 2. End to end on the random fixtures (llama, llama_rope3, qwen2, qwen3) and SmolLM2: prefill in
 //!    steps of 16 then greedy decode; logits within [`TOL`] (max-abs relative) of the CPU
 //!    scalar reference with the same f16 KV cache, the same greedy token off near-ties, and the
 //!    captured decode graph bit-identical to op-by-op launches.
@@ -149,7 +149,7 @@ fn fixtures_match_the_cpu_reference() {
     if device_or_skip().is_none() {
         return;
     }
-    for name in ["llama", "llama_rope3", "qwen2"] {
+    for name in ["llama", "llama_rope3", "qwen2", "qwen3"] {
         let model = ModelFile::open(&fixtures().join("hf").join(name)).unwrap();
         let vocab = model.config.vocab as u32;
         let ids: Vec<u32> = (0..48u32).map(|i| (i * 37 + 11) % vocab).collect();
