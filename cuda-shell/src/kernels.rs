@@ -2,15 +2,16 @@
 //! how the host names what they define.
 //!
 //! The sources form one NVRTC program, concatenated in [`SOURCES`] order: the prelude, the
-//! format decoders, then the ops that use them. Each format's decoder reproduces its scalar
+//! reductions, the format decoders, then the ops that use them. Each format's decoder reproduces its scalar
 //! decoder in `core/src/quant/` in f32, rounding for rounding.
 
 use vspec_core::format::Format;
 use vspec_core::quant::vspec::{tq2, tq3, tq4};
 
 /// `(file name, text)` of every kernel source, in program order.
-pub const SOURCES: [(&str, &str); 9] = [
+pub const SOURCES: [(&str, &str); 10] = [
     ("prelude.cu", include_str!("../kernels/prelude.cu")),
+    ("reduce.cu", include_str!("../kernels/reduce.cu")),
     (
         "formats_gguf.cu",
         include_str!("../kernels/formats_gguf.cu"),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub mod cuda_host;
 pub mod encode;
 pub mod kquant_encode;
 

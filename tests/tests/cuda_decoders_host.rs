@@ -1,74 +1,33 @@
 //! The CUDA decoders (`cuda-shell/kernels/formats_*.cu`) compiled for the host with the system
 //! C++ compiler and checked bit for bit against the scalar decoders, on every machine: without a
-//! GPU this is the only run the device decoders' index and rounding logic gets. A small host
-//! prelude stands in for `prelude.cu` (its PTX conversions become exact C++; `__fmul_rn` and
-//! friends become plain operations with contraction off, which is what they mean), then the
-//! format files are included unchanged.
+//! GPU this is the only run the device decoders' index and rounding logic gets. The host prelude
+//! of `vspec_tests::cuda_host` stands in for `prelude.cu` (its PTX conversions become exact C++;
+//! `__fmul_rn` and friends plain operations with contraction off, which is what they mean), then
+//! the format files are included unchanged.
 //!
-//! What this does not cover: the PTX `cvt` instructions themselves, the matmul/op kernels, and
-//! anything about the GPU. `tests/tests/cuda_gpu.rs` checks the same decoders on a device.
+//! What this does not cover: the PTX `cvt` instructions themselves and anything about the GPU
+//! (`cuda_kernels_host.rs` runs the op kernels; `cuda_gpu.rs` checks the decoders on a device).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use vspec_core::format::Format;
-use vspec_cuda::kernels::{self, SOURCES};
+use vspec_cuda::kernels;
 use vspec_tests::encode::{encode, values};
 
-/// Host replacements for what the format files use from `prelude.cu`.
-const HOST_PRELUDE: &str = r#"
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <vector>
-#define __device__
-#define __forceinline__ inline
-#define __constant__ static const
-typedef unsigned char u8;
-typedef signed char i8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fsub_rn(float a, float b) { return a - b; }
-static inline float bits_f32(u32 b) { float f; memcpy(&f, &b, 4); return f; }
-// IEEE half to float, exact (what cvt.f32.f16 computes).
-static inline float f16_to_f32(u16 h) {
-    u32 sign = (u32)(h & 0x8000u) << 16, e = (h >> 10) & 31u, m = h & 0x3ffu;
-    if (e == 0) {
-        if (m == 0) return bits_f32(sign);
-        int ex = 113;
-        while (!(m & 0x400u)) { m <<= 1; ex--; }
-        return bits_f32(sign | ((u32)ex << 23) | ((m & 0x3ffu) << 13));
-    }
-    if (e == 31) return bits_f32(sign | 0x7f800000u | (m << 13));
-    return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
-}
-static inline float bf16_to_f32(u16 h) { return bits_f32((u32)h << 16); }
-static inline u16 ld_u16(const u8* p) { return (u16)p[0] | (u16)((u16)p[1] << 8); }
-static inline float ld_f16(const u8* p) { return f16_to_f32(ld_u16(p)); }
-"#;
-
-/// Compiles the harness once: `harness FMT N < row > f32s`.
+/// Compiles the harness once: `harness FMT N < lut row > f32s`.
 fn harness() -> Option<PathBuf> {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let dir = std::env::temp_dir().join(format!("vspec-cuda-host-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut src = String::from(HOST_PRELUDE);
-    for (name, text) in SOURCES.iter().filter(|(n, _)| n.starts_with("formats_")) {
-        src.push_str(&format!("#line 1 \"{name}\"\n{text}\n"));
-    }
-    src.push_str(
+    let mut main = String::from(
         "static float dq(int fmt, const u8* row, int i, const i8* lut) {\n switch (fmt) {\n",
     );
     for f in kernels::device_formats() {
         let id = kernels::format_id(f).unwrap();
-        src.push_str(&format!(
+        main.push_str(&format!(
             "  case {}: return F_{}::dq(row, i, lut);\n",
             id.id, id.name
         ));
     }
-    src.push_str(
+    main.push_str(
         r#"  default: abort(); } }
 int main(int argc, char** argv) {
     int fmt = atoi(argv[1]), n = atoi(argv[2]);
@@ -84,27 +43,7 @@ int main(int argc, char** argv) {
 }
 "#,
     );
-    let cpp = dir.join("decoders.cpp");
-    std::fs::write(&cpp, src).unwrap();
-    let exe = dir.join("decoders");
-    let out = match Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-ffp-contract=off", "-o"])
-        .arg(&exe)
-        .arg(&cpp)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            println!("SKIPPED: no C++ compiler ({cxx}: {e})");
-            return None;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "the CUDA decoders do not compile as host C++:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(exe)
+    vspec_tests::cuda_host::compile("decoders", &["formats_gguf.cu", "formats_vspec.cu"], &main)
 }
 
 fn host_decode(exe: &PathBuf, format: Format, row: &[u8], n: usize) -> Vec<f32> {
