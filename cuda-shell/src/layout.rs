@@ -13,9 +13,11 @@
 //! 6. the step block: `pos0` (i32, then padding to 8 bytes) and `max_tokens` token ids (u32).
 
 use crate::kernels;
+use std::borrow::Cow;
 use std::ops::Range;
 use vspec_core::format::Format;
 use vspec_core::graph::{Graph, OpKind, Role};
+use vspec_core::model::WeightView;
 use vspec_core::plan::Plan;
 use vspec_core::{Error, Result};
 
@@ -131,6 +133,54 @@ pub fn layout(graph: &Graph, plan: &Plan) -> Result<DeviceLayout> {
         step,
         total,
     })
+}
+
+/// What the device allocation holds before the first step: `(offset, bytes, what)` for every
+/// weight (checked against the graph's format and shape, borrowed), codebook and RoPE table. The
+/// session uploads exactly this; the host emulator test builds its memory image from it.
+#[allow(clippy::type_complexity)]
+pub fn contents<'w>(
+    graph: &Graph,
+    layout: &DeviceLayout,
+    weights: &[Option<WeightView<'w>>],
+) -> Result<Vec<(usize, Cow<'w, [u8]>, String)>> {
+    if weights.len() != graph.tensors.len() {
+        return Err(Error::invalid("weights", "not bound to this graph"));
+    }
+    let mut out = Vec::new();
+    for (f, r) in &layout.codebooks {
+        if let Some(cb) = kernels::codebook(*f) {
+            let bytes: Vec<u8> = cb.iter().map(|&v| v as u8).collect();
+            out.push((r.start, Cow::Owned(bytes), format!("{f:?} codebook")));
+        }
+    }
+    for (id, t) in graph.tensors.iter().enumerate() {
+        if t.role != Role::Weight {
+            continue;
+        }
+        let w = weights[id].ok_or_else(|| Error::missing(format!("tensor '{}'", t.name)))?;
+        let r = layout.weights[id]
+            .clone()
+            .ok_or_else(|| Error::missing(format!("device range of '{}'", t.name)))?;
+        if w.data.len() != r.len()
+            || Some(w.format) != t.format
+            || w.rows != t.weight_rows
+            || w.cols != t.cols
+        {
+            return Err(Error::invalid(
+                format!("tensor '{}'", t.name),
+                "bound bytes do not match the graph's format and shape",
+            ));
+        }
+        out.push((r.start, Cow::Borrowed(w.data), t.name.clone()));
+    }
+    for (i, op) in graph.ops.iter().enumerate() {
+        if let (OpKind::Rope { inv_freq, .. }, Some(r)) = (&op.kind, &layout.rope[i]) {
+            let bytes: Vec<u8> = inv_freq.iter().flat_map(|v| v.to_le_bytes()).collect();
+            out.push((r.start, Cow::Owned(bytes), format!("op {i} RoPE table")));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! `cuda-shell/check.sh` are what would show it correct on a device.
 
 use crate::device::Device;
-use crate::kernels;
 use crate::launch::{Arg, Launch, Launcher};
 use crate::layout::{self, DeviceLayout};
 use cudarc::driver::{
@@ -23,7 +22,7 @@ use cudarc::driver::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use vspec_core::exec::Executor;
-use vspec_core::graph::{Graph, Limits, OpKind, Role};
+use vspec_core::graph::{Graph, Limits, OpKind};
 use vspec_core::kv::KvType;
 use vspec_core::model::WeightView;
 use vspec_core::plan::Plan;
@@ -94,46 +93,11 @@ impl<'a> CudaSession<'a> {
             let (p, _sync) = mem.device_ptr(&stream);
             p
         };
-        let upload =
-            |mem: &mut CudaSlice<u8>, at: &std::ops::Range<usize>, bytes: &[u8], what: &str| {
-                let mut dst = mem.slice_mut(at.start..at.start + bytes.len());
-                stream
-                    .memcpy_htod(bytes, &mut dst)
-                    .map_err(|e| crate::backend(format!("uploading {what}: {e}")))
-            };
-        for (f, r) in &layout.codebooks {
-            if let Some(cb) = kernels::codebook(*f) {
-                let bytes: Vec<u8> = cb.iter().map(|&v| v as u8).collect();
-                upload(&mut mem, r, &bytes, "codebook")?;
-            }
-        }
-        for (id, t) in graph.tensors.iter().enumerate() {
-            if t.role != Role::Weight {
-                continue;
-            }
-            let w = weights[id].ok_or_else(|| Error::missing(format!("tensor '{}'", t.name)))?;
-            let r = layout.weights[id]
-                .clone()
-                .ok_or_else(|| Error::missing(format!("device range of '{}'", t.name)))?;
-            if w.data.len() != r.len() || Some(w.format) != t.format {
-                return Err(Error::invalid(
-                    format!("tensor '{}'", t.name),
-                    "bound bytes do not match the graph's format and shape",
-                ));
-            }
-            if w.rows != t.weight_rows || w.cols != t.cols {
-                return Err(Error::invalid(
-                    format!("tensor '{}'", t.name),
-                    "bound shape differs from the graph's",
-                ));
-            }
-            upload(&mut mem, &r, w.data, &t.name)?;
-        }
-        for (i, op) in graph.ops.iter().enumerate() {
-            if let (OpKind::Rope { inv_freq, .. }, Some(r)) = (&op.kind, &layout.rope[i]) {
-                let bytes: Vec<u8> = inv_freq.iter().flat_map(|v| v.to_le_bytes()).collect();
-                upload(&mut mem, r, &bytes, "rope inv_freq")?;
-            }
+        for (at, bytes, what) in layout::contents(graph, &layout, weights)? {
+            let mut dst = mem.slice_mut(at..at + bytes.len());
+            stream
+                .memcpy_htod(&bytes[..], &mut dst)
+                .map_err(|e| crate::backend(format!("uploading {what}: {e}")))?;
         }
         let lim = graph.limits;
         let logits_len = graph.tensors[graph.output].activation_len(lim.max_tokens);

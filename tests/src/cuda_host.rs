@@ -139,3 +139,35 @@ pub fn compile(tag: &str, files: &[&str], extra: &str) -> Option<PathBuf> {
     );
     Some(exe)
 }
+
+/// The parameter kinds of `kernel` in the program text: `p`ointer, `i`nt, `f`loat.
+pub fn params(prog: &str, kernel: &str) -> Vec<char> {
+    let keys = if kernel.starts_with("gemv_") {
+        vec!["gemv_##NAME(".to_string()]
+    } else if kernel.starts_with("gemm_") {
+        vec!["gemm_##NAME(".to_string()]
+    } else {
+        vec![format!("void {kernel}("), format!("\n    {kernel}(")]
+    };
+    let start = keys
+        .iter()
+        .find_map(|k| prog.find(k.as_str()).map(|i| i + k.len()))
+        .unwrap_or_else(|| panic!("kernel {kernel} not found in the sources"));
+    let end = start + prog[start..].find(')').unwrap();
+    prog[start..end]
+        .split(',')
+        .map(|p| {
+            let p = p.replace('\\', " ");
+            let p = p.trim();
+            if p.contains('*') {
+                'p'
+            } else if p.starts_with("int ") {
+                'i'
+            } else if p.starts_with("float ") {
+                'f'
+            } else {
+                panic!("{kernel}: parameter '{p}' of unknown kind")
+            }
+        })
+        .collect()
+}

@@ -14,42 +14,11 @@ use vspec_core::plan::Plan;
 use vspec_cuda::kernels;
 use vspec_cuda::launch::{Arg, Launch, Launcher};
 use vspec_host::ModelFile;
+use vspec_tests::cuda_host::params;
 use vspec_tests::fixtures;
 
 /// An address such as the driver hands out, so offsets are checked against a nonzero base.
 const BASE: u64 = 0x7f12_3400_0000;
-
-/// The parameter kinds of `kernel` in the program text: `p`ointer, `i`nt, `f`loat.
-fn params(prog: &str, kernel: &str) -> Vec<char> {
-    let keys = if let Some(_f) = kernel.strip_prefix("gemv_") {
-        vec!["gemv_##NAME(".to_string()]
-    } else if kernel.starts_with("gemm_") {
-        vec!["gemm_##NAME(".to_string()]
-    } else {
-        vec![format!("void {kernel}("), format!("\n    {kernel}(")]
-    };
-    let start = keys
-        .iter()
-        .find_map(|k| prog.find(k.as_str()).map(|i| i + k.len()))
-        .unwrap_or_else(|| panic!("kernel {kernel} not found in the sources"));
-    let end = start + prog[start..].find(')').unwrap();
-    prog[start..end]
-        .split(',')
-        .map(|p| {
-            let p = p.replace('\\', " ");
-            let p = p.trim();
-            if p.contains('*') {
-                'p'
-            } else if p.starts_with("int ") {
-                'i'
-            } else if p.starts_with("float ") {
-                'f'
-            } else {
-                panic!("{kernel}: parameter '{p}' of unknown kind")
-            }
-        })
-        .collect()
-}
 
 fn check(name: &str, model: &ModelFile, lim: Limits) {
     let prog = kernels::program();
