@@ -97,11 +97,11 @@ static void launch(K k, dim3_ grid, unsigned block, A... args) {
 "#;
 
 /// The kernel sources named by `files` (all but `prelude.cu` when empty), after the host prelude,
-/// then `main`, compiled to an executable in a fresh temporary folder; `None` (after printing
-/// SKIPPED) when there is no C++ compiler.
-pub fn compile(tag: &str, files: &[&str], extra: &str) -> Option<PathBuf> {
+/// then `main`, compiled to the executable `dir/tag` (a test passes its `CARGO_TARGET_TMPDIR`, so
+/// nothing accumulates elsewhere); `None` (after printing SKIPPED) when there is no C++ compiler.
+pub fn compile(dir: &str, tag: &str, files: &[&str], extra: &str) -> Option<PathBuf> {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let dir = std::env::temp_dir().join(format!("vspec-cuda-{tag}-{}", std::process::id()));
+    let dir = PathBuf::from(dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut src = String::from(HOST_PRELUDE);
     for (name, text) in vspec_cuda::kernels::SOURCES {

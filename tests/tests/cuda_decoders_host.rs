@@ -43,7 +43,12 @@ int main(int argc, char** argv) {
 }
 "#,
     );
-    vspec_tests::cuda_host::compile("decoders", &["formats_gguf.cu", "formats_vspec.cu"], &main)
+    vspec_tests::cuda_host::compile(
+        env!("CARGO_TARGET_TMPDIR"),
+        "decoders",
+        &["formats_gguf.cu", "formats_vspec.cu"],
+        &main,
+    )
 }
 
 fn host_decode(exe: &PathBuf, format: Format, row: &[u8], n: usize) -> Vec<f32> {

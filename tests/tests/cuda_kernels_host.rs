@@ -110,7 +110,7 @@ fn exe() -> Option<&'static PathBuf> {
             ));
         }
         dispatch.push_str("  abort();\n}\n");
-        vspec_tests::cuda_host::compile("kernels", &[], &format!("{MAIN}\n{dispatch}"))
+        vspec_tests::cuda_host::compile(env!("CARGO_TARGET_TMPDIR"), "kernels", &[], &format!("{MAIN}\n{dispatch}"))
     })
     .as_ref()
 }

@@ -138,7 +138,12 @@ impl Harness {
 
 #[test]
 fn fixtures_through_the_session_path_match_the_cpu_session() {
-    let Some(exe) = compile("model", &[], &format!("{MAIN}\n{}", dispatcher())) else {
+    let Some(exe) = compile(
+        env!("CARGO_TARGET_TMPDIR"),
+        "model",
+        &[],
+        &format!("{MAIN}\n{}", dispatcher()),
+    ) else {
         return;
     };
     for name in ["llama", "qwen2", "qwen3"] {
