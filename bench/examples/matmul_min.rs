@@ -11,42 +11,11 @@
 //! `ACT=f32` to time the format's f32-activation kernel rather than the preferred one.
 
 use std::time::Instant;
-use vspec_bench::{random_weights, Rng};
+use vspec_bench::{random_weights, tier_table, Rng};
 use vspec_core::format::Format;
-use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
+use vspec_core::kernels::{ActKind, MatMulKernel, SharedOut};
 use vspec_core::model::WeightView;
 use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
-
-/// The requested tier's table, or `None` when this CPU lacks it.
-fn table(tier: &str) -> Option<KernelTable> {
-    if tier == "scalar" {
-        return Some(KernelTable::scalar());
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::is_x86_feature_detected as has;
-        let avx2 = has!("avx2") && has!("fma") && has!("f16c");
-        let avx512 = avx2
-            && has!("avx512f")
-            && has!("avx512bw")
-            && has!("avx512vl")
-            && has!("avx512vnni")
-            && has!("avx512vbmi");
-        // SAFETY: each flag is true only when the CPU reported the features it stands for.
-        let features = unsafe { CpuFeatures::assume_detected(avx2) };
-        match tier {
-            "avx2" if avx2 => return Some(KernelTable::select(&features).0),
-            "avx512" | "" if avx512 => {
-                // SAFETY: `avx512` is true only when the CPU reported the five AVX-512 features.
-                let features = unsafe { features.assume_avx512() };
-                return Some(KernelTable::select(&features).0);
-            }
-            "" if avx2 => return Some(KernelTable::select(&features).0),
-            _ => {}
-        }
-    }
-    (tier.is_empty()).then(KernelTable::scalar)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -61,7 +30,7 @@ fn main() {
         .unwrap_or(1536);
     let f32_act = std::env::var("ACT").as_deref() == Ok("f32");
     let tier = std::env::var("TIER").unwrap_or_default();
-    let Some(table) = table(&tier) else {
+    let Some(table) = tier_table(&tier) else {
         eprintln!("this CPU lacks the tier '{tier}'");
         std::process::exit(2);
     };

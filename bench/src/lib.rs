@@ -1,6 +1,7 @@
 //! Benchmark helpers: deterministic weight rows in any format.
 
 use vspec_core::format::Format;
+use vspec_core::kernels::{CpuFeatures, KernelTable};
 
 /// A small deterministic generator (xorshift64*), so benchmarks see the same data on every run.
 pub struct Rng(u64);
@@ -49,4 +50,36 @@ pub fn random_weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -
             v
         }
     }
+}
+
+/// The table of tier `tier` (`scalar`, `avx2`, `avx512`, or `""` for the best this CPU has),
+/// or `None` when this CPU lacks it.
+pub fn tier_table(tier: &str) -> Option<KernelTable> {
+    if tier == "scalar" {
+        return Some(KernelTable::scalar());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+        let avx512 = avx2
+            && has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("avx512vnni")
+            && has!("avx512vbmi");
+        // SAFETY: each flag is true only when the CPU reported the features it stands for.
+        let features = unsafe { CpuFeatures::assume_detected(avx2) };
+        match tier {
+            "avx2" if avx2 => return Some(KernelTable::select(&features).0),
+            "avx512" | "" if avx512 => {
+                // SAFETY: `avx512` is true only when the CPU reported the five AVX-512 features.
+                let features = unsafe { features.assume_avx512() };
+                return Some(KernelTable::select(&features).0);
+            }
+            "" if avx2 => return Some(KernelTable::select(&features).0),
+            _ => {}
+        }
+    }
+    (tier.is_empty()).then(KernelTable::scalar)
 }

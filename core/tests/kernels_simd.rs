@@ -1,6 +1,6 @@
 //! Every kernel of every tier against the scalar references (H15). One macro stamps the same
 //! suite on each tier's table: every matmul entry (each weight format and activation kind) on
-//! random weights, odd row counts, several row lengths, 1..7 tokens and edge values; every op
+//! random weights, odd row counts, several row lengths, 1..37 tokens and edge values; every op
 //! (activation quantizer, RMSNorm, head norm, SwiGLU, add, RoPE, attention, embedding) on odd
 //! sizes and edge values; and bit-identical results for any row split and any number of tokens
 //! per step. A tier the CPU lacks prints SKIPPED, or fails under `VSPEC_REQUIRE_ISA=<tier>`.
@@ -151,7 +151,13 @@ fn check_matmuls(table: &KernelTable, tier: &str) {
             }
             let be = format.block_elems();
             let unit = if act == ActKind::Q8 { be.max(QK8) } else { be };
-            for &blocks in &[1usize, 2, 3, 5, 9] {
+            // 67 blocks: rows longer than one decoded segment of the AVX-512 prefill path.
+            for &blocks in &[1usize, 2, 3, 5, 9, 67] {
+                if blocks == 67 && unit > 64 {
+                    // 256-weight super-blocks have long rows already; 17k columns would only
+                    // test f32 summation error.
+                    continue;
+                }
                 let cols = if unit == 1 {
                     [1, 7, 33, 100, 257][blocks % 5]
                 } else {
@@ -166,7 +172,9 @@ fn check_matmuls(table: &KernelTable, tier: &str) {
                         row_bytes: format.row_bytes(cols, "w").unwrap(),
                         data: &data,
                     };
-                    for &tokens in &[1usize, 2, 3, 4, 5, 7] {
+                    // 13 and 37 tokens: whole token tiles decoded once per segment, a tile
+                    // boundary (32), and tokens left over after groups of four.
+                    for &tokens in &[1usize, 2, 3, 4, 5, 7, 13, 37] {
                         let mut x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
                         if tokens == 7 && cols >= 3 {
                             x[0] = 0.0;
@@ -356,6 +364,8 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
         (64, 2, 2, 1, 40),
         (32, 6, 2, 2, SCORE_BLOCK - 1),
         (64, 9, 3, 4, 3 * SCORE_BLOCK + 5),
+        (64, 9, 3, 9, SCORE_BLOCK - 4),
+        (20, 4, 1, 6, 0),
     ] {
         let positions = pos0 + tokens + 3;
         let kv_width = n_kv_heads * head_dim;
@@ -418,6 +428,37 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
                 &attend(table, n_heads - 1),
                 &got,
                 &format!("{tier} attention {kv_type} split"),
+            );
+            // One token at a time (as decoding does, or as the session splits a step's tokens
+            // across threads) gives the same bits as the whole step.
+            let q_width = n_heads * head_dim;
+            let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
+            let mut alone = vec![0f32; tokens * q_width];
+            let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut alone));
+            for t in 0..tokens {
+                let part = AttnShape {
+                    tokens: 1,
+                    pos0: pos0 + t,
+                    ..shape
+                };
+                let rows = t * q_width..(t + 1) * q_width;
+                // SAFETY: the calls run one after another on this thread.
+                unsafe {
+                    (table.attention.f)(
+                        &part,
+                        &q[rows.clone()],
+                        kr,
+                        vr,
+                        0..n_heads,
+                        &sc,
+                        &o.sub(rows),
+                    )
+                };
+            }
+            assert_bits_eq(
+                &alone,
+                &got,
+                &format!("{tier} attention {kv_type} token by token"),
             );
         }
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 pub mod cuda_host;
 pub mod encode;
 pub mod kquant_encode;
+pub mod tiny_gguf;
 
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {

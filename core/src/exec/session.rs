@@ -17,6 +17,11 @@ pub type MatMulObserver<'o> = dyn FnMut(&str, &str, &[f32], usize) + 'o;
 use crate::kernels::attention::MAX_HEAD_DIM;
 use crate::kv::{self, KvRows, KvType};
 
+/// Tokens per unit of parallel attention work in a multi-token step: small enough that a
+/// 512-token prefill yields dozens of units per GQA group to balance across threads, a multiple
+/// of the AVX2 kernel's token tile so its tiles stay full.
+const ATTN_TOKEN_CHUNK: usize = 16;
+
 /// A running model: graph, plan, bound weights, arena, KV cache and the position reached.
 pub struct Session<'a> {
     graph: &'a Graph,
@@ -427,18 +432,39 @@ impl<'a> Session<'a> {
                 let scores = SharedOut::new(extra);
                 let out = SharedOut::new(y);
                 let attend = kernels.attention.f;
-                // Whole GQA groups per call when there are enough of them to go round, so a
-                // kernel can read each K/V row once for the group; every head's result is the
-                // same whichever way the heads are split.
-                let per = if *n_kv_heads >= par.threads() {
-                    n_heads / n_kv_heads
+                let group = n_heads / n_kv_heads;
+                // Work units are (heads, tokens) pairs. Whole GQA groups per unit when there are
+                // enough of them to go round (or when a step has several tokens, which can be
+                // split instead), so a kernel reads each K/V row once for the group; every
+                // head's and token's result is the same whichever way they are split.
+                let per = if *n_kv_heads >= par.threads() || n > 1 {
+                    group
                 } else {
                     1
                 };
-                par.for_each_range(n_heads / per, &|u| {
-                    // SAFETY: `Parallel` hands out disjoint unit ranges, so the head ranges are
-                    // disjoint; each call owns its heads' scratch rows and output columns.
-                    unsafe { attend(&shape, q, kc, vc, u.start * per..u.end * per, &scores, &out) }
+                let head_units = n_heads / per;
+                let token_chunk = ATTN_TOKEN_CHUNK.min(n);
+                let token_units = n.div_ceil(token_chunk);
+                par.for_each_range(head_units * token_units, &|u| {
+                    for unit in u {
+                        // Latest tokens first: they attend to the most positions, and the pool
+                        // hands out units in order, so the costly ones start early.
+                        let tu = token_units - 1 - unit / head_units;
+                        let heads = unit % head_units * per..(unit % head_units + 1) * per;
+                        let tokens = tu * token_chunk..((tu + 1) * token_chunk).min(n);
+                        let part = AttnShape {
+                            tokens: tokens.len(),
+                            pos0: pos0 + tokens.start,
+                            ..shape
+                        };
+                        let q_width = n_heads * head_dim;
+                        let rows = tokens.start * q_width..tokens.end * q_width;
+                        let out_part = out.sub(rows.clone());
+                        // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a
+                        // distinct (heads, tokens) pair, so calls own disjoint output columns
+                        // (the contract of `AttentionFn`, which leaves `scores` unused).
+                        unsafe { attend(&part, &q[rows], kc, vc, heads, &scores, &out_part) }
+                    }
                 });
             }
             OpKind::SwiGlu => (kernels.swiglu.f)(ins[0], ins[1], y),

@@ -105,6 +105,21 @@ impl<'a> SharedOut<'a> {
         unsafe { *self.ptr.add(i) += v }
     }
 
+    /// A handle to elements `range` alone, indexed from 0 (for handing a part of the output to
+    /// a kernel that indexes from the start of its own part). Accesses stay `unsafe`.
+    pub fn sub(&self, range: Range<usize>) -> SharedOut<'_> {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "SharedOut range out of bounds"
+        );
+        SharedOut {
+            // SAFETY: start <= len (checked above), so the pointer stays inside the borrow.
+            ptr: unsafe { self.ptr.add(range.start) },
+            len: range.len(),
+            _borrow: PhantomData,
+        }
+    }
+
     /// A mutable sub-slice `range`.
     ///
     /// # Safety

@@ -128,11 +128,14 @@ pub type BinaryFn = fn(a: &[f32], b: &[f32], y: &mut [f32]);
 /// Rotates every head of one row for one position.
 pub type RopeFn =
     fn(x: &[f32], y: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout, inv_freq: &[f32]);
-/// Attention for a range of query heads over one layer's KV cache (any [`crate::kv::KvType`]);
-/// `scores` holds [`super::attention::SCORE_BLOCK`] f32 per head.
+/// Attention for a range of query heads over one layer's KV cache (any [`crate::kv::KvType`]).
+/// The session may hand a part of a step's tokens to each call (`s.tokens`, `s.pos0`, `q` and
+/// `out` then describe that part alone), so two concurrent calls can cover the same heads on
+/// different tokens: `scores` ([`super::attention::SCORE_BLOCK`] f32 per head, planned) is
+/// therefore not per call, and the CPU kernels keep their block scratch on the stack instead.
 ///
 /// # Safety
-/// No other thread touches the scratch rows or output columns of heads `heads` during the call.
+/// No other thread touches the output columns of heads `heads` in these tokens during the call.
 pub type AttentionFn = unsafe fn(
     s: &AttnShape,
     q: &[f32],

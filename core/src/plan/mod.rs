@@ -6,6 +6,7 @@
 //!
 //! - [`greedy::plan`] is the planner used for real sessions (best-fit, reuses memory);
 //! - [`linear::plan`] is a bump allocator that reuses nothing: the debug mode and the test oracle;
+//! - [`LoadHeap`] bounds the heap a core-only loader takes besides the arena and KV cache;
 //! - [`validate`] proves a plan sound, [`peak_live_bytes`] is the lower bound any plan must meet,
 //!   and [`render_ascii`] draws a plan for test failures.
 //!
@@ -24,10 +25,12 @@ use core::ops::Range;
 pub mod greedy;
 pub mod lifetime;
 pub mod linear;
+mod load_heap;
 mod memory;
 mod report;
 mod validate;
 
+pub use load_heap::{grown_vec_bytes, LoadHeap};
 pub use memory::Plan;
 pub use report::{LayerBytes, PlanReport};
 

@@ -1,19 +1,25 @@
-//! AVX2+FMA+F16C attention over an f32, f16 or Q8_0 KV cache, blocked with an online softmax.
+//! AVX2+FMA+F16C attention over an f32, f16 or Q8_0 KV cache, blocked with an online softmax and
+//! tiled over query rows.
 //!
-//! For each query head and token, the cached positions are walked in blocks of
-//! [`SCORE_BLOCK`]: the block's scores go to the head's planned scratch row, the running maximum
-//! `m` and sum `l` are updated (the partial output and `l` are multiplied by `e^(m_old − m_new)`
-//! when the maximum rises), then the block's values are added with weights `e^(s − m)`. The
-//! output is divided by `l` at the end. The scratch stays `SCORE_BLOCK` f32 per head whatever the
-//! context. f16 rows are widened with `vcvtph2ps`, Q8_0 rows with `vpmovsxbd` and their block
-//! scale applied per 32 values, both as they are read. The query heads of one GQA group are
-//! attended together so each K and V row is read once for all of them; each head's arithmetic is
-//! the same however heads are grouped or split across threads. Checked against the scalar
-//! reference (a three-pass exact softmax) in `core/tests/kernels_simd.rs`.
+//! The query heads of one GQA group and up to [`TOKEN_TILE`] tokens of the step form a tile of
+//! query rows that share every K and V row read: the cached positions are walked in blocks of
+//! [`SCORE_BLOCK`], and inside a block eight positions at a time are widened to f32 once (f16
+//! with `vcvtph2ps`, Q8_0 as `scale · q`, both exact) into a small stack buffer that every row of
+//! the tile then reads from L1. Scores for eight positions come out of eight accumulators and one
+//! transpose-and-add tree, not eight horizontal sums. Each row keeps its running maximum `m` and
+//! sum `l`; when a block raises `m`, the row's partial output and `l` are multiplied by
+//! `e^(m_old − m_new)`; the block's values are then added with weights `e^(s − m)`, each output
+//! element accumulating positions in ascending order. The output is divided by `l` at the end.
+//!
+//! Every row's arithmetic depends only on its own query and positions, never on which other rows
+//! share its tile, so a token gives the same bits in a prefill tile as when decoded alone, and
+//! for any split of heads or tokens across threads. Scratch is fixed-size stack (scores for a
+//! tile's rows, one block wide, and eight widened K or V rows), whatever the context. Checked
+//! against the scalar reference (a three-pass exact softmax) in `core/tests/kernels_simd.rs`.
 
 use super::ops::{exp, load, store};
 use super::q8::hsum;
-use crate::kernels::attention::{AttnShape, SCORE_BLOCK};
+use crate::kernels::attention::{AttnShape, MAX_HEAD_DIM, SCORE_BLOCK};
 use crate::kernels::SharedOut;
 use crate::kv::KvRows;
 use crate::quant::gguf::q8_0::{BLOCK_BYTES as Q8_BYTES, BLOCK_ELEMS as Q8_ELEMS};
@@ -24,6 +30,15 @@ use half::f16;
 /// Query heads of one GQA group attended together.
 const MAX_GROUP: usize = 8;
 
+/// Tokens of one step attended together (their rows share each widened K/V row).
+pub const TOKEN_TILE: usize = 4;
+
+/// Query rows of one tile.
+const MAX_ROWS: usize = MAX_GROUP * TOKEN_TILE;
+
+/// Cached positions widened and scored together.
+const POS_STEP: usize = 8;
+
 /// # Safety
 /// Same contract as [`crate::kernels::table::AttentionFn`]; installed only from a table that
 /// `select` built for a CPU with AVX2, FMA and F16C.
@@ -33,96 +48,312 @@ pub(super) unsafe fn attention(
     k: KvRows<'_>,
     v: KvRows<'_>,
     heads: Range<usize>,
-    scores: &SharedOut<'_>,
+    _scores: &SharedOut<'_>,
     out: &SharedOut<'_>,
 ) {
     // SAFETY: features present (see above); head exclusivity is the caller's contract.
-    unsafe { attention_avx2(s, q, k, v, heads, scores, out) }
+    unsafe { attention_avx2(s, q, k, v, heads, out) }
 }
 
-/// `q · (head row at value offset `off`)`, the row in any cache type.
+/// A tile's working memory, on the stack: each row's scores for one block, and eight widened
+/// K or V rows.
+struct Scratch {
+    scores: [[f32; SCORE_BLOCK]; MAX_ROWS],
+    wide: [f32; POS_STEP * MAX_HEAD_DIM],
+}
+
+/// One query row of a tile: where its query and output live and its softmax state.
+struct Row<'o> {
+    q: Range<usize>,
+    out: &'o mut [f32],
+    /// Cached positions this row attends to (`pos0 + t + 1`).
+    n_pos: usize,
+    max: f32,
+    sum: f32,
+}
+
+/// # Safety
+/// AVX2, FMA and F16C are present; no other thread touches the output columns of heads `heads`
+/// in the step's tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn dot_row(q: &[f32], rows: &KvRows<'_>, off: usize) -> f32 {
-    let n = q.len();
-    match rows {
-        KvRows::F32(c) => super::ops::dot(q, &c[off..off + n]),
-        KvRows::F16(c) => {
-            let h = &c[off..off + n];
-            let whole = n / 8 * 8;
-            let mut acc = _mm256_setzero_ps();
-            let mut i = 0;
-            while i < whole {
-                acc = _mm256_fmadd_ps(load(q, i), load_f16(h, i), acc);
-                i += 8;
-            }
-            let mut sum = hsum(acc);
-            for j in whole..n {
-                sum += q[j] * f16::from_bits(h[j]).to_f32();
-            }
-            sum
-        }
-        KvRows::Q8_0(b) => {
-            let mut acc = _mm256_setzero_ps();
-            for (blk, i) in q8_blocks(b, off, n).zip((0..n).step_by(Q8_ELEMS)) {
-                let mut part = _mm256_setzero_ps();
-                for c in 0..Q8_ELEMS / 8 {
-                    part = _mm256_fmadd_ps(load(q, i + 8 * c), load_i8(blk, c), part);
+unsafe fn attention_avx2(
+    s: &AttnShape,
+    q: &[f32],
+    k: KvRows<'_>,
+    v: KvRows<'_>,
+    heads: Range<usize>,
+    out: &SharedOut<'_>,
+) {
+    let hd = s.head_dim;
+    assert!(hd <= MAX_HEAD_DIM, "head_dim {hd} above {MAX_HEAD_DIM}");
+    let q_width = s.n_heads * hd;
+    let group = s.n_heads / s.n_kv_heads;
+    // Zeroed once per call (32 KiB), not per tile.
+    let mut scratch = Scratch {
+        scores: [[0f32; SCORE_BLOCK]; MAX_ROWS],
+        wide: [0f32; POS_STEP * MAX_HEAD_DIM],
+    };
+    let mut h0 = heads.start;
+    while h0 < heads.end {
+        let kvh = h0 / group;
+        let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
+        let mut t0 = 0;
+        while t0 < s.tokens {
+            let t1 = (t0 + TOKEN_TILE).min(s.tokens);
+            let mut rows: heapless::Vec<Row<'_>, MAX_ROWS> = heapless::Vec::new();
+            for t in t0..t1 {
+                for h in h0..h1 {
+                    let cols = t * q_width + h * hd..t * q_width + (h + 1) * hd;
+                    // SAFETY: head h's columns in token t belong to this call alone (caller's
+                    // contract), and distinct (token, head) pairs' columns are disjoint.
+                    let o = unsafe { out.slice_mut(cols.clone()) };
+                    o.fill(0.0);
+                    let row = Row {
+                        q: cols,
+                        out: o,
+                        n_pos: s.pos0 + t + 1,
+                        max: f32::NEG_INFINITY,
+                        sum: 0.0,
+                    };
+                    // At most TOKEN_TILE tokens × MAX_GROUP heads.
+                    let _ = rows.push(row);
                 }
-                acc = _mm256_fmadd_ps(part, _mm256_set1_ps(q8_scale(blk)), acc);
             }
-            hsum(acc)
+            attend_tile(s, q, &k, &v, kvh, &mut rows, &mut scratch);
+            for r in rows.iter_mut() {
+                scale_in_place(r.out, 1.0 / r.sum);
+            }
+            t0 = t1;
+        }
+        h0 = h1;
+    }
+}
+
+/// Runs the blocked online softmax for every row of one tile (all rows read kv head `kvh`).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attend_tile(
+    s: &AttnShape,
+    q: &[f32],
+    k: &KvRows<'_>,
+    v: &KvRows<'_>,
+    kvh: usize,
+    rows: &mut [Row<'_>],
+    scratch: &mut Scratch,
+) {
+    let hd = s.head_dim;
+    let kv_width = s.n_kv_heads * hd;
+    let n_pos = rows.iter().map(|r| r.n_pos).max().unwrap_or(0);
+    let wide = &mut scratch.wide[..POS_STEP * hd];
+    let scores = &mut scratch.scores;
+    let mut b0 = 0;
+    while b0 < n_pos {
+        let block = SCORE_BLOCK.min(n_pos - b0);
+        // Q·Kᵀ, eight positions at a time.
+        let mut p0 = 0;
+        while p0 < block {
+            let step = POS_STEP.min(block - p0);
+            widen_rows(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
+            for (r, sc) in rows.iter().zip(scores.iter_mut()) {
+                if r.n_pos > b0 + p0 {
+                    let qr = &q[r.q.clone()];
+                    scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
+                }
+            }
+            p0 += step;
+        }
+        // Softmax bookkeeping per row over its own positions of the block.
+        for (r, sc) in rows.iter_mut().zip(scores.iter_mut()) {
+            if r.n_pos <= b0 {
+                continue;
+            }
+            let len = block.min(r.n_pos - b0);
+            let block_max = max_of(&sc[..len]);
+            let new_max = r.max.max(block_max);
+            if r.max != new_max && r.max != f32::NEG_INFINITY {
+                let shrink = libm::expf(r.max - new_max);
+                scale_in_place(r.out, shrink);
+                r.sum *= shrink;
+            }
+            r.max = new_max;
+            r.sum += softmax_numerators(&mut sc[..len], new_max);
+        }
+        // P·V, eight positions at a time.
+        let mut p0 = 0;
+        while p0 < block {
+            let step = POS_STEP.min(block - p0);
+            widen_rows(v, b0 + p0, step, kv_width, kvh * hd, hd, wide);
+            for (r, sc) in rows.iter_mut().zip(scores.iter()) {
+                if r.n_pos > b0 + p0 {
+                    let m = step.min(r.n_pos - b0 - p0);
+                    accumulate_values(r.out, &sc[p0..p0 + m], wide, hd);
+                }
+            }
+            p0 += step;
+        }
+        b0 += block;
+    }
+}
+
+/// Writes positions `first..first + count` (at most [`POS_STEP`]) of the head at value offset
+/// `head_off` into `wide` as f32 rows of `hd`; rows past `count` are zeroed.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen_rows(
+    rows: &KvRows<'_>,
+    first: usize,
+    count: usize,
+    kv_width: usize,
+    head_off: usize,
+    hd: usize,
+    wide: &mut [f32],
+) {
+    for (j, dst) in wide.chunks_exact_mut(hd).enumerate() {
+        if j >= count {
+            dst.fill(0.0);
+            continue;
+        }
+        let off = (first + j) * kv_width + head_off;
+        match rows {
+            KvRows::F32(c) => {
+                let src = &c[off..off + hd];
+                let whole = hd / 8 * 8;
+                let mut i = 0;
+                while i < whole {
+                    store(dst, i, load(src, i));
+                    i += 8;
+                }
+                dst[whole..].copy_from_slice(&src[whole..]);
+            }
+            KvRows::F16(c) => {
+                let h = &c[off..off + hd];
+                let whole = hd / 8 * 8;
+                let mut i = 0;
+                while i < whole {
+                    store(dst, i, load_f16(h, i));
+                    i += 8;
+                }
+                for (d, &x) in dst[whole..].iter_mut().zip(&h[whole..]) {
+                    *d = f16::from_bits(x).to_f32();
+                }
+            }
+            KvRows::Q8_0(b) => {
+                let first_blk = off / Q8_ELEMS;
+                let src = &b[first_blk * Q8_BYTES..(first_blk + hd / Q8_ELEMS) * Q8_BYTES];
+                for (blk, d) in src
+                    .chunks_exact(Q8_BYTES)
+                    .zip(dst.chunks_exact_mut(Q8_ELEMS))
+                {
+                    // scale · q is exact in f32 (an 11-bit mantissa times an 8-bit integer).
+                    let scale = _mm256_set1_ps(q8_scale(blk));
+                    for c in 0..Q8_ELEMS / 8 {
+                        store(d, 8 * c, _mm256_mul_ps(load_i8(blk, c), scale));
+                    }
+                }
+            }
         }
     }
 }
 
-/// `o += p · (head row at value offset `off`)`.
+/// `scale · (q · wide[j])` for the eight rows of `wide` into `out[..8]`. Each score is an
+/// 8-lane FMA chain over the head in order, its lanes added by the same tree for every `j`,
+/// then the tail past a multiple of 8 in order: independent of the other seven rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn axpy_row(o: &mut [f32], p: f32, rows: &KvRows<'_>, off: usize) {
-    let n = o.len();
-    let pv = _mm256_set1_ps(p);
-    match rows {
-        KvRows::F32(c) => {
-            let v = &c[off..off + n];
-            let whole = n / 8 * 8;
-            let mut i = 0;
-            while i < whole {
-                store(o, i, _mm256_fmadd_ps(pv, load(v, i), load(o, i)));
-                i += 8;
-            }
-            for j in whole..n {
-                o[j] += p * v[j];
-            }
+fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+    assert!(q.len() >= hd && wide.len() >= POS_STEP * hd && out.len() >= POS_STEP);
+    let whole = hd / 8 * 8;
+    let mut acc = [_mm256_setzero_ps(); POS_STEP];
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= whole <= hd <= q.len() (asserted above).
+        let qc = unsafe { load_at(q.as_ptr(), c) };
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: j·hd + c + 8 <= 8·hd <= wide.len() (asserted above).
+            *a = _mm256_fmadd_ps(qc, unsafe { load_at(wide.as_ptr(), j * hd + c) }, *a);
         }
-        KvRows::F16(c) => {
-            let h = &c[off..off + n];
-            let whole = n / 8 * 8;
-            let mut i = 0;
-            while i < whole {
-                store(o, i, _mm256_fmadd_ps(pv, load_f16(h, i), load(o, i)));
-                i += 8;
-            }
-            for j in whole..n {
-                o[j] += p * f16::from_bits(h[j]).to_f32();
-            }
-        }
-        KvRows::Q8_0(b) => {
-            for (blk, i) in q8_blocks(b, off, n).zip((0..n).step_by(Q8_ELEMS)) {
-                let pd = _mm256_set1_ps(p * q8_scale(blk));
-                for c in 0..Q8_ELEMS / 8 {
-                    let at = i + 8 * c;
-                    store(o, at, _mm256_fmadd_ps(pd, load_i8(blk, c), load(o, at)));
-                }
-            }
+        c += 8;
+    }
+    let mut sums = [0f32; POS_STEP];
+    store(&mut sums, 0, sum_lanes8(&acc));
+    for (j, sj) in sums.iter_mut().enumerate() {
+        for i in whole..hd {
+            *sj += q[i] * wide[j * hd + i];
         }
     }
+    store(out, 0, _mm256_mul_ps(load(&sums, 0), _mm256_set1_ps(scale)));
 }
 
-/// The Q8_0 blocks holding values `off..off + n` (both whole blocks, as a head is).
-fn q8_blocks<'b>(b: &'b [u8], off: usize, n: usize) -> core::slice::ChunksExact<'b, u8> {
-    let first = off / Q8_ELEMS;
-    b[first * Q8_BYTES..(first + n / Q8_ELEMS) * Q8_BYTES].chunks_exact(Q8_BYTES)
+/// 8 f32 at `p + i`, unaligned.
+///
+/// # Safety
+/// `p + i .. p + i + 8` is readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_at(p: *const f32, i: usize) -> __m256 {
+    // SAFETY: readable (this function's contract); loadu needs no alignment.
+    unsafe { _mm256_loadu_ps(p.add(i)) }
+}
+
+/// Lane `j` of the result is the sum of the eight lanes of `acc[j]`, added as
+/// `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sum_lanes8(acc: &[__m256; POS_STEP]) -> __m256 {
+    let a01 = _mm256_hadd_ps(acc[0], acc[1]);
+    let a23 = _mm256_hadd_ps(acc[2], acc[3]);
+    let a45 = _mm256_hadd_ps(acc[4], acc[5]);
+    let a67 = _mm256_hadd_ps(acc[6], acc[7]);
+    // Per 128-bit half: [a0 (0..4), a1, a2, a3] and [a4, a5, a6, a7], low half then high half.
+    let a0123 = _mm256_hadd_ps(a01, a23);
+    let a4567 = _mm256_hadd_ps(a45, a67);
+    let lo = _mm256_permute2f128_ps::<0x20>(a0123, a4567);
+    let hi = _mm256_permute2f128_ps::<0x31>(a0123, a4567);
+    _mm256_add_ps(lo, hi)
+}
+
+/// Output chunks of 8 kept in registers across the positions by [`accumulate_values`].
+const HELD_CHUNKS: usize = 8;
+
+/// `o += Σ_j p[j] · wide[j]` with each element of `o` accumulating `j` in ascending order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], hd: usize) {
+    assert!(o.len() == hd && p.len() <= POS_STEP && wide.len() >= POS_STEP * hd);
+    let whole = hd / 8 * 8;
+    let (op, wp) = (o.as_mut_ptr(), wide.as_ptr());
+    let mut c0 = 0;
+    while c0 + 8 * HELD_CHUNKS <= whole {
+        // SAFETY: c0 + 64 <= whole <= hd = o.len(), and j·hd + c0 + 64 <= 8·hd <= wide.len()
+        // for j < p.len() <= 8 (asserted above).
+        unsafe {
+            let mut acc: [__m256; HELD_CHUNKS] = core::array::from_fn(|i| load_at(op, c0 + 8 * i));
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm256_set1_ps(pj);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(pv, load_at(wp, j * hd + c0 + 8 * i), *a);
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(op.add(c0 + 8 * i), *a);
+            }
+        }
+        c0 += 8 * HELD_CHUNKS;
+    }
+    while c0 < whole {
+        // SAFETY: as above, for one chunk: c0 + 8 <= whole.
+        unsafe {
+            let mut a = load_at(op, c0);
+            for (j, &pj) in p.iter().enumerate() {
+                a = _mm256_fmadd_ps(_mm256_set1_ps(pj), load_at(wp, j * hd + c0), a);
+            }
+            _mm256_storeu_ps(op.add(c0), a);
+        }
+        c0 += 8;
+    }
+    for i in whole..hd {
+        for (j, &pj) in p.iter().enumerate() {
+            o[i] += pj * wide[j * hd + i];
+        }
+    }
 }
 
 /// A Q8_0 block's f16 scale.
@@ -167,89 +398,23 @@ fn scale_in_place(o: &mut [f32], f: f32) {
     }
 }
 
-/// # Safety
-/// AVX2, FMA and F16C are present; no other thread touches the scratch rows or output columns of
-/// heads `heads`.
+/// The largest of `x` (−∞ when empty), eight lanes at a time. A maximum is exact whatever the
+/// order, so this equals a sequential scan (scores are finite).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attention_avx2(
-    s: &AttnShape,
-    q: &[f32],
-    k: KvRows<'_>,
-    v: KvRows<'_>,
-    heads: Range<usize>,
-    scores: &SharedOut<'_>,
-    out: &SharedOut<'_>,
-) {
-    let hd = s.head_dim;
-    let q_width = s.n_heads * hd;
-    let kv_width = s.n_kv_heads * hd;
-    let group = s.n_heads / s.n_kv_heads;
-    let mut h0 = heads.start;
-    while h0 < heads.end {
-        let kvh = h0 / group;
-        let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
-        let g = h1 - h0;
-        let mut sc: [&mut [f32]; MAX_GROUP] = Default::default();
-        for (i, row) in sc.iter_mut().enumerate().take(g) {
-            let h = h0 + i;
-            // SAFETY: head h's scratch row belongs to this call alone (caller's contract), and
-            // the rows of distinct heads are disjoint.
-            *row = unsafe { scores.slice_mut(h * SCORE_BLOCK..(h + 1) * SCORE_BLOCK) };
-        }
-        for t in 0..s.tokens {
-            let n_pos = s.pos0 + t + 1;
-            let qh = |i: usize| {
-                let h = h0 + i;
-                &q[t * q_width + h * hd..t * q_width + (h + 1) * hd]
-            };
-            let mut o: [&mut [f32]; MAX_GROUP] = Default::default();
-            for (i, oi) in o.iter_mut().enumerate().take(g) {
-                let h = h0 + i;
-                // SAFETY: the output columns of head h in row t belong to this call alone, and
-                // distinct heads' columns are disjoint.
-                *oi = unsafe { out.slice_mut(t * q_width + h * hd..t * q_width + (h + 1) * hd) };
-                oi.fill(0.0);
-            }
-            let mut max = [f32::NEG_INFINITY; MAX_GROUP];
-            let mut sum = [0f32; MAX_GROUP];
-            let mut b0 = 0;
-            while b0 < n_pos {
-                let len = SCORE_BLOCK.min(n_pos - b0);
-                let mut block_max = [f32::NEG_INFINITY; MAX_GROUP];
-                #[allow(clippy::needless_range_loop)] // jj indexes every head's row of `sc`
-                for jj in 0..len {
-                    let off = (b0 + jj) * kv_width + kvh * hd;
-                    for i in 0..g {
-                        let x = dot_row(qh(i), &k, off) * s.scale;
-                        sc[i][jj] = x;
-                        block_max[i] = block_max[i].max(x);
-                    }
-                }
-                for i in 0..g {
-                    let new_max = max[i].max(block_max[i]);
-                    if max[i] != new_max && max[i] != f32::NEG_INFINITY {
-                        let shrink = libm::expf(max[i] - new_max);
-                        scale_in_place(o[i], shrink);
-                        sum[i] *= shrink;
-                    }
-                    max[i] = new_max;
-                    sum[i] += softmax_numerators(&mut sc[i][..len], new_max);
-                }
-                #[allow(clippy::needless_range_loop)] // jj indexes every head's row of `sc`
-                for jj in 0..len {
-                    let off = (b0 + jj) * kv_width + kvh * hd;
-                    for i in 0..g {
-                        axpy_row(o[i], sc[i][jj], &v, off);
-                    }
-                }
-                b0 += len;
-            }
-            for i in 0..g {
-                scale_in_place(o[i], 1.0 / sum[i]);
-            }
-        }
-        h0 = h1;
+fn max_of(x: &[f32]) -> f32 {
+    let whole = x.len() / 8 * 8;
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < whole {
+        m = _mm256_max_ps(m, load(x, i));
+        i += 8;
     }
+    let mut lanes = [0f32; 8];
+    store(&mut lanes, 0, m);
+    lanes
+        .iter()
+        .chain(&x[whole..])
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
 }
 
 /// Replaces `sc[j]` by `e^(sc[j] − max)` and returns their sum.

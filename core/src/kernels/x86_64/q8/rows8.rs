@@ -30,6 +30,13 @@ const GROUP: usize = 8;
 const TOKENS: usize = 4;
 /// Tokens whose activation blocks one pass over the rows reuses (kept in L2).
 const TOKEN_TILE: usize = 32;
+/// 32-weight chunks of a row group decoded and transposed at once for a whole token tile:
+/// 16 KiB of transposed quads plus their scales, so the segment stays in L1 while every token
+/// of the tile reads it.
+const SEGMENT_CHUNKS: usize = 64;
+/// Fewest tokens in a tile for which decoding segments once pays (below it, each block is
+/// decoded per four tokens as it is read).
+const SEGMENT_MIN_TOKENS: usize = 8;
 
 /// The exact i32 dot products of one chunk of eight rows (`w[i]`, 32 weights each) with one
 /// token's quants `a`: lane `i` is row `i`'s.
@@ -217,6 +224,150 @@ fn group_tokens<F: Q8Format, const N: usize>(
     })
 }
 
+/// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded, biased and transposed (see
+/// [`transpose_quads`]) with each chunk's eight scales and mins, for reuse by every token of a
+/// tile instead of decoding the weights again per four tokens.
+struct Segment {
+    quads: [[__m256i; GROUP]; SEGMENT_CHUNKS],
+    d: [__m256; SEGMENT_CHUNKS],
+    m: [__m256; SEGMENT_CHUNKS],
+    /// Chunks filled.
+    len: usize,
+}
+
+/// Decodes chunks `first_chunk .. first_chunk + seg.len` of the eight rows into `seg`
+/// (`first_chunk` and the count are whole blocks).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn fill_segment<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    next: &[u8],
+    first_chunk: usize,
+    seg: &mut Segment,
+) {
+    let halves = F::ELEMS / QK8;
+    let blocks_total = rows[0].len() / F::BYTES;
+    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks_total.max(1));
+    let first_block = first_chunk / halves;
+    for b in first_block..first_block + seg.len / halves {
+        for line in b * lines_per_block..(b + 1) * lines_per_block {
+            prefetch(next, line * 64);
+        }
+        let mut w = [[_mm256_setzero_si256(); 2]; GROUP];
+        let mut scales = [0f32; GROUP];
+        let mut mins = [0f32; GROUP];
+        for i in 0..GROUP {
+            // SAFETY: this tier's table installs `F` only where the CPU has the features its
+            // decoder needs, all enabled here (target_feature).
+            let dec = unsafe { F::decode(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
+            w[i] = dec.w;
+            scales[i] = dec.d;
+            mins[i] = dec.m;
+        }
+        // SAFETY: both arrays are 8 readable f32; loadu needs no alignment.
+        let (d, m) = unsafe {
+            (
+                _mm256_loadu_ps(scales.as_ptr()),
+                _mm256_loadu_ps(mins.as_ptr()),
+            )
+        };
+        #[allow(clippy::needless_range_loop)] // h picks the half of every row's pair in `w`
+        for h in 0..halves {
+            let c = b * halves + h - first_chunk;
+            let wh: [__m256i; GROUP] = core::array::from_fn(|i| w[i][h]);
+            seg.quads[c] = transpose_quads(&wh, F::SIGNED);
+            seg.d[c] = d;
+            seg.m[c] = m;
+        }
+    }
+}
+
+/// Adds the segment's chunks for tokens `t0 .. t0 + N` (accumulators `acc`, chunk numbers
+/// counted from `first_chunk` for the chains) — the same float arithmetic as [`group_tokens`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn segment_tokens<F: Q8Format, const N: usize>(
+    seg: &Segment,
+    first_chunk: usize,
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    t0: usize,
+    acc: &mut [Acc],
+) {
+    let mut a_reg: [Acc; N] = core::array::from_fn(|t| acc[t]);
+    for c in 0..seg.len {
+        let chunk = first_chunk + c;
+        let chain = chunk & 1;
+        let m = (!F::SIGNED).then_some(seg.m[c]);
+        for (t, acc) in a_reg.iter_mut().enumerate() {
+            let a = &x[(t0 + t) * acts_per_token + chunk];
+            let s = sums_transposed(&seg.quads[c], a, F::SIGNED);
+            accumulate(acc, chain, s, seg.d[c], m, a);
+        }
+    }
+    acc[..N].copy_from_slice(&a_reg);
+}
+
+/// The tile's outputs of one row group through decoded segments: weights are decoded once per
+/// tile, not once per four tokens.
+///
+/// # Safety
+/// As [`matmul`]; rows `first .. first + count` belong to the caller.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_tile_segmented<F: Q8Format>(
+    group: &[&[u8]; GROUP],
+    next: &[u8],
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    tokens: Range<usize>,
+    out: &SharedOut<'_>,
+    n: usize,
+    first: usize,
+    count: usize,
+) {
+    let halves = F::ELEMS / QK8;
+    let chunks = group[0].len() / F::BYTES * halves;
+    let zero = _mm256_setzero_ps();
+    let mut acc = [Acc {
+        sum: [zero; 2],
+        min: [zero; 2],
+    }; TOKEN_TILE];
+    let mut seg = Segment {
+        quads: [[_mm256_setzero_si256(); GROUP]; SEGMENT_CHUNKS],
+        d: [zero; SEGMENT_CHUNKS],
+        m: [zero; SEGMENT_CHUNKS],
+        len: 0,
+    };
+    // Whole blocks per segment.
+    let per_segment = SEGMENT_CHUNKS / halves * halves;
+    let mut c0 = 0;
+    while c0 < chunks {
+        seg.len = per_segment.min(chunks - c0);
+        fill_segment::<F>(group, next, c0, &mut seg);
+        let mut t = tokens.start;
+        while t < tokens.end {
+            let i = t - tokens.start;
+            if t + TOKENS <= tokens.end {
+                segment_tokens::<F, TOKENS>(&seg, c0, x, acts_per_token, t, &mut acc[i..]);
+                t += TOKENS;
+            } else {
+                segment_tokens::<F, 1>(&seg, c0, x, acts_per_token, t, &mut acc[i..]);
+                t += 1;
+            }
+        }
+        c0 += seg.len;
+    }
+    for (i, a) in acc[..tokens.len()].iter().enumerate() {
+        let v = _mm256_add_ps(
+            _mm256_add_ps(a.sum[0], a.sum[1]),
+            _mm256_add_ps(a.min[0], a.min[1]),
+        );
+        // SAFETY: rows `first .. first + count` belong to the caller (this function's contract).
+        unsafe { write_lanes(out, v, tokens.start + i, n, first, count) };
+    }
+}
+
 /// Asks for the cache line holding `bytes[offset]` (nothing when `offset` is past the end).
 ///
 /// Eight rows read block by block are eight interleaved streams with a stride, which the
@@ -287,6 +438,24 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
                 .data
                 .get((first + GROUP) * w.row_bytes..next_end.max(first + GROUP) * w.row_bytes)
                 .unwrap_or(&[]);
+            if tile_end - tile >= SEGMENT_MIN_TOKENS {
+                // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call; the
+                // features are this function's contract.
+                unsafe {
+                    group_tile_segmented::<F>(
+                        &group,
+                        next,
+                        x,
+                        acts_per_token,
+                        tile..tile_end,
+                        out,
+                        n,
+                        first,
+                        count,
+                    )
+                };
+                continue;
+            }
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
                 let v = group_tokens::<F, TOKENS>(&group, next, x, acts_per_token, t0);
