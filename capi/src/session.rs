@@ -252,7 +252,7 @@ pub unsafe extern "C" fn vspec_session_eval(
         }
         cell.model.check_tokens(ids)?;
         check_room(&cell.session, ids.len())?;
-        let out = vspec_host::generate::prefill(&mut cell.session, ids)
+        let out = vspec_host::generate::prefill(&mut *cell.session, ids)
             .map_err(|e| Failure::host(VSPEC_ERR_RUNTIME, &e))?;
         let (ptr, n) = (out.as_ptr(), out.len());
         // SAFETY: forwarded from the contract.
@@ -416,7 +416,7 @@ pub unsafe extern "C" fn vspec_generate(
         };
         let mut history = Vec::new();
         let run = vspec_host::generate::generate(
-            &mut cell.session,
+            &mut *cell.session,
             tok,
             &ids,
             max_tokens as usize,

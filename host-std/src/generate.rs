@@ -1,10 +1,34 @@
-//! Prompt processing and token generation over a [`Session`].
+//! Prompt processing and token generation over any backend: the CPU [`Session`] or a device
+//! session (see [`Generator`]).
 
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Result};
 use std::time::Instant;
-use vspec_core::exec::Session;
+use vspec_core::exec::{Executor, Session};
 use vspec_core::sample::{Sampler, SamplerConfig};
+
+/// What generation needs of a backend: the [`Executor`] seam plus the context shift (which
+/// rewrites cached keys, so each backend does it in its own memory).
+pub trait Generator: Executor {
+    /// Forgets `discard` positions after the first `keep` (see [`Session::shift_context`]).
+    fn shift_context(&mut self, keep: usize, discard: usize) -> vspec_core::Result<()>;
+}
+
+impl Generator for Session<'_> {
+    fn shift_context(&mut self, keep: usize, discard: usize) -> vspec_core::Result<()> {
+        Session::shift_context(self, keep, discard)
+    }
+}
+
+/// The CUDA session has no context shift yet: `--ctx-shift` on a full context is an error there.
+impl Generator for vspec_cuda::CudaSession<'_> {
+    fn shift_context(&mut self, _keep: usize, _discard: usize) -> vspec_core::Result<()> {
+        Err(vspec_core::Error::Backend {
+            backend: "cuda",
+            message: "context shift is not implemented on the device yet".into(),
+        })
+    }
+}
 
 /// Timings of one generation, for the llama.cpp-style report on stderr.
 #[derive(Debug, Default, Clone, Copy)]
@@ -62,7 +86,7 @@ pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 
 /// Feeds `tokens` to the session in steps of at most the session's `max_tokens`; returns the
 /// logits of the last token.
-pub fn prefill<'s>(sess: &'s mut Session<'_>, tokens: &[u32]) -> Result<&'s [f32]> {
+pub fn prefill<'s, S: Executor + ?Sized>(sess: &'s mut S, tokens: &[u32]) -> Result<&'s [f32]> {
     if tokens.is_empty() {
         bail!("nothing to evaluate: the prompt is empty");
     }
@@ -91,8 +115,8 @@ pub fn prefill<'s>(sess: &'s mut Session<'_>, tokens: &[u32]) -> Result<&'s [f32
 /// Generates up to `n_predict` tokens after `prompt`, calling `on_token` for each; stops at an
 /// end-of-sequence token (not passed to `on_token`) or at `n_predict`; a full context is an
 /// error. `history` is the token history the repetition penalty sees (prompt included) and grows.
-pub fn generate(
-    sess: &mut Session<'_>,
+pub fn generate<S: Generator + ?Sized>(
+    sess: &mut S,
     tok: &Tokenizer,
     prompt: &[u32],
     n_predict: usize,
@@ -114,8 +138,8 @@ pub fn generate(
 
 /// [`generate`], with `on_full` deciding what happens when the context is full.
 #[allow(clippy::too_many_arguments)]
-pub fn generate_with(
-    sess: &mut Session<'_>,
+pub fn generate_with<S: Generator + ?Sized>(
+    sess: &mut S,
     tok: &Tokenizer,
     prompt: &[u32],
     n_predict: usize,

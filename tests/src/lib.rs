@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod cuda_host;
+pub mod encode;
 pub mod kquant_encode;
 pub mod tiny_gguf;
 

@@ -1,6 +1,8 @@
 //! The `vspec` command line. Flags are named like llama.cpp's where they mean the same.
 
 mod bench;
+mod device;
+pub use device::DeviceArg;
 mod inspect;
 use inspect::emit;
 mod plan;
@@ -63,6 +65,9 @@ pub struct ModelArgs {
     /// Maximum tokens per forward step while processing a prompt.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
+    /// Where to run: cpu, cuda or cuda:N (CUDA runs `generate`; other commands say so).
+    #[arg(long = "device", default_value = "cpu", value_parser = device::parse_device)]
+    pub device: DeviceArg,
 }
 
 /// The KV cache's element type, for the commands that run a model.
@@ -306,12 +311,30 @@ pub fn model_path(m: &ModelArgs) -> Result<PathBuf> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => run::generate(&a),
-        Command::Chat(a) => run::chat(&a),
-        Command::Perplexity(a) => run::perplexity(&a),
-        Command::Inspect(a) => inspect::inspect(&a),
-        Command::Calibrate(a) => quant::calibrate(&a),
-        Command::Convert(a) => quant::convert(&a),
-        Command::Ir(a) => inspect::ir(&a),
+        Command::Chat(a) => {
+            a.model.device.require_cpu("chat")?;
+            run::chat(&a)
+        }
+        Command::Perplexity(a) => {
+            a.model.device.require_cpu("perplexity")?;
+            run::perplexity(&a)
+        }
+        Command::Inspect(a) => {
+            a.model.device.require_cpu("inspect")?;
+            inspect::inspect(&a)
+        }
+        Command::Calibrate(a) => {
+            a.model.device.require_cpu("calibrate")?;
+            quant::calibrate(&a)
+        }
+        Command::Convert(a) => {
+            a.model.device.require_cpu("convert")?;
+            quant::convert(&a)
+        }
+        Command::Ir(a) => {
+            a.model.device.require_cpu("ir")?;
+            inspect::ir(&a)
+        }
         Command::Plan(a) => plan::plan(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::Fetch => {

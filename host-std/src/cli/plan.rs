@@ -43,6 +43,9 @@ pub struct PlanArgs {
     /// Print JSON (with `total_bytes`, and `budget` when one is given) instead of a table.
     #[arg(long = "json")]
     pub json: bool,
+    /// With cuda or cuda:N, also the bytes the CUDA backend allocates on the device.
+    #[arg(long = "device", default_value = "cpu", value_parser = super::device::parse_device)]
+    pub device: super::DeviceArg,
 }
 
 pub(super) fn plan(a: &PlanArgs) -> Result<()> {
@@ -60,15 +63,25 @@ pub(super) fn plan(a: &PlanArgs) -> Result<()> {
     };
     let plan = plan_model(&model, &req)?;
     let fit = budget.map(|b| fit_budget(&model, &req, b)).transpose()?;
+    let device = match a.device {
+        super::DeviceArg::Cuda(n) => Some((n, super::device::device_layout(&model, &req)?)),
+        super::DeviceArg::Cpu => None,
+    };
     if a.json {
         let mut v = serde_json::to_value(&plan)?;
         v["model"] = path.display().to_string().into();
         if let Some(f) = &fit {
             v["budget"] = serde_json::to_value(f)?;
         }
+        if let Some((n, l)) = &device {
+            v["device"] = super::device::json(l, *n);
+        }
         emit(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
     } else {
         emit(&render(&path.display().to_string(), &plan))?;
+        if let Some((n, l)) = &device {
+            emit(&super::device::render(l, *n))?;
+        }
     }
     match fit {
         Some(f) if !f.fits => bail!("{}", explain_miss(&plan, &f, a.kv.kv.name())),

@@ -2,12 +2,13 @@
 
 use super::{model_path, ChatArgs, GenerateArgs, ModelArgs, PerplexityArgs};
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::generate::{generate_with as gen_tokens, ContextFull, GenStats};
+use crate::generate::{generate_with as gen_tokens, ContextFull, GenStats, Generator};
 use crate::model::{Engine, ModelFile};
 use crate::tokenizer::StreamDecoder;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::{BufRead, Write};
 use vspec_core::graph::Limits;
+use vspec_core::plan::Plan;
 
 /// Default context when `-c 0`: the training context, capped to keep the KV cache modest.
 const DEFAULT_CTX_CAP: usize = 4096;
@@ -52,6 +53,20 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
             lim.max_ctx
         );
     }
+    if let super::DeviceArg::Cuda(n) = a.model.device {
+        let device = vspec_cuda::Device::open(n).map_err(|e| anyhow!("{e}"))?;
+        let name = device.name().unwrap_or_default();
+        let (graph, weights) = model.bind_kv(lim, a.kv.kv)?;
+        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
+        let mut sess = vspec_cuda::CudaSession::new(device, &graph, &plan, &weights)
+            .map_err(|e| anyhow!("{e}"))?;
+        eprintln!(
+            "[vspec] {} | cuda:{n} {name} | {:.2} MiB on the device",
+            model.config.summary(),
+            sess.layout().total as f64 / (1u64 << 20) as f64
+        );
+        return generate_on(&mut sess, a, &tok, &prompt, &sampler);
+    }
     let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
@@ -60,8 +75,19 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
         engine.threads()
     );
     let mut sess = engine.session()?;
+    generate_on(&mut sess, a, &tok, &prompt, &sampler)
+}
+
+/// The generation loop of `vspec generate` on any backend: text to stdout, timings to stderr.
+fn generate_on<S: Generator>(
+    sess: &mut S,
+    a: &GenerateArgs,
+    tok: &crate::tokenizer::Tokenizer,
+    prompt: &[u32],
+    sampler: &vspec_core::sample::SamplerConfig,
+) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let mut dec = StreamDecoder::new(&tok);
+    let mut dec = StreamDecoder::new(tok);
     let mut history = Vec::new();
     let on_full = if a.ctx_shift {
         // BOS stays: the model has only ever seen it first.
@@ -71,11 +97,11 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
         ContextFull::Error
     };
     let (_, stats) = gen_tokens(
-        &mut sess,
-        &tok,
-        &prompt,
+        sess,
+        tok,
+        prompt,
         a.n_predict,
-        &sampler,
+        sampler,
         &mut history,
         on_full,
         |id| {

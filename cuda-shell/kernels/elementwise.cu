@@ -1,0 +1,30 @@
+// SiLU·mul, residual add, embedding lookup, last-row copy (core/src/kernels/activation.rs and the
+// session's Embed/LastRow arms). grid-stride loops over `n` elements.
+
+extern "C" __global__ void swiglu(const float* gate, const float* up, float* y, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float g = gate[i];
+        y[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+extern "C" __global__ void add(const float* a, const float* b, float* y, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        y[i] = a[i] + b[i];
+}
+
+// grid: tokens; block: 256. Token ids come from device memory (the host checked them against
+// the vocabulary before the copy). table: rows of `row_bytes` in `fmt`; y: [tokens, cols].
+extern "C" __global__ void embed(const u32* tokens, const u8* table, int fmt, const i8* lut,
+                                 int row_bytes, float* y, int cols) {
+    int t = blockIdx.x;
+    const u8* row = table + (size_t)tokens[t] * row_bytes;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        y[(size_t)t * cols + c] = dq_any(fmt, row, c, lut);
+}
+
+// y[0..d] = x[(tokens - 1) * d ..]: the last token's row (generation keeps only its logits).
+extern "C" __global__ void last_row(const float* x, float* y, int d, int tokens) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < d; i += gridDim.x * blockDim.x)
+        y[i] = x[(size_t)(tokens - 1) * d + i];
+}
