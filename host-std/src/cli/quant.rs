@@ -1,7 +1,7 @@
 //! calibrate and convert.
 
 use super::{model_path, CalibrateArgs, ConvertArgs};
-use crate::memory::{mib, parse_bytes, plan_file, PlanRequest};
+use crate::memory::{parse_bytes, plan_file, PlanRequest};
 use crate::model::ModelFile;
 use crate::quantize::budget::{self, Budget};
 use crate::quantize::calibrate::{calibrate as run_calibration, Calibration};
@@ -206,16 +206,17 @@ fn convert_to_budget(
         } else {
             0
         };
+    let mb = |b: u64| format!("{:.2} MB ({b} bytes)", b as f64 / 1e6);
     eprintln!(
         "[vspec] {} counted against the budget of {} ({}): {} to spare",
-        mib(counted as usize),
-        mib(budget.bytes as usize),
+        mb(counted),
+        mb(budget.bytes),
         if runtime.is_some() {
             "weights, arena, KV cache, overhead"
         } else {
             "the weights alone"
         },
-        mib(budget.bytes.saturating_sub(counted) as usize),
+        mb(budget.bytes.saturating_sub(counted)),
     );
     if counted > budget.bytes || plan.plan.weight_bytes as u64 != choice.weight_bytes() {
         anyhow::bail!(
