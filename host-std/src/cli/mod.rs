@@ -247,7 +247,7 @@ pub struct ConvertArgs {
     #[arg(
         long = "bits",
         conflicts_with = "recipe",
-        required_unless_present = "recipe"
+        required_unless_present_any = ["recipe", "budget"]
     )]
     pub bits: Option<u32>,
     /// Recipe file: `default = FORMAT` plus `pattern = FORMAT` overrides.
@@ -269,6 +269,17 @@ pub struct ConvertArgs {
     /// Do not rotate (a `.vspec` input that is already rotated stays in its basis either way).
     #[arg(long = "no-rotate")]
     pub no_rotate: bool,
+    /// Choose each matrix's format so that the model fits this many bytes (B, KB, MB, GB, KiB,
+    /// MiB, GiB) with the least estimated KLD: the weights alone, or with `--ctx` what `vspec
+    /// plan --budget` counts (weights + arena + KV cache + fixed overhead).
+    #[arg(long = "budget", value_name = "BYTES", conflicts_with_all = ["bits", "recipe"])]
+    pub budget: Option<String>,
+    /// With --budget: the context (tokens) whose arena and KV cache the budget must also hold.
+    #[arg(long = "ctx", requires = "budget")]
+    pub budget_ctx: Option<usize>,
+    /// With --budget --ctx: the KV cache type planned for (f16 by default, as `vspec plan`).
+    #[arg(long = "kv", requires = "budget_ctx", value_parser = parse_kv_type)]
+    pub budget_kv: Option<KvType>,
     /// Output .vspec file.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,

@@ -100,7 +100,7 @@ pub(super) fn plan(a: &PlanArgs) -> Result<()> {
 }
 
 /// The human-readable plan.
-fn render(path: &str, p: &MemoryPlan) -> String {
+pub(super) fn render(path: &str, p: &MemoryPlan) -> String {
     let r = &p.plan;
     let mut out = String::new();
     let _ = writeln!(out, "model: {path}");
