@@ -6,37 +6,18 @@
 //! quantizes each activation once per step for all the matmuls that read it).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vspec_bench::{random_weights, Rng};
+use vspec_bench::{random_weights, tier_table, Rng};
 use vspec_core::format::Format;
-use vspec_core::kernels::{
-    ActKind, CpuFeatures, KernelTable, MatMulEntry, MatMulKernel, SharedOut,
-};
+use vspec_core::kernels::{ActKind, KernelTable, MatMulEntry, MatMulKernel, SharedOut};
 use vspec_core::model::WeightView;
 use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
 
 /// Every tier this CPU runs, by name.
 fn tiers() -> Vec<(&'static str, KernelTable)> {
-    let mut t = vec![("scalar", KernelTable::scalar())];
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-    {
-        // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
-        let features = unsafe { CpuFeatures::assume_detected(true) };
-        t.push(("avx2", KernelTable::select(&features).0));
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vbmi")
-        {
-            // SAFETY: the five AVX-512 features were just detected, on top of the AVX2 ones.
-            let features = unsafe { features.assume_avx512() };
-            t.push(("avx512", KernelTable::select(&features).0));
-        }
-    }
-    t
+    ["scalar", "avx2", "avx512"]
+        .into_iter()
+        .filter_map(|tier| Some((tier, tier_table(tier)?)))
+        .collect()
 }
 
 fn matmul(c: &mut Criterion) {

@@ -230,23 +230,7 @@ impl<'a> Session<'a> {
     ) -> Result<&[f32]> {
         let lim = self.graph.limits;
         let n = tokens.len();
-        if n == 0 {
-            return Err(Error::invalid("tokens", "empty step"));
-        }
-        if n > lim.max_tokens {
-            return Err(Error::LimitExceeded {
-                what: "tokens per step",
-                limit: lim.max_tokens,
-                requested: n,
-            });
-        }
-        if self.pos + n > lim.max_ctx {
-            return Err(Error::LimitExceeded {
-                what: "context length",
-                limit: lim.max_ctx,
-                requested: self.pos + n,
-            });
-        }
+        lim.check_step(self.pos, n)?;
         self.act_q8_of = None;
         for op_index in 0..self.graph.ops.len() {
             match observer {

@@ -25,6 +25,31 @@ pub struct Limits {
     pub all_logits: bool,
 }
 
+impl Limits {
+    /// Checks that a step of `tokens` tokens at position `pos` fits: not empty, at most
+    /// `max_tokens`, and ending within `max_ctx`. Every executor runs this before a step.
+    pub fn check_step(&self, pos: usize, tokens: usize) -> crate::Result<()> {
+        if tokens == 0 {
+            return Err(crate::Error::invalid("tokens", "empty step"));
+        }
+        if tokens > self.max_tokens {
+            return Err(crate::Error::LimitExceeded {
+                what: "tokens per step",
+                limit: self.max_tokens,
+                requested: tokens,
+            });
+        }
+        if pos + tokens > self.max_ctx {
+            return Err(crate::Error::LimitExceeded {
+                what: "context length",
+                limit: self.max_ctx,
+                requested: pos + tokens,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// How many rows an activation has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rows {

@@ -173,40 +173,19 @@ fn group_tokens<F: Q8Format, const N: usize>(
     // Cache lines of the next group to ask for while this block is worked on.
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        for line in b * lines_per_block..(b + 1) * lines_per_block {
-            prefetch(next, line * 64);
-        }
-        let mut w = [[_mm256_setzero_si256(); 2]; GROUP];
-        let mut scales = [0f32; GROUP];
-        let mut mins = [0f32; GROUP];
-        for i in 0..GROUP {
-            // SAFETY: this tier's table installs `F` only where the CPU has the features its
-            // decoder needs, all enabled here (target_feature).
-            let dec = unsafe { F::decode(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
-            w[i] = dec.w;
-            scales[i] = dec.d;
-            mins[i] = dec.m;
-        }
-        // SAFETY: both arrays are 8 readable f32; loadu needs no alignment.
-        let (d, m) = unsafe {
-            (
-                _mm256_loadu_ps(scales.as_ptr()),
-                _mm256_loadu_ps(mins.as_ptr()),
-            )
-        };
+        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
-        for h in 0..halves {
-            let w: [__m256i; GROUP] = core::array::from_fn(|i| w[i][h]);
+        for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;
             let chain = chunk & 1;
             if N == 1 {
                 let a = &x[t0 * acts_per_token + chunk];
                 // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
                 let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                let s = sums_one_token(&w, av, F::SIGNED);
+                let s = sums_one_token(w, av, F::SIGNED);
                 accumulate(&mut acc[0], chain, s, d, m, a);
             } else {
-                let v = transpose_quads(&w, F::SIGNED);
+                let v = transpose_quads(w, F::SIGNED);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let a = &x[(t0 + t) * acts_per_token + chunk];
                     let s = sums_transposed(&v, a, F::SIGNED);
@@ -222,6 +201,42 @@ fn group_tokens<F: Q8Format, const N: usize>(
             _mm256_add_ps(a.min[0], a.min[1]),
         )
     })
+}
+
+/// Block `b` of the eight rows, decoded: per half (32 weights), each row's bytes, then the
+/// rows' scales and mins as lanes. Asks for the block's share of `next` (the following group's
+/// rows, `lines_per_block` cache lines per block) meanwhile.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn decode_block_of_group<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    b: usize,
+    next: &[u8],
+    lines_per_block: usize,
+) -> ([[__m256i; GROUP]; 2], __m256, __m256) {
+    for line in b * lines_per_block..(b + 1) * lines_per_block {
+        prefetch(next, line * 64);
+    }
+    let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
+    let mut scales = [0f32; GROUP];
+    let mut mins = [0f32; GROUP];
+    for i in 0..GROUP {
+        // SAFETY: this tier's table installs `F` only where the CPU has the features its
+        // decoder needs, all enabled here (target_feature).
+        let dec = unsafe { F::decode(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
+        w[0][i] = dec.w[0];
+        w[1][i] = dec.w[1];
+        scales[i] = dec.d;
+        mins[i] = dec.m;
+    }
+    // SAFETY: both arrays are 8 readable f32; loadu needs no alignment.
+    let (d, m) = unsafe {
+        (
+            _mm256_loadu_ps(scales.as_ptr()),
+            _mm256_loadu_ps(mins.as_ptr()),
+        )
+    };
+    (w, d, m)
 }
 
 /// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded, biased and transposed (see
@@ -250,32 +265,10 @@ fn fill_segment<F: Q8Format>(
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks_total.max(1));
     let first_block = first_chunk / halves;
     for b in first_block..first_block + seg.len / halves {
-        for line in b * lines_per_block..(b + 1) * lines_per_block {
-            prefetch(next, line * 64);
-        }
-        let mut w = [[_mm256_setzero_si256(); 2]; GROUP];
-        let mut scales = [0f32; GROUP];
-        let mut mins = [0f32; GROUP];
-        for i in 0..GROUP {
-            // SAFETY: this tier's table installs `F` only where the CPU has the features its
-            // decoder needs, all enabled here (target_feature).
-            let dec = unsafe { F::decode(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
-            w[i] = dec.w;
-            scales[i] = dec.d;
-            mins[i] = dec.m;
-        }
-        // SAFETY: both arrays are 8 readable f32; loadu needs no alignment.
-        let (d, m) = unsafe {
-            (
-                _mm256_loadu_ps(scales.as_ptr()),
-                _mm256_loadu_ps(mins.as_ptr()),
-            )
-        };
-        #[allow(clippy::needless_range_loop)] // h picks the half of every row's pair in `w`
-        for h in 0..halves {
+        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
+        for (h, wh) in w.iter().enumerate().take(halves) {
             let c = b * halves + h - first_chunk;
-            let wh: [__m256i; GROUP] = core::array::from_fn(|i| w[i][h]);
-            seg.quads[c] = transpose_quads(&wh, F::SIGNED);
+            seg.quads[c] = transpose_quads(wh, F::SIGNED);
             seg.d[c] = d;
             seg.m[c] = m;
         }
