@@ -163,7 +163,8 @@ fn check_matmuls(table: &KernelTable, tier: &str) {
                 } else {
                     unit * blocks
                 };
-                for &rows in &[1usize, 3, 4, 5, 9] {
+                // 21 rows: a whole sixteen-row group of the AVX-512 prefill path and a part.
+                for &rows in &[1usize, 3, 4, 5, 9, 21] {
                     let data = weights(format, rows, cols, &mut rng);
                     let w = WeightView {
                         format,

@@ -111,7 +111,7 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
 /// The AVX-512 tier's 8-bit matmul for `format`: every format of the AVX2 tier on the VNNI
 /// driver, and the trellis formats with their VBMI decoders.
 fn avx512_matmul_entry(format: Format) -> Option<MatMulEntry> {
-    Some(match format {
+    let entry = match format {
         Format::Q4_0 => q8_entry!(avx512, q8::Q4_0, "avx512_matmul_q4_0_q8"),
         Format::Q4_1 => q8_entry!(avx512, q8::Q4_1, "avx512_matmul_q4_1_q8"),
         Format::Q5_0 => q8_entry!(avx512, q8::Q5_0, "avx512_matmul_q5_0_q8"),
@@ -126,6 +126,11 @@ fn avx512_matmul_entry(format: Format) -> Option<MatMulEntry> {
         Format::TQ3 => q8_entry!(avx512, q8::Tq3Vbmi, "avx512_matmul_tq3_q8"),
         Format::TQ4 => q8_entry!(avx512, q8::Tq4Vbmi, "avx512_matmul_tq4_q8"),
         _ => return None,
+    };
+    // Ranges of whole sixteen-row groups keep the prefill path's lanes all in use.
+    Some(MatMulEntry {
+        row_multiple: q8::avx512::ROWS_PER_GROUP,
+        ..entry
     })
 }
 

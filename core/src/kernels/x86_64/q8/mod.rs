@@ -12,6 +12,7 @@ mod codebook;
 pub(crate) mod kquant;
 mod legacy;
 pub(crate) mod rows8;
+mod segmented;
 mod trellis;
 
 use crate::kernels::SharedOut;

@@ -12,12 +12,15 @@
 //!   whose lane `i` holds row `i`'s weights `4k .. 4k + 4`, so each token needs only a broadcast
 //!   of its activation quads and eight `vpdpbusd`, reusing the transposed weights across tokens.
 //!   `vpdpbusd` multiplies unsigned by signed bytes, so signed weights are biased by +128 and the
-//!   bias is taken back exactly as `128 · Σa` (the activation block's integer sum).
+//!   bias is taken back exactly as `128 · Σa` (the activation block's integer sum);
+//! - **a tile of 8 to 32 tokens** (prefill): [`super::segmented`], sixteen rows per 512-bit
+//!   vector, the transposed weights decoded once per tile.
 //!
 //! Everything after the integer sum is the same per lane for both ways and any row grouping
 //! (rows past the end of a range repeat its last row and are not written), so results are
 //! bit-identical for any row split and any number of tokens per step.
 
+use super::segmented::{group_tile, Scratch, WIDE};
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
@@ -25,17 +28,16 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 /// Rows per group: one per f32 lane.
-const GROUP: usize = 8;
+pub(super) const GROUP: usize = 8;
+/// Rows the widest path computes at once: callers that split rows on multiples of this leave
+/// no lane of a group idle.
+pub(crate) const ROWS_PER_GROUP: usize = WIDE;
 /// Tokens per transposed block.
 const TOKENS: usize = 4;
 /// Tokens whose activation blocks one pass over the rows reuses (kept in L2).
 const TOKEN_TILE: usize = 32;
-/// 32-weight chunks of a row group decoded and transposed at once for a whole token tile:
-/// 16 KiB of transposed quads plus their scales, so the segment stays in L1 while every token
-/// of the tile reads it.
-const SEGMENT_CHUNKS: usize = 64;
-/// Fewest tokens in a tile for which decoding segments once pays (below it, each block is
-/// decoded per four tokens as it is read).
+/// Fewest tokens in a tile for which the sixteen-row segmented path ([`super::segmented`]) pays
+/// (below it, each block is decoded per four tokens as it is read).
 const SEGMENT_MIN_TOKENS: usize = 8;
 
 /// The exact i32 dot products of one chunk of eight rows (`w[i]`, 32 weights each) with one
@@ -69,7 +71,7 @@ fn sums_one_token(w: &[__m256i; GROUP], a: __m256i, signed: bool) -> __m256i {
 /// `4k .. 4k + 4` (an 8 × 8 transpose of 32-bit quads), biased to unsigned when `signed`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn transpose_quads(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
+pub(super) fn transpose_quads(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
     let bias = _mm256_set1_epi8(if signed { -128 } else { 0 });
     let r: [__m256i; GROUP] = core::array::from_fn(|i| _mm256_xor_si256(w[i], bias));
     let t: [__m256i; GROUP] = core::array::from_fn(|j| {
@@ -208,7 +210,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
 /// rows, `lines_per_block` cache lines per block) meanwhile.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-fn decode_block_of_group<F: Q8Format>(
+pub(super) fn decode_block_of_group<F: Q8Format>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
@@ -239,135 +241,13 @@ fn decode_block_of_group<F: Q8Format>(
     (w, d, m)
 }
 
-/// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded, biased and transposed (see
-/// [`transpose_quads`]) with each chunk's eight scales and mins, for reuse by every token of a
-/// tile instead of decoding the weights again per four tokens.
-struct Segment {
-    quads: [[__m256i; GROUP]; SEGMENT_CHUNKS],
-    d: [__m256; SEGMENT_CHUNKS],
-    m: [__m256; SEGMENT_CHUNKS],
-    /// Chunks filled.
-    len: usize,
-}
-
-/// Decodes chunks `first_chunk .. first_chunk + seg.len` of the eight rows into `seg`
-/// (`first_chunk` and the count are whole blocks).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-#[inline]
-fn fill_segment<F: Q8Format>(
-    rows: &[&[u8]; GROUP],
-    next: &[u8],
-    first_chunk: usize,
-    seg: &mut Segment,
-) {
-    let halves = F::ELEMS / QK8;
-    let blocks_total = rows[0].len() / F::BYTES;
-    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks_total.max(1));
-    let first_block = first_chunk / halves;
-    for b in first_block..first_block + seg.len / halves {
-        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
-        for (h, wh) in w.iter().enumerate().take(halves) {
-            let c = b * halves + h - first_chunk;
-            seg.quads[c] = transpose_quads(wh, F::SIGNED);
-            seg.d[c] = d;
-            seg.m[c] = m;
-        }
-    }
-}
-
-/// Adds the segment's chunks for tokens `t0 .. t0 + N` (accumulators `acc`, chunk numbers
-/// counted from `first_chunk` for the chains) — the same float arithmetic as [`group_tokens`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-#[inline]
-fn segment_tokens<F: Q8Format, const N: usize>(
-    seg: &Segment,
-    first_chunk: usize,
-    x: &[BlockQ8Act],
-    acts_per_token: usize,
-    t0: usize,
-    acc: &mut [Acc],
-) {
-    let mut a_reg: [Acc; N] = core::array::from_fn(|t| acc[t]);
-    for c in 0..seg.len {
-        let chunk = first_chunk + c;
-        let chain = chunk & 1;
-        let m = (!F::SIGNED).then_some(seg.m[c]);
-        for (t, acc) in a_reg.iter_mut().enumerate() {
-            let a = &x[(t0 + t) * acts_per_token + chunk];
-            let s = sums_transposed(&seg.quads[c], a, F::SIGNED);
-            accumulate(acc, chain, s, seg.d[c], m, a);
-        }
-    }
-    acc[..N].copy_from_slice(&a_reg);
-}
-
-/// The tile's outputs of one row group through decoded segments: weights are decoded once per
-/// tile, not once per four tokens.
-///
-/// # Safety
-/// As [`matmul`]; rows `first .. first + count` belong to the caller.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn group_tile_segmented<F: Q8Format>(
-    group: &[&[u8]; GROUP],
-    next: &[u8],
-    x: &[BlockQ8Act],
-    acts_per_token: usize,
-    tokens: Range<usize>,
-    out: &SharedOut<'_>,
-    n: usize,
-    first: usize,
-    count: usize,
-) {
-    let halves = F::ELEMS / QK8;
-    let chunks = group[0].len() / F::BYTES * halves;
-    let zero = _mm256_setzero_ps();
-    let mut acc = [Acc {
-        sum: [zero; 2],
-        min: [zero; 2],
-    }; TOKEN_TILE];
-    let mut seg = Segment {
-        quads: [[_mm256_setzero_si256(); GROUP]; SEGMENT_CHUNKS],
-        d: [zero; SEGMENT_CHUNKS],
-        m: [zero; SEGMENT_CHUNKS],
-        len: 0,
-    };
-    // Whole blocks per segment.
-    let per_segment = SEGMENT_CHUNKS / halves * halves;
-    let mut c0 = 0;
-    while c0 < chunks {
-        seg.len = per_segment.min(chunks - c0);
-        fill_segment::<F>(group, next, c0, &mut seg);
-        let mut t = tokens.start;
-        while t < tokens.end {
-            let i = t - tokens.start;
-            if t + TOKENS <= tokens.end {
-                segment_tokens::<F, TOKENS>(&seg, c0, x, acts_per_token, t, &mut acc[i..]);
-                t += TOKENS;
-            } else {
-                segment_tokens::<F, 1>(&seg, c0, x, acts_per_token, t, &mut acc[i..]);
-                t += 1;
-            }
-        }
-        c0 += seg.len;
-    }
-    for (i, a) in acc[..tokens.len()].iter().enumerate() {
-        let v = _mm256_add_ps(
-            _mm256_add_ps(a.sum[0], a.sum[1]),
-            _mm256_add_ps(a.min[0], a.min[1]),
-        );
-        // SAFETY: rows `first .. first + count` belong to the caller (this function's contract).
-        unsafe { write_lanes(out, v, tokens.start + i, n, first, count) };
-    }
-}
-
 /// Asks for the cache line holding `bytes[offset]` (nothing when `offset` is past the end).
 ///
 /// Eight rows read block by block are eight interleaved streams with a stride, which the
 /// hardware prefetchers follow poorly: measured on a 49152 × 576 Q8_0 matrix (beyond the caches),
 /// 5.8 G weights/s without this against 27 with the matrix in cache.
 #[inline(always)]
-fn prefetch(bytes: &[u8], offset: usize) {
+pub(super) fn prefetch(bytes: &[u8], offset: usize) {
     if let Some(b) = bytes.get(offset) {
         // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; the
         // address is inside `bytes` anyway. SSE is part of x86-64.
@@ -415,29 +295,57 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     if rows.is_empty() {
         return;
     }
+    if tokens >= SEGMENT_MIN_TOKENS {
+        let mut scratch = Scratch::<TOKEN_TILE>::new();
+        // SAFETY: this function's contract, passed on.
+        unsafe { tiles::<F>(w, x, tokens, rows, out, Some(&mut scratch)) }
+    } else {
+        // SAFETY: as above.
+        unsafe { tiles::<F>(w, x, tokens, rows, out, None) }
+    }
+}
+
+/// [`matmul`] tile by tile: tiles of at least [`SEGMENT_MIN_TOKENS`] tokens (when `scratch` is
+/// given) through the sixteen-row segmented path, the others eight rows at a time.
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn tiles<F: Q8Format>(
+    w: &WeightView<'_>,
+    x: &[BlockQ8Act],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+    mut scratch: Option<&mut Scratch<TOKEN_TILE>>,
+) {
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
+    // The rows after `first`'s group of `width` (contiguous), fetched ahead while it is worked on.
+    let next_rows = |first: usize, width: usize| {
+        let end = (first + 2 * width).min(rows.end).max(first + width);
+        w.data
+            .get((first + width) * w.row_bytes..end * w.row_bytes)
+            .unwrap_or(&[])
+    };
     let mut tile = 0;
     while tile < tokens {
         let tile_end = (tile + TOKEN_TILE).min(tokens);
-        for first in rows.clone().step_by(GROUP) {
-            let count = (rows.end - first).min(GROUP);
-            // Rows past the range repeat its last row; their lanes are computed, not written.
-            let group: [&[u8]; GROUP] = core::array::from_fn(|i| w.row((first + i).min(last)));
-            // The next group's rows (contiguous), fetched ahead while this group is worked on.
-            let next_end = (first + 2 * GROUP).min(rows.end);
-            let next = w
-                .data
-                .get((first + GROUP) * w.row_bytes..next_end.max(first + GROUP) * w.row_bytes)
-                .unwrap_or(&[]);
-            if tile_end - tile >= SEGMENT_MIN_TOKENS {
+        if let Some(scratch) = scratch
+            .as_deref_mut()
+            .filter(|_| tile_end - tile >= SEGMENT_MIN_TOKENS)
+        {
+            for first in rows.clone().step_by(WIDE) {
+                let count = (rows.end - first).min(WIDE);
+                // Rows past the range repeat its last row; their lanes are computed, not written.
+                let group: [&[u8]; WIDE] = core::array::from_fn(|i| w.row((first + i).min(last)));
                 // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call; the
                 // features are this function's contract.
                 unsafe {
-                    group_tile_segmented::<F>(
+                    group_tile::<F, TOKEN_TILE>(
                         &group,
-                        next,
+                        next_rows(first, WIDE),
                         x,
                         acts_per_token,
                         tile..tile_end,
@@ -445,10 +353,18 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
                         n,
                         first,
                         count,
+                        scratch,
                     )
                 };
-                continue;
             }
+            tile = tile_end;
+            continue;
+        }
+        for first in rows.clone().step_by(GROUP) {
+            let count = (rows.end - first).min(GROUP);
+            // Rows past the range repeat its last row; their lanes are computed, not written.
+            let group: [&[u8]; GROUP] = core::array::from_fn(|i| w.row((first + i).min(last)));
+            let next = next_rows(first, GROUP);
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
                 let v = group_tokens::<F, TOKENS>(&group, next, x, acts_per_token, t0);

@@ -1,0 +1,260 @@
+//! The AVX-512 tier's prefill path: sixteen rows per 512-bit lane group, their weights decoded
+//! and transposed once per tile of tokens into an L1-resident segment that every token of the
+//! tile reads.
+//!
+//! Lane `i` of every vector is row `i`'s: per 32-weight chunk, vector `k` of the segment holds
+//! each row's weights `4k .. 4k + 4` (biased to unsigned for signed formats), so one token costs
+//! eight broadcasts of its activation quads and eight `vpdpbusd` for sixteen rows' exact integer
+//! sums. After the integer sums the arithmetic per lane is exactly that of [`super::rows8`]'s
+//! eight-row paths (the same multiply, multiply-adds and chains, in the same order), so an output
+//! has the same bits whichever path, group width or token tile computed it.
+
+use super::rows8::{decode_block_of_group, transpose_quads, GROUP};
+use super::{BlockQ8Act, Q8Format, QK8};
+use crate::kernels::SharedOut;
+use core::arch::x86_64::*;
+use core::ops::Range;
+
+/// Rows per group: one per f32 lane of a 512-bit vector.
+pub(super) const WIDE: usize = 2 * GROUP;
+/// Tokens per register block (their accumulators stay in registers across a segment).
+const TOKENS: usize = 4;
+/// 32-weight chunks of a row group decoded and transposed at once for a whole token tile:
+/// 16 KiB of transposed quads plus 4 KiB of scales and mins, so the segment stays in L1 while
+/// every token of the tile reads it.
+const SEGMENT_CHUNKS: usize = 32;
+
+/// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums and
+/// of min terms, as in [`super::rows8`].
+#[derive(Clone, Copy)]
+pub(super) struct Acc {
+    sum: [__m512; 2],
+    min: [__m512; 2],
+}
+
+/// Working memory of the prefill path, on the caller's stack: one decoded segment and one
+/// accumulator set per token of a tile. Both are overwritten before they are read, so they are
+/// zeroed once per matmul call, not per row group.
+pub(super) struct Scratch<const TILE: usize> {
+    seg: Segment,
+    acc: [Acc; TILE],
+}
+
+/// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded, biased and transposed, with each
+/// chunk's sixteen scales and mins.
+struct Segment {
+    quads: [[__m512i; GROUP]; SEGMENT_CHUNKS],
+    d: [__m512; SEGMENT_CHUNKS],
+    m: [__m512; SEGMENT_CHUNKS],
+}
+
+impl<const TILE: usize> Scratch<TILE> {
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn new() -> Self {
+        let zero = _mm512_setzero_ps();
+        Scratch {
+            seg: Segment {
+                quads: [[_mm512_setzero_si512(); GROUP]; SEGMENT_CHUNKS],
+                d: [zero; SEGMENT_CHUNKS],
+                m: [zero; SEGMENT_CHUNKS],
+            },
+            acc: [Acc {
+                sum: [zero; 2],
+                min: [zero; 2],
+            }; TILE],
+        }
+    }
+}
+
+/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0–7).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// [`join_i`] for f32 lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+    _mm512_castsi512_ps(join_i(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
+}
+
+/// Decodes blocks `first_block .. first_block + blocks` of the sixteen rows into the segment:
+/// each eight-row half decoded and transposed as in [`super::rows8`], then joined lane-wise.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn fill_segment<F: Q8Format>(
+    group: &[&[u8]; WIDE],
+    next: &[u8],
+    first_block: usize,
+    blocks: usize,
+    seg: &mut Segment,
+) {
+    let halves = F::ELEMS / QK8;
+    let blocks_total = group[0].len() / F::BYTES;
+    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks_total.max(1));
+    let lo: &[&[u8]; GROUP] = group[..GROUP].try_into().unwrap_or(&[&[]; GROUP]);
+    let hi: &[&[u8]; GROUP] = group[GROUP..].try_into().unwrap_or(&[&[]; GROUP]);
+    for b in first_block..first_block + blocks {
+        let (wl, dl, ml) = decode_block_of_group::<F>(lo, b, next, lines_per_block);
+        let (wh, dh, mh) = decode_block_of_group::<F>(hi, b, &[], 0);
+        let (d, m) = (join_ps(dl, dh), join_ps(ml, mh));
+        for h in 0..halves {
+            let c = (b - first_block) * halves + h;
+            let tl = transpose_quads(&wl[h], F::SIGNED);
+            let th = transpose_quads(&wh[h], F::SIGNED);
+            seg.quads[c] = core::array::from_fn(|k| join_i(tl[k], th[k]));
+            seg.d[c] = d;
+            seg.m[c] = m;
+        }
+    }
+}
+
+/// Sixteen rows' exact i32 sums of one chunk with one token (lane `i` = row `i`), from the
+/// transposed weights `v`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums(v: &[__m512i; GROUP], a: &BlockQ8Act, signed: bool) -> __m512i {
+    let quad = |k: usize| {
+        let q = [
+            a.qs[4 * k],
+            a.qs[4 * k + 1],
+            a.qs[4 * k + 2],
+            a.qs[4 * k + 3],
+        ];
+        _mm512_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)))
+    };
+    let mut even = _mm512_setzero_si512();
+    let mut odd = _mm512_setzero_si512();
+    for k in (0..GROUP).step_by(2) {
+        even = _mm512_dpbusd_epi32(even, v[k], quad(k));
+        odd = _mm512_dpbusd_epi32(odd, v[k + 1], quad(k + 1));
+    }
+    let s = _mm512_add_epi32(even, odd);
+    if signed {
+        // The weights were biased by +128: take back 128 · Σa exactly.
+        _mm512_sub_epi32(s, _mm512_set1_epi32(128 * a.sum))
+    } else {
+        s
+    }
+}
+
+/// Adds one chunk's sums `s` for one token to `acc`: per lane the same operations as
+/// `rows8::accumulate`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn accumulate(
+    acc: &mut Acc,
+    chain: usize,
+    s: __m512i,
+    d: __m512,
+    m: Option<__m512>,
+    a: &BlockQ8Act,
+) {
+    let scale = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
+    acc.sum[chain] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc.sum[chain]);
+    if let Some(m) = m {
+        acc.min[chain] = _mm512_fmadd_ps(m, _mm512_set1_ps(a.d * a.sum as f32), acc.min[chain]);
+    }
+}
+
+/// Adds the segment's `len` chunks (counted from `first_chunk` for the chains) for tokens
+/// `t0 .. t0 + N` to `acc[..N]`, keeping the accumulators in registers meanwhile.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn segment_tokens<F: Q8Format, const N: usize>(
+    seg: &Segment,
+    len: usize,
+    first_chunk: usize,
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    t0: usize,
+    acc: &mut [Acc],
+) {
+    let mut a_reg: [Acc; N] = core::array::from_fn(|t| acc[t]);
+    for c in 0..len {
+        let chunk = first_chunk + c;
+        let chain = chunk & 1;
+        let m = (!F::SIGNED).then_some(seg.m[c]);
+        for (t, acc) in a_reg.iter_mut().enumerate() {
+            let a = &x[(t0 + t) * acts_per_token + chunk];
+            let s = sums(&seg.quads[c], a, F::SIGNED);
+            accumulate(acc, chain, s, seg.d[c], m, a);
+        }
+    }
+    acc[..N].copy_from_slice(&a_reg);
+}
+
+/// Outputs of sixteen rows (`group[i]`, written for `i < count` as rows `first + i`) for the
+/// tokens `tokens` (at most `TILE`), decoding the weights once per segment.
+///
+/// # Safety
+/// The CPU has this tier's features; rows `first .. first + count` of `out` belong to the
+/// caller (no other thread touches them).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn group_tile<F: Q8Format, const TILE: usize>(
+    group: &[&[u8]; WIDE],
+    next: &[u8],
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    tokens: Range<usize>,
+    out: &SharedOut<'_>,
+    n: usize,
+    first: usize,
+    count: usize,
+    scratch: &mut Scratch<TILE>,
+) {
+    let halves = F::ELEMS / QK8;
+    let blocks = group[0].len() / F::BYTES;
+    let Scratch { seg, acc } = scratch;
+    let acc = &mut acc[..tokens.len()];
+    let zero = _mm512_setzero_ps();
+    acc.fill(Acc {
+        sum: [zero; 2],
+        min: [zero; 2],
+    });
+    let blocks_per_segment = SEGMENT_CHUNKS / halves;
+    let mut b0 = 0;
+    while b0 < blocks {
+        let seg_blocks = blocks_per_segment.min(blocks - b0);
+        fill_segment::<F>(group, next, b0, seg_blocks, seg);
+        let (len, first_chunk) = (seg_blocks * halves, b0 * halves);
+        let mut t = tokens.start;
+        while t < tokens.end {
+            let i = t - tokens.start;
+            if t + TOKENS <= tokens.end {
+                segment_tokens::<F, TOKENS>(
+                    seg,
+                    len,
+                    first_chunk,
+                    x,
+                    acts_per_token,
+                    t,
+                    &mut acc[i..],
+                );
+                t += TOKENS;
+            } else {
+                segment_tokens::<F, 1>(seg, len, first_chunk, x, acts_per_token, t, &mut acc[i..]);
+                t += 1;
+            }
+        }
+        b0 += seg_blocks;
+    }
+    for (i, a) in acc.iter().enumerate() {
+        let v = _mm512_add_ps(
+            _mm512_add_ps(a.sum[0], a.sum[1]),
+            _mm512_add_ps(a.min[0], a.min[1]),
+        );
+        let mut lanes = [0f32; WIDE];
+        // SAFETY: `lanes` is 16 writable f32; storeu needs no alignment.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+        for (r, &l) in lanes[..count].iter().enumerate() {
+            // SAFETY: rows `first .. first + count` belong to the caller (this function's
+            // contract).
+            unsafe { out.write((tokens.start + i) * n + first + r, l) };
+        }
+    }
+}
