@@ -5,6 +5,7 @@
 //! whatever the thread split.
 
 use super::q8::{self, hsum};
+use crate::format::Format;
 use crate::kernels::for_each_tile;
 use crate::kernels::table::{KernelTable, OpEntry};
 use crate::model::WeightView;
@@ -164,8 +165,18 @@ fn scale_tile(x: &[f32], w: &[f32], inv: f32, y: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn rms_norm_avx2(x: &[f32], w: &WeightView<'_>, eps: f32, y: &mut [f32]) {
     let d = w.cols;
+    // An f32 weight row is read in place; others are decoded tile by tile (per token: a
+    // prefill would otherwise copy the row once per token).
+    let in_place: Option<&[f32]> = (w.format == Format::F32)
+        .then(|| w.data.get(..d * 4))
+        .flatten()
+        .and_then(|bytes| bytemuck::try_cast_slice(bytes).ok());
     for (xs, ys) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
         let inv = 1.0 / libm::sqrtf(dot(xs, xs) / d as f32 + eps);
+        if let Some(wf) = in_place {
+            scale_tile(xs, wf, inv, ys);
+            continue;
+        }
         for_each_tile(w, 0, |c0, tile| {
             let len = tile.len();
             scale_tile(&xs[c0..c0 + len], tile, inv, &mut ys[c0..c0 + len]);

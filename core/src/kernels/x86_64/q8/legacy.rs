@@ -48,6 +48,17 @@ impl Q8Format for Q4_0 {
             m: 0.0,
         }
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_biased(block: &[u8]) -> Decoded {
+        // q − 8 + 128.
+        let q = _mm256_add_epi8(nibbles_32(load16(block, 2)), _mm256_set1_epi8(120));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
 }
 
 impl Q8Format for Q4_1 {
@@ -75,6 +86,18 @@ impl Q8Format for Q5_0 {
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = _mm256_or_si256(nibbles_32(load16(block, 6)), high_bits_32(block, 2));
         let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        Decoded {
+            w: [q, q],
+            d: f16_at(block, 0),
+            m: 0.0,
+        }
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_biased(block: &[u8]) -> Decoded {
+        // q − 16 + 128.
+        let q = _mm256_or_si256(nibbles_32(load16(block, 6)), high_bits_32(block, 2));
+        let q = _mm256_add_epi8(q, _mm256_set1_epi8(112));
         Decoded {
             w: [q, q],
             d: f16_at(block, 0),

@@ -50,6 +50,28 @@ pub(crate) trait Q8Format {
     /// The CPU supports AVX2, FMA and F16C, and for the AVX-512 decoders (the `…Vbmi` types,
     /// installed only by the AVX-512 tier) AVX-512 F, BW, VL and VBMI.
     unsafe fn decode(block: &[u8]) -> Decoded;
+
+    /// [`Q8Format::decode`] in `vpdpbusd`'s unsigned operand form: signed weights as `w + 128`
+    /// (bytes read as `u8`), unsigned quants unchanged. Users take the bias back as `128 · Σa`.
+    /// This default adds it after decoding; decoders that already add a constant or read a
+    /// table fold it in for free.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`].
+    #[inline(always)]
+    unsafe fn decode_biased(block: &[u8]) -> Decoded {
+        // SAFETY: this function's contract is decode's.
+        let mut dec = unsafe { Self::decode(block) };
+        if Self::SIGNED {
+            // SAFETY: AVX2 is part of decode's contract, already met by the caller; the
+            // intrinsics touch registers only.
+            unsafe {
+                let bias = _mm256_set1_epi8(-128);
+                dec.w = dec.w.map(|w| _mm256_xor_si256(w, bias));
+            }
+        }
+        dec
+    }
 }
 
 /// f16 at `block[off..off + 2]` as f32, by F16C.

@@ -44,16 +44,12 @@ const SEGMENT_MIN_TOKENS: usize = 8;
 /// token's quants `a`: lane `i` is row `i`'s.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn sums_one_token(w: &[__m256i; GROUP], a: __m256i, signed: bool) -> __m256i {
+fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i {
     let zero = _mm256_setzero_si256();
-    let p: [__m256i; GROUP] = core::array::from_fn(|i| {
-        if signed {
-            // Move the weight's sign onto the activation: |w| fits u8 (128 included).
-            _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w[i]), _mm256_sign_epi8(a, w[i]))
-        } else {
-            _mm256_dpbusd_epi32(zero, w[i], a)
-        }
-    });
+    // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+    let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+    // Signed weights come biased by +128 (`decode_biased`): taken back below as 128 · Σa.
+    let p: [__m256i; GROUP] = core::array::from_fn(|i| _mm256_dpbusd_epi32(zero, w[i], av));
     // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds rows
     // 0–3's sums over elements 0–3 and its high half their sums over elements 4–7.
     let s01 = _mm256_hadd_epi32(p[0], p[1]);
@@ -64,16 +60,19 @@ fn sums_one_token(w: &[__m256i; GROUP], a: __m256i, signed: bool) -> __m256i {
     let s4567 = _mm256_hadd_epi32(s45, s67);
     let low = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
     let high = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
-    _mm256_add_epi32(low, high)
+    let s = _mm256_add_epi32(low, high);
+    if signed {
+        _mm256_sub_epi32(s, _mm256_set1_epi32(128 * a.sum))
+    } else {
+        s
+    }
 }
 
 /// The eight rows' chunk as eight vectors, vector `k` lane `i` = row `i`'s weights
-/// `4k .. 4k + 4` (an 8 × 8 transpose of 32-bit quads), biased to unsigned when `signed`.
+/// `4k .. 4k + 4` (an 8 × 8 transpose of 32-bit quads).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-pub(super) fn transpose_quads(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
-    let bias = _mm256_set1_epi8(if signed { -128 } else { 0 });
-    let r: [__m256i; GROUP] = core::array::from_fn(|i| _mm256_xor_si256(w[i], bias));
+pub(super) fn transpose_quads(r: &[__m256i; GROUP]) -> [__m256i; GROUP] {
     let t: [__m256i; GROUP] = core::array::from_fn(|j| {
         let (a, b) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
         if j % 2 == 0 {
@@ -182,12 +181,10 @@ fn group_tokens<F: Q8Format, const N: usize>(
             let chain = chunk & 1;
             if N == 1 {
                 let a = &x[t0 * acts_per_token + chunk];
-                // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
-                let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                let s = sums_one_token(w, av, F::SIGNED);
+                let s = sums_one_token(w, a, F::SIGNED);
                 accumulate(&mut acc[0], chain, s, d, m, a);
             } else {
-                let v = transpose_quads(w, F::SIGNED);
+                let v = transpose_quads(w);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let a = &x[(t0 + t) * acts_per_token + chunk];
                     let s = sums_transposed(&v, a, F::SIGNED);
@@ -225,7 +222,7 @@ pub(super) fn decode_block_of_group<F: Q8Format>(
     for i in 0..GROUP {
         // SAFETY: this tier's table installs `F` only where the CPU has the features its
         // decoder needs, all enabled here (target_feature).
-        let dec = unsafe { F::decode(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
+        let dec = unsafe { F::decode_biased(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
         w[0][i] = dec.w[0];
         w[1][i] = dec.w[1];
         scales[i] = dec.d;

@@ -102,8 +102,8 @@ fn fill_segment<F: Q8Format>(
         let (d, m) = (join_ps(dl, dh), join_ps(ml, mh));
         for h in 0..halves {
             let c = (b - first_block) * halves + h;
-            let tl = transpose_quads(&wl[h], F::SIGNED);
-            let th = transpose_quads(&wh[h], F::SIGNED);
+            let tl = transpose_quads(&wl[h]);
+            let th = transpose_quads(&wh[h]);
             seg.quads[c] = core::array::from_fn(|k| join_i(tl[k], th[k]));
             seg.d[c] = d;
             seg.m[c] = m;

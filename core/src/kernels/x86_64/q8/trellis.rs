@@ -160,6 +160,17 @@ fn states_64<const K: usize>(block: &[u8]) -> __m512i {
     _mm512_multishift_epi64_epi8(shift, _mm512_permutexvar_epi8(gather, stream))
 }
 
+/// `codebook` with every entry moved to `vpdpbusd`'s unsigned form (`c + 128`, as a byte).
+const fn biased(codebook: &[i8; STATES]) -> [i8; STATES] {
+    let mut out = [0i8; STATES];
+    let mut i = 0;
+    while i < STATES {
+        out[i] = codebook[i] ^ i8::MIN;
+        i += 1;
+    }
+    out
+}
+
 /// Codebook values of 64 states: entries `0..128` and `128..256` by one two-table byte permute
 /// each (index bits 0–6), kept by the state's top bit.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
@@ -202,6 +213,11 @@ macro_rules! vbmi_format {
             #[inline]
             unsafe fn decode(block: &[u8]) -> Decoded {
                 decode_block_vbmi::<$k>(&$codebook, block)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
+            #[inline]
+            unsafe fn decode_biased(block: &[u8]) -> Decoded {
+                decode_block_vbmi::<$k>(const { &biased(&$codebook) }, block)
             }
         }
     };
