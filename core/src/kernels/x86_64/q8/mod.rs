@@ -113,9 +113,11 @@ pub(crate) fn load8(block: &[u8], off: usize) -> __m128i {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) fn nibbles_32(v: __m128i) -> __m256i {
-    let lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), _mm_set1_epi8(0x0F));
-    _mm256_set_m128i(hi, lo)
+    // Both halves hold `v` (a broadcast, which a load folds into, costs no shuffle), the high
+    // one shifted by 4 (a per-dword shift works: the mask drops what crosses nibbles).
+    let both = _mm256_broadcastsi128_si256(v);
+    let shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
 }
 
 /// Sums the 8 lanes of `v` in a fixed order.

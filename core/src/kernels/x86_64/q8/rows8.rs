@@ -20,7 +20,7 @@
 //! (rows past the end of a range repeat its last row and are not written), so results are
 //! bit-identical for any row split and any number of tokens per step.
 
-use super::segmented::{group_tile, Scratch, WIDE};
+use super::segmented::{group_tile, join_i, Scratch, WIDE};
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
@@ -66,6 +66,68 @@ fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i
     } else {
         s
     }
+}
+
+/// [`sums_one_token`] for two consecutive chunks (`w[h]`, activations `a0` then `a1`), each
+/// row's 64 weights in one 512-bit `vpdpbusd`: the integer sums of chunk `a0` then `a1`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_one_token_pair(
+    w: &[[__m256i; GROUP]; 2],
+    a0: &BlockQ8Act,
+    a1: &BlockQ8Act,
+    signed: bool,
+) -> [__m256i; 2] {
+    let zero = _mm512_setzero_si512();
+    // SAFETY: each `qs` is 32 readable bytes; loadu needs no alignment.
+    let a = unsafe {
+        join_i(
+            _mm256_loadu_si256(a0.qs.as_ptr().cast()),
+            _mm256_loadu_si256(a1.qs.as_ptr().cast()),
+        )
+    };
+    let p: [__m512i; GROUP] =
+        core::array::from_fn(|i| _mm512_dpbusd_epi32(zero, join_i(w[0][i], w[1][i]), a));
+    // Per 128-bit lane, like `vphaddd`: after two rounds lane L of `s0123` holds rows 0–3's
+    // sums over that lane's four elements (lanes 0, 1: the first chunk; 2, 3: the second).
+    let s0123 = hadd_epi32(hadd_epi32(p[0], p[1]), hadd_epi32(p[2], p[3]));
+    let s4567 = hadd_epi32(hadd_epi32(p[4], p[5]), hadd_epi32(p[6], p[7]));
+    // [rows 0–3 | rows 4–7] of the first chunk, then of the second.
+    let pick = |l: [i64; 4]| {
+        _mm512_set_epi64(
+            l[3] + 1,
+            l[3],
+            l[2] + 1,
+            l[2],
+            l[1] + 1,
+            l[1],
+            l[0] + 1,
+            l[0],
+        )
+    };
+    let first = _mm512_permutex2var_epi64(s0123, pick([0, 8, 4, 12]), s4567);
+    let second = _mm512_permutex2var_epi64(s0123, pick([2, 10, 6, 14]), s4567);
+    let s = _mm512_add_epi32(first, second);
+    let s = if signed {
+        let bias = join_i(
+            _mm256_set1_epi32(128 * a0.sum),
+            _mm256_set1_epi32(128 * a1.sum),
+        );
+        _mm512_sub_epi32(s, bias)
+    } else {
+        s
+    };
+    [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)]
+}
+
+/// `vphaddd` on 512 bits: per 128-bit lane `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn hadd_epi32(a: __m512i, b: __m512i) -> __m512i {
+    let (af, bf) = (_mm512_castsi512_ps(a), _mm512_castsi512_ps(b));
+    let even = _mm512_shuffle_ps::<0b10_00_10_00>(af, bf);
+    let odd = _mm512_shuffle_ps::<0b11_01_11_01>(af, bf);
+    _mm512_add_epi32(_mm512_castps_si512(even), _mm512_castps_si512(odd))
 }
 
 /// The eight rows' chunk as eight vectors, vector `k` lane `i` = row `i`'s weights
@@ -173,9 +235,35 @@ fn group_tokens<F: Q8Format, const N: usize>(
     let blocks = rows[0].len() / F::BYTES;
     // Cache lines of the next group to ask for while this block is worked on.
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
-    for b in 0..blocks {
+    let mut b = 0;
+    if N == 1 && halves == 1 {
+        // 32-weight blocks two at a time, as one 64-weight pair per row (chunks b and b + 1:
+        // the even and the odd chain, b being even).
+        while b + 2 <= blocks {
+            let (w0, d0, m0) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
+            let (w1, d1, m1) = decode_block_of_group::<F>(rows, b + 1, next, lines_per_block);
+            let (a0, a1) = (&x[t0 * acts_per_token + b], &x[t0 * acts_per_token + b + 1]);
+            let [s0, s1] = sums_one_token_pair(&[w0[0], w1[0]], a0, a1, F::SIGNED);
+            accumulate(&mut acc[0], 0, s0, d0, (!F::SIGNED).then_some(m0), a0);
+            accumulate(&mut acc[0], 1, s1, d1, (!F::SIGNED).then_some(m1), a1);
+            b += 2;
+        }
+    }
+    for b in b..blocks {
         let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
+        if N == 1 && halves == 2 {
+            // Both chunks of a 64-weight block at once, 512 bits per row (chunk 2b is even,
+            // 2b + 1 odd: one chain each, as below).
+            let (a0, a1) = (
+                &x[t0 * acts_per_token + 2 * b],
+                &x[t0 * acts_per_token + 2 * b + 1],
+            );
+            let [s0, s1] = sums_one_token_pair(&w, a0, a1, F::SIGNED);
+            accumulate(&mut acc[0], 0, s0, d, m, a0);
+            accumulate(&mut acc[0], 1, s1, d, m, a1);
+            continue;
+        }
         for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;
             let chain = chunk & 1;
@@ -217,25 +305,37 @@ pub(super) fn decode_block_of_group<F: Q8Format>(
         prefetch(next, line * 64);
     }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
-    let mut scales = [0f32; GROUP];
-    let mut mins = [0f32; GROUP];
+    let mut heads = [_mm_setzero_si128(); GROUP];
     for i in 0..GROUP {
+        let block = &rows[i][b * F::BYTES..(b + 1) * F::BYTES];
         // SAFETY: this tier's table installs `F` only where the CPU has the features its
         // decoder needs, all enabled here (target_feature).
-        let dec = unsafe { F::decode_biased(&rows[i][b * F::BYTES..(b + 1) * F::BYTES]) };
+        let dec = unsafe { F::decode_biased(block) };
         w[0][i] = dec.w[0];
         w[1][i] = dec.w[1];
-        scales[i] = dec.d;
-        mins[i] = dec.m;
+        heads[i] = super::load16(block, 0);
     }
-    // SAFETY: both arrays are 8 readable f32; loadu needs no alignment.
-    let (d, m) = unsafe {
-        (
-            _mm256_loadu_ps(scales.as_ptr()),
-            _mm256_loadu_ps(mins.as_ptr()),
-        )
-    };
+    let (d, m) = scales_and_mins(&heads);
     (w, d, m)
+}
+
+/// The eight rows' block scales and mins as f32 lanes, from each block's first 16 bytes: every
+/// format of this driver starts a block with its f16 scale, then (unsigned formats) its f16 min,
+/// the values `Decoded::d` and `m` hold one row at a time. Seven word interleaves gather both,
+/// where one `vpinsrw` per row and value cost twice the shuffles.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scales_and_mins(heads: &[__m128i; GROUP]) -> (__m256, __m256) {
+    // Words 0, 1 of rows i, i + 1 interleaved: [d_i, d_i+1, m_i, m_i+1, …].
+    let p: [__m128i; 4] =
+        core::array::from_fn(|j| _mm_unpacklo_epi16(heads[2 * j], heads[2 * j + 1]));
+    // [d_0..d_3, m_0..m_3] and [d_4..d_7, m_4..m_7].
+    let lo = _mm_unpacklo_epi32(p[0], p[1]);
+    let hi = _mm_unpacklo_epi32(p[2], p[3]);
+    (
+        _mm256_cvtph_ps(_mm_unpacklo_epi64(lo, hi)),
+        _mm256_cvtph_ps(_mm_unpackhi_epi64(lo, hi)),
+    )
 }
 
 /// Asks for the cache line holding `bytes[offset]` (nothing when `offset` is past the end).

@@ -69,7 +69,7 @@ impl<const TILE: usize> Scratch<TILE> {
 /// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0–7).
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
+pub(super) fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
