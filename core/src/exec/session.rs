@@ -305,8 +305,10 @@ impl<'a> Session<'a> {
             }
             OpKind::RmsNorm { eps } => {
                 let w = weights[0];
-                let len = out_rows * w.cols;
-                (kernels.rms_norm.f)(&ins[0][..len], &w, *eps, &mut y[..len]);
+                let d = w.cols;
+                for_token_rows(par, out_rows, d, y, &|t, ys| {
+                    (kernels.rms_norm.f)(&ins[0][t.start * d..t.end * d], &w, *eps, ys)
+                });
             }
             OpKind::MatMul => {
                 let w = weights[0];
@@ -336,10 +338,15 @@ impl<'a> Session<'a> {
                         let blocks = out_rows * w.cols / QK8;
                         let input = op.inputs[0];
                         if self.act_q8_of != Some(input) {
-                            (kernels.quantize_q8.f)(
-                                &x[..out_rows * w.cols],
-                                &mut self.act_q8[..blocks],
-                            );
+                            let per_token = w.cols / QK8;
+                            let q = SharedOut::new(&mut self.act_q8[..blocks]);
+                            par.for_each_range(out_rows, &|t| {
+                                // SAFETY: `Parallel` hands out disjoint token ranges, so these
+                                // blocks belong to this call alone.
+                                let qt =
+                                    unsafe { q.slice_mut(t.start * per_token..t.end * per_token) };
+                                (kernels.quantize_q8.f)(&x[t.start * w.cols..t.end * w.cols], qt);
+                            });
                             self.act_q8_of = Some(input);
                         }
                         let xq = &self.act_q8[..blocks];
@@ -373,17 +380,18 @@ impl<'a> Session<'a> {
                 inv_freq,
             } => {
                 let width = graph.tensors[op.outputs[0]].cols;
-                for t in 0..out_rows {
-                    let r = t * width..(t + 1) * width;
-                    (kernels.rope.f)(
-                        &ins[0][r.clone()],
-                        &mut y[r],
-                        pos0 + t,
-                        *head_dim,
-                        *layout,
-                        inv_freq,
-                    );
-                }
+                for_token_rows(par, out_rows, width, y, &|tokens, ys| {
+                    for (t, yt) in tokens.zip(ys.chunks_exact_mut(width)) {
+                        (kernels.rope.f)(
+                            &ins[0][t * width..(t + 1) * width],
+                            yt,
+                            pos0 + t,
+                            *head_dim,
+                            *layout,
+                            inv_freq,
+                        );
+                    }
+                });
             }
             OpKind::Attention {
                 layer,
@@ -452,8 +460,18 @@ impl<'a> Session<'a> {
                     }
                 });
             }
-            OpKind::SwiGlu => (kernels.swiglu.f)(ins[0], ins[1], y),
-            OpKind::Add => (kernels.add.f)(ins[0], ins[1], y),
+            OpKind::SwiGlu | OpKind::Add => {
+                let f = match op.kind {
+                    OpKind::SwiGlu => kernels.swiglu.f,
+                    _ => kernels.add.f,
+                };
+                let width = graph.tensors[op.outputs[0]].cols;
+                let (a, b) = (ins[0], ins[1]);
+                for_token_rows(par, out_rows, width, y, &|t, ys| {
+                    let r = t.start * width..t.end * width;
+                    f(&a[r.clone()], &b[r], ys)
+                });
+            }
             OpKind::LastRow => {
                 let d = y.len();
                 let x = ins[0];
@@ -462,6 +480,25 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
+}
+
+/// Runs a row-wise op over the step's `n` token rows of `width` values, split across threads:
+/// `f(tokens, y_rows)` gets a token range and those rows of `y`. Every row is computed alone, so
+/// the split never changes a bit; a single token (decoding) runs on the calling thread.
+fn for_token_rows(
+    par: &dyn Parallel,
+    n: usize,
+    width: usize,
+    y: &mut [f32],
+    f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync),
+) {
+    let out = SharedOut::new(&mut y[..n * width]);
+    par.for_each_range(n, &|t| {
+        // SAFETY: `Parallel` hands out disjoint token ranges, so these rows of `y` belong to
+        // this call alone.
+        let rows = unsafe { out.slice_mut(t.start * width..t.end * width) };
+        f(t, rows)
+    });
 }
 
 /// Views one layer's cached K or V bytes as rows of `kv_type`.

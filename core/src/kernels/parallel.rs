@@ -38,25 +38,26 @@ unsafe impl Parallel for Serial {
     }
 }
 
-/// A mutable f32 buffer that several threads write at disjoint indices.
+/// A mutable buffer (of f32 unless said) that several threads write at disjoint indices.
 ///
 /// Matmul outputs are `[tokens, rows]` and threads own row ranges, so each thread's elements are
 /// strided, not contiguous; safe slices cannot express that split. Every access is `unsafe`.
-pub struct SharedOut<'a> {
-    ptr: *mut f32,
+pub struct SharedOut<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
-    _borrow: PhantomData<&'a mut [f32]>,
+    _borrow: PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: a SharedOut only hands out access through `unsafe fn`s whose contract is that no two
-// threads touch the same index; the buffer itself is an exclusive borrow for 'a.
-unsafe impl Sync for SharedOut<'_> {}
+// threads touch the same index; the buffer itself is an exclusive borrow for 'a, and its
+// elements may be sent to the threads that write them.
+unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
 // SAFETY: as above; moving the handle to another thread moves the exclusive borrow with it.
-unsafe impl Send for SharedOut<'_> {}
+unsafe impl<T: Send> Send for SharedOut<'_, T> {}
 
-impl<'a> SharedOut<'a> {
+impl<'a, T> SharedOut<'a, T> {
     /// Wraps an exclusive borrow.
-    pub fn new(buf: &'a mut [f32]) -> Self {
+    pub fn new(buf: &'a mut [T]) -> Self {
         SharedOut {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
@@ -79,7 +80,7 @@ impl<'a> SharedOut<'a> {
     /// # Safety
     /// No other thread reads or writes index `i` while this handle is shared.
     #[inline]
-    pub unsafe fn write(&self, i: usize, v: f32) {
+    pub unsafe fn write(&self, i: usize, v: T) {
         assert!(
             i < self.len,
             "SharedOut index {i} out of bounds {}",
@@ -90,24 +91,9 @@ impl<'a> SharedOut<'a> {
         unsafe { self.ptr.add(i).write(v) }
     }
 
-    /// Adds `v` to element `i`.
-    ///
-    /// # Safety
-    /// No other thread reads or writes index `i` while this handle is shared.
-    #[inline]
-    pub unsafe fn add(&self, i: usize, v: f32) {
-        assert!(
-            i < self.len,
-            "SharedOut index {i} out of bounds {}",
-            self.len
-        );
-        // SAFETY: in bounds (checked above); exclusivity of element i is the caller's contract.
-        unsafe { *self.ptr.add(i) += v }
-    }
-
     /// A handle to elements `range` alone, indexed from 0 (for handing a part of the output to
     /// a kernel that indexes from the start of its own part). Accesses stay `unsafe`.
-    pub fn sub(&self, range: Range<usize>) -> SharedOut<'_> {
+    pub fn sub(&self, range: Range<usize>) -> SharedOut<'_, T> {
         assert!(
             range.start <= range.end && range.end <= self.len,
             "SharedOut range out of bounds"
@@ -126,12 +112,29 @@ impl<'a> SharedOut<'a> {
     /// No other thread reads or writes any index in `range` while the slice lives.
     #[inline]
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut(&self, range: Range<usize>) -> &mut [f32] {
+    pub unsafe fn slice_mut(&self, range: Range<usize>) -> &mut [T] {
         assert!(
             range.start <= range.end && range.end <= self.len,
             "SharedOut range out of bounds"
         );
         // SAFETY: the range is in bounds (checked above); exclusivity is the caller's contract.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+impl SharedOut<'_, f32> {
+    /// Adds `v` to element `i`.
+    ///
+    /// # Safety
+    /// No other thread reads or writes index `i` while this handle is shared.
+    #[inline]
+    pub unsafe fn add(&self, i: usize, v: f32) {
+        assert!(
+            i < self.len,
+            "SharedOut index {i} out of bounds {}",
+            self.len
+        );
+        // SAFETY: in bounds (checked above); exclusivity of element i is the caller's contract.
+        unsafe { *self.ptr.add(i) += v }
     }
 }
