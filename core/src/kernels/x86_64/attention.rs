@@ -24,6 +24,7 @@ use crate::kernels::SharedOut;
 use crate::kv::KvRows;
 use crate::quant::gguf::q8_0::{BLOCK_BYTES as Q8_BYTES, BLOCK_ELEMS as Q8_ELEMS};
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 use core::ops::Range;
 use half::f16;
 
@@ -55,11 +56,27 @@ pub(super) unsafe fn attention(
     unsafe { attention_avx2(s, q, k, v, heads, out) }
 }
 
-/// A tile's working memory, on the stack: each row's scores for one block, and eight widened
-/// K or V rows.
-struct Scratch {
-    scores: [[f32; SCORE_BLOCK]; MAX_ROWS],
-    wide: [f32; POS_STEP * MAX_HEAD_DIM],
+/// A tile's working memory: each row's scores for one block, and eight widened K or V rows.
+struct Scratch<'s> {
+    scores: &'s mut [[f32; SCORE_BLOCK]],
+    wide: &'s mut [f32],
+}
+
+/// The first `n` elements of `mem`, zeroed; the rest stays uninitialized and out of reach.
+/// (Zeroing all 32 KiB of the largest tile per call cost more than a decode step's tiles use.)
+fn zeroed_prefix<T: bytemuck::Zeroable, const N: usize>(
+    mem: &mut MaybeUninit<[T; N]>,
+    n: usize,
+) -> &mut [T] {
+    assert!(n <= N, "scratch of {n} above its capacity {N}");
+    let p = mem.as_mut_ptr().cast::<T>();
+    // SAFETY: `p` is the start of storage for N values of T owned by `mem` (an array has its
+    // elements' alignment); the first n <= N are written with zero bytes, a valid T by
+    // `Zeroable`, before the slice over exactly them is made, and the slice borrows `mem`.
+    unsafe {
+        core::ptr::write_bytes(p, 0, n);
+        core::slice::from_raw_parts_mut(p, n)
+    }
 }
 
 /// One query row of a tile: where its query and output live and its softmax state.
@@ -88,10 +105,12 @@ unsafe fn attention_avx2(
     assert!(hd <= MAX_HEAD_DIM, "head_dim {hd} above {MAX_HEAD_DIM}");
     let q_width = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
-    // Zeroed once per call (32 KiB), not per tile.
+    // Zeroed once per call, not per tile, and only as much as this call's tiles use.
+    let (mut scores_mem, mut wide_mem) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+    let tile_rows = group.min(MAX_GROUP) * s.tokens.min(TOKEN_TILE);
     let mut scratch = Scratch {
-        scores: [[0f32; SCORE_BLOCK]; MAX_ROWS],
-        wide: [0f32; POS_STEP * MAX_HEAD_DIM],
+        scores: zeroed_prefix::<[f32; SCORE_BLOCK], MAX_ROWS>(&mut scores_mem, tile_rows),
+        wide: zeroed_prefix::<f32, { POS_STEP * MAX_HEAD_DIM }>(&mut wide_mem, POS_STEP * hd),
     };
     let mut h0 = heads.start;
     while h0 < heads.end {
@@ -138,13 +157,14 @@ fn attend_tile(
     v: &KvRows<'_>,
     kvh: usize,
     rows: &mut [Row<'_>],
-    scratch: &mut Scratch,
+    scratch: &mut Scratch<'_>,
 ) {
     let hd = s.head_dim;
     let kv_width = s.n_kv_heads * hd;
     let n_pos = rows.iter().map(|r| r.n_pos).max().unwrap_or(0);
     let wide = &mut scratch.wide[..POS_STEP * hd];
-    let scores = &mut scratch.scores;
+    let scores = &mut *scratch.scores;
+    assert!(rows.len() <= scores.len(), "tile rows above the scratch");
     let mut b0 = 0;
     while b0 < n_pos {
         let block = SCORE_BLOCK.min(n_pos - b0);

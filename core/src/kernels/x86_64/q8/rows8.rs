@@ -338,6 +338,16 @@ fn scales_and_mins(heads: &[__m128i; GROUP]) -> (__m256, __m256) {
     )
 }
 
+/// Rows `first .. first + N` of `w`, those past `last` repeating row `last`.
+#[inline(always)]
+fn rows_of<'w, const N: usize>(w: &WeightView<'w>, first: usize, last: usize) -> [&'w [u8]; N] {
+    let mut rows: [&[u8]; N] = [&[]; N];
+    for (i, r) in rows.iter_mut().enumerate() {
+        *r = w.row((first + i).min(last));
+    }
+    rows
+}
+
 /// Asks for the cache line holding `bytes[offset]` (nothing when `offset` is past the end).
 ///
 /// Eight rows read block by block are eight interleaved streams with a stride, which the
@@ -436,7 +446,7 @@ unsafe fn tiles<F: Q8Format>(
             for first in rows.clone().step_by(WIDE) {
                 let count = (rows.end - first).min(WIDE);
                 // Rows past the range repeat its last row; their lanes are computed, not written.
-                let group: [&[u8]; WIDE] = core::array::from_fn(|i| w.row((first + i).min(last)));
+                let group: [&[u8]; WIDE] = rows_of(w, first, last);
                 // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call; the
                 // features are this function's contract.
                 unsafe {
@@ -460,7 +470,7 @@ unsafe fn tiles<F: Q8Format>(
         for first in rows.clone().step_by(GROUP) {
             let count = (rows.end - first).min(GROUP);
             // Rows past the range repeat its last row; their lanes are computed, not written.
-            let group: [&[u8]; GROUP] = core::array::from_fn(|i| w.row((first + i).min(last)));
+            let group: [&[u8]; GROUP] = rows_of(w, first, last);
             let next = next_rows(first, GROUP);
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
