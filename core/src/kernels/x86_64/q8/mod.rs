@@ -35,6 +35,10 @@ pub(crate) struct Decoded {
 }
 
 /// A weight format's AVX2 block decoder for the 8-bit matmul.
+///
+/// Every block starts with its f16 scale, then (unsigned formats) its f16 min: the AVX-512
+/// driver reads those bytes directly for eight rows at once (`rows8::scales_and_mins`), and the
+/// kernel suite checks every format against its scalar reference.
 pub(crate) trait Q8Format {
     /// Weights per block (32 or 64).
     const ELEMS: usize;
