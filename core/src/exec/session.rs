@@ -17,6 +17,8 @@ pub type MatMulObserver<'o> = dyn FnMut(&str, &str, &[f32], usize) + 'o;
 use crate::kernels::attention::MAX_HEAD_DIM;
 use crate::kv::{self, KvRows, KvType};
 
+mod group;
+
 /// Tokens per unit of parallel attention work in a multi-token step: small enough that a
 /// 512-token prefill yields dozens of units per GQA group to balance across threads, a multiple
 /// of the AVX2 kernel's token tile so its tiles stay full.
@@ -232,11 +234,21 @@ impl<'a> Session<'a> {
         let n = tokens.len();
         lim.check_step(self.pos, n)?;
         self.act_q8_of = None;
-        for op_index in 0..self.graph.ops.len() {
+        let mut op_index = 0;
+        while op_index < self.graph.ops.len() {
             match observer {
                 Some(ref mut obs) => self.run_op(op_index, tokens, Some(&mut **obs))?,
-                None => self.run_op(op_index, tokens, None)?,
+                None => {
+                    let group = self.matmul_group_len(op_index);
+                    if group > 1 {
+                        self.run_matmul_group(op_index..op_index + group, n)?;
+                        op_index += group;
+                        continue;
+                    }
+                    self.run_op(op_index, tokens, None)?
+                }
             }
+            op_index += 1;
         }
         self.pos += n;
         let out = self.graph.output;
@@ -287,7 +299,7 @@ impl<'a> Session<'a> {
             .collect();
         let max_ctx = graph.limits.max_ctx;
         let kv_width = graph.kv_width;
-        let (outs, ins) = split_views(self.arena, &out_ranges, &act_ins)?;
+        let (outs, ins) = split_views::<2, 3>(self.arena, &out_ranges, &act_ins)?;
         let [y, extra] = outs;
         match &op.kind {
             OpKind::Embed => {
@@ -324,47 +336,34 @@ impl<'a> Session<'a> {
                 let entry = kernels
                     .matmul(w.format)
                     .ok_or_else(|| Error::invalid("kernels", "matmul kernel missing"))?;
-                let shared = SharedOut::new(y);
                 let rm = entry.row_multiple.max(1);
                 let units = w.rows.div_ceil(rm);
                 let rows_of = |u: Range<usize>| u.start * rm..(u.end * rm).min(w.rows);
-                match entry.kernel {
-                    MatMulKernel::F32(f) => par.for_each_range(units, &|u| {
-                        // SAFETY: `Parallel` hands out disjoint unit ranges, so each call owns
-                        // its rows of `shared` alone.
-                        unsafe { f(&w, x, out_rows, rows_of(u), &shared) }
-                    }),
-                    MatMulKernel::Q8(f) => {
-                        let blocks = out_rows * w.cols / QK8;
-                        let input = op.inputs[0];
-                        if self.act_q8_of != Some(input) {
-                            let per_token = w.cols / QK8;
-                            let q = SharedOut::new(&mut self.act_q8[..blocks]);
-                            par.for_each_range(out_rows, &|t| {
-                                // SAFETY: `Parallel` hands out disjoint token ranges, so these
-                                // blocks belong to this call alone.
-                                let qt =
-                                    unsafe { q.slice_mut(t.start * per_token..t.end * per_token) };
-                                (kernels.quantize_q8.f)(&x[t.start * w.cols..t.end * w.cols], qt);
+                {
+                    let shared = SharedOut::new(&mut *y);
+                    match entry.kernel {
+                        MatMulKernel::F32(f) => par.for_each_range(units, &|u| {
+                            // SAFETY: `Parallel` hands out disjoint unit ranges, so each call
+                            // owns its rows of `shared` alone.
+                            unsafe { f(&w, x, out_rows, rows_of(u), &shared) }
+                        }),
+                        MatMulKernel::Q8(f) => {
+                            let blocks = out_rows * w.cols / QK8;
+                            let input = op.inputs[0];
+                            if self.act_q8_of != Some(input) {
+                                quantize_rows(kernels, par, x, self.act_q8, out_rows, w.cols);
+                                self.act_q8_of = Some(input);
+                            }
+                            let xq = &self.act_q8[..blocks];
+                            par.for_each_range(units, &|u| {
+                                // SAFETY: as above, disjoint rows per call.
+                                unsafe { f(&w, xq, out_rows, rows_of(u), &shared) }
                             });
-                            self.act_q8_of = Some(input);
                         }
-                        let xq = &self.act_q8[..blocks];
-                        par.for_each_range(units, &|u| {
-                            // SAFETY: as above, disjoint rows per call.
-                            unsafe { f(&w, xq, out_rows, rows_of(u), &shared) }
-                        });
                     }
                 }
                 if let Some(bias) = weights.get(1) {
-                    for t in 0..out_rows {
-                        let yrow = &mut y_row(&shared, t, w.rows);
-                        for_each_tile(bias, 0, |c0, tile| {
-                            for (i, &b) in tile.iter().enumerate() {
-                                yrow[c0 + i] += b;
-                            }
-                        });
-                    }
+                    add_bias(y, bias, out_rows, w.rows);
                 }
             }
             OpKind::HeadRmsNorm { eps, head_dim } => {
@@ -482,6 +481,37 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Quantizes `rows` rows of `cols` activations of `x` into `q`'s 8-bit blocks, the rows split
+/// across threads (each block is computed alone, so the split changes no bit).
+fn quantize_rows(
+    kernels: &KernelTable,
+    par: &dyn Parallel,
+    x: &[f32],
+    q: &mut [BlockQ8Act],
+    rows: usize,
+    cols: usize,
+) {
+    let per_row = cols / QK8;
+    let q = SharedOut::new(&mut q[..rows * per_row]);
+    par.for_each_range(rows, &|t| {
+        // SAFETY: `Parallel` hands out disjoint row ranges, so these blocks belong to this call
+        // alone.
+        let qt = unsafe { q.slice_mut(t.start * per_row..t.end * per_row) };
+        (kernels.quantize_q8.f)(&x[t.start * cols..t.end * cols], qt);
+    });
+}
+
+/// Adds `bias` (one row of `width`) to each of the `rows` rows of `y`.
+fn add_bias(y: &mut [f32], bias: &WeightView<'_>, rows: usize, width: usize) {
+    for yrow in y[..rows * width].chunks_exact_mut(width) {
+        for_each_tile(bias, 0, |c0, tile| {
+            for (i, &b) in tile.iter().enumerate() {
+                yrow[c0 + i] += b;
+            }
+        });
+    }
+}
+
 /// Runs a row-wise op over the step's `n` token rows of `width` values, split across threads:
 /// `f(tokens, y_rows)` gets a token range and those rows of `y`. Every row is computed alone, so
 /// the split never changes a bit; a single token (decoding) runs on the calling thread.
@@ -531,23 +561,15 @@ fn q8_blocks(bytes: &mut [u8]) -> Result<&mut [BlockQ8Act]> {
     Ok(unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<BlockQ8Act>(), n) })
 }
 
-/// Row `t` of a `[tokens, width]` buffer behind a [`SharedOut`], once the parallel writers are done.
-#[allow(clippy::mut_from_ref)]
-fn y_row<'b>(out: &'b SharedOut<'_>, t: usize, width: usize) -> &'b mut [f32] {
-    // SAFETY: called after `for_each_range` returned, so no other thread holds the buffer, and
-    // each row is borrowed once at a time by the caller's loop.
-    unsafe { out.slice_mut(t * width..(t + 1) * width) }
-}
-
-/// Borrows up to two output ranges mutably and up to three input ranges shared from one arena,
+/// Borrows up to `O` output ranges mutably and up to `I` input ranges shared from one arena,
 /// after checking that no output overlaps another output or any input (the planner's promise for
 /// buffers live at the same step, re-checked here so a bad plan is an error, not UB).
 #[allow(clippy::type_complexity)]
-fn split_views<'b>(
+fn split_views<'b, const O: usize, const I: usize>(
     arena: &'b mut [f32],
     outs: &[Range<usize>],
     ins: &[Range<usize>],
-) -> Result<([&'b mut [f32]; 2], [&'b [f32]; 3])> {
+) -> Result<([&'b mut [f32]; O], [&'b [f32]; I])> {
     let overlap = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
     for (i, o) in outs.iter().enumerate() {
         if o.start > o.end || o.end > arena.len() {
@@ -560,13 +582,13 @@ fn split_views<'b>(
             ));
         }
     }
-    if ins.iter().any(|r| r.start > r.end || r.end > arena.len()) || ins.len() > 3 || outs.len() > 2
+    if ins.iter().any(|r| r.start > r.end || r.end > arena.len()) || ins.len() > I || outs.len() > O
     {
         return Err(Error::invalid("plan", "input buffer outside the arena"));
     }
     let base = arena.as_mut_ptr();
-    let mut o: [&'b mut [f32]; 2] = [&mut [], &mut []];
-    let mut i: [&'b [f32]; 3] = [&[], &[], &[]];
+    let mut o: [&'b mut [f32]; O] = core::array::from_fn(|_| -> &'b mut [f32] { &mut [] });
+    let mut i: [&'b [f32]; I] = [&[]; I];
     for (slot, r) in o.iter_mut().zip(outs) {
         // SAFETY: r is inside the arena (checked), and overlaps no other range handed out here
         // (checked), so this mutable slice aliases nothing else derived from `arena` for 'b.
