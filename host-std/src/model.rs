@@ -323,6 +323,16 @@ impl ModelFile {
         self.bind_kv(limits, KvType::F32)
     }
 
+    /// The graph and weight views, bound only to read the weights (shapes, formats, bytes): the
+    /// smallest limits, since nothing will run.
+    pub fn bind_weights(&self) -> Result<(Graph, Vec<Option<WeightView<'_>>>)> {
+        self.bind(Limits {
+            max_ctx: 1,
+            max_tokens: 1,
+            all_logits: false,
+        })
+    }
+
     /// [`ModelFile::bind`] with a KV cache of `kv_type`.
     pub fn bind_kv(
         &self,

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use vspec_core::format::Format;
-use vspec_core::graph::{Limits, Role};
+use vspec_core::graph::Role;
 use vspec_core::model::WeightView;
 
 /// The budget and what it must hold besides the weights.
@@ -46,11 +46,7 @@ pub struct Layout<'m> {
 /// Which matrices have a choice, and the bytes besides them.
 pub fn layout<'m>(model: &'m ModelFile, budget: &Budget) -> Result<Layout<'m>> {
     let src = model.path.display().to_string();
-    let (graph, views) = model.bind(Limits {
-        max_ctx: 1,
-        max_tokens: 1,
-        all_logits: false,
-    })?;
+    let (graph, views) = model.bind_weights()?;
     let mut out = Layout {
         matrices: Vec::new(),
         fixed_bytes: 0,

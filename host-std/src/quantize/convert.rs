@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use vspec_core::format::Format;
-use vspec_core::graph::{Limits, Role};
+use vspec_core::graph::Role;
 use vspec_core::model::WeightView;
 use vspec_core::quant;
 use vspec_core::quant::gptq::{self, BlockMoments, GptqScratch, InverseFactor};
@@ -130,11 +130,7 @@ pub fn convert(
     progress: bool,
 ) -> Result<ConvertReport> {
     let src = model.path.display().to_string();
-    let (graph, views) = model.bind(Limits {
-        max_ctx: 1,
-        max_tokens: 1,
-        all_logits: false,
-    })?;
+    let (graph, views) = model.bind_weights()?;
     let weights: Vec<(usize, WeightView<'_>)> = graph
         .tensors
         .iter()

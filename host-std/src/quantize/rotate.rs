@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use vspec_core::format::Format;
-use vspec_core::graph::{Limits, Role};
+use vspec_core::graph::Role;
 use vspec_core::model::names::layer;
 use vspec_core::quant;
 
@@ -257,11 +257,7 @@ pub fn rotate(model: ModelFile) -> Result<ModelFile> {
     let (d, hd) = (cfg.d_model, cfg.head_dim);
     let mut dense: HashMap<String, Dense> = HashMap::new();
     {
-        let (graph, views) = model.bind(Limits {
-            max_ctx: 1,
-            max_tokens: 1,
-            all_logits: false,
-        })?;
+        let (graph, views) = model.bind_weights()?;
         for (id, t) in graph.tensors.iter().enumerate() {
             if t.role != Role::Weight {
                 continue;

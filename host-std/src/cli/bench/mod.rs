@@ -236,12 +236,7 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
 }
 
 fn model_info(model: &ModelFile) -> Result<ModelInfo> {
-    // The graph is only built to read the weights' shapes and formats; its limits do not matter.
-    let (graph, _) = model.bind(Limits {
-        max_ctx: 1,
-        max_tokens: 1,
-        all_logits: false,
-    })?;
+    let (graph, _) = model.bind_weights()?;
     let mut weight_bytes = 0usize;
     let mut params = 0u64;
     for t in graph.tensors.iter().filter(|t| t.role == Role::Weight) {

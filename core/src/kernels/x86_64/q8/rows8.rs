@@ -170,15 +170,7 @@ pub(super) fn transpose_quads(r: &[__m256i; GROUP]) -> [__m256i; GROUP] {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn sums_transposed(v: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i {
-    let quad = |k: usize| {
-        let q = [
-            a.qs[4 * k],
-            a.qs[4 * k + 1],
-            a.qs[4 * k + 2],
-            a.qs[4 * k + 3],
-        ];
-        _mm256_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)))
-    };
+    let quad = |k: usize| _mm256_set1_epi32(act_quad(a, k));
     let mut even = _mm256_setzero_si256();
     let mut odd = _mm256_setzero_si256();
     for k in (0..GROUP).step_by(2) {
@@ -191,6 +183,14 @@ fn sums_transposed(v: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256
     } else {
         s
     }
+}
+
+/// Activation quants `4k .. 4k + 4` of `a` as one little-endian i32 (a transposed weight
+/// vector's lanes each hold four weights of the same positions).
+#[inline(always)]
+pub(super) fn act_quad(a: &BlockQ8Act, k: usize) -> i32 {
+    let q = &a.qs[4 * k..4 * k + 4];
+    i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
 }
 
 /// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums

@@ -9,7 +9,7 @@
 //! eight-row paths (the same multiply, multiply-adds and chains, in the same order), so an output
 //! has the same bits whichever path, group width or token tile computed it.
 
-use super::rows8::{decode_block_of_group, transpose_quads, GROUP};
+use super::rows8::{act_quad, decode_block_of_group, transpose_quads, GROUP};
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use core::arch::x86_64::*;
@@ -116,15 +116,7 @@ fn fill_segment<F: Q8Format>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn sums(v: &[__m512i; GROUP], a: &BlockQ8Act, signed: bool) -> __m512i {
-    let quad = |k: usize| {
-        let q = [
-            a.qs[4 * k],
-            a.qs[4 * k + 1],
-            a.qs[4 * k + 2],
-            a.qs[4 * k + 3],
-        ];
-        _mm512_set1_epi32(i32::from_le_bytes(q.map(|b| b as u8)))
-    };
+    let quad = |k: usize| _mm512_set1_epi32(act_quad(a, k));
     let mut even = _mm512_setzero_si512();
     let mut odd = _mm512_setzero_si512();
     for k in (0..GROUP).step_by(2) {
