@@ -11,6 +11,7 @@ mod affine;
 mod codebook;
 pub(crate) mod kquant;
 mod legacy;
+mod predecoded;
 pub(crate) mod rows8;
 mod segmented;
 mod trellis;
@@ -200,6 +201,10 @@ pub(crate) mod avx2 {
         })
     }
 
+    /// Steps of at least this many tokens decode each row once per token tile
+    /// ([`super::predecoded`]); shorter ones decode a block again per four tokens.
+    const PREDECODE_MIN_TOKENS: usize = 8;
+
     /// The 8-bit matmul for format `F` over rows `rows`.
     ///
     /// # Safety
@@ -214,6 +219,10 @@ pub(crate) mod avx2 {
         rows: Range<usize>,
         out: &SharedOut<'_>,
     ) {
+        if tokens >= PREDECODE_MIN_TOKENS {
+            // SAFETY: this function's contract, passed on.
+            return unsafe { super::predecoded::matmul::<F>(w, x, tokens, rows, out) };
+        }
         let acts_per_token = w.cols / QK8;
         // SAFETY: rows `rows` of `out` belong to this call (its own contract, passed on).
         unsafe {

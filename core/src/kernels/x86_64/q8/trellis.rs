@@ -3,9 +3,9 @@
 //! its `K` bits. States come out sixteen at a time: one byte shuffle gathers each weight's two
 //! stream bytes into a 16-bit lane, one multiply shifts its window into the high byte (the
 //! pattern repeats every eight weights, so shuffle and multipliers are constants). The 256-entry
-//! codebook is then read for 32 states at once by sixteen 16-entry `vpshufb` lookups, each kept
-//! where the state's high nibble selects its slice: about 1.5 cycles per weight, which keeps
-//! the trellis formats several times slower than the others on AVX2.
+//! codebook is then read for 32 states at once by sixteen 16-entry `vpshufb` lookups on the low
+//! nibble and a tree of fifteen blends on the high nibble's bits: about one instruction per
+//! weight, which keeps the trellis formats slower than the others on AVX2.
 //!
 //! With AVX-512 VBMI (the `…Vbmi` decoders) a block is eight instructions: one masked load of the
 //! stream, one byte permute that gives each qword the eight stream bytes its eight windows lie
@@ -13,7 +13,7 @@
 //! two 128-entry `vpermi2b` lookups blended by the state's top bit. Both decoders give the same
 //! bytes, so both tiers give the same sums.
 
-use super::{f16_at, load16, Decoded, Q8Format};
+use super::{f16_at, Decoded, Q8Format};
 use crate::quant::vspec::trellis::STATES;
 use crate::quant::vspec::{tq2, tq3, tq4};
 use core::arch::x86_64::*;
@@ -51,13 +51,39 @@ const fn window_layout<const K: usize>() -> ([i8; 32], [i16; 16]) {
     (idx, mul)
 }
 
+/// Padded stream bytes `Kg .. Kg + 8` as a little-endian u64: the `K + 2` bytes group `g`'s
+/// shuffle reads (padded byte `p` is block byte `p + 1`, padded byte 0 the zero bits before the
+/// stream), then bytes nothing reads. Built from in-bounds 8-byte reads of `block` rather than
+/// from a padded copy on the stack, whose 16-byte reloads straddled the copy's stores and
+/// stalled on store forwarding.
+#[inline(always)]
+fn group_bytes<const K: usize>(block: &[u8], g: usize) -> u64 {
+    let len = 2 + 8 * K;
+    let read = |off: usize| u64::from_le_bytes(block[off..off + 8].try_into().unwrap_or([0; 8]));
+    let start = K * g + 1;
+    if g == 0 {
+        // Padded byte 0 is zero; block byte 1 (the scale's high byte) is not part of it.
+        read(2) << 8
+    } else if start + 8 <= len {
+        read(start)
+    } else {
+        // The last groups: the block's final eight bytes, moved down to start at `start`.
+        read(len - 8) >> (8 * (start + 8 - len))
+    }
+}
+
 /// The states of weights `8g .. 8g + 16` as 16-bit lanes: lane 0 of the register holds group
 /// `g`, lane 1 group `g + 1`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn states_16<const K: usize>(padded: &[u8], g: usize) -> __m256i {
+fn states_16<const K: usize>(block: &[u8], g: usize) -> __m256i {
     let (idx, mul) = const { window_layout::<K>() };
-    let v = _mm256_set_m128i(load16(padded, K * (g + 1)), load16(padded, K * g));
+    let v = _mm256_set_epi64x(
+        0,
+        group_bytes::<K>(block, g + 1) as i64,
+        0,
+        group_bytes::<K>(block, g) as i64,
+    );
     // SAFETY: `idx` and `mul` are 32 readable bytes each; loadu needs no alignment.
     let (idx, mul) = unsafe {
         (
@@ -70,31 +96,72 @@ fn states_16<const K: usize>(padded: &[u8], g: usize) -> __m256i {
     _mm256_srli_epi16::<8>(_mm256_mullo_epi16(words, mul))
 }
 
-/// Codebook values of 32 states (bytes): one `vpshufb` per 16-entry slice of the table, kept
-/// where the state's high nibble selects that slice.
+/// Codebook values of 32 states (bytes): one `vpshufb` per 16-entry slice of the table on the
+/// state's low nibble, then a tree of blends on its high nibble's bits (bit 4 picks between
+/// slices `2k` and `2k + 1`, bit 5 between those pairs, ...): 16 shuffles and 15 blends, where
+/// comparing the high nibble with each slice number cost a compare and a blend per slice.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn lookup_32(codebook: &[i8; STATES], states: __m256i) -> __m256i {
-    let nib = _mm256_set1_epi8(0x0F);
-    let lo = _mm256_and_si256(states, nib);
-    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(states), nib);
-    let mut out = _mm256_setzero_si256();
-    for t in 0..16 {
-        let slice = &codebook[16 * t..16 * t + 16];
+    let lo = _mm256_and_si256(states, _mm256_set1_epi8(0x0F));
+    // `vpblendvb` selects by each byte's top bit: bring state bit 4 + level there. A 16-bit shift
+    // is enough, as only bit 7 of each byte is read and it comes from the same byte.
+    let select = [
+        _mm256_slli_epi16::<3>(states),
+        _mm256_slli_epi16::<2>(states),
+        _mm256_slli_epi16::<1>(states),
+        states,
+    ];
+    let tree = LookupTree {
+        codebook,
+        lo,
+        select,
+    };
+    let half =
+        |h: usize| _mm256_blendv_epi8(tree.quarter(2 * h), tree.quarter(2 * h + 1), select[2]);
+    _mm256_blendv_epi8(half(0), half(1), select[3])
+}
+
+/// The levels of [`lookup_32`]'s blend tree, written out so that every slice number is a
+/// constant after inlining (a loop kept the partial results on the stack).
+struct LookupTree<'a> {
+    codebook: &'a [i8; STATES],
+    lo: __m256i,
+    select: [__m256i; 4],
+}
+
+impl LookupTree<'_> {
+    /// Slice `t`'s entries at the states' low nibbles.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn slice(&self, t: usize) -> __m256i {
+        let slice = &self.codebook[16 * t..16 * t + 16];
         // SAFETY: `slice` is 16 readable bytes; loadu needs no alignment.
         let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(slice.as_ptr().cast()) });
-        let hit = _mm256_cmpeq_epi8(hi, _mm256_set1_epi8(t as i8));
-        out = _mm256_blendv_epi8(out, _mm256_shuffle_epi8(table, lo), hit);
+        _mm256_shuffle_epi8(table, self.lo)
     }
-    out
+
+    /// Entries `32p .. 32p + 32`, by bit 4.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn pair(&self, p: usize) -> __m256i {
+        _mm256_blendv_epi8(self.slice(2 * p), self.slice(2 * p + 1), self.select[0])
+    }
+
+    /// Entries `64q .. 64q + 64`, by bits 4 and 5.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn quarter(&self, q: usize) -> __m256i {
+        _mm256_blendv_epi8(self.pair(2 * q), self.pair(2 * q + 1), self.select[1])
+    }
 }
 
 /// Weights `32h .. 32h + 32` of a block as signed codebook values.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn decode_half<const K: usize>(codebook: &[i8; STATES], padded: &[u8], h: usize) -> __m256i {
-    let a = states_16::<K>(padded, 4 * h);
-    let b = states_16::<K>(padded, 4 * h + 2);
+fn decode_half<const K: usize>(codebook: &[i8; STATES], block: &[u8], h: usize) -> __m256i {
+    let a = states_16::<K>(block, 4 * h);
+    let b = states_16::<K>(block, 4 * h + 2);
     // packus interleaves the lanes (a0 b0 | a1 b1); the permute restores weight order.
     let states = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(a, b));
     lookup_32(codebook, states)
@@ -103,14 +170,10 @@ fn decode_half<const K: usize>(codebook: &[i8; STATES], padded: &[u8], h: usize)
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn decode_block<const K: usize>(codebook: &[i8; STATES], block: &[u8]) -> Decoded {
-    // The stream with 8 zero bits in front (the first weights' windows reach before it) and
-    // room for the last 16-byte load.
-    let mut padded = [0u8; 64];
-    padded[1..1 + 8 * K].copy_from_slice(&block[2..2 + 8 * K]);
     Decoded {
         w: [
-            decode_half::<K>(codebook, &padded, 0),
-            decode_half::<K>(codebook, &padded, 1),
+            decode_half::<K>(codebook, block, 0),
+            decode_half::<K>(codebook, block, 1),
         ],
         d: f16_at(block, 0),
         m: 0.0,
