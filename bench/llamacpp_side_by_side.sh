@@ -8,7 +8,8 @@
 #   1. bench/.venv-llamacpp with llama-cpp-python $LLAMACPP_VERSION (a prebuilt wheel if PyPI has
 #      one for this Python, else built from the sdist: compiles llama.cpp, many minutes on 2 cores;
 #      CMAKE_ARGS defaults to -DGGML_NATIVE=ON so llama.cpp uses this CPU's best SIMD, and
-#      -DLLAVA_BUILD=OFF: the multimodal library is a third of the build and only loaded lazily).
+#      -DLLAVA_BUILD=OFF: the multimodal library is a third of the build and only loaded lazily;
+#      --no-cache-dir, so that a wheel pip built earlier with other CMAKE_ARGS is not reused).
 #   2. target/release/vspec (cargo build --release -p vspec-host), and the default model
 #      (SmolLM2-135M-Instruct Q4_1, `vspec fetch`).
 #   3. llama.cpp's comparison files in $WORK: the Q4_1 file dequantized to F32 (bit-identical
@@ -67,7 +68,7 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cp
         say "no prebuilt wheel for this Python: building llama.cpp from the sdist (slow)"
         CMAKE_ARGS=${LLAMACPP_CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAVA_BUILD=OFF} \
         CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-            "$PY" -m pip install "llama-cpp-python==$LLAMACPP_VERSION"
+            "$PY" -m pip install --no-cache-dir "llama-cpp-python==$LLAMACPP_VERSION"
     fi
 fi
 HELPER=("$PY" "$REPO/bench/llamacpp_bench.py")

@@ -30,11 +30,11 @@ unsafe fn matmul_f32_avx2(
     unsafe { avx2::matmul_unchecked(w, x, tokens, rows, out) }
 }
 
-/// An 8-bit matmul entry for format type `$fmt` on driver `$tier` (`avx2`, `avx512`, or
-/// `kquant` for the AVX2 super-block formats).
+/// An 8-bit matmul entry for format type `$fmt` on driver `$tier` (`lanes8`, the AVX2 default,
+/// `avx512`, or `kquant` for the AVX2 super-block formats).
 macro_rules! q8_entry {
     ($fmt:ty, $name:literal) => {
-        q8_entry!(avx2, $fmt, $name)
+        q8_entry!(lanes8, $fmt, $name)
     };
     ($tier:ident, $fmt:ty, $name:literal) => {{
         /// # Safety
@@ -102,7 +102,12 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
             },
             true,
         );
-        if let Some(entry) = q8_matmul_entry(f) {
+        if let Some(mut entry) = q8_matmul_entry(f) {
+            if f.block_elems() <= 64 {
+                // The eight-row driver (`q8::lanes8`): splits on multiples of 8 leave no lane
+                // of a group idle.
+                entry.row_multiple = q8::lanes8::GROUP;
+            }
             table.set_matmul(f, entry, true);
         }
     }

@@ -1,6 +1,6 @@
 //! Vspec's 64-weight affine formats VQ2, VQ3, VQ4 (`d·q + m`; layouts in `crate::quant::vspec`).
 
-use super::{f16_at, load16, load32, load8, Decoded, Q8Format};
+use super::{load16, load32, load8, Decoded, Q8Format};
 use core::arch::x86_64::*;
 
 /// Vspec VQ2: `d`, `m` f16, 16 bytes of 2-bit quants.
@@ -52,8 +52,6 @@ impl Q8Format for Vq2 {
     unsafe fn decode(block: &[u8]) -> Decoded {
         Decoded {
             w: crumbs_64(load16(block, 4)),
-            d: f16_at(block, 0),
-            m: f16_at(block, 2),
         }
     }
 }
@@ -69,8 +67,6 @@ impl Q8Format for Vq3 {
         let [h0, h1] = third_bits_64(load8(block, 20));
         Decoded {
             w: [_mm256_or_si256(l0, h0), _mm256_or_si256(l1, h1)],
-            d: f16_at(block, 0),
-            m: f16_at(block, 2),
         }
     }
 }
@@ -89,8 +85,6 @@ impl Q8Format for Vq4 {
                 _mm256_and_si256(v, nib),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib),
             ],
-            d: f16_at(block, 0),
-            m: f16_at(block, 2),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (8 levels). The lookup is one in-register byte shuffle per 32 weights.
 
 use super::affine::{crumbs_64, third_bits_64};
-use super::{f16_at, load16, load8, nibbles_32, Decoded, Q8Format};
+use super::{load16, load8, nibbles_32, Decoded, Q8Format};
 use crate::quant::gguf::iq4_nl::KVALUES;
 use crate::quant::vspec::nq3::LEVELS;
 use core::arch::x86_64::*;
@@ -31,11 +31,7 @@ impl Q8Format for Iq4Nl {
     #[inline]
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = _mm256_shuffle_epi8(table16(&KVALUES), nibbles_32(load16(block, 2)));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: 0.0,
-        }
+        Decoded { w: [q, q] }
     }
 }
 
@@ -54,8 +50,6 @@ impl Q8Format for Nq3 {
                 _mm256_shuffle_epi8(t, _mm256_or_si256(l0, h0)),
                 _mm256_shuffle_epi8(t, _mm256_or_si256(l1, h1)),
             ],
-            d: f16_at(block, 0),
-            m: 0.0,
         }
     }
 }

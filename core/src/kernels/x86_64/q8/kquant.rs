@@ -11,8 +11,8 @@
 //! cover 16 weights and take a second `vpmaddubsw`/`vpmaddwd` on the activations (their pair sums
 //! times the mins) and an FMA with `−dmin · d_a`.
 //!
-//! The per-output sequence is the same for any token blocking and row split, as in the driver
-//! of [`super::avx2::matmul`], so results are bit-identical for any thread count and step size.
+//! The per-output sequence is the same for any token blocking and row split
+//! ([`super::for_row_tiles`]), so results are bit-identical for any thread count and step size.
 //! The scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`):
 //! the same integer sums, added in another order.
 

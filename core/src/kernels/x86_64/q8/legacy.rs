@@ -1,6 +1,6 @@
 //! ggml's 32-weight formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (layouts in `crate::quant::gguf`).
 
-use super::{f16_at, load16, load32, nibbles_32, Decoded, Q8Format};
+use super::{load16, load32, nibbles_32, Decoded, Q8Format};
 use core::arch::x86_64::*;
 
 /// ggml Q4_0: `d` f16, 16 bytes of nibbles; value `d·(q − 8)`.
@@ -38,26 +38,25 @@ impl Q8Format for Q4_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 18;
     const SIGNED: bool = true;
+    const OFFSET: i32 = 8;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = _mm256_sub_epi8(nibbles_32(load16(block, 2)), _mm256_set1_epi8(8));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: 0.0,
-        }
+        Decoded { w: [q, q] }
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_offset(block: &[u8]) -> Decoded {
+        let q = nibbles_32(load16(block, 2));
+        Decoded { w: [q, q] }
     }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode_biased(block: &[u8]) -> Decoded {
         // q − 8 + 128.
         let q = _mm256_add_epi8(nibbles_32(load16(block, 2)), _mm256_set1_epi8(120));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: 0.0,
-        }
+        Decoded { w: [q, q] }
     }
 }
 
@@ -69,11 +68,7 @@ impl Q8Format for Q4_1 {
     #[inline]
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = nibbles_32(load16(block, 4));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: f16_at(block, 2),
-        }
+        Decoded { w: [q, q] }
     }
 }
 
@@ -81,16 +76,19 @@ impl Q8Format for Q5_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 22;
     const SIGNED: bool = true;
+    const OFFSET: i32 = 16;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = _mm256_or_si256(nibbles_32(load16(block, 6)), high_bits_32(block, 2));
         let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: 0.0,
-        }
+        Decoded { w: [q, q] }
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_offset(block: &[u8]) -> Decoded {
+        let q = _mm256_or_si256(nibbles_32(load16(block, 6)), high_bits_32(block, 2));
+        Decoded { w: [q, q] }
     }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
@@ -98,11 +96,7 @@ impl Q8Format for Q5_0 {
         // q − 16 + 128.
         let q = _mm256_or_si256(nibbles_32(load16(block, 6)), high_bits_32(block, 2));
         let q = _mm256_add_epi8(q, _mm256_set1_epi8(112));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: 0.0,
-        }
+        Decoded { w: [q, q] }
     }
 }
 
@@ -114,11 +108,7 @@ impl Q8Format for Q5_1 {
     #[inline]
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = _mm256_or_si256(nibbles_32(load16(block, 8)), high_bits_32(block, 4));
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: f16_at(block, 2),
-        }
+        Decoded { w: [q, q] }
     }
 }
 
@@ -130,10 +120,6 @@ impl Q8Format for Q8_0 {
     #[inline]
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = load32(block, 2);
-        Decoded {
-            w: [q, q],
-            d: f16_at(block, 0),
-            m: 0.0,
-        }
+        Decoded { w: [q, q] }
     }
 }

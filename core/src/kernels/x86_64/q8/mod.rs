@@ -1,17 +1,21 @@
-//! AVX2 matmul on 8-bit activations: each weight block is decoded once into 32-lane byte vectors
-//! (signed weights, or unsigned quants plus a min), multiplied with the activation quants by
-//! `vpmaddubsw`/`vpmaddwd` into eight i32 partial sums, and scaled into an 8-lane f32 accumulator
-//! per output. Up to four tokens share each decoded block (prefill), and every output's sum runs
-//! through the same instructions in the same order whatever the token blocking or row split, so
-//! results are bit-identical for any thread count and step size.
+//! The 8-bit-activation matmuls of the x86-64 tiers: one file per weight format family holds
+//! its block decoder ([`Q8Format::decode`], 32-lane byte vectors: signed weights, or unsigned
+//! quants whose block also has a min), and the drivers multiply the decoded blocks with the
+//! activation quants:
 //!
-//! One file per weight format family holds its block decoder ([`Q8Format::decode`]).
+//! - [`lanes8`] (AVX2) and [`rows8`] / `segmented` (AVX-512): eight or sixteen rows at a time,
+//!   one row per f32 lane, for the formats of 32 or 64 weights per block;
+//! - [`kquant`] (AVX2): one row at a time for the 256-weight super-blocks, up to four tokens per
+//!   decoded block ([`for_row_tiles`]).
+//!
+//! Every output's sum runs through the same instructions in the same order whatever the token
+//! blocking or row split, so results are bit-identical for any thread count and step size.
 
 mod affine;
 mod codebook;
 pub(crate) mod kquant;
+pub(crate) mod lanes8;
 mod legacy;
-mod predecoded;
 pub(crate) mod rows8;
 mod segmented;
 mod trellis;
@@ -28,11 +32,10 @@ pub(crate) use kquant::{Iq4Xs, Q2K, Q3K, Q4K, Q5K, Q6K};
 pub(crate) use legacy::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 pub(crate) use trellis::{Tq2, Tq2Vbmi, Tq3, Tq3Vbmi, Tq4, Tq4Vbmi};
 
-/// One block's weights as up to two 32-lane byte vectors (`ELEMS / 32` used), its scale and min.
+/// One block's weights as up to two 32-lane byte vectors (`ELEMS / 32` used). The drivers read
+/// the block's scale and min from its first bytes themselves (see [`Q8Format`]).
 pub(crate) struct Decoded {
     pub w: [__m256i; 2],
-    pub d: f32,
-    pub m: f32,
 }
 
 /// A weight format's AVX2 block decoder for the 8-bit matmul.
@@ -49,12 +52,34 @@ pub(crate) trait Q8Format {
     /// whose value is `d·q + m`.
     const SIGNED: bool;
 
+    /// For signed formats whose weights are `q − OFFSET` with `q` in `0..=127` (Q4_0, Q5_0): the
+    /// offset, so that the AVX2 driver can multiply the unsigned `q` ([`Q8Format::decode_offset`])
+    /// and take `OFFSET · Σa` back from the integer sums, instead of moving each weight's sign
+    /// onto the activations. 0 for the others.
+    const OFFSET: i32 = 0;
+
     /// Decodes one block (`block.len() == BYTES`).
     ///
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C, and for the AVX-512 decoders (the `…Vbmi` types,
     /// installed only by the AVX-512 tier) AVX-512 F, BW, VL and VBMI.
     unsafe fn decode(block: &[u8]) -> Decoded;
+
+    /// The block's weights plus [`Q8Format::OFFSET`] (called only where that is not 0).
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`].
+    #[inline(always)]
+    unsafe fn decode_offset(block: &[u8]) -> Decoded {
+        // SAFETY: this function's contract is decode's.
+        let mut dec = unsafe { Self::decode(block) };
+        // SAFETY: AVX2 is part of decode's contract; the intrinsics touch registers only.
+        unsafe {
+            let offset = _mm256_set1_epi8(Self::OFFSET as i8);
+            dec.w = dec.w.map(|w| _mm256_add_epi8(w, offset));
+        }
+        dec
+    }
 
     /// [`Q8Format::decode`] in `vpdpbusd`'s unsigned operand form: signed weights as `w + 128`
     /// (bytes read as `u8`), unsigned quants unchanged. Users take the bias back as `128 · Σa`.
@@ -135,107 +160,6 @@ pub(crate) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
     _mm_cvtss_f32(s)
-}
-
-/// Eight i32 partial sums of `w · a` over 32 lanes, each the sum of four neighbouring products.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn dot32_avx2(w: __m256i, a: __m256i, signed: bool) -> __m256i {
-    let p = if signed {
-        // vpmaddubsw multiplies unsigned by signed: move w's sign onto a. |w| <= 128 and
-        // |a| <= 127, so a pair sums to at most 2·128·127 = 32512 and never saturates.
-        _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
-    } else {
-        _mm256_maddubs_epi16(w, a)
-    };
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
-}
-
-/// The AVX2 tier's 8-bit matmul driver (the AVX-512 tier's is [`rows8`]).
-pub(crate) mod avx2 {
-    use super::*;
-
-    /// Outputs of row `r` for tokens `t0 .. t0 + N`.
-    ///
-    /// Each output sums its 32-weight chunks into two chains, even chunks into one and
-    /// odd into the other, joined at the end: one chain would make every chunk wait for
-    /// the previous chunk's multiply-add. The order is fixed per output, so any `N`
-    /// gives the same bits.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn row_tokens<F: Q8Format, const N: usize>(
-        row: &[u8],
-        x: &[BlockQ8Act],
-        acts_per_token: usize,
-        t0: usize,
-    ) -> [f32; N] {
-        let halves = F::ELEMS / QK8;
-        let mut acc = [[_mm256_setzero_ps(); 2]; N];
-        let mut mins = [[0f32; 2]; N];
-        for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
-            // SAFETY: this tier's table installs `F` only where the CPU has the
-            // features its decoder needs, all enabled here (target_feature).
-            let dec = unsafe { F::decode(block) };
-            for h in 0..halves {
-                let w = dec.w[h];
-                let chunk = b * halves + h;
-                let chain = chunk & 1;
-                for t in 0..N {
-                    let a = &x[(t0 + t) * acts_per_token + chunk];
-                    // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
-                    let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                    let s = dot32_avx2(w, av, F::SIGNED);
-                    acc[t][chain] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dec.d * a.d),
-                        _mm256_cvtepi32_ps(s),
-                        acc[t][chain],
-                    );
-                    if !F::SIGNED {
-                        mins[t][chain] += dec.m * a.d * a.sum as f32;
-                    }
-                }
-            }
-        }
-        core::array::from_fn(|t| {
-            hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + (mins[t][0] + mins[t][1])
-        })
-    }
-
-    /// Steps of at least this many tokens decode each row once per token tile
-    /// ([`super::predecoded`]); shorter ones decode a block again per four tokens.
-    const PREDECODE_MIN_TOKENS: usize = 8;
-
-    /// The 8-bit matmul for format `F` over rows `rows`.
-    ///
-    /// # Safety
-    /// The CPU supports this tier's features (and those of `F`'s decoder); no other
-    /// thread touches rows `rows` of `out`; `x` holds `tokens × w.cols / 32` blocks and
-    /// `w.cols` is a multiple of `F::ELEMS`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn matmul<F: Q8Format>(
-        w: &WeightView<'_>,
-        x: &[BlockQ8Act],
-        tokens: usize,
-        rows: Range<usize>,
-        out: &SharedOut<'_>,
-    ) {
-        if tokens >= PREDECODE_MIN_TOKENS {
-            // SAFETY: this function's contract, passed on.
-            return unsafe { super::predecoded::matmul::<F>(w, x, tokens, rows, out) };
-        }
-        let acts_per_token = w.cols / QK8;
-        // SAFETY: rows `rows` of `out` belong to this call (its own contract, passed on).
-        unsafe {
-            for_row_tiles(
-                w,
-                tokens,
-                rows,
-                out,
-                |row, t0| row_tokens::<F, 4>(row, x, acts_per_token, t0),
-                |row, t0| row_tokens::<F, 1>(row, x, acts_per_token, t0)[0],
-            )
-        }
-    }
 }
 
 /// The order every row-at-a-time 8-bit driver computes its outputs in: tokens in tiles whose

@@ -28,14 +28,14 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 /// Rows per group: one per f32 lane.
-pub(super) const GROUP: usize = 8;
+pub(crate) const GROUP: usize = 8;
 /// Rows the widest path computes at once: callers that split rows on multiples of this leave
 /// no lane of a group idle.
 pub(crate) const ROWS_PER_GROUP: usize = WIDE;
 /// How many row groups ahead of the one being computed its weights are asked for: one group is
 /// ~100 ns of decode work, about one memory latency, so one group ahead arrives too late when
 /// the weights come from memory (`matmul_min 1` on a 40–70 MB matrix: +10–15 % with 4).
-const PREFETCH_AHEAD: usize = 4;
+pub(super) const PREFETCH_AHEAD: usize = 4;
 /// Tokens per transposed block.
 const TOKENS: usize = 4;
 /// Tokens whose activation blocks one pass over the rows reuses (kept in L2).
@@ -136,7 +136,7 @@ fn hadd_epi32(a: __m512i, b: __m512i) -> __m512i {
 
 /// The eight rows' chunk as eight vectors, vector `k` lane `i` = row `i`'s weights
 /// `4k .. 4k + 4` (an 8 × 8 transpose of 32-bit quads).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) fn transpose_quads(r: &[__m256i; GROUP]) -> [__m256i; GROUP] {
     let t: [__m256i; GROUP] = core::array::from_fn(|j| {
@@ -196,16 +196,16 @@ pub(super) fn act_quad(a: &BlockQ8Act, k: usize) -> i32 {
 /// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums
 /// and of min terms.
 #[derive(Clone, Copy)]
-struct Acc {
-    sum: [__m256; 2],
-    min: [__m256; 2],
+pub(super) struct Acc {
+    pub(super) sum: [__m256; 2],
+    pub(super) min: [__m256; 2],
 }
 
 /// Adds one chunk's integer sums `s` for one token to `acc` (the only float arithmetic: the
 /// same for both ways of getting `s`).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn accumulate(
+pub(super) fn accumulate(
     acc: &mut Acc,
     chain: usize,
     s: __m256i,
@@ -329,7 +329,7 @@ pub(super) fn decode_block_of_group<F: Q8Format>(
 /// where one `vpinsrw` per row and value cost twice the shuffles.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn scales_and_mins(heads: &[__m128i; GROUP]) -> (__m256, __m256) {
+pub(super) fn scales_and_mins(heads: &[__m128i; GROUP]) -> (__m256, __m256) {
     // Words 0, 1 of rows i, i + 1 interleaved: [d_i, d_i+1, m_i, m_i+1, …].
     let p: [__m128i; 4] =
         core::array::from_fn(|j| _mm_unpacklo_epi16(heads[2 * j], heads[2 * j + 1]));
@@ -344,7 +344,11 @@ fn scales_and_mins(heads: &[__m128i; GROUP]) -> (__m256, __m256) {
 
 /// Rows `first .. first + N` of `w`, those past `last` repeating row `last`.
 #[inline(always)]
-fn rows_of<'w, const N: usize>(w: &WeightView<'w>, first: usize, last: usize) -> [&'w [u8]; N] {
+pub(super) fn rows_of<'w, const N: usize>(
+    w: &WeightView<'w>,
+    first: usize,
+    last: usize,
+) -> [&'w [u8]; N] {
     let mut rows: [&[u8]; N] = [&[]; N];
     for (i, r) in rows.iter_mut().enumerate() {
         *r = w.row((first + i).min(last));
@@ -358,7 +362,7 @@ fn rows_of<'w, const N: usize>(w: &WeightView<'w>, first: usize, last: usize) ->
 /// hardware prefetchers follow poorly: measured on a 49152 × 576 Q8_0 matrix (beyond the caches),
 /// 5.8 G weights/s without this against 27 with the matrix in cache.
 #[inline(always)]
-fn prefetch(bytes: &[u8], offset: usize) {
+pub(super) fn prefetch(bytes: &[u8], offset: usize) {
     if let Some(b) = bytes.get(offset) {
         // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; the
         // address is inside `bytes` anyway. SSE is part of x86-64.
@@ -372,7 +376,7 @@ fn prefetch(bytes: &[u8], offset: usize) {
 /// Those outputs belong to the caller (no other thread touches them).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn write_lanes(
+pub(super) unsafe fn write_lanes(
     out: &SharedOut<'_>,
     v: __m256,
     token: usize,

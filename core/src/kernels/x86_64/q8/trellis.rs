@@ -13,7 +13,7 @@
 //! two 128-entry `vpermi2b` lookups blended by the state's top bit. Both decoders give the same
 //! bytes, so both tiers give the same sums.
 
-use super::{f16_at, Decoded, Q8Format};
+use super::{Decoded, Q8Format};
 use crate::quant::vspec::trellis::STATES;
 use crate::quant::vspec::{tq2, tq3, tq4};
 use core::arch::x86_64::*;
@@ -175,8 +175,6 @@ fn decode_block<const K: usize>(codebook: &[i8; STATES], block: &[u8]) -> Decode
             decode_half::<K>(codebook, block, 0),
             decode_half::<K>(codebook, block, 1),
         ],
-        d: f16_at(block, 0),
-        m: 0.0,
     }
 }
 
@@ -253,8 +251,6 @@ fn decode_block_vbmi<const K: usize>(codebook: &[i8; STATES], block: &[u8]) -> D
     let w = lookup_64(codebook, states_64::<K>(block));
     Decoded {
         w: [_mm512_castsi512_si256(w), _mm512_extracti64x4_epi64::<1>(w)],
-        d: f16_at(block, 0),
-        m: 0.0,
     }
 }
 

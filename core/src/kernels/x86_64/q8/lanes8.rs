@@ -1,0 +1,424 @@
+//! The AVX2 tier's 8-bit matmul for the formats of 32 or 64 weights per block: eight rows at a
+//! time, one row per f32 lane, as the AVX-512 tier's [`super::rows8`] does, with AVX2's
+//! `vpmaddubsw` + `vpmaddwd` where that tier has `vpdpbusd`.
+//!
+//! `vpmaddubsw` multiplies unsigned by signed bytes and saturates pairs at 16 bits, so signed
+//! weights cannot be biased to unsigned as they are for `vpdpbusd` (`255 · 127 · 2` overflows):
+//! their magnitudes are multiplied by the activations carrying the weights' signs
+//! (`vpsignb`), and a pair sums to at most `2 · 128 · 127`. Per 32-weight chunk, each of the
+//! eight rows' exact integer dot product with a token's quants lands in its own i32 lane, one of
+//! three ways that give the same integers:
+//!
+//! - **one token** (decode): the products per row, then a `vphaddd` tree that leaves row `i`'s
+//!   sum in lane `i`;
+//! - **up to 7 tokens**: each block's eight rows transposed once (vector `k` lane `i` = row
+//!   `i`'s weights `4k .. 4k + 4`), then per token eight broadcasts of its activation quads;
+//! - **tiles of 8 to 32 tokens** (prefill): the same transposed weights, decoded once per tile
+//!   into an L1-resident segment that every token of the tile reads.
+//!
+//! The float arithmetic after the integer sums is [`super::rows8`]'s `accumulate`, per lane and
+//! in chunk order, so an output has the same bits whichever way, token blocking or row split
+//! computed it. The one-row driver this replaces added eight partial sums per chunk in floats
+//! and reduced each output horizontally; per 32 weights and token it spent four multiplier
+//! instructions where this spends two.
+
+pub(crate) use super::rows8::GROUP;
+use super::rows8::{
+    accumulate, act_quad, prefetch, rows_of, scales_and_mins, transpose_quads, write_lanes, Acc,
+    PREFETCH_AHEAD,
+};
+use super::{BlockQ8Act, Q8Format, QK8};
+use crate::kernels::SharedOut;
+use crate::model::WeightView;
+use core::arch::x86_64::*;
+use core::ops::Range;
+
+/// Tokens per register block of the transposed ways.
+const TOKENS: usize = 4;
+/// Tokens whose activation blocks one pass over the rows reuses (kept in L2).
+const TOKEN_TILE: usize = 32;
+/// Fewest tokens in a tile for which decoding the tile's weights into a segment pays.
+const SEGMENT_MIN_TOKENS: usize = 8;
+/// Chunks of a row group decoded and transposed at once: 8 KiB of weights, 8 KiB of their
+/// magnitudes (signed formats) and 2 KiB of scales and mins, so the segment stays in L1.
+const SEGMENT_CHUNKS: usize = 32;
+
+/// Whether the driver moves the weights' signs onto the activations: signed formats without an
+/// [`Q8Format::OFFSET`] (those with one are multiplied as unsigned `q`).
+const fn sign_moved<F: Q8Format>() -> bool {
+    F::SIGNED && F::OFFSET == 0
+}
+
+/// Takes `F`'s offset back from a token's integer sums: `Σ(q − o)·a = Σq·a − o·Σa`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn unoffset<F: Q8Format>(s: __m256i, a: &BlockQ8Act) -> __m256i {
+    if F::OFFSET == 0 {
+        s
+    } else {
+        _mm256_sub_epi32(s, _mm256_set1_epi32(F::OFFSET * a.sum))
+    }
+}
+
+/// One block of eight rows, decoded: per half, each row's 32 bytes; the rows' scales and mins.
+type GroupBlock = ([[__m256i; GROUP]; 2], __m256, __m256);
+
+/// Block `b` of the eight rows, decoded (signed weights as they are, or plus their format's
+/// [`Q8Format::OFFSET`]), asking for the block's share of `next` (the rows [`PREFETCH_AHEAD`]
+/// groups on) meanwhile.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn decode_group_block<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    b: usize,
+    next: &[u8],
+    lines_per_block: usize,
+) -> GroupBlock {
+    for line in b * lines_per_block..(b + 1) * lines_per_block {
+        prefetch(next, line * 64);
+    }
+    let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
+    let mut heads = [_mm_setzero_si128(); GROUP];
+    for i in 0..GROUP {
+        let block = &rows[i][b * F::BYTES..(b + 1) * F::BYTES];
+        // SAFETY: this tier's table installs `F` only where the CPU has the features its
+        // decoder needs (AVX2, FMA, F16C), all enabled here.
+        let dec = unsafe {
+            if F::OFFSET != 0 {
+                F::decode_offset(block)
+            } else {
+                F::decode(block)
+            }
+        };
+        w[0][i] = dec.w[0];
+        w[1][i] = dec.w[1];
+        heads[i] = super::load16(block, 0);
+    }
+    let (d, m) = scales_and_mins(&heads);
+    (w, d, m)
+}
+
+/// Eight i32 sums of four neighbouring products `w · a` (`w_mag` = `|w|` for signed weights,
+/// the quants themselves for unsigned ones).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot4(w_mag: __m256i, w: __m256i, a: __m256i, signed: bool) -> __m256i {
+    let a = if signed { _mm256_sign_epi8(a, w) } else { a };
+    _mm256_madd_epi16(_mm256_maddubs_epi16(w_mag, a), _mm256_set1_epi16(1))
+}
+
+/// `|w|` of every vector for signed formats (`vpabsb`: −128 becomes 128 read as unsigned),
+/// the vectors themselves for unsigned ones.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn magnitudes(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
+    core::array::from_fn(|i| if signed { _mm256_abs_epi8(w[i]) } else { w[i] })
+}
+
+/// The exact i32 dot products of one chunk of eight rows (`w[i]`) with one token's quants:
+/// lane `i` is row `i`'s.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i {
+    // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+    let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+    let mag = magnitudes(w, signed);
+    let p: [__m256i; GROUP] = core::array::from_fn(|i| dot4(mag[i], w[i], av, signed));
+    // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds rows
+    // 0–3's sums over elements 0–3 and its high half their sums over elements 4–7.
+    let s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    let s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+        _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+    )
+}
+
+/// [`sums_one_token`] from transposed weights `v` and their magnitudes `mag`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sums_transposed(
+    v: &[__m256i; GROUP],
+    mag: &[__m256i; GROUP],
+    a: &BlockQ8Act,
+    signed: bool,
+) -> __m256i {
+    let quad = |k: usize| _mm256_set1_epi32(act_quad(a, k));
+    let mut even = _mm256_setzero_si256();
+    let mut odd = _mm256_setzero_si256();
+    for k in (0..GROUP).step_by(2) {
+        even = _mm256_add_epi32(even, dot4(mag[k], v[k], quad(k), signed));
+        odd = _mm256_add_epi32(odd, dot4(mag[k + 1], v[k + 1], quad(k + 1), signed));
+    }
+    _mm256_add_epi32(even, odd)
+}
+
+/// The lanes of one token's accumulators as outputs.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn finish(a: &Acc) -> __m256 {
+    _mm256_add_ps(
+        _mm256_add_ps(a.sum[0], a.sum[1]),
+        _mm256_add_ps(a.min[0], a.min[1]),
+    )
+}
+
+/// Outputs of eight rows (lane `i`: `rows[i]`) for tokens `t0 .. t0 + N`, decoding each block
+/// once per `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn group_tokens<F: Q8Format, const N: usize>(
+    rows: &[&[u8]; GROUP],
+    next: &[u8],
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    t0: usize,
+) -> [__m256; N] {
+    let halves = F::ELEMS / QK8;
+    let zero = _mm256_setzero_ps();
+    let mut acc = [Acc {
+        sum: [zero; 2],
+        min: [zero; 2],
+    }; N];
+    let blocks = rows[0].len() / F::BYTES;
+    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
+    for b in 0..blocks {
+        let (w, d, m) = decode_group_block::<F>(rows, b, next, lines_per_block);
+        let m = (!F::SIGNED).then_some(m);
+        for (h, w) in w.iter().enumerate().take(halves) {
+            let chunk = b * halves + h;
+            let chain = chunk & 1;
+            if N == 1 {
+                let a = &x[t0 * acts_per_token + chunk];
+                let s = unoffset::<F>(sums_one_token(w, a, sign_moved::<F>()), a);
+                accumulate(&mut acc[0], chain, s, d, m, a);
+            } else {
+                let v = transpose_quads(w);
+                let mag = magnitudes(&v, sign_moved::<F>());
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let a = &x[(t0 + t) * acts_per_token + chunk];
+                    let s = sums_transposed(&v, &mag, a, sign_moved::<F>());
+                    accumulate(acc, chain, unoffset::<F>(s, a), d, m, a);
+                }
+            }
+        }
+    }
+    core::array::from_fn(|t| finish(&acc[t]))
+}
+
+/// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded and transposed, with their
+/// magnitudes and each chunk's eight scales and mins.
+struct Segment {
+    v: [[__m256i; GROUP]; SEGMENT_CHUNKS],
+    mag: [[__m256i; GROUP]; SEGMENT_CHUNKS],
+    d: [__m256; SEGMENT_CHUNKS],
+    m: [__m256; SEGMENT_CHUNKS],
+}
+
+/// Working memory of the tile way, on the caller's stack (about 22 KiB): overwritten before it
+/// is read, so zeroed once per matmul call.
+struct Scratch {
+    seg: Segment,
+    acc: [Acc; TOKEN_TILE],
+}
+
+/// Adds chunks `first_chunk .. first_chunk + len` (the segment) to the accumulators of tokens
+/// `t0 .. t0 + N` (`acc[0..N]`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn segment_tokens<F: Q8Format, const N: usize>(
+    seg: &Segment,
+    len: usize,
+    first_chunk: usize,
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    t0: usize,
+    acc: &mut [Acc],
+) {
+    let mut regs: [Acc; N] = core::array::from_fn(|t| acc[t]);
+    let m = |c: usize| (!F::SIGNED).then_some(seg.m[c]);
+    let mut add_chunk = |c: usize, chain: usize| {
+        for (t, r) in regs.iter_mut().enumerate() {
+            let a = &x[(t0 + t) * acts_per_token + first_chunk + c];
+            let s = sums_transposed(&seg.v[c], &seg.mag[c], a, sign_moved::<F>());
+            accumulate(r, chain, unoffset::<F>(s, a), seg.d[c], m(c), a);
+        }
+    };
+    // `first_chunk` is a multiple of SEGMENT_CHUNKS, so chunk `c` of the segment belongs to
+    // chain `c & 1`; walking pairs keeps both chains in registers.
+    let mut c = 0;
+    while c + 2 <= len {
+        add_chunk(c, 0);
+        add_chunk(c + 1, 1);
+        c += 2;
+    }
+    if c < len {
+        add_chunk(c, 0);
+    }
+    acc[..N].copy_from_slice(&regs);
+}
+
+/// Outputs of one row group for every token of `tokens` (8 to [`TOKEN_TILE`]), written to
+/// rows `first .. first + count` of the `n`-row output.
+///
+/// # Safety
+/// Those rows of `out` belong to the caller (no other thread touches them).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_tile<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    next: &[u8],
+    x: &[BlockQ8Act],
+    acts_per_token: usize,
+    tokens: Range<usize>,
+    out: &SharedOut<'_>,
+    n: usize,
+    first: usize,
+    count: usize,
+    scratch: &mut Scratch,
+) {
+    let halves = F::ELEMS / QK8;
+    let blocks = rows[0].len() / F::BYTES;
+    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
+    let Scratch { seg, acc } = scratch;
+    let acc = &mut acc[..tokens.len()];
+    let zero = _mm256_setzero_ps();
+    acc.fill(Acc {
+        sum: [zero; 2],
+        min: [zero; 2],
+    });
+    let blocks_per_segment = SEGMENT_CHUNKS / halves;
+    let mut b0 = 0;
+    while b0 < blocks {
+        let seg_blocks = blocks_per_segment.min(blocks - b0);
+        for b in 0..seg_blocks {
+            let (w, d, m) = decode_group_block::<F>(rows, b0 + b, next, lines_per_block);
+            for (h, w) in w.iter().enumerate().take(halves) {
+                let c = b * halves + h;
+                seg.v[c] = transpose_quads(w);
+                seg.mag[c] = magnitudes(&seg.v[c], sign_moved::<F>());
+                seg.d[c] = d;
+                seg.m[c] = m;
+            }
+        }
+        let (len, first_chunk) = (seg_blocks * halves, b0 * halves);
+        let mut t = tokens.start;
+        while t < tokens.end {
+            let i = t - tokens.start;
+            if t + TOKENS <= tokens.end {
+                let acc = &mut acc[i..];
+                segment_tokens::<F, TOKENS>(seg, len, first_chunk, x, acts_per_token, t, acc);
+                t += TOKENS;
+            } else {
+                segment_tokens::<F, 1>(seg, len, first_chunk, x, acts_per_token, t, &mut acc[i..]);
+                t += 1;
+            }
+        }
+        b0 += seg_blocks;
+    }
+    for (i, a) in acc.iter().enumerate() {
+        // SAFETY: rows `first .. first + count` belong to the caller (this function's contract).
+        unsafe { write_lanes(out, finish(a), tokens.start + i, n, first, count) };
+    }
+}
+
+/// The 8-bit matmul for format `F` over rows `rows`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C (and the features of `F`'s decoder); no other thread
+/// touches rows `rows` of `out`; `x` holds `tokens × w.cols / 32` blocks and `w.cols` is a
+/// multiple of `F::ELEMS`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn matmul<F: Q8Format>(
+    w: &WeightView<'_>,
+    x: &[BlockQ8Act],
+    tokens: usize,
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let acts_per_token = w.cols / QK8;
+    let n = w.rows;
+    let last = rows.end - 1;
+    // The rows PREFETCH_AHEAD groups after `first`'s, asked for while that group is worked on;
+    // the range's first groups are asked for all at once before starting.
+    let next_rows = |first: usize| {
+        let start = first + PREFETCH_AHEAD * GROUP;
+        let end = (start + GROUP).min(rows.end).max(start);
+        w.data
+            .get(start * w.row_bytes..end * w.row_bytes)
+            .unwrap_or(&[])
+    };
+    let head_end = (rows.start + PREFETCH_AHEAD * GROUP).min(rows.end);
+    let head = w
+        .data
+        .get(rows.start * w.row_bytes..head_end * w.row_bytes)
+        .unwrap_or(&[]);
+    for line in 0..head.len().div_ceil(64) {
+        prefetch(head, line * 64);
+    }
+    let mut scratch = (tokens >= SEGMENT_MIN_TOKENS).then(|| {
+        let zero = _mm256_setzero_ps();
+        Scratch {
+            seg: Segment {
+                v: [[_mm256_setzero_si256(); GROUP]; SEGMENT_CHUNKS],
+                mag: [[_mm256_setzero_si256(); GROUP]; SEGMENT_CHUNKS],
+                d: [zero; SEGMENT_CHUNKS],
+                m: [zero; SEGMENT_CHUNKS],
+            },
+            acc: [Acc {
+                sum: [zero; 2],
+                min: [zero; 2],
+            }; TOKEN_TILE],
+        }
+    });
+    let mut tile = 0;
+    while tile < tokens {
+        let tile_end = (tile + TOKEN_TILE).min(tokens);
+        for first in rows.clone().step_by(GROUP) {
+            let count = (rows.end - first).min(GROUP);
+            // Rows past the range repeat its last row; their lanes are computed, not written.
+            let group: [&[u8]; GROUP] = rows_of(w, first, last);
+            let next = next_rows(first);
+            if let Some(scratch) = scratch
+                .as_mut()
+                .filter(|_| tile_end - tile >= SEGMENT_MIN_TOKENS)
+            {
+                // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
+                unsafe {
+                    group_tile::<F>(
+                        &group,
+                        next,
+                        x,
+                        acts_per_token,
+                        tile..tile_end,
+                        out,
+                        n,
+                        first,
+                        count,
+                        scratch,
+                    )
+                };
+                continue;
+            }
+            let mut t0 = tile;
+            while t0 + TOKENS <= tile_end {
+                let v = group_tokens::<F, TOKENS>(&group, next, x, acts_per_token, t0);
+                for (t, v) in v.into_iter().enumerate() {
+                    // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
+                    unsafe { write_lanes(out, v, t0 + t, n, first, count) };
+                }
+                t0 += TOKENS;
+            }
+            while t0 < tile_end {
+                let [v] = group_tokens::<F, 1>(&group, next, x, acts_per_token, t0);
+                // SAFETY: as above.
+                unsafe { write_lanes(out, v, t0, n, first, count) };
+                t0 += 1;
+            }
+        }
+        tile = tile_end;
+    }
+}
