@@ -367,6 +367,9 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
         (64, 9, 3, 4, 3 * SCORE_BLOCK + 5),
         (64, 9, 3, 9, SCORE_BLOCK - 4),
         (20, 4, 1, 6, 0),
+        // More tokens than one tile holds (32 query rows: 10 tokens for groups of 3, 4 for 8).
+        (64, 9, 3, 13, 5),
+        (16, 8, 1, 9, 7),
     ] {
         let positions = pos0 + tokens + 3;
         let kv_width = n_kv_heads * head_dim;

@@ -1,7 +1,7 @@
 //! AVX2+FMA+F16C attention over an f32, f16 or Q8_0 KV cache, blocked with an online softmax and
 //! tiled over query rows.
 //!
-//! The query heads of one GQA group and up to [`TOKEN_TILE`] tokens of the step form a tile of
+//! The query heads of one GQA group and as many tokens of the step as fit in [`MAX_ROWS`] form a tile of
 //! query rows that share every K and V row read: the cached positions are walked in blocks of
 //! [`SCORE_BLOCK`], and inside a block eight positions at a time are widened to f32 once (f16
 //! with `vcvtph2ps`, Q8_0 as `scale · q`, both exact) into a small stack buffer that every row of
@@ -31,11 +31,11 @@ use half::f16;
 /// Query heads of one GQA group attended together.
 const MAX_GROUP: usize = 8;
 
-/// Tokens of one step attended together (their rows share each widened K/V row).
-pub const TOKEN_TILE: usize = 4;
-
-/// Query rows of one tile.
-const MAX_ROWS: usize = MAX_GROUP * TOKEN_TILE;
+/// Query rows of one tile: a GQA group's heads times as many tokens of the step as fit (10 for
+/// SmolLM2's groups of 3, 4 for groups of 8). Every row of a tile reads each widened K/V row, so
+/// the widening is shared by more rows than with a fixed four tokens per tile (a quarter of a
+/// prefill's attention time was widening at 12 rows).
+const MAX_ROWS: usize = 32;
 
 /// Cached positions widened and scored together.
 const POS_STEP: usize = 8;
@@ -107,7 +107,7 @@ unsafe fn attention_avx2(
     let group = s.n_heads / s.n_kv_heads;
     // Zeroed once per call, not per tile, and only as much as this call's tiles use.
     let (mut scores_mem, mut wide_mem) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-    let tile_rows = group.min(MAX_GROUP) * s.tokens.min(TOKEN_TILE);
+    let tile_rows = (group.min(MAX_GROUP) * s.tokens).min(MAX_ROWS);
     let mut scratch = Scratch {
         scores: zeroed_prefix::<[f32; SCORE_BLOCK], MAX_ROWS>(&mut scores_mem, tile_rows),
         wide: zeroed_prefix::<f32, { POS_STEP * MAX_HEAD_DIM }>(&mut wide_mem, POS_STEP * hd),
@@ -118,7 +118,7 @@ unsafe fn attention_avx2(
         let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
         let mut t0 = 0;
         while t0 < s.tokens {
-            let t1 = (t0 + TOKEN_TILE).min(s.tokens);
+            let t1 = (t0 + (MAX_ROWS / (h1 - h0)).max(1)).min(s.tokens);
             let mut rows: heapless::Vec<Row<'_>, MAX_ROWS> = heapless::Vec::new();
             for t in t0..t1 {
                 for h in h0..h1 {
@@ -134,7 +134,7 @@ unsafe fn attention_avx2(
                         max: f32::NEG_INFINITY,
                         sum: 0.0,
                     };
-                    // At most TOKEN_TILE tokens × MAX_GROUP heads.
+                    // At most MAX_ROWS / (h1 − h0) tokens × (h1 − h0) heads.
                     let _ = rows.push(row);
                 }
             }
