@@ -235,7 +235,18 @@ fn segment_tokens<F: Q8Format, const N: usize>(
     t0: usize,
     acc: &mut [Acc],
 ) {
-    let mut regs: [Acc; N] = core::array::from_fn(|t| acc[t]);
+    // The first segment starts the sums (the scratch holds the previous group's otherwise).
+    let zero = _mm256_setzero_ps();
+    let mut regs: [Acc; N] = core::array::from_fn(|t| {
+        if first_chunk == 0 {
+            Acc {
+                sum: [zero; 2],
+                min: [zero; 2],
+            }
+        } else {
+            acc[t]
+        }
+    });
     let m = |c: usize| (!F::SIGNED).then_some(seg.m[c]);
     let mut add_chunk = |c: usize, chain: usize| {
         for (t, r) in regs.iter_mut().enumerate() {
@@ -282,11 +293,6 @@ unsafe fn group_tile<F: Q8Format>(
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     let Scratch { seg, acc } = scratch;
     let acc = &mut acc[..tokens.len()];
-    let zero = _mm256_setzero_ps();
-    acc.fill(Acc {
-        sum: [zero; 2],
-        min: [zero; 2],
-    });
     let blocks_per_segment = SEGMENT_CHUNKS / halves;
     let mut b0 = 0;
     while b0 < blocks {

@@ -165,16 +165,38 @@ fn segment_tokens<F: Q8Format, const N: usize>(
     t0: usize,
     acc: &mut [Acc],
 ) {
-    let mut a_reg: [Acc; N] = core::array::from_fn(|t| acc[t]);
-    for c in 0..len {
-        let chunk = first_chunk + c;
-        let chain = chunk & 1;
+    debug_assert!(first_chunk % 2 == 0, "segments start on even chunks");
+    // The first segment starts the sums (the scratch holds the previous group's otherwise).
+    let zero = _mm512_setzero_ps();
+    let mut a_reg: [Acc; N] = core::array::from_fn(|t| {
+        if first_chunk == 0 {
+            Acc {
+                sum: [zero; 2],
+                min: [zero; 2],
+            }
+        } else {
+            acc[t]
+        }
+    });
+    let mut add_chunk = |c: usize, chain: usize| {
         let m = (!F::SIGNED).then_some(seg.m[c]);
         for (t, acc) in a_reg.iter_mut().enumerate() {
-            let a = &x[(t0 + t) * acts_per_token + chunk];
+            let a = &x[(t0 + t) * acts_per_token + first_chunk + c];
             let s = sums(&seg.quads[c], a, F::SIGNED);
             accumulate(acc, chain, s, seg.d[c], m, a);
         }
+    };
+    // `first_chunk` is even, so chunk `c` of the segment belongs to chain `c & 1`: walking the
+    // chunks in pairs makes each chain a constant, which keeps the accumulators in registers
+    // (indexed by a run-time chain they lived on the stack, copied in and out per call).
+    let mut c = 0;
+    while c + 2 <= len {
+        add_chunk(c, 0);
+        add_chunk(c + 1, 1);
+        c += 2;
+    }
+    if c < len {
+        add_chunk(c, 0);
     }
     acc[..N].copy_from_slice(&a_reg);
 }
@@ -203,11 +225,6 @@ pub(super) unsafe fn group_tile<F: Q8Format, const TILE: usize>(
     let blocks = group[0].len() / F::BYTES;
     let Scratch { seg, acc } = scratch;
     let acc = &mut acc[..tokens.len()];
-    let zero = _mm512_setzero_ps();
-    acc.fill(Acc {
-        sum: [zero; 2],
-        min: [zero; 2],
-    });
     let blocks_per_segment = SEGMENT_CHUNKS / halves;
     let mut b0 = 0;
     while b0 < blocks {
