@@ -405,11 +405,33 @@ impl<'a> Session<'a> {
                 let layer_len = max_ctx * row_bytes;
                 let base = layer * 2 * layer_len;
                 let (kc, vc) = self.kv[base..base + 2 * layer_len].split_at_mut(layer_len);
-                for t in 0..n {
-                    let at = (pos0 + t) * row_bytes..(pos0 + t + 1) * row_bytes;
-                    let src = t * kv_width..(t + 1) * kv_width;
-                    kv::store_row(kv_type, &k[src.clone()], &mut kc[at.clone()]);
-                    kv::store_row(kv_type, &v[src], &mut vc[at]);
+                // The step's new rows, split across threads by tokens (each token's rows are
+                // its own bytes): run on the calling thread alone, converting a prefill's keys
+                // and values kept the other threads waiting for ~3 % of the step.
+                let new_rows = pos0 * row_bytes..(pos0 + n) * row_bytes;
+                let (k_out, v_out) = (
+                    SharedOut::new(&mut kc[new_rows.clone()]),
+                    SharedOut::new(&mut vc[new_rows]),
+                );
+                let store = |tokens: Range<usize>| {
+                    let bytes = tokens.start * row_bytes..tokens.end * row_bytes;
+                    // SAFETY: `Parallel` hands out disjoint token ranges (and a single call owns
+                    // them all), so these bytes belong to this call alone.
+                    let (kb, vb) =
+                        unsafe { (k_out.slice_mut(bytes.clone()), v_out.slice_mut(bytes)) };
+                    for (i, t) in tokens.enumerate() {
+                        let (src, at) = (
+                            t * kv_width..(t + 1) * kv_width,
+                            i * row_bytes..(i + 1) * row_bytes,
+                        );
+                        kv::store_row(kv_type, &k[src.clone()], &mut kb[at.clone()]);
+                        kv::store_row(kv_type, &v[src], &mut vb[at]);
+                    }
+                };
+                if n > 1 {
+                    par.for_each_range(n, &store);
+                } else {
+                    store(0..n);
                 }
                 let shape = AttnShape {
                     n_heads: *n_heads,

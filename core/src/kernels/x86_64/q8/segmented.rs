@@ -165,7 +165,10 @@ fn segment_tokens<F: Q8Format, const N: usize>(
     t0: usize,
     acc: &mut [Acc],
 ) {
-    debug_assert!(first_chunk.is_multiple_of(2), "segments start on even chunks");
+    debug_assert!(
+        first_chunk.is_multiple_of(2),
+        "segments start on even chunks"
+    );
     // The first segment starts the sums (the scratch holds the previous group's otherwise).
     let zero = _mm512_setzero_ps();
     let mut a_reg: [Acc; N] = core::array::from_fn(|t| {
