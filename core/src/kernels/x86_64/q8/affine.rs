@@ -54,6 +54,41 @@ impl Q8Format for Vq2 {
             w: crumbs_64(load16(block, 4)),
         }
     }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
+        crumbs_512(block, 4)
+    }
+}
+
+/// The 2-bit fields of 16 bytes as 64 bytes, element `i` from bits `2·(i/16)..` of byte
+/// `i % 16` (as [`crumbs_64`]): the bytes broadcast to the four 128-bit lanes, lane `k` shifted
+/// by `2k`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+#[inline]
+pub(crate) fn crumbs_512(block: &[u8], off: usize) -> __m512i {
+    let v = _mm512_broadcast_i32x4(load16(block, off));
+    let shifts = _mm512_set_epi64(6, 6, 4, 4, 2, 2, 0, 0);
+    _mm512_and_si512(_mm512_srlv_epi64(v, shifts), _mm512_set1_epi8(3))
+}
+
+/// Element `i`'s third bit (bit `i / 8` of byte `i % 8` of the 8 bytes at `block[off..]`) as
+/// bit `i` of a mask: the bytes broadcast to every qword, each tested against its qword's bit.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+#[inline]
+pub(crate) fn third_bits_mask(block: &[u8], off: usize) -> __mmask64 {
+    let qh = u64::from_le_bytes(block[off..off + 8].try_into().unwrap_or([0; 8]));
+    let bits = _mm512_set_epi64(
+        0x8080_8080_8080_8080u64 as i64,
+        0x4040_4040_4040_4040,
+        0x2020_2020_2020_2020,
+        0x1010_1010_1010_1010,
+        0x0808_0808_0808_0808,
+        0x0404_0404_0404_0404,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+    );
+    _mm512_test_epi8_mask(_mm512_set1_epi64(qh as i64), bits)
 }
 
 impl Q8Format for Vq3 {
@@ -68,6 +103,12 @@ impl Q8Format for Vq3 {
         Decoded {
             w: [_mm256_or_si256(l0, h0), _mm256_or_si256(l1, h1)],
         }
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
+        let low = crumbs_512(block, 4);
+        _mm512_mask_add_epi8(low, third_bits_mask(block, 20), low, _mm512_set1_epi8(4))
     }
 }
 
@@ -86,5 +127,13 @@ impl Q8Format for Vq4 {
                 _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib),
             ],
         }
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
+        // Low nibbles in the low half, high nibbles in the high half.
+        let v = _mm512_broadcast_i64x4(load32(block, 4));
+        let shifts = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+        _mm512_and_si512(_mm512_srlv_epi64(v, shifts), _mm512_set1_epi8(0x0F))
     }
 }

@@ -1,6 +1,6 @@
 //! ggml's 32-weight formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (layouts in `crate::quant::gguf`).
 
-use super::{load16, load32, nibbles_32, Decoded, Q8Format};
+use super::{load16, load32, nibbles_32, nibbles_pair_512, Decoded, Q8Format};
 use core::arch::x86_64::*;
 
 /// ggml Q4_0: `d` f16, 16 bytes of nibbles; value `d·(q − 8)`.
@@ -58,6 +58,11 @@ impl Q8Format for Q4_0 {
         let q = _mm256_add_epi8(nibbles_32(load16(block, 2)), _mm256_set1_epi8(120));
         Decoded { w: [q, q] }
     }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
+        _mm512_add_epi8(nibbles_pair_512(b0, b1, 2), _mm512_set1_epi8(120))
+    }
 }
 
 impl Q8Format for Q4_1 {
@@ -69,6 +74,11 @@ impl Q8Format for Q4_1 {
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = nibbles_32(load16(block, 4));
         Decoded { w: [q, q] }
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
+        nibbles_pair_512(b0, b1, 4)
     }
 }
 

@@ -65,6 +65,34 @@ pub(crate) trait Q8Format {
     /// installed only by the AVX-512 tier) AVX-512 F, BW, VL and VBMI.
     unsafe fn decode(block: &[u8]) -> Decoded;
 
+    /// [`Q8Format::decode_biased`] of a 64-weight block as one 512-bit vector (weights 0..32 in
+    /// the low half), for the AVX-512 tier's one-token path. This default joins the halves;
+    /// decoders with a 512-bit form (the trellis formats' VBMI ones, VQ2–VQ4) override it.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`], and the CPU has the AVX-512 tier's features.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
+        // SAFETY: this function's contract includes decode's.
+        let dec = unsafe { Self::decode_biased(block) };
+        join_i(dec.w[0], dec.w[1])
+    }
+
+    /// [`Q8Format::decode_biased`] of two consecutive 32-weight blocks as one 512-bit vector
+    /// (`b0`'s weights in the low half), for the AVX-512 tier's one-token path. This default
+    /// joins the two decodes; decoders with a 512-bit form (Q4_0, Q4_1, IQ4_NL) override it.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`] (for both blocks), and the CPU has the AVX-512 tier's features.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
+        // SAFETY: this function's contract includes decode's for both blocks.
+        let (d0, d1) = unsafe { (Self::decode_biased(b0), Self::decode_biased(b1)) };
+        join_i(d0.w[0], d1.w[0])
+    }
+
     /// The block's weights plus [`Q8Format::OFFSET`] (called only where that is not 0).
     ///
     /// # Safety
@@ -102,6 +130,13 @@ pub(crate) trait Q8Format {
         }
         dec
     }
+}
+
+/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0–7).
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 /// f16 at `block[off..off + 2]` as f32, by F16C.
@@ -148,6 +183,20 @@ pub(crate) fn nibbles_32(v: __m128i) -> __m256i {
     let both = _mm256_broadcastsi128_si256(v);
     let shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+}
+
+/// The nibbles of two 32-weight blocks' 16 quant bytes (`block0[off..]`, `block1[off..]`) in
+/// [`nibbles_32`]'s order, `block0`'s in the low half: each 16 bytes in two 128-bit lanes, the
+/// second shifted by 4.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+#[inline]
+pub(crate) fn nibbles_pair_512(block0: &[u8], block1: &[u8], off: usize) -> __m512i {
+    let v = join_i(
+        _mm256_broadcastsi128_si256(load16(block0, off)),
+        _mm256_broadcastsi128_si256(load16(block1, off)),
+    );
+    let shifts = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
+    _mm512_and_si512(_mm512_srlv_epi64(v, shifts), _mm512_set1_epi8(0x0F))
 }
 
 /// Sums the 8 lanes of `v` in a fixed order.

@@ -20,8 +20,8 @@
 //! (rows past the end of a range repeat its last row and are not written), so results are
 //! bit-identical for any row split and any number of tokens per step.
 
-use super::segmented::{group_tile, join_i, Scratch, WIDE};
-use super::{BlockQ8Act, Q8Format, QK8};
+use super::segmented::{group_tile, Scratch, WIDE};
+use super::{join_i, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
 use core::arch::x86_64::*;
@@ -72,12 +72,13 @@ fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i
     }
 }
 
-/// [`sums_one_token`] for two consecutive chunks (`w[h]`, activations `a0` then `a1`), each
-/// row's 64 weights in one 512-bit `vpdpbusd`: the integer sums of chunk `a0` then `a1`.
+/// [`sums_one_token`] for two consecutive chunks (row `i`'s 64 weights in `w[i]`, the first
+/// chunk's in the low half; activations `a0` then `a1`), each row in one 512-bit `vpdpbusd`:
+/// the integer sums of chunk `a0` then `a1`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn sums_one_token_pair(
-    w: &[[__m256i; GROUP]; 2],
+    w: &[__m512i; GROUP],
     a0: &BlockQ8Act,
     a1: &BlockQ8Act,
     signed: bool,
@@ -90,8 +91,7 @@ fn sums_one_token_pair(
             _mm256_loadu_si256(a1.qs.as_ptr().cast()),
         )
     };
-    let p: [__m512i; GROUP] =
-        core::array::from_fn(|i| _mm512_dpbusd_epi32(zero, join_i(w[0][i], w[1][i]), a));
+    let p: [__m512i; GROUP] = core::array::from_fn(|i| _mm512_dpbusd_epi32(zero, w[i], a));
     // Per 128-bit lane, like `vphaddd`: after two rounds lane L of `s0123` holds rows 0–3's
     // sums over that lane's four elements (lanes 0, 1: the first chunk; 2, 3: the second).
     let s0123 = hadd_epi32(hadd_epi32(p[0], p[1]), hadd_epi32(p[2], p[3]));
@@ -244,21 +244,21 @@ fn group_tokens<F: Q8Format, const N: usize>(
         // 32-weight blocks two at a time, as one 64-weight pair per row (chunks b and b + 1:
         // the even and the odd chain, b being even).
         while b + 2 <= blocks {
-            let (w0, d0, m0) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
-            let (w1, d1, m1) = decode_block_of_group::<F>(rows, b + 1, next, lines_per_block);
+            let (w, [(d0, m0), (d1, m1)]) =
+                decode_pair_of_group::<F>(rows, b, next, lines_per_block);
             let (a0, a1) = (&x[t0 * acts_per_token + b], &x[t0 * acts_per_token + b + 1]);
-            let [s0, s1] = sums_one_token_pair(&[w0[0], w1[0]], a0, a1, F::SIGNED);
+            let [s0, s1] = sums_one_token_pair(&w, a0, a1, F::SIGNED);
             accumulate(&mut acc[0], 0, s0, d0, (!F::SIGNED).then_some(m0), a0);
             accumulate(&mut acc[0], 1, s1, d1, (!F::SIGNED).then_some(m1), a1);
             b += 2;
         }
     }
-    for b in b..blocks {
-        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
-        let m = (!F::SIGNED).then_some(m);
-        if N == 1 && halves == 2 {
-            // Both chunks of a 64-weight block at once, 512 bits per row (chunk 2b is even,
-            // 2b + 1 odd: one chain each, as below).
+    if N == 1 && halves == 2 {
+        // Both chunks of a 64-weight block at once, 512 bits per row, decoded as one 512-bit
+        // vector (chunk 2b is even, 2b + 1 odd: one chain each, as below).
+        for b in 0..blocks {
+            let (w, d, m) = decode_wide_block_of_group::<F>(rows, b, next, lines_per_block);
+            let m = (!F::SIGNED).then_some(m);
             let (a0, a1) = (
                 &x[t0 * acts_per_token + 2 * b],
                 &x[t0 * acts_per_token + 2 * b + 1],
@@ -266,8 +266,12 @@ fn group_tokens<F: Q8Format, const N: usize>(
             let [s0, s1] = sums_one_token_pair(&w, a0, a1, F::SIGNED);
             accumulate(&mut acc[0], 0, s0, d, m, a0);
             accumulate(&mut acc[0], 1, s1, d, m, a1);
-            continue;
         }
+        b = blocks;
+    }
+    for b in b..blocks {
+        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
+        let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;
             let chain = chunk & 1;
@@ -321,6 +325,59 @@ pub(super) fn decode_block_of_group<F: Q8Format>(
     }
     let (d, m) = scales_and_mins(&heads);
     (w, d, m)
+}
+
+/// [`decode_block_of_group`] for 64-weight blocks, each row's block as one 512-bit vector
+/// ([`Q8Format::decode_biased_512`]).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn decode_wide_block_of_group<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    b: usize,
+    next: &[u8],
+    lines_per_block: usize,
+) -> ([__m512i; GROUP], __m256, __m256) {
+    for line in b * lines_per_block..(b + 1) * lines_per_block {
+        prefetch(next, line * 64);
+    }
+    let mut w = [_mm512_setzero_si512(); GROUP];
+    let mut heads = [_mm_setzero_si128(); GROUP];
+    for i in 0..GROUP {
+        let block = &rows[i][b * F::BYTES..(b + 1) * F::BYTES];
+        // SAFETY: this tier's table installs `F` only where the CPU has the features its
+        // decoder needs, all enabled here (target_feature).
+        w[i] = unsafe { F::decode_biased_512(block) };
+        heads[i] = super::load16(block, 0);
+    }
+    let (d, m) = scales_and_mins(&heads);
+    (w, d, m)
+}
+
+/// Blocks `b` and `b + 1` of the eight rows (32 weights each), each row's pair as one 512-bit
+/// vector ([`Q8Format::decode_pair_biased_512`]), and both blocks' scales and mins.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn decode_pair_of_group<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    b: usize,
+    next: &[u8],
+    lines_per_block: usize,
+) -> ([__m512i; GROUP], [(__m256, __m256); 2]) {
+    for line in b * lines_per_block..(b + 2) * lines_per_block {
+        prefetch(next, line * 64);
+    }
+    let mut w = [_mm512_setzero_si512(); GROUP];
+    let mut heads = [[_mm_setzero_si128(); GROUP]; 2];
+    for i in 0..GROUP {
+        let pair = &rows[i][b * F::BYTES..(b + 2) * F::BYTES];
+        let (b0, b1) = pair.split_at(F::BYTES);
+        // SAFETY: this tier's table installs `F` only where the CPU has the features its
+        // decoder needs, all enabled here (target_feature).
+        w[i] = unsafe { F::decode_pair_biased_512(b0, b1) };
+        heads[0][i] = super::load16(b0, 0);
+        heads[1][i] = super::load16(b1, 0);
+    }
+    (w, [scales_and_mins(&heads[0]), scales_and_mins(&heads[1])])
 }
 
 /// The eight rows' block scales and mins as f32 lanes, from each block's first 16 bytes: every

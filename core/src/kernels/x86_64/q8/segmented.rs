@@ -10,7 +10,7 @@
 //! has the same bits whichever path, group width or token tile computed it.
 
 use super::rows8::{act_quad, decode_block_of_group, transpose_quads, GROUP};
-use super::{BlockQ8Act, Q8Format, QK8};
+use super::{join_i, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use core::arch::x86_64::*;
 use core::ops::Range;
@@ -64,13 +64,6 @@ impl<const TILE: usize> Scratch<TILE> {
             }; TILE],
         }
     }
-}
-
-/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0–7).
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(super) fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 /// [`join_i`] for f32 lanes.

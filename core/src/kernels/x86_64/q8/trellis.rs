@@ -278,6 +278,13 @@ macro_rules! vbmi_format {
             unsafe fn decode_biased(block: &[u8]) -> Decoded {
                 decode_block_vbmi::<$k>(const { &biased(&$codebook) }, block)
             }
+            #[target_feature(
+                enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi"
+            )]
+            #[inline]
+            unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
+                lookup_64(const { &biased(&$codebook) }, states_64::<$k>(block))
+            }
         }
     };
 }
