@@ -348,11 +348,12 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
-    // The rows PREFETCH_AHEAD groups after `first`'s, asked for while that group is worked on;
-    // the range's first groups are asked for all at once before starting.
+    // The rows PREFETCH_AHEAD groups after `first`'s, asked for while that group is worked on,
+    // past the end of `rows` too (as in rows8: usually the thread's next piece); the range's
+    // first groups are asked for all at once before starting.
     let next_rows = |first: usize| {
         let start = first + PREFETCH_AHEAD * GROUP;
-        let end = (start + GROUP).min(rows.end).max(start);
+        let end = (start + GROUP).min(n).max(start);
         w.data
             .get(start * w.row_bytes..end * w.row_bytes)
             .unwrap_or(&[])

@@ -494,12 +494,13 @@ unsafe fn tiles<F: Q8Format>(
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
-    // The rows after `first`'s group of `width` (contiguous), fetched ahead while it is worked on.
     // The rows `PREFETCH_AHEAD` groups after `first`'s group of `width`, asked for while that
-    // group is worked on; the range's first groups are asked for all at once before starting.
+    // group is worked on, past the end of `rows` too: a thread pool hands a thread contiguous
+    // pieces, so those rows are usually its next call's. The range's first groups are asked for
+    // all at once before starting.
     let next_rows = |first: usize, width: usize| {
         let start = first + PREFETCH_AHEAD * width;
-        let end = (start + width).min(rows.end).max(start);
+        let end = (start + width).min(n).max(start);
         w.data
             .get(start * w.row_bytes..end * w.row_bytes)
             .unwrap_or(&[])
