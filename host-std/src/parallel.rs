@@ -168,42 +168,26 @@ fn initial_share(grains: u64, i: usize, threads: usize) -> (u64, u64) {
     (grains * i / t, grains * (i + 1) / t)
 }
 
-/// Claims the front half (rounded up) of this thread's own share: the next piece of its
-/// contiguous run.
-fn claim_own(share: &Share) -> Option<(u64, u64)> {
+/// Claims half (rounded up) of what is left of `share`: the front half for its owner (the next
+/// piece of its contiguous run), the back half for a thread stealing from it.
+fn claim(share: &Share, front: bool) -> Option<(u64, u64)> {
     let mut s = share.0.load(Ordering::Relaxed);
     loop {
         let (begin, end) = unpack(s);
         if begin >= end {
             return None;
         }
-        let to = begin + (end - begin).div_ceil(2);
+        let half = (end - begin).div_ceil(2);
+        let (piece, left) = if front {
+            ((begin, begin + half), pack(begin + half, end))
+        } else {
+            ((end - half, end), pack(begin, end - half))
+        };
         match share
             .0
-            .compare_exchange_weak(s, pack(to, end), Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange_weak(s, left, Ordering::Relaxed, Ordering::Relaxed)
         {
-            Ok(_) => return Some((begin, to)),
-            Err(now) => s = now,
-        }
-    }
-}
-
-/// Claims the back half (rounded up) of another thread's share.
-fn steal(share: &Share) -> Option<(u64, u64)> {
-    let mut s = share.0.load(Ordering::Relaxed);
-    loop {
-        let (begin, end) = unpack(s);
-        if begin >= end {
-            return None;
-        }
-        let from = end - (end - begin).div_ceil(2);
-        match share.0.compare_exchange_weak(
-            s,
-            pack(begin, from),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return Some((from, end)),
+            Ok(_) => return Some(piece),
             Err(now) => s = now,
         }
     }
@@ -221,11 +205,11 @@ fn run_pieces(shared: &Shared, job: &Job, me: usize) {
         f(start..stop);
     };
     let shares = &shared.shares;
-    while let Some(piece) = claim_own(&shares[me]) {
+    while let Some(piece) = claim(&shares[me], true) {
         run(piece);
     }
     for other in (1..shares.len()).map(|k| (me + k) % shares.len()) {
-        while let Some(piece) = steal(&shares[other]) {
+        while let Some(piece) = claim(&shares[other], false) {
             run(piece);
         }
     }
