@@ -216,6 +216,9 @@ pub struct KernelTable {
     pub quantize_q8: OpEntry<QuantizeQ8Fn>,
     /// Embedding row decode.
     pub embed: OpEntry<EmbedFn>,
+    /// Per format, the format its weights run faster in after a lossless rewrite at load (see
+    /// [`KernelTable::expansion`]).
+    expand: [Option<Format>; FORMATS],
 }
 
 impl core::fmt::Debug for KernelTable {
@@ -269,6 +272,7 @@ impl KernelTable {
                 super::matmul::quantize_q8_scalar,
             ),
             embed: OpEntry::reference("scalar_embed", super::embed_row_scalar),
+            expand: [None; FORMATS],
         }
     }
 
@@ -300,6 +304,21 @@ impl KernelTable {
     #[inline]
     pub fn matmul_for(&self, format: Format, act: ActKind) -> Option<&MatMulEntry> {
         self.matmul[format_index(format)][act.index()].as_ref()
+    }
+
+    /// The format this table would rather run `format`'s weights in: a format whose blocks
+    /// rewrite `format`'s without changing a value and whose kernel is much faster here, at the
+    /// cost of more memory. The AVX2 tier names Q8_0 for the trellis formats (a 256-entry table
+    /// lookup per weight without VBMI; 8.5 bits per weight in memory instead of 2.25–4.25);
+    /// whether a session takes it is the embedder's choice (the CLI's `VSPEC_EXPAND`).
+    #[inline]
+    pub fn expansion(&self, format: Format) -> Option<Format> {
+        self.expand[format_index(format)]
+    }
+
+    /// Sets [`KernelTable::expansion`] for `format`.
+    pub fn set_expansion(&mut self, format: Format, to: Option<Format>) {
+        self.expand[format_index(format)] = to;
     }
 
     /// Installs `entry` for `format` and the activation kind it consumes; `prefer` makes that

@@ -110,6 +110,10 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
             }
             table.set_matmul(f, entry, true);
         }
+        if crate::quant::vspec::q8_0_expansion(f).is_some() {
+            // The trellis lookup is ~1 cycle per weight here, Q8_0 several times faster.
+            table.set_expansion(f, Some(Format::Q8_0));
+        }
     }
 }
 
@@ -146,6 +150,8 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
     for f in Format::ALL {
         if let Some(entry) = avx512_matmul_entry(f) {
             table.set_matmul(f, entry, true);
+            // The VBMI trellis decoders run near the other formats' rate: nothing to rewrite.
+            table.set_expansion(f, None);
         }
     }
 }

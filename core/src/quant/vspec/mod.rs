@@ -186,3 +186,37 @@ macro_rules! affine_format {
     };
 }
 use affine_format;
+
+/// Rewrites one block of a format into another's blocks (`block`, `out`).
+pub type BlockRewrite = fn(&[u8], &mut [u8]);
+
+/// The lossless rewrite of `format`'s blocks as ggml Q8_0 blocks, for the trellis formats
+/// (each 64-weight block becomes two 34-byte Q8_0 blocks, see [`trellis::expand_q8_0`]).
+pub fn q8_0_expansion(format: crate::format::Format) -> Option<BlockRewrite> {
+    use crate::format::Format;
+    match format {
+        Format::TQ2 => Some(tq2::expand_q8_0),
+        Format::TQ3 => Some(tq3::expand_q8_0),
+        Format::TQ4 => Some(tq4::expand_q8_0),
+        _ => None,
+    }
+}
+
+/// A whole tensor in `format` rewritten as Q8_0 with the same values, block after block (rows
+/// stay where they were: a row of `n` weights is `n / 32` Q8_0 blocks); `None` when `format`
+/// has no such rewrite or `data` is not whole blocks.
+pub fn expand_to_q8_0(format: crate::format::Format, data: &[u8]) -> Option<alloc::vec::Vec<u8>> {
+    let expand = q8_0_expansion(format)?;
+    let bytes = format.block_bytes();
+    if !data.len().is_multiple_of(bytes) {
+        return None;
+    }
+    let mut out = alloc::vec![0u8; data.len() / bytes * trellis::EXPANDED_BYTES];
+    for (block, q8) in data
+        .chunks_exact(bytes)
+        .zip(out.chunks_exact_mut(trellis::EXPANDED_BYTES))
+    {
+        expand(block, q8);
+    }
+    Some(out)
+}

@@ -23,7 +23,7 @@
 //! and round to i8.
 
 use crate::quant::act_q8::{isum32, BlockQ8Act, QK8};
-use crate::quant::gguf::{f16_at, put_f16};
+use crate::quant::gguf::{f16_at, put_f16, q8_0};
 use crate::quant::search;
 
 /// Weights per block.
@@ -65,6 +65,26 @@ pub fn decode<const K: usize>(codebook: &[i8; STATES], block: &[u8], out: &mut [
     let qs = &block[OFF_QS..];
     for (i, o) in out.iter_mut().enumerate() {
         *o = d * codebook[state::<K>(qs, i)] as f32;
+    }
+}
+
+/// Bytes of the Q8_0 blocks one trellis block expands into ([`expand_q8_0`]).
+pub const EXPANDED_BYTES: usize = 2 * q8_0::BLOCK_BYTES;
+
+/// Rewrite one block as two ggml Q8_0 blocks that decode to the same f32 values bit for bit:
+/// each weight is `d · codebook[state]`, an i8 entry times the block's f16 scale, which is
+/// exactly a Q8_0 quant times its scale, so both halves carry the block's `d` bytes unchanged.
+/// CPUs whose trellis decode costs a table lookup per weight run the Q8_0 kernels instead, at
+/// 8.5 bits per weight in memory (see `KernelTable::expansion`).
+pub fn expand_q8_0<const K: usize>(codebook: &[i8; STATES], block: &[u8], out: &mut [u8]) {
+    debug_assert_eq!(block.len(), block_bytes(K));
+    debug_assert_eq!(out.len(), EXPANDED_BYTES);
+    let qs = &block[OFF_QS..];
+    for (h, half) in out.chunks_exact_mut(q8_0::BLOCK_BYTES).enumerate() {
+        half[..2].copy_from_slice(&block[OFF_D..OFF_D + 2]);
+        for (j, q) in half[2..].iter_mut().enumerate() {
+            *q = codebook[state::<K>(qs, h * q8_0::BLOCK_ELEMS + j)] as u8;
+        }
     }
 }
 
@@ -304,6 +324,11 @@ macro_rules! trellis_format {
             $crate::quant::vspec::trellis::decode::<K>(&CODEBOOK, block, out);
         }
 
+        /// Rewrite one block as two Q8_0 blocks with the same values (`trellis::expand_q8_0`).
+        pub fn expand_q8_0(block: &[u8], out: &mut [u8]) {
+            $crate::quant::vspec::trellis::expand_q8_0::<K>(&CODEBOOK, block, out);
+        }
+
         /// Store `d` and the `K`-bit symbols `sym` as one block.
         pub fn pack(d: f32, sym: &[u8], out: &mut [u8]) {
             $crate::quant::vspec::trellis::pack::<K>(d, sym, out);
@@ -349,6 +374,11 @@ macro_rules! trellis_format {
             #[test]
             fn layout_matches_doc() {
                 check_layout::<K>(&CODEBOOK);
+            }
+
+            #[test]
+            fn expansion_to_q8_0_is_exact() {
+                check_expansion::<K>(&CODEBOOK);
             }
 
             #[test]
@@ -432,6 +462,34 @@ pub mod testutil {
             }
             assert_eq!(state::<K>(&b[OFF_QS..], i), st, "state {i}");
             assert_eq!(out[i], 0.5 * codebook[st] as f32, "element {i}");
+        }
+    }
+
+    /// Random blocks (any stream bytes; scales of every kind, subnormal, infinite and NaN
+    /// included) decode to the same f32 bits as the two Q8_0 blocks they expand into.
+    pub fn check_expansion<const K: usize>(codebook: &[i8; STATES]) {
+        let mut rng = Rng::new(K as u64 + 11);
+        let scales: [u16; 6] = [0x3C00, 0x0001, 0x8000, 0x7C00, 0x7E00, 0xFBFF];
+        for round in 0..200 {
+            let mut b = alloc::vec![0u8; block_bytes(K)];
+            rng.fill_bytes(&mut b);
+            if round < scales.len() {
+                b[OFF_D..OFF_D + 2].copy_from_slice(&scales[round].to_le_bytes());
+            }
+            let mut expanded = [0u8; EXPANDED_BYTES];
+            expand_q8_0::<K>(codebook, &b, &mut expanded);
+            let (mut want, mut got) = ([0f32; 64], [0f32; 64]);
+            decode::<K>(codebook, &b, &mut want);
+            for (h, half) in expanded.chunks_exact(q8_0::BLOCK_BYTES).enumerate() {
+                q8_0::dequantize_block(half, &mut got[32 * h..32 * h + 32]);
+            }
+            for i in 0..64 {
+                assert_eq!(
+                    got[i].to_bits(),
+                    want[i].to_bits(),
+                    "round {round}, weight {i}"
+                );
+            }
         }
     }
 
