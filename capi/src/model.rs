@@ -14,6 +14,7 @@ use vspec_core::graph::{Limits, Role};
 use vspec_core::kv::KvType;
 use vspec_core::plan::Plan;
 use vspec_host::chat::{ChatMessage, ChatTemplate};
+use vspec_host::expand::Expansion;
 use vspec_host::model::{caller_memory_bytes, ModelBytes};
 use vspec_host::tokenizer::Tokenizer;
 use vspec_host::{Engine, ModelFile};
@@ -124,9 +125,11 @@ impl ModelInner {
         limits: Limits,
         kv: KvType,
     ) -> Outcome<(vspec_core::graph::Graph, Plan)> {
-        let (graph, _) = self
+        // As the engine will hold the weights on this CPU (`vspec_host::expand`).
+        let policy = Expansion::from_env().map_err(|e| Failure::host(VSPEC_ERR_MODEL, &e))?;
+        let graph = self
             .file
-            .bind_kv(limits, kv)
+            .plan_graph_cpu(limits, kv, &vspec_host::detect::kernel_table(), policy)
             .map_err(|e| Failure::host(VSPEC_ERR_MODEL, &e))?;
         let plan = Plan::new(&graph)
             .map_err(|e| Failure::new(VSPEC_ERR_MODEL, format!("planning: {e}")))?;

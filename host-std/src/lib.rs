@@ -2,6 +2,7 @@
 pub mod chat;
 pub mod cli;
 pub mod detect;
+pub mod expand;
 pub mod fetch;
 pub mod generate;
 pub mod kl;

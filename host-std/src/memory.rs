@@ -71,6 +71,9 @@ pub struct MemoryPlan {
     /// The core's plan: weights, arena, KV cache, per layer.
     #[serde(flatten)]
     pub plan: PlanReport,
+    /// The weights' bytes as the file stores them: less than `weight_bytes` when this CPU's
+    /// sessions hold some rewritten in a faster format (`crate::expand`, `VSPEC_EXPAND`).
+    pub file_weight_bytes: usize,
     /// [`FIXED_OVERHEAD_BYTES`].
     pub overhead_bytes: usize,
     /// `planned_bytes + overhead_bytes`: what the process needs.
@@ -80,10 +83,21 @@ pub struct MemoryPlan {
 /// Plans `model` for `req` (no tensor data is read).
 pub fn plan_model(model: &ModelFile, req: &PlanRequest) -> Result<MemoryPlan> {
     let limits = req.limits(&model.config)?;
-    let (graph, _) = model.bind_kv(limits, req.kv_type)?;
+    // As the engine will hold them on this CPU (`crate::expand`).
+    let graph = model.plan_graph_cpu(
+        limits,
+        req.kv_type,
+        &crate::detect::kernel_table(),
+        crate::expand::Expansion::from_env()?,
+    )?;
     let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
     let report = PlanReport::new(&graph, &plan).map_err(|e| anyhow!("planning: {e}"))?;
+    let (file_graph, _) = model.bind_kv(limits, req.kv_type)?;
+    let file_weight_bytes = Plan::new(&file_graph)
+        .map_err(|e| anyhow!("planning: {e}"))?
+        .weight_bytes;
     Ok(MemoryPlan {
+        file_weight_bytes,
         total_bytes: report.planned_bytes + FIXED_OVERHEAD_BYTES,
         overhead_bytes: FIXED_OVERHEAD_BYTES,
         plan: report,

@@ -2,6 +2,7 @@
 //! safetensors shards), memory-mapped, headers parsed and validated by the core, weights bound
 //! zero-copy.
 
+use crate::expand::{self, Expansion, Rewritten};
 use crate::parallel::ThreadPool;
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Context, Result};
@@ -9,6 +10,7 @@ use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use vspec_core::exec::Session;
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
@@ -75,6 +77,8 @@ pub struct ModelFile {
     /// Tensors held in memory that replace or add to the file's (a rotated model being
     /// converted, see `quantize::rotate`), by GGUF name.
     pub overrides: HashMap<String, OwnedTensor>,
+    /// Weights rewritten for the CPU ([`crate::expand`]), made on first use, by GGUF name.
+    expanded: OnceLock<HashMap<String, Vec<u8>>>,
 }
 
 /// A tensor held in memory.
@@ -148,6 +152,7 @@ impl ModelFile {
             },
             config,
             overrides: HashMap::new(),
+            expanded: OnceLock::new(),
         })
     }
 
@@ -182,6 +187,7 @@ impl ModelFile {
             },
             config,
             overrides: HashMap::new(),
+            expanded: OnceLock::new(),
         })
     }
 
@@ -227,6 +233,7 @@ impl ModelFile {
             source: Source::Hf { shards, names },
             config,
             overrides: HashMap::new(),
+            expanded: OnceLock::new(),
         })
     }
 
@@ -345,6 +352,59 @@ impl ModelFile {
         let weights = bind_weights(&mut graph, &lookup)
             .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
         Ok((graph, weights))
+    }
+
+    /// [`ModelFile::bind_kv`] as a CPU session with `kernels` runs it under `policy`: the
+    /// weights [`crate::expand`] rewrites carry the new format in the graph (so the plan counts
+    /// their bytes) and views on the rewritten bytes, made on first use and kept with the
+    /// model. A model with tensors held in memory (`overrides`, a conversion) is never
+    /// rewritten.
+    pub fn bind_cpu(
+        &self,
+        limits: Limits,
+        kv_type: KvType,
+        kernels: &KernelTable,
+        policy: Expansion,
+    ) -> Result<(Graph, Vec<Option<WeightView<'_>>>, Rewritten)> {
+        let (mut graph, mut views) = self.bind_kv(limits, kv_type)?;
+        let rewrites = self.rewrites(&graph, kernels, policy);
+        let rewritten = Rewritten::count(&graph, &views, &rewrites);
+        if !rewrites.is_empty() {
+            let store = self
+                .expanded
+                .get_or_init(|| expand::expand_all(&graph, &views));
+            expand::apply_to_views(&graph, &mut views, &rewrites, store)
+                .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+            expand::apply_to_graph(&mut graph, &rewrites);
+        }
+        Ok((graph, views, rewritten))
+    }
+
+    /// The graph of [`ModelFile::bind_cpu`], rewriting no bytes: what plans are made from.
+    pub fn plan_graph_cpu(
+        &self,
+        limits: Limits,
+        kv_type: KvType,
+        kernels: &KernelTable,
+        policy: Expansion,
+    ) -> Result<Graph> {
+        let (mut graph, _) = self.bind_kv(limits, kv_type)?;
+        let rewrites = self.rewrites(&graph, kernels, policy);
+        expand::apply_to_graph(&mut graph, &rewrites);
+        Ok(graph)
+    }
+
+    fn rewrites(
+        &self,
+        graph: &Graph,
+        kernels: &KernelTable,
+        policy: Expansion,
+    ) -> Vec<(usize, vspec_core::format::Format)> {
+        if self.overrides.is_empty() {
+            expand::planned(graph, kernels, policy)
+        } else {
+            Vec::new()
+        }
     }
 
     /// The GGUF header, when the model is a GGUF file.
@@ -481,6 +541,7 @@ pub struct Engine<'m> {
     memory: SessionMemory<'m>,
     kernels: KernelTable,
     par: ThreadPool,
+    rewritten: Rewritten,
 }
 
 impl<'m> Engine<'m> {
@@ -518,7 +579,8 @@ impl<'m> Engine<'m> {
     }
 
     /// Plans `model` for `limits` and `kv_type`, allocates the planned arena and KV cache, and
-    /// starts `threads` threads running `kernels`.
+    /// starts `threads` threads running `kernels`; weights are rewritten for them as
+    /// `VSPEC_EXPAND` says ([`crate::expand`]).
     pub fn build(
         model: &'m ModelFile,
         limits: Limits,
@@ -526,7 +588,20 @@ impl<'m> Engine<'m> {
         threads: usize,
         kernels: KernelTable,
     ) -> Result<Engine<'m>> {
-        let (graph, weights) = model.bind_kv(limits, kv_type)?;
+        let policy = Expansion::from_env()?;
+        Self::build_with(model, limits, kv_type, threads, kernels, policy)
+    }
+
+    /// [`Engine::build`] with the rewrite policy given rather than read from `VSPEC_EXPAND`.
+    pub fn build_with(
+        model: &'m ModelFile,
+        limits: Limits,
+        kv_type: KvType,
+        threads: usize,
+        kernels: KernelTable,
+        policy: Expansion,
+    ) -> Result<Engine<'m>> {
+        let (graph, weights, rewritten) = model.bind_cpu(limits, kv_type, &kernels, policy)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         log::info!("memory plan: {}", plan.summary());
         let arena = zeroed_words(plan.arena_bytes, "activation arena")?;
@@ -538,6 +613,7 @@ impl<'m> Engine<'m> {
             memory: SessionMemory::Owned { arena, kv },
             kernels,
             par: ThreadPool::new(threads)?,
+            rewritten,
         })
     }
 
@@ -550,7 +626,9 @@ impl<'m> Engine<'m> {
         threads: usize,
         memory: &'m mut [u8],
     ) -> Result<Engine<'m>> {
-        let (graph, weights) = model.bind_kv(limits, kv_type)?;
+        let kernels = crate::detect::kernel_table();
+        let (graph, weights, rewritten) =
+            model.bind_cpu(limits, kv_type, &kernels, Expansion::from_env()?)?;
         let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
         let need = caller_memory_bytes(&plan);
         if memory.len() < need {
@@ -576,9 +654,15 @@ impl<'m> Engine<'m> {
             plan,
             weights,
             memory: SessionMemory::Borrowed { arena, kv },
-            kernels: crate::detect::kernel_table(),
+            kernels,
             par: ThreadPool::new(threads)?,
+            rewritten,
         })
+    }
+
+    /// The weights this engine holds rewritten for the CPU ([`crate::expand`]).
+    pub fn rewritten(&self) -> &Rewritten {
+        &self.rewritten
     }
 
     /// Threads in use.

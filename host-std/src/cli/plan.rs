@@ -112,7 +112,18 @@ pub(super) fn render(path: &str, p: &MemoryPlan) -> String {
     let row = |out: &mut String, what: &str, b: usize, note: &str| {
         let _ = writeln!(out, "  {what:<10} {:>12} {:>14} B  {note}", mib(b), b);
     };
-    row(&mut out, "weights", r.weight_bytes, "");
+    let rewritten = (p.file_weight_bytes != r.weight_bytes).then(|| {
+        format!(
+            "trellis matrices as Q8_0 for this CPU (VSPEC_EXPAND=0: {} in all)",
+            mib(p.file_weight_bytes)
+        )
+    });
+    row(
+        &mut out,
+        "weights",
+        r.weight_bytes,
+        rewritten.as_deref().unwrap_or(""),
+    );
     row(&mut out, "arena", r.arena_bytes, "activations and scratch");
     row(&mut out, "KV cache", r.kv_bytes, r.kv_type);
     row(&mut out, "planned", r.planned_bytes, "");

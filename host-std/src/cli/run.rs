@@ -74,6 +74,7 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
         engine.plan.summary(),
         engine.threads()
     );
+    note_rewritten(&engine);
     let mut sess = engine.session()?;
     generate_on(&mut sess, a, &tok, &prompt, &sampler)
 }
@@ -138,6 +139,7 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
         model.config.summary(),
         engine.plan.summary()
     );
+    note_rewritten(&engine);
     let mut sess = engine.session()?;
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
@@ -272,6 +274,7 @@ pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
         engine.plan.summary(),
         engine.threads()
     );
+    note_rewritten(&engine);
     let mut sess = engine.session()?;
     let t0 = std::time::Instant::now();
     let mut stdout = std::io::stdout().lock();
@@ -343,4 +346,11 @@ pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
         r.ppl, r.ppl_err
     )?;
     Ok(())
+}
+
+/// Says which weights the engine holds rewritten for this CPU (`crate::expand`), if any.
+fn note_rewritten(engine: &Engine<'_>) {
+    if let Some(note) = engine.rewritten().note() {
+        eprintln!("[vspec] {note}");
+    }
 }

@@ -160,10 +160,16 @@ pub(super) fn measure(
 /// per file.
 pub(super) fn planned_memory(files: &[ModelFile], a: &BenchArgs) -> Result<Vec<PlannedMemory>> {
     let lengths = context_lengths(a)?;
+    let kernels = crate::detect::kernel_table();
     let mut out = Vec::new();
     for (mi, model) in files.iter().enumerate() {
         for &ctx in &lengths {
-            let (graph, _) = model.bind_kv(session_limits(a, ctx, 0)?, a.kv.kv)?;
+            let graph = model.plan_graph_cpu(
+                session_limits(a, ctx, 0)?,
+                a.kv.kv,
+                &kernels,
+                crate::expand::Expansion::from_env()?,
+            )?;
             let plan = vspec_core::plan::Plan::new(&graph)
                 .map_err(|e| anyhow!("{}: planning ctx {ctx}: {e}", model.path.display()))?;
             out.push(PlannedMemory {
