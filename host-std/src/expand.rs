@@ -136,8 +136,13 @@ pub fn apply_to_graph(graph: &mut Graph, rewrites: &[(usize, Format)]) {
 }
 
 /// Every weight of `views` whose format has a lossless rewrite, rewritten (in parallel), by
-/// tensor name.
-pub fn expand_all(graph: &Graph, views: &[Option<WeightView<'_>>]) -> HashMap<String, Vec<u8>> {
+/// tensor name; `done` gets each source's bytes once its rewrite is made (the model frees their
+/// resident pages, so the peak stays near what the plan counts).
+pub fn expand_all(
+    graph: &Graph,
+    views: &[Option<WeightView<'_>>],
+    done: &(dyn Fn(&[u8]) + Sync),
+) -> HashMap<String, Vec<u8>> {
     let todo: Vec<(&str, &WeightView<'_>)> = graph
         .tensors
         .iter()
@@ -146,7 +151,11 @@ pub fn expand_all(graph: &Graph, views: &[Option<WeightView<'_>>]) -> HashMap<St
         .filter(|(_, v)| q8_0_expansion(v.format).is_some())
         .collect();
     todo.par_iter()
-        .filter_map(|(name, v)| Some((name.to_string(), expand_to_q8_0(v.format, v.data)?)))
+        .filter_map(|(name, v)| {
+            let rewritten = expand_to_q8_0(v.format, v.data)?;
+            done(v.data);
+            Some((name.to_string(), rewritten))
+        })
         .collect()
 }
 

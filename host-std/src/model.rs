@@ -100,7 +100,52 @@ fn map_file(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))
 }
 
+/// Frees this process's copies of the whole pages of `map` that lie inside `data` (nothing when
+/// `data` is not inside `map`): `madvise(MADV_DONTNEED)`. Page size assumed 4 KiB; on larger
+/// pages the call fails or frees whole pages around the range, and either is harmless (below).
+#[cfg(unix)]
+fn release_pages(map: &Mmap, data: &[u8]) {
+    const PAGE: usize = 4096;
+    let base = map.as_ptr() as usize;
+    let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+    if start < base || end > base + map.len() {
+        return;
+    }
+    let (first, last) = (
+        (start - base).next_multiple_of(PAGE),
+        (end - base) / PAGE * PAGE,
+    );
+    if first >= last {
+        return;
+    }
+    // SAFETY: `map` is a read-only private mapping of a file this process never writes
+    // (`map_file`), so MADV_DONTNEED only drops resident copies: the next read of those pages
+    // faults the same bytes in from the file, and every `&[u8]` into the mapping keeps reading
+    // the values it read before. The range lies inside the mapping (checked above).
+    let freed = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+    };
+    if let Err(e) = freed {
+        log::debug!("madvise(DONTNEED) of {} bytes: {e}", last - first);
+    }
+}
+
+/// Elsewhere the pages stay resident.
+#[cfg(not(unix))]
+fn release_pages(_map: &Mmap, _data: &[u8]) {}
+
 impl ModelFile {
+    /// Frees the resident pages of `data` if it lies in one of this model's file mappings
+    /// ([`release_pages`]): weights held rewritten were read once to make the rewrite, and
+    /// would otherwise stay resident beside it, above what the plan counts.
+    fn release(&self, data: &[u8]) {
+        for (_, bytes) in &self.maps {
+            if let ModelBytes::Mapped(map) = bytes {
+                release_pages(map, data);
+            }
+        }
+    }
+
     /// Opens a Hugging Face model directory, or a file: `.vspec` or GGUF, told apart by their
     /// magic whatever the extension.
     pub fn open(path: &Path) -> Result<ModelFile> {
@@ -372,7 +417,7 @@ impl ModelFile {
         if !rewrites.is_empty() {
             let store = self
                 .expanded
-                .get_or_init(|| expand::expand_all(&graph, &views));
+                .get_or_init(|| expand::expand_all(&graph, &views, &|d| self.release(d)));
             expand::apply_to_views(&graph, &mut views, &rewrites, store)
                 .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
             expand::apply_to_graph(&mut graph, &rewrites);
