@@ -2,6 +2,7 @@
 //! cache, per layer) plus the shell's fixed overhead, and whether that fits a byte budget.
 //! `vspec plan` prints it; the C API can call [`plan_file`].
 
+use crate::expand::Expansion;
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -33,6 +34,9 @@ pub struct PlanRequest {
     pub kv_type: KvType,
     /// Logits for every token of a step (perplexity) instead of the last one only.
     pub all_logits: bool,
+    /// Whether weights count as this CPU's sessions would hold them rewritten
+    /// (`crate::expand`); `None` reads `VSPEC_EXPAND`, as sessions do.
+    pub expansion: Option<Expansion>,
 }
 
 impl Default for PlanRequest {
@@ -42,6 +46,7 @@ impl Default for PlanRequest {
             batch: 512,
             kv_type: KvType::default(),
             all_logits: false,
+            expansion: None,
         }
     }
 }
@@ -88,7 +93,10 @@ pub fn plan_model(model: &ModelFile, req: &PlanRequest) -> Result<MemoryPlan> {
         limits,
         req.kv_type,
         &crate::detect::kernel_table(),
-        crate::expand::Expansion::from_env()?,
+        match req.expansion {
+            Some(policy) => policy,
+            None => Expansion::from_env()?,
+        },
     )?;
     let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
     let report = PlanReport::new(&graph, &plan).map_err(|e| anyhow!("planning: {e}"))?;

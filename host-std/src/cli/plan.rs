@@ -60,6 +60,7 @@ pub(super) fn plan(a: &PlanArgs) -> Result<()> {
         batch: a.batch,
         kv_type: a.kv.kv,
         all_logits: a.all_logits,
+        expansion: None,
     };
     let plan = plan_model(&model, &req)?;
     let fit = budget.map(|b| fit_budget(&model, &req, b)).transpose()?;

@@ -149,6 +149,7 @@ fn convert_to_budget(
                 batch: a.model.batch_size,
                 kv_type: a.budget_kv.unwrap_or_default(),
                 all_logits: false,
+                expansion: None,
             };
             // Name the context actually planned (0 = the model's own) in every message.
             let ctx = req.limits(&model.config)?.max_ctx;

@@ -85,6 +85,9 @@ pub fn vspec(args: &[&str]) -> Output {
         .args(args)
         // No network, no default-model fetch: every call passes -m.
         .env("VSPEC_LOG", "warn")
+        // Files as stored, whatever the CPU: these tests are about files (tests/expand.rs
+        // covers the rewrite some CPUs' sessions make).
+        .env("VSPEC_EXPAND", "0")
         .output()
         .expect("running the vspec binary")
 }
