@@ -15,8 +15,9 @@ use vspec_core::plan::{Plan, PlanReport};
 /// What the process needs besides the plan's buffers: the code, the tokenizer and its tables, the
 /// parsed headers, the chat template engine, thread stacks and the allocator's own pages.
 /// Measured as peak RSS (VmHWM) minus the planned bytes for `vspec generate` on SmolLM2-135M at
-/// ctx 2048, 2 threads (`bench/plan_vs_rss.sh`: 29.9–30.2 MiB for f32, f16 and q8_0 KV), rounded
-/// up; a model with a larger vocabulary or chat template adds to it.
+/// ctx 2048, 2 threads (`bench/plan_vs_rss.sh`: 29.9–30.2 MiB for f32, f16 and q8_0 KV with the
+/// GGUF file; 28.8–29.0 with a `.vspec` file of it, 40 before the heap its tokenizer.json parse
+/// frees was returned), rounded up; a larger vocabulary or chat template adds to it.
 pub const FIXED_OVERHEAD_BYTES: usize = 31 << 20;
 
 /// The context used when none is asked for: the training context, at most this.
