@@ -2,6 +2,7 @@
 pub mod chat;
 pub mod cli;
 pub mod detect;
+pub mod engine;
 pub mod expand;
 pub mod fetch;
 pub mod generate;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod parallel;
 pub mod perplexity;
 pub mod quantize;
+mod resident;
 pub mod tokenizer;
 pub mod vspecfile;
 

@@ -2,8 +2,9 @@
 //! safetensors shards), memory-mapped, headers parsed and validated by the core, weights bound
 //! zero-copy.
 
+pub use crate::engine::{caller_memory_bytes, Engine};
 use crate::expand::{self, Expansion, Rewritten};
-use crate::parallel::ThreadPool;
+use crate::resident::{release_pages, return_free_heap};
 use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
@@ -11,16 +12,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use vspec_core::exec::Session;
 use vspec_core::gguf::Gguf;
 use vspec_core::graph::{Graph, Limits};
-use vspec_core::kernels::{KernelTable, Parallel};
+use vspec_core::kernels::KernelTable;
 use vspec_core::kv::KvType;
 use vspec_core::model::config::{FieldNames, TensorShapes};
 use vspec_core::model::{
     bind_weights, build_graph_kv, ModelConfig, RawTensor, RopeScaling, WeightView,
 };
-use vspec_core::plan::Plan;
 use vspec_core::safetensors::SafetensorsHeader;
 use vspec_core::vspecfile::VspecFile;
 
@@ -99,54 +98,6 @@ fn map_file(path: &Path) -> Result<Mmap> {
     // file not being truncated while mapped (a truncation would fault, not corrupt).
     unsafe { Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))
 }
-
-/// Frees this process's copies of the whole pages of `map` that lie inside `data` (nothing when
-/// `data` is not inside `map`): `madvise(MADV_DONTNEED)`. Page size assumed 4 KiB; on larger
-/// pages the call fails or frees whole pages around the range, and either is harmless (below).
-#[cfg(unix)]
-fn release_pages(map: &Mmap, data: &[u8]) {
-    const PAGE: usize = 4096;
-    let base = map.as_ptr() as usize;
-    let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
-    if start < base || end > base + map.len() {
-        return;
-    }
-    let (first, last) = (
-        (start - base).next_multiple_of(PAGE),
-        (end - base) / PAGE * PAGE,
-    );
-    if first >= last {
-        return;
-    }
-    // SAFETY: `map` is a read-only private mapping of a file this process never writes
-    // (`map_file`), so MADV_DONTNEED only drops resident copies: the next read of those pages
-    // faults the same bytes in from the file, and every `&[u8]` into the mapping keeps reading
-    // the values it read before. The range lies inside the mapping (checked above).
-    let freed = unsafe {
-        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
-    };
-    if let Err(e) = freed {
-        log::debug!("madvise(DONTNEED) of {} bytes: {e}", last - first);
-    }
-}
-
-/// Gives the allocator's free memory back to the system (`malloc_trim`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn return_free_heap() {
-    // SAFETY: malloc_trim only releases memory the allocator holds free; it takes no pointer
-    // and is thread-safe (it locks each arena).
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Other allocators keep what they keep.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_free_heap() {}
-
-/// Elsewhere the pages stay resident.
-#[cfg(not(unix))]
-fn release_pages(_map: &Mmap, _data: &[u8]) {}
 
 impl ModelFile {
     /// Frees the resident pages of `data` if it lies in one of this model's file mappings
@@ -566,205 +517,4 @@ fn hf_shards(dir: &Path) -> Result<Vec<PathBuf>> {
         bail!("{}: no *.safetensors files", dir.display());
     }
     Ok(files)
-}
-
-/// A zeroed buffer of `bytes` (rounded up to 4), or an error saying what could not be allocated:
-/// an oversized `-c` must be a message, not an abort.
-fn zeroed_words(bytes: usize, what: &str) -> Result<Vec<u32>> {
-    let words = bytes.div_ceil(4);
-    let mut v = Vec::new();
-    v.try_reserve_exact(words).map_err(|_| {
-        anyhow!(
-            "cannot allocate {:.1} MiB for the {what}: lower -c/--ctx-size or -b/--batch-size",
-            bytes as f64 / (1 << 20) as f64
-        )
-    })?;
-    v.resize(words, 0);
-    Ok(v)
-}
-
-/// Alignment the session's buffers get inside a caller's memory (a cache line; the kernels need
-/// 4 bytes).
-const CALLER_MEMORY_ALIGN: usize = 64;
-
-/// Bytes a caller's buffer must hold for [`Engine::with_memory`] under `plan`: the arena and the
-/// KV cache, each starting at a 64-byte boundary, plus room to reach the first boundary from any
-/// start address.
-pub fn caller_memory_bytes(plan: &Plan) -> usize {
-    (CALLER_MEMORY_ALIGN - 1)
-        + plan.arena_bytes.next_multiple_of(CALLER_MEMORY_ALIGN)
-        + plan.kv_bytes
-}
-
-/// Where a session's arena and KV cache live.
-enum SessionMemory<'m> {
-    /// Allocated by the engine (u32 storage keeps them 4-byte aligned for the f32 views).
-    Owned { arena: Vec<u32>, kv: Vec<u32> },
-    /// Carved out of a buffer the caller owns (embedded use: nothing is allocated for them).
-    Borrowed {
-        arena: &'m mut [u8],
-        kv: &'m mut [u8],
-    },
-}
-
-/// Everything needed to run: graph, plan, bound weights, the arena and KV buffers, kernels and
-/// threads. Create a [`Session`] over it with [`Engine::session`].
-pub struct Engine<'m> {
-    /// The graph.
-    pub graph: Graph,
-    /// Its memory plan.
-    pub plan: Plan,
-    weights: Vec<Option<WeightView<'m>>>,
-    memory: SessionMemory<'m>,
-    kernels: KernelTable,
-    par: ThreadPool,
-    rewritten: Rewritten,
-}
-
-impl<'m> Engine<'m> {
-    /// Plans `model` for `limits` with an f32 KV cache (the exact reference) and allocates
-    /// exactly the planned arena and KV cache.
-    pub fn new(model: &'m ModelFile, limits: Limits, threads: usize) -> Result<Engine<'m>> {
-        Self::with_kv(model, limits, KvType::F32, threads)
-    }
-
-    /// [`Engine::new`] with a KV cache of `kv_type` (the CLI's default is f16).
-    pub fn with_kv(
-        model: &'m ModelFile,
-        limits: Limits,
-        kv_type: KvType,
-        threads: usize,
-    ) -> Result<Engine<'m>> {
-        Self::build(
-            model,
-            limits,
-            kv_type,
-            threads,
-            crate::detect::kernel_table(),
-        )
-    }
-
-    /// [`Engine::new`] with a given kernel table (tests compare the scalar references with the
-    /// table `select` returns).
-    pub fn with_kernels(
-        model: &'m ModelFile,
-        limits: Limits,
-        threads: usize,
-        kernels: KernelTable,
-    ) -> Result<Engine<'m>> {
-        Self::build(model, limits, KvType::F32, threads, kernels)
-    }
-
-    /// Plans `model` for `limits` and `kv_type`, allocates the planned arena and KV cache, and
-    /// starts `threads` threads running `kernels`; weights are rewritten for them as
-    /// `VSPEC_EXPAND` says ([`crate::expand`]).
-    pub fn build(
-        model: &'m ModelFile,
-        limits: Limits,
-        kv_type: KvType,
-        threads: usize,
-        kernels: KernelTable,
-    ) -> Result<Engine<'m>> {
-        let policy = Expansion::from_env()?;
-        Self::build_with(model, limits, kv_type, threads, kernels, policy)
-    }
-
-    /// [`Engine::build`] with the rewrite policy given rather than read from `VSPEC_EXPAND`.
-    pub fn build_with(
-        model: &'m ModelFile,
-        limits: Limits,
-        kv_type: KvType,
-        threads: usize,
-        kernels: KernelTable,
-        policy: Expansion,
-    ) -> Result<Engine<'m>> {
-        let (graph, weights, rewritten) = model.bind_cpu(limits, kv_type, &kernels, policy)?;
-        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
-        log::info!("memory plan: {}", plan.summary());
-        let arena = zeroed_words(plan.arena_bytes, "activation arena")?;
-        let kv = zeroed_words(plan.kv_bytes, "KV cache")?;
-        Ok(Engine {
-            graph,
-            plan,
-            weights,
-            memory: SessionMemory::Owned { arena, kv },
-            kernels,
-            par: ThreadPool::new(threads)?,
-            rewritten,
-        })
-    }
-
-    /// [`Engine::with_kv`] with the arena and KV cache placed in `memory`, which must hold
-    /// [`caller_memory_bytes`] of the plan (an error says how many are missing otherwise).
-    pub fn with_memory(
-        model: &'m ModelFile,
-        limits: Limits,
-        kv_type: KvType,
-        threads: usize,
-        memory: &'m mut [u8],
-    ) -> Result<Engine<'m>> {
-        let kernels = crate::detect::kernel_table();
-        let (graph, weights, rewritten) =
-            model.bind_cpu(limits, kv_type, &kernels, Expansion::from_env()?)?;
-        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
-        let need = caller_memory_bytes(&plan);
-        if memory.len() < need {
-            bail!(
-                "the session buffer holds {} bytes but the plan needs {need} (arena {} + KV cache \
-                 {} + alignment; {} bytes short)",
-                memory.len(),
-                plan.arena_bytes,
-                plan.kv_bytes,
-                need - memory.len()
-            );
-        }
-        let skip = memory.as_ptr().align_offset(CALLER_MEMORY_ALIGN);
-        let arena_span = plan.arena_bytes.next_multiple_of(CALLER_MEMORY_ALIGN);
-        let (arena, rest) = memory[skip..].split_at_mut(arena_span);
-        let kv = &mut rest[..plan.kv_bytes];
-        // A reused buffer may hold anything; the session reads only what it wrote, but zeroing
-        // keeps runs reproducible and the KV cache of unused positions defined.
-        arena.fill(0);
-        kv.fill(0);
-        Ok(Engine {
-            graph,
-            plan,
-            weights,
-            memory: SessionMemory::Borrowed { arena, kv },
-            kernels,
-            par: ThreadPool::new(threads)?,
-            rewritten,
-        })
-    }
-
-    /// The weights this engine holds rewritten for the CPU ([`crate::expand`]).
-    pub fn rewritten(&self) -> &Rewritten {
-        &self.rewritten
-    }
-
-    /// Threads in use.
-    pub fn threads(&self) -> usize {
-        self.par.threads()
-    }
-
-    /// A session starting at position 0.
-    pub fn session(&mut self) -> Result<Session<'_>> {
-        let (arena, kv): (&mut [u8], &mut [u8]) = match &mut self.memory {
-            SessionMemory::Owned { arena, kv } => (
-                bytemuck::cast_slice_mut(arena),
-                bytemuck::cast_slice_mut(kv),
-            ),
-            SessionMemory::Borrowed { arena, kv } => (arena, kv),
-        };
-        Session::new(
-            &self.graph,
-            &self.plan,
-            &self.weights,
-            arena,
-            kv,
-            &self.kernels,
-            &self.par,
-        )
-        .map_err(|e| anyhow!("session: {e}"))
-    }
 }
