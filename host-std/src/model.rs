@@ -149,13 +149,6 @@ impl ModelFile {
         if verify {
             vspec_core::vspecfile::verify_checksum(&map)
                 .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            // The checksum read every page; left resident they would stack under the
-            // tokenizer's build (~16 MB of parsing for SmolLM2's) and every allocation before
-            // the first forward step. The weights are read again when used (from the page
-            // cache), so peak RSS stays what the plan and its fixed overhead count.
-            if let ModelBytes::Mapped(m) = &map {
-                release_pages(m, m);
-            }
         }
         let header =
             vspec_core::vspecfile::parse(&map).map_err(|e| anyhow!("{}: {e}", path.display()))?;
