@@ -28,6 +28,22 @@ fn zeroed_words(bytes: usize, what: &str) -> Result<Vec<u32>> {
     Ok(v)
 }
 
+/// The weights of `model` bound as sessions with `kernels` hold them under `policy`, and the
+/// plan of that graph.
+type Bound<'m> = (Graph, Vec<Option<WeightView<'m>>>, Rewritten, Plan);
+
+fn bound<'m>(
+    model: &'m ModelFile,
+    limits: Limits,
+    kv_type: KvType,
+    kernels: &KernelTable,
+    policy: Expansion,
+) -> Result<Bound<'m>> {
+    let (graph, weights, rewritten) = model.bind_cpu(limits, kv_type, kernels, policy)?;
+    let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
+    Ok((graph, weights, rewritten, plan))
+}
+
 /// Alignment the session's buffers get inside a caller's memory (a cache line; the kernels need
 /// 4 bytes).
 const CALLER_MEMORY_ALIGN: usize = 64;
@@ -123,8 +139,7 @@ impl<'m> Engine<'m> {
         kernels: KernelTable,
         policy: Expansion,
     ) -> Result<Engine<'m>> {
-        let (graph, weights, rewritten) = model.bind_cpu(limits, kv_type, &kernels, policy)?;
-        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
+        let (graph, weights, rewritten, plan) = bound(model, limits, kv_type, &kernels, policy)?;
         log::info!("memory plan: {}", plan.summary());
         let arena = zeroed_words(plan.arena_bytes, "activation arena")?;
         let kv = zeroed_words(plan.kv_bytes, "KV cache")?;
@@ -149,9 +164,8 @@ impl<'m> Engine<'m> {
         memory: &'m mut [u8],
     ) -> Result<Engine<'m>> {
         let kernels = crate::detect::kernel_table();
-        let (graph, weights, rewritten) =
-            model.bind_cpu(limits, kv_type, &kernels, Expansion::from_env()?)?;
-        let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
+        let policy = Expansion::from_env()?;
+        let (graph, weights, rewritten, plan) = bound(model, limits, kv_type, &kernels, policy)?;
         let need = caller_memory_bytes(&plan);
         if memory.len() < need {
             bail!(

@@ -89,22 +89,16 @@ pub struct MemoryPlan {
 /// Plans `model` for `req` (no tensor data is read).
 pub fn plan_model(model: &ModelFile, req: &PlanRequest) -> Result<MemoryPlan> {
     let limits = req.limits(&model.config)?;
+    let (mut graph, views) = model.bind_kv(limits, req.kv_type)?;
+    let file_weight_bytes = vspec_core::model::weight_bytes(&views);
     // As the engine will hold them on this CPU (`crate::expand`).
-    let graph = model.plan_graph_cpu(
-        limits,
-        req.kv_type,
-        &crate::detect::kernel_table(),
-        match req.expansion {
-            Some(policy) => policy,
-            None => Expansion::from_env()?,
-        },
-    )?;
+    let policy = match req.expansion {
+        Some(policy) => policy,
+        None => Expansion::from_env()?,
+    };
+    model.record_cpu_formats(&mut graph, &crate::detect::kernel_table(), policy);
     let plan = Plan::new(&graph).map_err(|e| anyhow!("planning: {e}"))?;
     let report = PlanReport::new(&graph, &plan).map_err(|e| anyhow!("planning: {e}"))?;
-    let (file_graph, _) = model.bind_kv(limits, req.kv_type)?;
-    let file_weight_bytes = Plan::new(&file_graph)
-        .map_err(|e| anyhow!("planning: {e}"))?
-        .weight_bytes;
     Ok(MemoryPlan {
         file_weight_bytes,
         total_bytes: report.planned_bytes + FIXED_OVERHEAD_BYTES,

@@ -410,9 +410,16 @@ impl ModelFile {
         policy: Expansion,
     ) -> Result<Graph> {
         let (mut graph, _) = self.bind_kv(limits, kv_type)?;
-        let rewrites = self.rewrites(&graph, kernels, policy);
-        expand::apply_to_graph(&mut graph, &rewrites);
+        self.record_cpu_formats(&mut graph, kernels, policy);
         Ok(graph)
+    }
+
+    /// Records in a graph bound by [`ModelFile::bind_kv`] the formats a CPU session with
+    /// `kernels` holds its weights in under `policy` (what [`ModelFile::bind_cpu`] does to its
+    /// graph), so that a plan of it counts those bytes.
+    pub fn record_cpu_formats(&self, graph: &mut Graph, kernels: &KernelTable, policy: Expansion) {
+        let rewrites = self.rewrites(graph, kernels, policy);
+        expand::apply_to_graph(graph, &rewrites);
     }
 
     fn rewrites(

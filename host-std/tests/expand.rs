@@ -131,6 +131,11 @@ fn rewritten_trellis_matrices_give_the_same_logits_and_plans() {
     // activations and sum the same i8 weights per 32; measured bit-identical here, but the
     // kernels differ, so only a tolerance is promised).
     let Some(avx2) = avx2_table() else {
+        let required = std::env::var("VSPEC_REQUIRE_ISA").unwrap_or_default();
+        assert!(
+            !required.contains("avx2"),
+            "VSPEC_REQUIRE_ISA={required} but this CPU lacks AVX2/FMA/F16C"
+        );
         println!("SKIPPED(no AVX2): the AVX2 tier's choice is not checked on this CPU");
         return;
     };
