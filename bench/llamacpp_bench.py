@@ -5,16 +5,18 @@ Subcommands:
     quantize SRC DST TYPE
         llama_model_quantize(SRC -> DST, ftype=LLAMA_FTYPE_{ALL_F32 | MOSTLY_<TYPE>},
         allow_requantize=True), no importance matrix (as tests/fixtures/quality did).
-    bench --model F --threads T [-p 512] [-n 128] [-r 1] [-b 512]
+    bench --model F --threads T [-p 512] [-n 128] [-r 1] [-b 512] [-d 0,2048]
         One llama.cpp measurement with `vspec bench`'s protocol, printed as a JSON array shaped
-        like `vspec bench --json` (test, n_threads, samples_ns, samples_ts, avg_ts):
+        like `vspec bench --json` (test, n_threads, n_depth, samples_ns, samples_ts, avg_ts):
           ppN: N synthetic tokens decoded in steps of the batch size (llama_batch_get_one: logits
                of the last token only) from an empty KV cache each repetition, after one untimed
                step.
           tgN: N tokens decoded one at a time from an empty KV cache each repetition, after 4
                untimed steps; the fed ids are a fixed pseudo-random sequence, not sampled.
-        Token ids: the same xorshift64* sequence as host-std/src/cli/bench.rs.
-    run --vspec BIN --results OUT.jsonl --threads 1,2 --reps R [-p] [-n] [-b] \
+          ppN @ dD, tgN @ dD (-d, llama-bench's depth): each repetition first fills the emptied
+               cache with D tokens in steps of the batch size, untimed, then times the test.
+        Token ids: the same xorshift64* sequences as host-std/src/cli/bench/mod.rs.
+    run --vspec BIN --results OUT.jsonl --threads 1,2 --reps R [-p] [-n] [-b] [-d] \
             --both FILE... --vspec-only FILE...
         The alternation: for each round, for each thread count, for each file, llama.cpp once then
         vspec once (one repetition each, each in a fresh process), so both engines see the same
@@ -38,6 +40,7 @@ import time
 
 TOKEN_SEED = 0x5EED1234ABCD0001
 GEN_SEED = TOKEN_SEED ^ 0x9E3779B9
+DEPTH_SEED = TOKEN_SEED ^ 0x00DE9700000000D0
 GEN_WARMUP_TOKENS = 4
 MASK64 = (1 << 64) - 1
 
@@ -97,11 +100,31 @@ def decode(llama_cpp, ctx, ids, what):
         sys.exit("llama_decode failed with status %d (%s)" % (rc, what))
 
 
+def parse_depths(text):
+    try:
+        depths = [int(d) for d in text.split(",") if d != ""]
+    except ValueError:
+        sys.exit("-d must be a comma list of token counts, not %r" % text)
+    if not depths or any(d < 0 for d in depths):
+        sys.exit("-d must be a comma list of token counts, not %r" % text)
+    return depths
+
+
+def test_name(kind, n, depth):
+    return "%s%d" % (kind, n) if depth == 0 else "%s%d @ d%d" % (kind, n, depth)
+
+
+def fill_to_depth(llama_cpp, ctx, filler, step):
+    for i in range(0, len(filler), step):
+        decode(llama_cpp, ctx, filler[i:i + step], "depth fill")
+
+
 def cmd_bench(a):
     import llama_cpp
 
     if a.reps < 1:
         sys.exit("bench: -r must be at least 1")
+    depths = parse_depths(a.depths)
     keep = quiet_llama_logs(llama_cpp)
     llama_cpp.llama_backend_init()
     mparams = llama_cpp.llama_model_default_params()
@@ -111,14 +134,17 @@ def cmd_bench(a):
     vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
     out = []
     tests = []
-    if a.n_prompt > 0:
-        tests.append(("pp", a.n_prompt))
-    if a.n_gen > 0:
-        tests.append(("tg", a.n_gen))
-    for kind, n in tests:
+    for depth in depths:
+        if a.n_prompt > 0:
+            tests.append(("pp", a.n_prompt, depth))
+        if a.n_gen > 0:
+            tests.append(("tg", a.n_gen, depth))
+    for kind, n, depth in tests:
+        filler = synthetic_tokens(depth, vocab, DEPTH_SEED)
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n
-        cparams.n_batch = min(a.batch, n) if kind == "pp" else 1
+        cparams.n_ctx = depth + n
+        # The depth is filled in steps of the batch size, as vspec's is.
+        cparams.n_batch = max(min(a.batch, n) if kind == "pp" else 1, min(a.batch, depth))
         cparams.n_ubatch = cparams.n_batch
         cparams.n_threads = a.threads
         cparams.n_threads_batch = a.threads
@@ -137,6 +163,8 @@ def cmd_bench(a):
             llama_cpp.llama_synchronize(ctx)
             for _ in range(a.reps):
                 clear_kv(llama_cpp, ctx)
+                fill_to_depth(llama_cpp, ctx, filler, min(a.batch, max(depth, 1)))
+                llama_cpp.llama_synchronize(ctx)
                 arrays = [((llama_cpp.llama_token * len(c))(*c), len(c)) for c in chunks]
                 t0 = time.perf_counter_ns()
                 for arr, m in arrays:
@@ -153,6 +181,8 @@ def cmd_bench(a):
             arrays = [(llama_cpp.llama_token * 1)(t) for t in ids]
             for _ in range(a.reps):
                 clear_kv(llama_cpp, ctx)
+                fill_to_depth(llama_cpp, ctx, filler, min(a.batch, max(depth, 1)))
+                llama_cpp.llama_synchronize(ctx)
                 t0 = time.perf_counter_ns()
                 for arr in arrays:
                     rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, 1))
@@ -164,7 +194,8 @@ def cmd_bench(a):
         llama_cpp.llama_free(ctx)
         ts = [n / (ns * 1e-9) for ns in samples]
         out.append({
-            "test": "%s%d" % (kind, n), "n_threads": a.threads, "samples_ns": samples,
+            "test": test_name(kind, n, depth), "n_threads": a.threads, "n_depth": depth,
+            "samples_ns": samples,
             "samples_ts": ts, "avg_ts": sum(ts) / len(ts),
             "flash_attn": a.flash_attn,
         })
@@ -188,7 +219,8 @@ def cmd_run(a):
     for f, _ in files:
         if not os.path.exists(f):
             sys.exit("run: %s does not exist" % f)
-    common = ["-p", str(a.n_prompt), "-n", str(a.n_gen), "-b", str(a.batch)]
+    parse_depths(a.depths)
+    common = ["-p", str(a.n_prompt), "-n", str(a.n_gen), "-b", str(a.batch), "-d", a.depths]
     with open(a.results, "a") as out:
         for rnd in range(a.reps):
             for t in threads:
@@ -207,7 +239,7 @@ def cmd_run(a):
                                    "test": e["test"], "tok_s": e["samples_ts"][0]}
                             out.write(json.dumps(row) + "\n")
                             out.flush()
-                            print("round %d/%d  %-9s %-40s t=%d %-6s %8.2f tok/s" % (
+                            print("round %d/%d  %-9s %-40s t=%d %-13s %8.2f tok/s" % (
                                 rnd + 1, a.reps, engine, os.path.basename(f), t, e["test"],
                                 row["tok_s"]), flush=True)
 
@@ -218,21 +250,27 @@ def cmd_table(a):
         sys.exit("table: %s holds no measurements" % a.results)
     med = {}
     for r in rows:
-        med.setdefault((r["file"], r["engine"], r["threads"], r["test"][:2]), []).append(r["tok_s"])
+        med.setdefault((r["file"], r["engine"], r["threads"], r["test"][:2], test_depth(r["test"])),
+                       []).append(r["tok_s"])
     med = {k: statistics.median(v) for k, v in med.items()}
+    depths = sorted({k[4] for k in med})
+    # The depth column only when some test ran at a depth (the classic table otherwise).
+    show_depth = depths != [0]
     sizes = {r["file"]: r["bytes"] for r in rows}
     rounds = len({r["round"] for r in rows})
     base_file = next((f for f in sizes if os.path.basename(f).endswith("Q4_0.gguf")), None)
     print("Medians of %d rounds; ratio = tok/s / llama.cpp on %s at the same thread count.\n"
           % (rounds, os.path.basename(base_file) if base_file else "(no Q4_0 file)"))
-    print("| file | MiB | engine | threads | pp t/s | tg t/s | pp ratio | tg ratio |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
-    keys = sorted({(k[0], k[1], k[2]) for k in med}, key=lambda k: (k[2], sizes[k[0]], k[0], k[1]))
-    for f, engine, t in keys:
-        pp = med.get((f, engine, t, "pp"))
-        tg = med.get((f, engine, t, "tg"))
-        bpp = med.get((base_file, "llama.cpp", t, "pp")) if base_file else None
-        btg = med.get((base_file, "llama.cpp", t, "tg")) if base_file else None
+    depth_head, depth_rule = ("depth | ", "---: | ") if show_depth else ("", "")
+    print("| file | MiB | engine | threads | %spp t/s | tg t/s | pp ratio | tg ratio |" % depth_head)
+    print("| --- | ---: | --- | ---: | %s---: | ---: | ---: | ---: |" % depth_rule)
+    keys = sorted({(k[0], k[1], k[2], k[4]) for k in med},
+                  key=lambda k: (k[3], k[2], sizes[k[0]], k[0], k[1]))
+    for f, engine, t, d in keys:
+        pp = med.get((f, engine, t, "pp", d))
+        tg = med.get((f, engine, t, "tg", d))
+        bpp = med.get((base_file, "llama.cpp", t, "pp", d)) if base_file else None
+        btg = med.get((base_file, "llama.cpp", t, "tg", d)) if base_file else None
 
         def num(x):
             return "%.2f" % x if x is not None else "-"
@@ -240,9 +278,14 @@ def cmd_table(a):
         def ratio(x, b):
             return "%.2f" % (x / b) if x is not None and b else "-"
 
-        print("| %s | %.2f | %s | %d | %s | %s | %s | %s |" % (
-            os.path.basename(f), sizes[f] / 2**20, engine, t, num(pp), num(tg),
-            ratio(pp, bpp), ratio(tg, btg)))
+        print("| %s | %.2f | %s | %d | %s%s | %s | %s | %s |" % (
+            os.path.basename(f), sizes[f] / 2**20, engine, t, "%d | " % d if show_depth else "",
+            num(pp), num(tg), ratio(pp, bpp), ratio(tg, btg)))
+
+
+def test_depth(test):
+    """D of a test named 'ppN @ dD' or 'tgN @ dD', 0 for 'ppN' and 'tgN'."""
+    return int(test.split(" @ d", 1)[1]) if " @ d" in test else 0
 
 
 def medians(rows):
@@ -311,6 +354,8 @@ def main():
         s.add_argument("-n", dest="n_gen", type=int, default=128)
         s.add_argument("-b", dest="batch", type=int, default=512)
         s.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+        s.add_argument("-d", dest="depths", default="0",
+                       help="tokens in the cache before each test, comma separated")
     b.add_argument("-r", dest="reps", type=int, default=1)
     t = sub.add_parser("table")
     t.add_argument("results")

@@ -2,7 +2,8 @@
 # Vspec and llama.cpp side by side on the same weights: pp512 and tg128 tok/s at 1 and 2 threads,
 # medians of alternating rounds, and the ratio to llama.cpp on Q4_0.
 #
-#   bench/llamacpp_side_by_side.sh [--reps N] [--threads 1,2] [--no-convert] [FILE.vspec ...]
+#   bench/llamacpp_side_by_side.sh [--reps N] [--threads 1,2] [--depth 0,2048] [--no-convert]
+#                                  [FILE.vspec ...]
 #
 # Steps (each skipped when its output already exists):
 #   1. bench/.venv-llamacpp with llama-cpp-python $LLAMACPP_VERSION (a prebuilt wheel if PyPI has
@@ -21,6 +22,8 @@
 #   5. The rounds: per round, thread count and file, llama.cpp once then vspec once, each a fresh
 #      process (bench/llamacpp_bench.py run), so both see the same machine load; then the table,
 #      and its medians as JSON in $WORK/peer.json (for `vspec bench --report DIR --peer`).
+#      With --depth D[,D...] every test also runs after D tokens already fill the cache
+#      (llama-bench's -d; default 0, an empty cache), and the table gains a depth column.
 #
 # Environment: LLAMACPP_VERSION, LLAMACPP_CMAKE_ARGS, LLAMACPP_VENV, WORK (default
 # target/side-by-side), PYTHON (the interpreter that makes the venv), FLASH_ATTN (auto|on|off,
@@ -36,6 +39,7 @@ PYTHON=${PYTHON:-python3}
 FLASH_ATTN=${FLASH_ATTN:-auto}
 REPS=5
 THREADS=1,2
+DEPTHS=0
 CONVERT=1
 EXTRA=()
 
@@ -44,6 +48,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS=${2:?--reps needs a number}; shift 2 ;;
         --threads) THREADS=${2:?--threads needs a comma list}; shift 2 ;;
+        --depth) DEPTHS=${2:?--depth needs a comma list}; shift 2 ;;
         --no-convert) CONVERT=0; shift ;;
         -h|--help) usage 0 ;;
         -*) echo "unknown flag $1" >&2; usage 2 ;;
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
 done
 case "$REPS" in ''|*[!0-9]*|0) echo "--reps must be a positive number, not '$REPS'" >&2; exit 2 ;; esac
 case "$THREADS" in ''|*[!0-9,]*) echo "--threads must be a comma list of numbers, not '$THREADS'" >&2; exit 2 ;; esac
+case "$DEPTHS" in ''|*[!0-9,]*) echo "--depth must be a comma list of numbers, not '$DEPTHS'" >&2; exit 2 ;; esac
 
 say() { printf '\n== %s\n' "$*" >&2; }
 mkdir -p "$WORK"
@@ -112,10 +118,10 @@ done
 
 # 5. Alternating rounds, then the table.
 RESULTS=$WORK/results-$(date +%Y%m%d-%H%M%S).jsonl
-say "$REPS rounds, threads $THREADS, results in $RESULTS"
+say "$REPS rounds, threads $THREADS, depths $DEPTHS, results in $RESULTS"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "${HELPER[@]}" run --vspec "$VSPEC" --results "$RESULTS" --threads "$THREADS" --reps "$REPS" \
-    --flash-attn "$FLASH_ATTN" --both "${BOTH[@]}" --vspec-only ${TIERS[@]+"${TIERS[@]}"}
+    -d "$DEPTHS" --flash-attn "$FLASH_ATTN" --both "${BOTH[@]}" --vspec-only ${TIERS[@]+"${TIERS[@]}"}
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo
 "${HELPER[@]}" table "$RESULTS"

@@ -117,6 +117,37 @@ fn zero_skips_a_test_and_the_bandwidth() {
 }
 
 #[test]
+fn depth_runs_each_test_after_that_many_cached_tokens() {
+    let dir = llama_dir();
+    let (stdout, _) = succeeds(&bench_args(
+        s(&dir),
+        &["-t", "1", "-d", "0,8", "--bw-mib", "8", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let entries = v.as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["test"].as_str().unwrap())
+        .collect();
+    // llama-bench's names and order: per depth, the prompt test then the generation test.
+    assert_eq!(names, ["pp16", "tg8", "pp16 @ d8", "tg8 @ d8"], "{stdout}");
+    let depths: Vec<u64> = entries
+        .iter()
+        .map(|e| e["n_depth"].as_u64().unwrap())
+        .collect();
+    assert_eq!(depths, [0, 0, 8, 8]);
+    // The decode at depth 8 reads 8 more cached positions per token than from an empty cache:
+    // 2 layers × K and V × 32 values (2 KV heads of 16) × 2 bytes (the default f16 cache).
+    let bytes = |e: &serde_json::Value| e["decode_bytes_per_token"].as_f64().unwrap();
+    let extra = bytes(&entries[3]) - bytes(&entries[1]);
+    assert!(
+        (extra - 8.0 * 2.0 * 2.0 * 32.0 * 2.0).abs() < 1e-6,
+        "{extra}"
+    );
+    fails_with(&bench_args(s(&dir), &["-d", "x"]), &["--n-depth"]);
+}
+
+#[test]
 fn bad_input_is_an_error_message() {
     let dir = llama_dir();
     let model = s(&dir);

@@ -7,6 +7,9 @@
 //! * `tgN`: N tokens decoded one at a time from an empty cache, each repetition in a fresh
 //!   session. The fed tokens are a fixed pseudo-random sequence, not sampled (as llama-bench
 //!   does), so the timing holds the forward passes only. A few untimed decode steps warm up first.
+//! * `ppN @ dD`, `tgN @ dD` (`-d D`, llama-bench's depth): the same after D tokens already sit
+//!   in the cache: each repetition's fresh session first evaluates D synthetic tokens in steps
+//!   of the batch size, untimed, then times the test, whose tokens attend to all of them.
 //!
 //! Token ids are synthetic (a fixed pseudo-random sequence inside the vocabulary), so no text or
 //! tokenizer is involved and every engine and run sees the same ids.
@@ -60,6 +63,16 @@ pub struct BenchArgs {
     /// Tokens per forward step of the prompt test.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
+    /// Tokens already in the KV cache when each test starts, comma separated (llama-bench's
+    /// depth): every repetition first evaluates that many tokens, untimed, then times the test
+    /// after them (`pp512 @ d2048`). 0 = an empty cache.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub depths: Vec<usize>,
     #[command(flatten)]
     pub kv: super::KvArgs,
     /// Buffer for the memory-bandwidth measurement, in MiB; 0 skips it and the roofline. It must
@@ -98,28 +111,45 @@ const GEN_WARMUP_TOKENS: usize = 4;
 const BANDWIDTH_PASSES: usize = 3;
 /// Seed of the synthetic token sequence.
 const TOKEN_SEED: u64 = 0x5eed_1234_abcd_0001;
+/// Seed of the tokens that fill the cache to a test's depth (bench/llamacpp_bench.py uses the
+/// same).
+const DEPTH_SEED: u64 = TOKEN_SEED ^ 0x00de_9700_0000_00d0;
 
-/// One benchmark: which test, on which model, with how many threads.
+/// What a test times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Test {
-    /// Prompt processing of this many tokens.
-    Prompt(usize),
-    /// Generation of this many tokens.
-    Gen(usize),
+enum TestKind {
+    /// Prompt processing.
+    Prompt,
+    /// Generation, one token per step.
+    Gen,
+}
+
+/// One benchmark: which test, after how many cached tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Test {
+    kind: TestKind,
+    /// Tokens timed.
+    n: usize,
+    /// Tokens in the cache before the timed ones (untimed).
+    depth: usize,
 }
 
 impl Test {
+    /// llama-bench's name: `pp512`, `tg128`, `tg128 @ d2048`.
     fn name(self) -> String {
-        match self {
-            Test::Prompt(n) => format!("pp{n}"),
-            Test::Gen(n) => format!("tg{n}"),
+        let kind = match self.kind {
+            TestKind::Prompt => "pp",
+            TestKind::Gen => "tg",
+        };
+        if self.depth == 0 {
+            format!("{kind}{}", self.n)
+        } else {
+            format!("{kind}{} @ d{}", self.n, self.depth)
         }
     }
 
     fn tokens(self) -> usize {
-        match self {
-            Test::Prompt(n) | Test::Gen(n) => n,
-        }
+        self.n
     }
 }
 
@@ -169,6 +199,9 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
     if a.threads.is_empty() {
         bail!("-t/--threads needs at least one thread count");
     }
+    if a.depths.is_empty() {
+        bail!("-d/--n-depth needs at least one depth");
+    }
     // Resolve "0 = one per core" and refuse absurd counts before anything slow starts.
     let report_plan = a
         .report
@@ -196,15 +229,17 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     for (mi, model) in files.iter().enumerate() {
         for &t in &threads {
-            if a.n_prompt > 0 {
-                let m = bench_prompt(model, a, t)?;
-                report_progress(&infos[mi], t, &m);
-                results.push(Measurement { model: mi, ..m });
-            }
-            if a.n_gen > 0 {
-                let m = bench_gen(model, a, t)?;
-                report_progress(&infos[mi], t, &m);
-                results.push(Measurement { model: mi, ..m });
+            for &depth in &a.depths {
+                if a.n_prompt > 0 {
+                    let m = bench_prompt(model, a, t, depth)?;
+                    report_progress(&infos[mi], t, &m);
+                    results.push(Measurement { model: mi, ..m });
+                }
+                if a.n_gen > 0 {
+                    let m = bench_gen(model, a, t, depth)?;
+                    report_progress(&infos[mi], t, &m);
+                    results.push(Measurement { model: mi, ..m });
+                }
             }
         }
     }
@@ -305,23 +340,48 @@ fn synthetic_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-fn bench_prompt(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Measurement> {
-    let n = a.n_prompt;
-    let limits = Limits {
-        max_ctx: n,
-        max_tokens: a.batch_size.min(n),
+/// Session limits for a test of `n` tokens in steps of `step` after `depth` cached ones (the
+/// depth is filled in steps of the batch size).
+fn test_limits(a: &BenchArgs, n: usize, step: usize, depth: usize) -> Result<Limits> {
+    let max_ctx = depth
+        .checked_add(n)
+        .ok_or_else(|| anyhow!("-d {depth} with {n} test tokens overflows"))?;
+    Ok(Limits {
+        max_ctx,
+        max_tokens: step.max(a.batch_size.min(depth)),
         all_logits: false,
-    };
+    })
+}
+
+/// Fills a fresh session's cache with `depth` tokens (untimed), as llama-bench does before a
+/// test at that depth.
+fn fill_to_depth(sess: &mut vspec_core::exec::Session<'_>, depth_tokens: &[u32]) -> Result<()> {
+    if !depth_tokens.is_empty() {
+        crate::generate::prefill(sess, depth_tokens)?;
+    }
+    Ok(())
+}
+
+fn bench_prompt(
+    model: &ModelFile,
+    a: &BenchArgs,
+    threads: usize,
+    depth: usize,
+) -> Result<Measurement> {
+    let n = a.n_prompt;
+    let limits = test_limits(a, n, a.batch_size.min(n), depth)?;
     let mut engine = Engine::with_kv(model, limits, a.kv.kv, threads)?;
     let tokens = synthetic_tokens(n, model.config.vocab, TOKEN_SEED);
+    let filler = synthetic_tokens(depth, model.config.vocab, DEPTH_SEED);
     {
         // Warm-up: one step, untimed, so the first repetition does not pay for page faults.
         let mut sess = engine.session()?;
-        crate::generate::prefill(&mut sess, &tokens[..limits.max_tokens])?;
+        crate::generate::prefill(&mut sess, &tokens[..a.batch_size.min(n)])?;
     }
     let mut samples_ns = Vec::with_capacity(a.repetitions);
     for _ in 0..a.repetitions {
         let mut sess = engine.session()?;
+        fill_to_depth(&mut sess, &filler)?;
         let t0 = Instant::now();
         crate::generate::prefill(&mut sess, &tokens)?;
         samples_ns.push(t0.elapsed().as_nanos() as u64);
@@ -329,19 +389,24 @@ fn bench_prompt(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Meas
     Ok(Measurement {
         model: 0,
         threads: engine.threads(),
-        test: Test::Prompt(n),
+        test: Test {
+            kind: TestKind::Prompt,
+            n,
+            depth,
+        },
         samples_ns,
         decode_bytes_per_token: None,
     })
 }
 
-fn bench_gen(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Measurement> {
+fn bench_gen(
+    model: &ModelFile,
+    a: &BenchArgs,
+    threads: usize,
+    depth: usize,
+) -> Result<Measurement> {
     let n = a.n_gen;
-    let limits = Limits {
-        max_ctx: n,
-        max_tokens: 1,
-        all_logits: false,
-    };
+    let limits = test_limits(a, n, 1, depth)?;
     let mut engine = Engine::with_kv(model, limits, a.kv.kv, threads)?;
     let traffic = DecodeTraffic::of_graph(&engine.graph)
         .map_err(|e| anyhow!("{}: {e}", model.path.display()))?;
@@ -352,9 +417,11 @@ fn bench_gen(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Measure
             sess.forward(&[t]).map_err(|e| anyhow!("{e}"))?;
         }
     }
+    let filler = synthetic_tokens(depth, model.config.vocab, DEPTH_SEED);
     let mut samples_ns = Vec::with_capacity(a.repetitions);
     for _ in 0..a.repetitions {
         let mut sess = engine.session()?;
+        fill_to_depth(&mut sess, &filler)?;
         let t0 = Instant::now();
         for &t in &tokens {
             sess.forward(&[t]).map_err(|e| anyhow!("{e}"))?;
@@ -364,9 +431,13 @@ fn bench_gen(model: &ModelFile, a: &BenchArgs, threads: usize) -> Result<Measure
     Ok(Measurement {
         model: 0,
         threads: engine.threads(),
-        test: Test::Gen(n),
+        test: Test {
+            kind: TestKind::Gen,
+            n,
+            depth,
+        },
         samples_ns,
-        decode_bytes_per_token: Some(traffic.bytes_per_token(mean_decode_ctx(n))),
+        decode_bytes_per_token: Some(traffic.bytes_per_token(depth as f64 + mean_decode_ctx(n))),
     })
 }
 
@@ -429,8 +500,13 @@ mod tests {
         // Embedding row: 2 Q8_0 blocks of 34 B; head: 100 such rows; norm: 64 f32;
         // ffn_up: 32 rows of 2 Q4_0 blocks of 18 B.
         assert_eq!(t.weight_bytes, 68 + 100 * 68 + 64 * 4 + 32 * 2 * 18);
-        // K and V, 2 layers, 16 f32 each.
+        // K and V, 2 layers, 16 values each, in the graph's KV type.
+        assert_eq!(tiny_graph().kv_type, vspec_core::kv::KvType::F32);
         assert_eq!(t.kv_bytes_per_position, 2 * 2 * 16 * 4);
+        let mut g = tiny_graph();
+        g.kv_type = vspec_core::kv::KvType::F16;
+        let t = DecodeTraffic::of_graph(&g).unwrap();
+        assert_eq!(t.kv_bytes_per_position, 2 * 2 * 16 * 2);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(super) struct PeerResult {
     /// File size in bytes.
     pub(super) bytes: u64,
     pub(super) threads: usize,
-    /// `ppN` or `tgN`, as `vspec bench` names its tests.
+    /// `ppN` or `tgN`, with ` @ dD` after tests at a depth, as `vspec bench` names its tests.
     pub(super) test: String,
     pub(super) tok_s: f64,
 }
@@ -50,6 +50,11 @@ impl PeerResult {
         &self.test[..2]
     }
 
+    /// Tokens in the cache before the test (0 without ` @ dD`).
+    pub(super) fn depth(&self) -> usize {
+        parse_test(&self.test).map_or(0, |(_, depth)| depth)
+    }
+
     /// The file's name without its directories.
     pub(super) fn file_name(&self) -> &str {
         self.file.rsplit(['/', '\\']).next().unwrap_or(&self.file)
@@ -63,6 +68,26 @@ pub(super) fn load(path: &Path) -> Result<PeerRun> {
     parse(&text).map_err(|e| anyhow!("--peer {}: {e}", path.display()))
 }
 
+/// `(N, D)` of a test named `ppN`, `tgN`, `ppN @ dD` or `tgN @ dD`.
+fn parse_test(test: &str) -> Option<(usize, usize)> {
+    let (head, depth) = match test.split_once(" @ d") {
+        Some((head, d)) => (head, d),
+        None => (test, "0"),
+    };
+    let number = |t: &str| {
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            t.parse::<usize>().ok()
+        } else {
+            None
+        }
+    };
+    let n = head
+        .strip_prefix("pp")
+        .or_else(|| head.strip_prefix("tg"))
+        .and_then(number)?;
+    Some((n, number(depth)?))
+}
+
 pub(super) fn parse(text: &str) -> Result<PeerRun> {
     let run: PeerRun = serde_json::from_str(text).map_err(|e| {
         anyhow!("not the JSON bench/llamacpp_side_by_side.sh writes ({{\"results\": [...]}}): {e}")
@@ -72,11 +97,11 @@ pub(super) fn parse(text: &str) -> Result<PeerRun> {
     }
     for (i, r) in run.results.iter().enumerate() {
         let what = format!("results[{i}] ({} on {})", r.engine, r.file);
-        let n_ok = r.test.len() > 2
-            && r.test.is_char_boundary(2)
-            && r.test[2..].bytes().all(|b| b.is_ascii_digit());
-        if !(r.test.starts_with("pp") || r.test.starts_with("tg")) || !n_ok {
-            bail!("{what}: 'test' is '{}', not ppN or tgN", r.test);
+        if parse_test(&r.test).is_none() {
+            bail!(
+                "{what}: 'test' is '{}', not ppN or tgN (with ' @ dD' after them at a depth)",
+                r.test
+            );
         }
         if !(r.tok_s.is_finite() && r.tok_s > 0.0) {
             bail!("{what}: 'tok_s' is {}, not a positive speed", r.tok_s);
@@ -100,18 +125,23 @@ mod tests {
           {"engine": "llama.cpp", "file": "/w/smollm2-Q4_0.gguf", "bytes": 1000, "threads": 2,
            "test": "tg128", "tok_s": 100.5, "rounds": 3},
           {"engine": "vspec", "file": "a.vspec", "bytes": 800, "threads": 1,
-           "test": "pp512", "tok_s": 50}
+           "test": "pp512", "tok_s": 50},
+          {"engine": "llama.cpp", "file": "q.gguf", "bytes": 900, "threads": 2,
+           "test": "tg128 @ d2048", "tok_s": 70}
         ]}"#;
 
     #[test]
     fn reads_the_script_output() {
         let run = parse(GOOD).unwrap();
         assert_eq!(run.rounds, Some(3));
-        assert_eq!(run.results.len(), 2);
+        assert_eq!(run.results.len(), 3);
         assert_eq!(run.results[0].file_name(), "smollm2-Q4_0.gguf");
         assert_eq!(run.results[0].kind(), "tg");
         assert_eq!(run.results[1].kind(), "pp");
         assert_eq!(run.results[1].tok_s, 50.0);
+        assert_eq!(run.results[0].depth(), 0);
+        assert_eq!(run.results[2].kind(), "tg");
+        assert_eq!(run.results[2].depth(), 2048);
     }
 
     #[test]
@@ -119,6 +149,8 @@ mod tests {
         let cases = [
             (GOOD.replace("\"tg128\"", "\"xx1\""), "results[0]"),
             (GOOD.replace("\"pp512\"", "\"pp\""), "'test'"),
+            (GOOD.replace("@ d2048", "@ d"), "'test'"),
+            (GOOD.replace("@ d2048", "@ dx1"), "'test'"),
             (GOOD.replace("100.5", "-1"), "'tok_s'"),
             (
                 GOOD.replace("\"threads\": 1", "\"threads\": 0"),

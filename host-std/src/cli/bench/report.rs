@@ -160,9 +160,9 @@ pub(super) fn to_json(
             let info = &infos[m.model];
             let samples_ts = m.samples_tok_s();
             let (mean, sd) = mean_sd(&samples_ts);
-            let (n_prompt, n_gen) = match m.test {
-                Test::Prompt(n) => (n, 0),
-                Test::Gen(n) => (0, n),
+            let (n_prompt, n_gen) = match m.test.kind {
+                TestKind::Prompt => (m.test.n, 0),
+                TestKind::Gen => (0, m.test.n),
             };
             let bw = bandwidth_for(bandwidth, m.threads);
             let roof = match (m.decode_bytes_per_token, bw) {
@@ -181,6 +181,7 @@ pub(super) fn to_json(
                 "type_v": kv.to_string(),
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
+                "n_depth": m.test.depth,
                 "test": m.test.name(),
                 "avg_ts": mean,
                 "stddev_ts": sd,

@@ -143,7 +143,7 @@ impl ReportPlan {
             let ms: Vec<&Measurement> = input
                 .results
                 .iter()
-                .filter(|m| m.threads == t && m.test.name().starts_with(kind))
+                .filter(|m| m.threads == t && m.test.depth == 0 && m.test.name().starts_with(kind))
                 .collect();
             let Some(first) = ms.first() else { continue };
             out.push(Series {
@@ -171,7 +171,11 @@ impl ReportPlan {
             return out;
         };
         let mut groups: Vec<(String, usize, String, Vec<&PeerResult>)> = Vec::new();
-        for r in run.results.iter().filter(|r| r.kind() == kind) {
+        for r in run
+            .results
+            .iter()
+            .filter(|r| r.kind() == kind && r.depth() == 0)
+        {
             match groups
                 .iter_mut()
                 .find(|g| g.0 == r.engine && g.1 == r.threads && g.2 == r.test)

@@ -9,8 +9,7 @@ use super::*;
 pub(super) struct DecodeTraffic {
     /// Weight bytes read per decoded token.
     pub(super) weight_bytes: u64,
-    /// KV cache bytes per attended position, all layers, K and V (the cache is f32, see
-    /// `Plan::kv_bytes`).
+    /// KV cache bytes per attended position, all layers, K and V, in the graph's KV type.
     pub(super) kv_bytes_per_position: u64,
 }
 
@@ -39,7 +38,9 @@ impl DecodeTraffic {
         }
         Ok(DecodeTraffic {
             weight_bytes,
-            kv_bytes_per_position: 2 * graph.kv_layers as u64 * graph.kv_width as u64 * 4,
+            kv_bytes_per_position: 2
+                * graph.kv_layers as u64
+                * graph.kv_type.row_bytes(graph.kv_width) as u64,
         })
     }
 
