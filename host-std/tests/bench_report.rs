@@ -87,7 +87,13 @@ fn report_writes_linked_charts_with_the_series() {
               {"engine": "llama.cpp", "file": "/x/smollm2-Q4_0.gguf", "bytes": 96000000,
                "threads": 1, "test": "tg128", "tok_s": 100.0, "rounds": 3},
               {"engine": "llama.cpp", "file": "/x/smollm2-Q4_0.gguf", "bytes": 96000000,
-               "threads": 1, "test": "pp512", "tok_s": 500.0, "rounds": 3}
+               "threads": 1, "test": "pp512", "tok_s": 500.0, "rounds": 3},
+              {"engine": "llama.cpp", "file": "/x/smollm2-Q4_0.gguf", "bytes": 96000000,
+               "threads": 1, "test": "tg128 @ d2048", "tok_s": 60.0, "rounds": 3},
+              {"engine": "llama.cpp", "file": "/x/smollm2-Q4_0.gguf", "bytes": 96000000,
+               "threads": 1, "test": "pp512 @ d2048", "tok_s": 250.0, "rounds": 3},
+              {"engine": "vspec", "file": "/x/sitting.vspec", "bytes": 50000000,
+               "threads": 1, "test": "tg128 @ d2048", "tok_s": 90.0, "rounds": 3}
             ]}"#,
     );
     // The same model twice stands for a comma list of files.
@@ -103,11 +109,22 @@ fn report_writes_linked_charts_with_the_series() {
     assert_eq!(entries(&dir), expected, "no .part files left behind");
 
     let series = "llama, 1 thread";
+    // The peer's decode at depth 2048 joins the decode-against-context chart; its tests at a
+    // depth stay off the file-size charts.
     check_svg(
         "ctx-decode.svg",
         &read(&dir, "ctx-decode.svg"),
-        &[series, "128", "256"],
+        &[
+            series,
+            "128",
+            "256",
+            "llama.cpp smollm2-Q4_0.gguf tg128, 1 thread (side by side)",
+        ],
     );
+    // This run's curves stand for vspec: its side-by-side entries at a depth are not repeated.
+    assert!(!read(&dir, "ctx-decode.svg").contains("sitting.vspec"));
+    assert!(!read(&dir, "size-decode.svg").contains("@ d2048"));
+    assert!(!read(&dir, "size-prefill.svg").contains("@ d2048"));
     check_svg("ctx-prefill.svg", &read(&dir, "ctx-prefill.svg"), &[series]);
     check_svg(
         "size-decode.svg",
@@ -165,6 +182,7 @@ fn report_writes_linked_charts_with_the_series() {
         "## Planned memory",
         "## Standard tests",
         "| pp16 |",
+        "Hollow markers: the side-by-side run's decode tests at a depth",
     ] {
         assert!(flat.contains(needle), "report.md lacks '{needle}':\n{md}");
     }

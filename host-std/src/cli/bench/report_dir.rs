@@ -97,7 +97,11 @@ impl ReportPlan {
         Ok(vec![
             (
                 CTX_DECODE_SVG,
-                xy_chart(&ctx_axes(&decode_title), &sweep_series(input, true))?,
+                xy_chart(&ctx_axes(&decode_title), &{
+                    let mut series = sweep_series(input, true);
+                    series.extend(self.depth_series());
+                    series
+                })?,
             ),
             (
                 CTX_PREFILL_SVG,
@@ -194,6 +198,52 @@ impl ReportPlan {
             });
         }
         out
+    }
+
+    /// The other engines' decode speed at depth from the peer run (`tgN @ dD` tests, run with
+    /// the side-by-side script's `--depth`): one hollow series per engine, file and thread
+    /// count, at x = D. Vspec's own side-by-side entries are left out: this run's curves are
+    /// vspec's, and a legend of every file twice would hide the chart.
+    fn depth_series(&self) -> Vec<Series> {
+        let Some((_, run)) = &self.peer else {
+            return Vec::new();
+        };
+        let mut groups: Vec<(String, String, usize, Vec<&PeerResult>)> = Vec::new();
+        for r in run
+            .results
+            .iter()
+            .filter(|r| r.kind() == "tg" && r.depth() > 0 && r.engine != "vspec")
+        {
+            let key = |g: &(String, String, usize, Vec<&PeerResult>)| {
+                g.0 == r.engine && g.1 == r.file_name() && g.2 == r.threads
+            };
+            match groups.iter_mut().find(|g| key(g)) {
+                Some(g) => g.3.push(r),
+                None => groups.push((
+                    r.engine.clone(),
+                    r.file_name().to_string(),
+                    r.threads,
+                    vec![r],
+                )),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(engine, file, t, mut rs)| {
+                rs.sort_by_key(|r| r.depth());
+                Series {
+                    label: format!(
+                        "{engine} {file} {}, {} (side by side)",
+                        rs[0].test.split(" @ ").next().unwrap_or(""),
+                        threads_text(t)
+                    ),
+                    points: rs.iter().map(|r| (r.depth() as f64, r.tok_s)).collect(),
+                    point_labels: Vec::new(),
+                    line: rs.len() > 1,
+                    hollow: true,
+                }
+            })
+            .collect()
     }
 
     fn memory_bars(&self, input: &ReportInput) -> Vec<StackedBar> {

@@ -16,7 +16,7 @@ impl ReportPlan {
         );
         self.machine_section(&mut md, input);
         files_section(&mut md, input);
-        context_section(&mut md, input);
+        context_section(&mut md, input, !self.depth_series().is_empty());
         self.size_section(&mut md);
         memory_section(&mut md, input);
         let _ = writeln!(
@@ -194,7 +194,7 @@ fn files_section(md: &mut String, input: &ReportInput) {
     md.push('\n');
 }
 
-fn context_section(md: &mut String, input: &ReportInput) {
+fn context_section(md: &mut String, input: &ReportInput, peer_depths: bool) {
     let n = input.args.n_gen;
     let _ = writeln!(md, "## Speed against context length\n");
     let _ = writeln!(
@@ -210,6 +210,15 @@ fn context_section(md: &mut String, input: &ReportInput) {
             md,
             "![decode speed against context length]({CTX_DECODE_SVG})\n"
         );
+        if peer_depths {
+            let _ = writeln!(
+                md,
+                "Hollow markers: the side-by-side run's decode tests at a depth for the other \
+                 engines (`tgN @ dD`, `bench/llamacpp_side_by_side.sh --depth`), at x = D, each \
+                 on its file; they come from their own sitting (its table has vspec's numbers of \
+                 that sitting).\n"
+            );
+        }
     } else {
         let _ = writeln!(md, "Decode was not measured (`-n 0`).\n");
     }
