@@ -13,15 +13,20 @@ use vspec_core::kv::KvType;
 use vspec_core::model::WeightView;
 use vspec_core::plan::Plan;
 
-/// A zeroed buffer of `bytes` (rounded up to 4), or an error saying what could not be allocated:
-/// an oversized `-c` must be a message, not an abort.
-fn zeroed_words(bytes: usize, what: &str) -> Result<Vec<u32>> {
+/// A zeroed buffer of `bytes` (rounded up to 4), or an error saying what could not be allocated
+/// and for which limits: an oversized context must be a message, not an abort. The message
+/// names the limits, not a flag: the CLI's commands, `vspec bench` and the C API set them
+/// differently.
+fn zeroed_words(bytes: usize, what: &str, limits: &Limits) -> Result<Vec<u32>> {
     let words = bytes.div_ceil(4);
     let mut v = Vec::new();
     v.try_reserve_exact(words).map_err(|_| {
         anyhow!(
-            "cannot allocate {:.1} MiB for the {what}: lower -c/--ctx-size or -b/--batch-size",
-            bytes as f64 / (1 << 20) as f64
+            "cannot allocate {:.1} MiB for the {what} of a {}-token context in steps of up to {} \
+             tokens: use a shorter context or smaller steps",
+            bytes as f64 / (1 << 20) as f64,
+            limits.max_ctx,
+            limits.max_tokens
         )
     })?;
     v.resize(words, 0);
@@ -141,8 +146,8 @@ impl<'m> Engine<'m> {
     ) -> Result<Engine<'m>> {
         let (graph, weights, rewritten, plan) = bound(model, limits, kv_type, &kernels, policy)?;
         log::info!("memory plan: {}", plan.summary());
-        let arena = zeroed_words(plan.arena_bytes, "activation arena")?;
-        let kv = zeroed_words(plan.kv_bytes, "KV cache")?;
+        let arena = zeroed_words(plan.arena_bytes, "activation arena", &limits)?;
+        let kv = zeroed_words(plan.kv_bytes, "KV cache", &limits)?;
         Ok(Engine {
             graph,
             plan,
