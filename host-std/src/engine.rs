@@ -13,21 +13,42 @@ use vspec_core::kv::KvType;
 use vspec_core::model::WeightView;
 use vspec_core::plan::Plan;
 
-/// A zeroed buffer of `bytes` (rounded up to 4), or an error saying what could not be allocated
-/// and for which limits: an oversized context must be a message, not an abort. The message
-/// names the limits, not a flag: the CLI's commands, `vspec bench` and the C API set them
-/// differently.
-fn zeroed_words(bytes: usize, what: &str, limits: &Limits) -> Result<Vec<u32>> {
+/// An arena or KV cache the process could not allocate: which, how large, and for which limits.
+/// The message names the limits, not a flag (the CLI's commands, `vspec bench` and the C API set
+/// them differently); callers that own flags can find it with `downcast_ref` and name theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllocationError {
+    /// "activation arena" or "KV cache".
+    pub what: &'static str,
+    pub bytes: usize,
+    pub limits: Limits,
+}
+
+impl std::fmt::Display for AllocationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot allocate {:.1} MiB for the {} of a {}-token context in steps of up to {} \
+             tokens: use a shorter context or smaller steps",
+            self.bytes as f64 / (1 << 20) as f64,
+            self.what,
+            self.limits.max_ctx,
+            self.limits.max_tokens
+        )
+    }
+}
+
+impl std::error::Error for AllocationError {}
+
+/// A zeroed buffer of `bytes` (rounded up to 4), or an [`AllocationError`]: an oversized
+/// context must be a message, not an abort.
+fn zeroed_words(bytes: usize, what: &'static str, limits: &Limits) -> Result<Vec<u32>> {
     let words = bytes.div_ceil(4);
     let mut v = Vec::new();
-    v.try_reserve_exact(words).map_err(|_| {
-        anyhow!(
-            "cannot allocate {:.1} MiB for the {what} of a {}-token context in steps of up to {} \
-             tokens: use a shorter context or smaller steps",
-            bytes as f64 / (1 << 20) as f64,
-            limits.max_ctx,
-            limits.max_tokens
-        )
+    v.try_reserve_exact(words).map_err(|_| AllocationError {
+        what,
+        bytes,
+        limits: *limits,
     })?;
     v.resize(words, 0);
     Ok(v)

@@ -67,7 +67,7 @@ pub(super) fn generate(a: &GenerateArgs) -> Result<()> {
         );
         return generate_on(&mut sess, a, &tok, &prompt, &sampler);
     }
-    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
+    let mut engine = cli_engine(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
         model.config.summary(),
@@ -133,7 +133,7 @@ pub(super) fn chat(a: &ChatArgs) -> Result<()> {
     let tok = model.tokenizer()?;
     let tmpl = ChatTemplate::from_tokenizer(&tok)?;
     let lim = limits(&a.model, &model, false)?;
-    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
+    let mut engine = cli_engine(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | type a message, empty line or EOF to quit",
         model.config.summary(),
@@ -267,7 +267,7 @@ pub(super) fn perplexity(a: &PerplexityArgs) -> Result<()> {
         max_tokens: a.model.batch_size.clamp(1, a.ctx),
         all_logits: true,
     };
-    let mut engine = Engine::with_kv(&model, lim, a.kv.kv, a.model.threads)?;
+    let mut engine = cli_engine(&model, lim, a.kv.kv, a.model.threads)?;
     eprintln!(
         "[vspec] {} | {} | {} threads",
         model.config.summary(),
@@ -353,4 +353,20 @@ fn note_rewritten(engine: &Engine<'_>) {
     if let Some(note) = engine.rewritten().note() {
         eprintln!("[vspec] {note}");
     }
+}
+
+/// [`Engine::with_kv`] for the commands with `-c`/`-b`: a memory that cannot be allocated names
+/// those flags.
+fn cli_engine<'m>(
+    model: &'m ModelFile,
+    limits: Limits,
+    kv: vspec_core::kv::KvType,
+    threads: usize,
+) -> Result<Engine<'m>> {
+    Engine::with_kv(model, limits, kv, threads).map_err(|e| {
+        match e.downcast_ref::<crate::engine::AllocationError>() {
+            Some(alloc) => anyhow!("{alloc} (-c/--ctx-size, -b/--batch-size)"),
+            None => e,
+        }
+    })
 }
