@@ -158,6 +158,33 @@ fn depth_runs_each_test_after_that_many_cached_tokens() {
 }
 
 #[test]
+fn prompt_and_generation_lengths_take_lists() {
+    let dir = llama_dir();
+    let (stdout, _) = succeeds(&bench_args(
+        s(&dir),
+        &["-p", "8,16", "-n", "0,4", "-t", "1", "--bw-mib", "0", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["test"].as_str().unwrap())
+        .collect();
+    // As llama-bench: each prompt length, then each generation length; 0 skips.
+    assert_eq!(names, ["pp8", "pp16", "tg4"], "{stdout}");
+    let out = TempDir::new("bench-lists");
+    let dir_arg = out.join("r");
+    fails_with(
+        &bench_args(
+            s(&dir),
+            &["-p", "8,16", "--report", dir_arg.to_str().unwrap()],
+        ),
+        &["--report takes one -p and one -n"],
+    );
+}
+
+#[test]
 fn bad_input_is_an_error_message() {
     let dir = llama_dir();
     let model = s(&dir);

@@ -42,13 +42,24 @@ pub struct BenchArgs {
     /// Default: SmolLM2-135M-Instruct, fetched once.
     #[arg(short = 'm', long = "model", value_delimiter = ',')]
     pub models: Vec<PathBuf>,
-    /// Prompt tokens of the prompt-processing test (0 skips it).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-    pub n_prompt: usize,
-    /// Tokens of the generation test (0 skips it). Each step is fed the next id of a fixed
-    /// pseudo-random sequence (no sampling), so only the forward passes are timed.
-    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
-    pub n_gen: usize,
+    /// Prompt tokens of the prompt-processing test, comma separated for several (0 skips it).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    pub n_prompt: Vec<usize>,
+    /// Tokens of the generation test, comma separated for several (0 skips it). Each step is
+    /// fed the next id of a fixed pseudo-random sequence (no sampling), so only the forward
+    /// passes are timed.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    pub n_gen: Vec<usize>,
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
@@ -101,6 +112,18 @@ pub struct BenchArgs {
     /// writes (target/side-by-side/peer.json).
     #[arg(long = "peer", value_name = "FILE.json", requires = "report")]
     pub peer: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The prompt length of the report's standard-test text (the report takes one, checked).
+    fn report_prompt(&self) -> usize {
+        self.n_prompt.first().copied().unwrap_or(0)
+    }
+
+    /// Tokens the report's sweep decodes at each context length (the report takes one -n).
+    fn report_gen(&self) -> usize {
+        self.n_gen.first().copied().unwrap_or(0)
+    }
 }
 
 /// Untimed decode steps before the generation test's repetitions: enough to fault in the
@@ -190,7 +213,7 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
     if a.repetitions == 0 {
         bail!("-r/--repetitions must be at least 1");
     }
-    if a.n_prompt == 0 && a.n_gen == 0 {
+    if a.n_prompt.iter().chain(&a.n_gen).all(|&n| n == 0) {
         bail!("-p/--n-prompt 0 and -n/--n-gen 0 leave nothing to measure");
     }
     if a.batch_size == 0 {
@@ -230,13 +253,13 @@ pub(super) fn bench(a: &BenchArgs) -> Result<()> {
     for (mi, model) in files.iter().enumerate() {
         for &t in &threads {
             for &depth in &a.depths {
-                if a.n_prompt > 0 {
-                    let m = bench_prompt(model, a, t, depth)?;
+                for &n in a.n_prompt.iter().filter(|&&n| n > 0) {
+                    let m = bench_prompt(model, a, n, t, depth)?;
                     report_progress(&infos[mi], t, &m);
                     results.push(Measurement { model: mi, ..m });
                 }
-                if a.n_gen > 0 {
-                    let m = bench_gen(model, a, t, depth)?;
+                for &n in a.n_gen.iter().filter(|&&n| n > 0) {
+                    let m = bench_gen(model, a, n, t, depth)?;
                     report_progress(&infos[mi], t, &m);
                     results.push(Measurement { model: mi, ..m });
                 }
@@ -365,10 +388,10 @@ fn fill_to_depth(sess: &mut vspec_core::exec::Session<'_>, depth_tokens: &[u32])
 fn bench_prompt(
     model: &ModelFile,
     a: &BenchArgs,
+    n: usize,
     threads: usize,
     depth: usize,
 ) -> Result<Measurement> {
-    let n = a.n_prompt;
     let limits = test_limits(a, n, a.batch_size.min(n), depth)?;
     let mut engine = Engine::with_kv(model, limits, a.kv.kv, threads)?;
     let tokens = synthetic_tokens(n, model.config.vocab, TOKEN_SEED);
@@ -402,10 +425,10 @@ fn bench_prompt(
 fn bench_gen(
     model: &ModelFile,
     a: &BenchArgs,
+    n: usize,
     threads: usize,
     depth: usize,
 ) -> Result<Measurement> {
-    let n = a.n_gen;
     let limits = test_limits(a, n, 1, depth)?;
     let mut engine = Engine::with_kv(model, limits, a.kv.kv, threads)?;
     let traffic = DecodeTraffic::of_graph(&engine.graph)

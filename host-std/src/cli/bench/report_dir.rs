@@ -41,6 +41,12 @@ impl ReportPlan {
     /// Checks the report's flags and makes the directory, before anything slow runs.
     pub(super) fn prepare(dir: &Path, a: &BenchArgs) -> Result<ReportPlan> {
         sweep::context_lengths(a)?;
+        if a.n_prompt.len() != 1 || a.n_gen.len() != 1 {
+            bail!(
+                "--report takes one -p and one -n value (its sweep decodes -n tokens at each \
+                 --ctx length): run the lists without --report"
+            );
+        }
         let peer = match &a.peer {
             Some(p) => Some((p.clone(), peer::load(p)?)),
             None => None,
@@ -90,7 +96,7 @@ impl ReportPlan {
             y_desc: "tokens per second",
             log_x: false,
         };
-        let n = input.args.n_gen;
+        let n = input.args.report_gen();
         let decode_title = format!("decode: tg{n} after a prompt of the context length");
         let bars: Vec<StackedBar> = self.memory_bars(input);
         let longest = input.memory.iter().map(|m| m.ctx).max().unwrap_or(0);

@@ -24,7 +24,9 @@ impl ReportPlan {
             "## Standard tests\n\n`vspec bench`'s own table (llama-bench's protocol: `pp{}` from \
              an empty cache in steps of {}, `tg{}` from an empty cache), with the decode \
              roofline.\n",
-            a.n_prompt, a.batch_size, a.n_gen
+            a.report_prompt(),
+            a.batch_size,
+            a.report_gen()
         );
         md.push_str(&tables(
             input.infos,
@@ -195,7 +197,7 @@ fn files_section(md: &mut String, input: &ReportInput) {
 }
 
 fn context_section(md: &mut String, input: &ReportInput, peer_depths: bool) {
-    let n = input.args.n_gen;
+    let n = input.args.report_gen();
     let _ = writeln!(md, "## Speed against context length\n");
     let _ = writeln!(
         md,
