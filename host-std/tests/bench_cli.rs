@@ -162,7 +162,9 @@ fn prompt_and_generation_lengths_take_lists() {
     let dir = llama_dir();
     let (stdout, _) = succeeds(&bench_args(
         s(&dir),
-        &["-p", "8,16", "-n", "0,4", "-t", "1", "--bw-mib", "0", "--json"],
+        &[
+            "-p", "8,16", "-n", "0,4", "-t", "1", "--bw-mib", "0", "--json",
+        ],
     ));
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let names: Vec<&str> = v
