@@ -141,10 +141,11 @@ def cmd_bench(a):
             tests.append(("tg", a.n_gen, depth))
     for kind, n, depth in tests:
         filler = synthetic_tokens(depth, vocab, DEPTH_SEED)
+        # The depth is filled in steps of the batch size, as vspec's is.
+        fill_step = max(1, min(a.batch, depth))
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = depth + n
-        # The depth is filled in steps of the batch size, as vspec's is.
-        cparams.n_batch = max(min(a.batch, n) if kind == "pp" else 1, min(a.batch, depth))
+        cparams.n_batch = max(min(a.batch, n) if kind == "pp" else 1, fill_step)
         cparams.n_ubatch = cparams.n_batch
         cparams.n_threads = a.threads
         cparams.n_threads_batch = a.threads
@@ -163,7 +164,7 @@ def cmd_bench(a):
             llama_cpp.llama_synchronize(ctx)
             for _ in range(a.reps):
                 clear_kv(llama_cpp, ctx)
-                fill_to_depth(llama_cpp, ctx, filler, min(a.batch, max(depth, 1)))
+                fill_to_depth(llama_cpp, ctx, filler, fill_step)
                 llama_cpp.llama_synchronize(ctx)
                 arrays = [((llama_cpp.llama_token * len(c))(*c), len(c)) for c in chunks]
                 t0 = time.perf_counter_ns()
@@ -181,7 +182,7 @@ def cmd_bench(a):
             arrays = [(llama_cpp.llama_token * 1)(t) for t in ids]
             for _ in range(a.reps):
                 clear_kv(llama_cpp, ctx)
-                fill_to_depth(llama_cpp, ctx, filler, min(a.batch, max(depth, 1)))
+                fill_to_depth(llama_cpp, ctx, filler, fill_step)
                 llama_cpp.llama_synchronize(ctx)
                 t0 = time.perf_counter_ns()
                 for arr in arrays:

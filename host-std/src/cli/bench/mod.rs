@@ -170,10 +170,6 @@ impl Test {
             format!("{kind}{} @ d{}", self.n, self.depth)
         }
     }
-
-    fn tokens(self) -> usize {
-        self.n
-    }
 }
 
 /// What the table and the JSON say about a model file.
@@ -201,7 +197,7 @@ struct Measurement {
 
 impl Measurement {
     fn samples_tok_s(&self) -> Vec<f64> {
-        let n = self.test.tokens() as f64;
+        let n = self.test.n as f64;
         self.samples_ns
             .iter()
             .map(|&ns| n / (ns.max(1) as f64 * 1e-9))

@@ -180,21 +180,13 @@ impl ReportPlan {
         let Some((_, run)) = &self.peer else {
             return out;
         };
-        let mut groups: Vec<(String, usize, String, Vec<&PeerResult>)> = Vec::new();
-        for r in run
-            .results
-            .iter()
-            .filter(|r| r.kind() == kind && r.depth() == 0)
-        {
-            match groups
-                .iter_mut()
-                .find(|g| g.0 == r.engine && g.1 == r.threads && g.2 == r.test)
-            {
-                Some(g) => g.3.push(r),
-                None => groups.push((r.engine.clone(), r.threads, r.test.clone(), vec![r])),
-            }
-        }
-        for (engine, t, test, rs) in groups {
+        let groups = group_by(
+            run.results
+                .iter()
+                .filter(|r| r.kind() == kind && r.depth() == 0),
+            |r| (r.engine.clone(), r.threads, r.test.clone()),
+        );
+        for ((engine, t, test), rs) in groups {
             out.push(Series {
                 label: format!("{engine} {test}, {} (side by side)", threads_text(t)),
                 points: rs.iter().map(|r| (r.bytes as f64 / MIB, r.tok_s)).collect(),
@@ -214,28 +206,15 @@ impl ReportPlan {
         let Some((_, run)) = &self.peer else {
             return Vec::new();
         };
-        let mut groups: Vec<(String, String, usize, Vec<&PeerResult>)> = Vec::new();
-        for r in run
-            .results
-            .iter()
-            .filter(|r| r.kind() == "tg" && r.depth() > 0 && r.engine != "vspec")
-        {
-            let key = |g: &(String, String, usize, Vec<&PeerResult>)| {
-                g.0 == r.engine && g.1 == r.file_name() && g.2 == r.threads
-            };
-            match groups.iter_mut().find(|g| key(g)) {
-                Some(g) => g.3.push(r),
-                None => groups.push((
-                    r.engine.clone(),
-                    r.file_name().to_string(),
-                    r.threads,
-                    vec![r],
-                )),
-            }
-        }
+        let groups = group_by(
+            run.results
+                .iter()
+                .filter(|r| r.kind() == "tg" && r.depth() > 0 && r.engine != "vspec"),
+            |r| (r.engine.clone(), r.file_name().to_string(), r.threads),
+        );
         groups
             .into_iter()
-            .map(|(engine, file, t, mut rs)| {
+            .map(|((engine, file, t), mut rs)| {
                 rs.sort_by_key(|r| r.depth());
                 Series {
                     label: format!(
@@ -271,6 +250,22 @@ impl ReportPlan {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// `results` grouped by `key`, groups and their members in first-seen order.
+fn group_by<'r, K: PartialEq>(
+    results: impl Iterator<Item = &'r PeerResult>,
+    key: impl Fn(&PeerResult) -> K,
+) -> Vec<(K, Vec<&'r PeerResult>)> {
+    let mut groups: Vec<(K, Vec<&PeerResult>)> = Vec::new();
+    for r in results {
+        let k = key(r);
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1.push(r),
+            None => groups.push((k, vec![r])),
+        }
+    }
+    groups
+}
 
 /// Prefill or decode speed against context length: one series per file and thread count.
 fn sweep_series(input: &ReportInput, decode: bool) -> Vec<Series> {

@@ -93,14 +93,14 @@ pub(super) fn measure(
 ) -> Result<Vec<SweepPoint>> {
     let lengths = context_lengths(a)?;
     let longest = *lengths.last().unwrap_or(&1);
+    let n_gen = a.report_gen();
     let mut out = Vec::new();
     for (mi, model) in files.iter().enumerate() {
         for &t in threads {
-            let limits = session_limits(a, longest, a.report_gen())?;
+            let limits = session_limits(a, longest, n_gen)?;
             let mut engine = Engine::with_kv(model, limits, a.kv.kv, t)?;
             let prompt = synthetic_tokens(longest, model.config.vocab, TOKEN_SEED);
-            let gen =
-                synthetic_tokens(a.report_gen(), model.config.vocab, TOKEN_SEED ^ 0x9e37_79b9);
+            let gen = synthetic_tokens(n_gen, model.config.vocab, TOKEN_SEED ^ 0x9e37_79b9);
             {
                 let mut sess = engine.session()?;
                 crate::generate::prefill(&mut sess, &prompt[..lengths[0].min(limits.max_tokens)])?;
@@ -114,7 +114,7 @@ pub(super) fn measure(
                     model: mi,
                     threads: engine.threads(),
                     ctx,
-                    n_gen: a.report_gen(),
+                    n_gen,
                     prefill_ns: Vec::with_capacity(a.repetitions),
                     decode_ns: Vec::with_capacity(a.repetitions),
                 });
@@ -132,7 +132,7 @@ pub(super) fn measure(
                     let decode_ns = t1.elapsed().as_nanos() as u64;
                     let p = &mut out[first + i];
                     p.prefill_ns.push(prefill_ns);
-                    if a.report_gen() > 0 {
+                    if n_gen > 0 {
                         p.decode_ns.push(decode_ns);
                     }
                 }
