@@ -8,6 +8,8 @@
 //! step at depth 2048. KV is `f32`, `f16` or `q8_0`. Shape: SmolLM2-135M's (9 query heads,
 //! 3 KV heads, head_dim 64); `TIER` as in `matmul_min`. `LAYERS=30` attends 30 separate caches
 //! in turn (times are per call), so a long cache is read from memory as in a real decode step.
+//! `HEADS=A..B` attends query heads A..B only (what one thread's share of a decode step does);
+//! GFLOP/s still count all heads, so compare its times.
 
 use std::time::Instant;
 use vspec_bench::{tier_table, Rng};
@@ -82,6 +84,16 @@ fn main() {
         tokens,
         pos0,
     };
+    let heads = match std::env::var("HEADS") {
+        Ok(h) => match h.split_once("..").map(|(a, b)| (a.parse(), b.parse())) {
+            Some((Ok(a), Ok(b))) if a < b && b <= n_heads => a..b,
+            _ => {
+                eprintln!("HEADS '{h}': expected A..B with A < B <= {n_heads}");
+                std::process::exit(2);
+            }
+        },
+        Err(_) => 0..n_heads,
+    };
     let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
     let mut out = vec![0f32; tokens * n_heads * head_dim];
     let attended: usize = (0..tokens).map(|t| pos0 + t + 1).sum();
@@ -93,8 +105,8 @@ fn main() {
         for &(k, v) in &caches {
             let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut out));
             let q = std::hint::black_box(&q);
-            // SAFETY: one call on this thread owns every head.
-            unsafe { (table.attention.f)(&shape, q, k, v, 0..n_heads, &sc, &o) };
+            // SAFETY: one call on this thread owns every head it attends.
+            unsafe { (table.attention.f)(&shape, q, k, v, heads.clone(), &sc, &o) };
         }
         seconds.push(start.elapsed().as_secs_f64() / layers as f64);
     }
