@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 use vspec_bench::{tier_table, Rng};
-use vspec_core::kernels::attention::{AttnShape, SCORE_BLOCK};
+use vspec_core::kernels::attention::{chunk_slots, partial_len, AttnShape, AttnSpan};
 use vspec_core::kernels::SharedOut;
 use vspec_core::kv::{store_row, KvRows, KvType};
 
@@ -83,6 +83,8 @@ fn main() {
         scale: 0.125,
         tokens,
         pos0,
+        span: AttnSpan::Whole,
+        partial_slots: chunk_slots(positions),
     };
     let heads = match std::env::var("HEADS") {
         Ok(h) => match h.split_once("..").map(|(a, b)| (a.parse(), b.parse())) {
@@ -94,7 +96,7 @@ fn main() {
         },
         Err(_) => 0..n_heads,
     };
-    let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
+    let mut scores = vec![0f32; n_heads * chunk_slots(positions) * partial_len(head_dim)];
     let mut out = vec![0f32; tokens * n_heads * head_dim];
     let attended: usize = (0..tokens).map(|t| pos0 + t + 1).sum();
     let flops = (4 * attended * n_heads * head_dim) as f64;

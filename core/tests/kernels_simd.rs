@@ -7,7 +7,9 @@
 
 use vspec_core::format::Format;
 use vspec_core::graph::RopeLayout;
-use vspec_core::kernels::attention::{AttnShape, SCORE_BLOCK};
+use vspec_core::kernels::attention::{
+    chunk_slots, fold_partials, partial_len, AttnShape, AttnSpan, ATTN_CHUNK, SCORE_BLOCK,
+};
 use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
 use vspec_core::kv::{store_row, KvRows, KvType};
 use vspec_core::model::WeightView;
@@ -370,6 +372,10 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
         // More tokens than one tile holds (32 query rows: 10 tokens for groups of 3, 4 for 8).
         (64, 9, 3, 13, 5),
         (16, 8, 1, 9, 7),
+        // Across chunks of the fold: one token (a decode step) and a step straddling one.
+        (64, 9, 3, 1, 2 * ATTN_CHUNK + 7),
+        (32, 4, 2, 5, ATTN_CHUNK - 2),
+        (16, 2, 1, 1, ATTN_CHUNK),
     ] {
         let positions = pos0 + tokens + 3;
         let kv_width = n_kv_heads * head_dim;
@@ -388,7 +394,10 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
             scale: 1.0 / (head_dim as f32).sqrt(),
             tokens,
             pos0,
+            span: AttnSpan::Whole,
+            partial_slots: chunk_slots(positions),
         };
+        let partials_len = n_heads * chunk_slots(positions) * partial_len(head_dim);
         for kv_type in KvType::ALL {
             if kv_type.check_head_dim(head_dim).is_err() {
                 continue;
@@ -411,7 +420,7 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
             }
             let (kr, vr) = (kv_view(kv_type, kb), kv_view(kv_type, vb));
             let attend = |t: &KernelTable, split: usize| {
-                let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
+                let mut scores = vec![0f32; partials_len];
                 let mut out = vec![0f32; tokens * n_heads * head_dim];
                 let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut out));
                 // SAFETY: the two calls run one after another on this thread.
@@ -436,7 +445,7 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
             // One token at a time (as decoding does, or as the session splits a step's tokens
             // across threads) gives the same bits as the whole step.
             let q_width = n_heads * head_dim;
-            let mut scores = vec![0f32; n_heads * SCORE_BLOCK];
+            let mut scores = vec![0f32; partials_len];
             let mut alone = vec![0f32; tokens * q_width];
             let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut alone));
             for t in 0..tokens {
@@ -464,7 +473,70 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
                 &got,
                 &format!("{tier} attention {kv_type} token by token"),
             );
+            if table.attention_folds_chunks {
+                check_chunk_split(table, &shape, &q, kr, vr, &got, partials_len);
+            }
         }
+    }
+}
+
+/// Each token alone, split by positions as the session splits a decode step over threads: every
+/// (chunk, GQA group) in its own call, the chunks in reverse order, then the states folded:
+/// the same bits as the whole step.
+fn check_chunk_split(
+    table: &KernelTable,
+    shape: &AttnShape,
+    q: &[f32],
+    kr: KvRows<'_>,
+    vr: KvRows<'_>,
+    whole: &[f32],
+    partials_len: usize,
+) {
+    let q_width = shape.n_heads * shape.head_dim;
+    let group = shape.n_heads / shape.n_kv_heads;
+    let mut partials = vec![f32::NAN; partials_len];
+    for t in 0..shape.tokens {
+        let n_chunks = (shape.pos0 + t + 1).div_ceil(ATTN_CHUNK);
+        let rows = t * q_width..(t + 1) * q_width;
+        let sc = SharedOut::new(&mut partials);
+        for c in (0..n_chunks).rev() {
+            for g in 0..shape.n_kv_heads {
+                let part = AttnShape {
+                    tokens: 1,
+                    pos0: shape.pos0 + t,
+                    span: AttnSpan::Chunks {
+                        first: c,
+                        end: c + 1,
+                    },
+                    ..*shape
+                };
+                let mut none: [f32; 0] = [];
+                // SAFETY: the calls run one after another on this thread.
+                unsafe {
+                    (table.attention.f)(
+                        &part,
+                        &q[rows.clone()],
+                        kr,
+                        vr,
+                        g * group..(g + 1) * group,
+                        &sc,
+                        &SharedOut::new(&mut none),
+                    )
+                };
+            }
+        }
+        let mut out = vec![0f32; q_width];
+        let part = AttnShape {
+            tokens: 1,
+            pos0: shape.pos0 + t,
+            ..*shape
+        };
+        fold_partials(&part, n_chunks, &partials, &mut out);
+        assert_bits_eq(
+            &out,
+            &whole[rows],
+            &format!("attention split by {n_chunks} chunks, pos {}", part.pos0),
+        );
     }
 }
 

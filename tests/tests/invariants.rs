@@ -109,6 +109,43 @@ fn logits_are_identical_for_any_thread_count() {
     }
 }
 
+/// Decoding past several chunks of the attention fold (`ATTN_CHUNK` positions), where a
+/// one-token step is split by positions over threads: each step's logits are the same bits for
+/// any thread count and any way the prompt was cut into steps.
+#[test]
+fn decoding_deep_in_the_cache_is_identical_for_any_threads_and_steps() {
+    use vspec_core::kernels::attention::ATTN_CHUNK;
+    let model = tiny("llama");
+    let prompt_len = 2 * ATTN_CHUNK + 37;
+    let prompt: Vec<u32> = (0..prompt_len).map(|i| (i * 37 % 300) as u32).collect();
+    let lim = Limits {
+        max_ctx: 3 * ATTN_CHUNK + 8,
+        max_tokens: 64,
+        all_logits: false,
+    };
+    let mut reference: Option<Vec<Vec<u32>>> = None;
+    for (threads, step) in [(1, 64), (2, 64), (3, 17), (4, 1), (2, 5)] {
+        let mut engine = Engine::new(&model, lim, threads).unwrap();
+        let mut sess = engine.session().unwrap();
+        for part in prompt.chunks(step) {
+            sess.forward(part).unwrap();
+        }
+        let decoded: Vec<Vec<u32>> = (0..ATTN_CHUNK as u32 / 4)
+            .map(|t| {
+                let logits = sess.forward(&[t * 11 % 300]).unwrap();
+                logits.iter().map(|x| x.to_bits()).collect()
+            })
+            .collect();
+        match &reference {
+            None => reference = Some(decoded),
+            Some(r) => assert!(
+                r == &decoded,
+                "{threads} threads, prompt in steps of {step}: the decoded logits changed"
+            ),
+        }
+    }
+}
+
 #[test]
 fn plan_of_a_real_graph_is_tight_deterministic_and_overlap_free() {
     for name in ["llama", "qwen3"] {

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, OpKind, Role, Rows, TensorId};
-use crate::kernels::attention::AttnShape;
+use crate::kernels::attention::{chunk_slots, fold_partials, AttnShape, AttnSpan, ATTN_CHUNK};
 use crate::kernels::{for_each_tile, KernelTable, MatMulKernel, Parallel, SharedOut};
 use crate::model::WeightView;
 use crate::plan::Plan;
@@ -440,46 +440,54 @@ impl<'a> Session<'a> {
                     scale: *scale,
                     tokens: n,
                     pos0,
+                    span: AttnSpan::Whole,
+                    partial_slots: chunk_slots(max_ctx),
                 };
                 let (kc, vc) = (kv_rows(kv_type, kc)?, kv_rows(kv_type, vc)?);
-                let scores = SharedOut::new(extra);
-                let out = SharedOut::new(y);
                 let attend = kernels.attention.f;
-                // Work units are (heads, tokens) pairs; every head's and token's result is the
-                // same whichever way they are split. A step of several tokens is split into
-                // whole GQA groups (so a kernel reads each K/V row once for the group) times
-                // chunks of tokens, which are many and balance by themselves. A single token
-                // (decoding) is split into one even run of heads per thread: with 3 groups over
-                // 2 threads, whole groups would leave one thread twice the other's work.
-                let head_units = if n > 1 {
-                    *n_kv_heads
+                let n_chunks = (pos0 + n).div_ceil(ATTN_CHUNK);
+                if n == 1 && kernels.attention_folds_chunks && par.threads() > 1 && n_chunks > 1 {
+                    attend_by_chunks(kernels, par, &shape, n_chunks, q, kc, vc, extra, y);
                 } else {
-                    par.threads().clamp(1, *n_heads)
-                };
-                let token_chunk = ATTN_TOKEN_CHUNK.min(n);
-                let token_units = n.div_ceil(token_chunk);
-                par.for_each_range(head_units * token_units, &|u| {
-                    for unit in u {
-                        // Latest tokens first: they attend to the most positions, and the pool
-                        // hands out units in order, so the costly ones start early.
-                        let tu = token_units - 1 - unit / head_units;
-                        let hu = unit % head_units;
-                        let heads = hu * n_heads / head_units..(hu + 1) * n_heads / head_units;
-                        let tokens = tu * token_chunk..((tu + 1) * token_chunk).min(n);
-                        let part = AttnShape {
-                            tokens: tokens.len(),
-                            pos0: pos0 + tokens.start,
-                            ..shape
-                        };
-                        let q_width = n_heads * head_dim;
-                        let rows = tokens.start * q_width..tokens.end * q_width;
-                        let out_part = out.sub(rows.clone());
-                        // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a
-                        // distinct (heads, tokens) pair, so calls own disjoint output columns
-                        // (the contract of `AttentionFn`, which leaves `scores` unused).
-                        unsafe { attend(&part, &q[rows], kc, vc, heads, &scores, &out_part) }
-                    }
-                });
+                    let scores = SharedOut::new(extra);
+                    let out = SharedOut::new(y);
+                    // Work units are (heads, tokens) pairs; every head's and token's result is the
+                    // same whichever way they are split. A step of several tokens is split into
+                    // whole GQA groups (so a kernel reads each K/V row once for the group) times
+                    // chunks of tokens, which are many and balance by themselves. A single token
+                    // within one chunk of positions (or under the reference kernel) is split into
+                    // one even run of heads per thread: with 3 groups over 2 threads, whole
+                    // groups would leave one thread twice the other's work.
+                    let head_units = if n > 1 {
+                        *n_kv_heads
+                    } else {
+                        par.threads().clamp(1, *n_heads)
+                    };
+                    let token_chunk = ATTN_TOKEN_CHUNK.min(n);
+                    let token_units = n.div_ceil(token_chunk);
+                    par.for_each_range(head_units * token_units, &|u| {
+                        for unit in u {
+                            // Latest tokens first: they attend to the most positions, and the pool
+                            // hands out units in order, so the costly ones start early.
+                            let tu = token_units - 1 - unit / head_units;
+                            let hu = unit % head_units;
+                            let heads = hu * n_heads / head_units..(hu + 1) * n_heads / head_units;
+                            let tokens = tu * token_chunk..((tu + 1) * token_chunk).min(n);
+                            let part = AttnShape {
+                                tokens: tokens.len(),
+                                pos0: pos0 + tokens.start,
+                                ..shape
+                            };
+                            let q_width = n_heads * head_dim;
+                            let rows = tokens.start * q_width..tokens.end * q_width;
+                            let out_part = out.sub(rows.clone());
+                            // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a
+                            // distinct (heads, tokens) pair, so calls own disjoint output columns
+                            // (the contract of `AttentionFn`, which leaves `scores` unused).
+                            unsafe { attend(&part, &q[rows], kc, vc, heads, &scores, &out_part) }
+                        }
+                    });
+                }
             }
             OpKind::SwiGlu | OpKind::Add => {
                 let f = match op.kind {
@@ -501,6 +509,56 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
+}
+
+/// One token's attention over `n_chunks` chunks of positions, split across threads into
+/// (chunk, GQA group) units, chunk-major, so each thread walks consecutive positions of every
+/// group and all threads share the walk however few the groups (split by heads, 3 groups over 2
+/// threads left each thread two groups' caches). The chunk states land in `partials` and are
+/// folded in order afterwards: the same bits as one call walking every chunk.
+#[allow(clippy::too_many_arguments)]
+fn attend_by_chunks(
+    kernels: &KernelTable,
+    par: &dyn Parallel,
+    shape: &AttnShape,
+    n_chunks: usize,
+    q: &[f32],
+    kc: KvRows<'_>,
+    vc: KvRows<'_>,
+    partials: &mut [f32],
+    y: &mut [f32],
+) {
+    let (n_kv_heads, attend) = (shape.n_kv_heads, kernels.attention.f);
+    let group = shape.n_heads / n_kv_heads;
+    let states = SharedOut::new(&mut *partials);
+    par.for_each_range(n_chunks * n_kv_heads, &|units| {
+        for unit in units {
+            let (c, g) = (unit / n_kv_heads, unit % n_kv_heads);
+            let part = AttnShape {
+                span: AttnSpan::Chunks {
+                    first: c,
+                    end: c + 1,
+                },
+                ..*shape
+            };
+            let mut none: [f32; 0] = [];
+            // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a distinct
+            // (chunk, group) pair, so calls own disjoint states of the partials scratch (the
+            // contract of `AttentionFn` with `Chunks`, which leaves `out` untouched).
+            unsafe {
+                attend(
+                    &part,
+                    q,
+                    kc,
+                    vc,
+                    g * group..(g + 1) * group,
+                    &states,
+                    &SharedOut::new(&mut none),
+                )
+            }
+        }
+    });
+    fold_partials(shape, n_chunks, partials, y);
 }
 
 /// Quantizes `rows` rows of `cols` activations of `x` into `q`'s 8-bit blocks, the rows split

@@ -134,11 +134,12 @@ pub enum OpKind {
         /// Inverse frequencies, `head_dim / 2` values, scaling already applied.
         inv_freq: Vec<f32>,
     },
-    /// `[q, k, v] -> [y, scores]`: appends k, v to the layer's KV cache at the step's positions, then
+    /// `[q, k, v] -> [y, partials]`: appends k, v to the layer's KV cache at the step's positions, then
     /// causal softmax attention of every query head over all cached positions up to its own.
-    /// `scores` is planned scratch of `n_heads ×` [`crate::kernels::attention::SCORE_BLOCK`] f32:
-    /// kernels walk the cache in blocks of that many positions, so it does not grow with the
-    /// context. The cache's element type is [`Graph::kv_type`].
+    /// `partials` is planned scratch for a one-token step split across threads by positions:
+    /// each head's softmax state per chunk of [`crate::kernels::attention::ATTN_CHUNK`] cached
+    /// positions (`n_heads × chunk_slots(max_ctx) × (head_dim + 2)` f32). The cache's element
+    /// type is [`Graph::kv_type`].
     Attention {
         /// Layer index (selects the KV cache slot).
         layer: usize,

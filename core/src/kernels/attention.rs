@@ -3,18 +3,54 @@
 //! The cache may hold f32, f16 or Q8_0 rows ([`crate::kv`]); kernels read it in place, a head row
 //! at a time, and never convert the whole cache.
 //!
-//! Scratch does not grow with the context: optimized kernels walk the cached positions in blocks
-//! of [`SCORE_BLOCK`] with an online softmax (running maximum and sum, the partial output rescaled
-//! when the maximum rises), using `SCORE_BLOCK` planned scores per head. The scalar reference
-//! needs no scratch at all: it makes three passes over the positions (maximum, sum of
-//! exponentials, weighted values), recomputing each score, so its result is exactly the textbook
-//! two-pass softmax with stored scores, bit for bit.
+//! Optimized kernels walk the cached positions in blocks of [`SCORE_BLOCK`] with an online softmax
+//! (running maximum and sum, the partial output rescaled when the maximum rises), in chunks of
+//! [`ATTN_CHUNK`] positions fixed by absolute position: each chunk's state starts afresh and is
+//! folded into the row's running state by [`fold_chunk`], in chunk order. That fixed structure is
+//! what lets one token's attention be split across threads by positions as well as heads
+//! ([`AttnSpan::Chunks`]: each call leaves its chunks' states in planned scratch, the session folds
+//! them with [`fold_partials`]) and still give the same bits as one call walking every chunk. The
+//! scalar reference needs no scratch at all: it makes three passes over the positions (maximum,
+//! sum of exponentials, weighted values), recomputing each score, so its result is exactly the
+//! textbook two-pass softmax with stored scores, bit for bit; it is never split by positions.
 
 use super::{dot_f32, SharedOut};
 use crate::kv::KvRows;
 
-/// Positions per block of the online softmax; the planned scratch is `n_heads × SCORE_BLOCK` f32.
+/// Positions per block of the online softmax.
 pub const SCORE_BLOCK: usize = 128;
+
+/// Positions per chunk: the unit of the fold, and of a one-token step's split across threads (a
+/// multiple of [`SCORE_BLOCK`], so blocks never straddle chunks). Fixed, so the bits do not
+/// depend on the context size, the threads or the step.
+pub const ATTN_CHUNK: usize = 2 * SCORE_BLOCK;
+
+/// Chunk states per head the planned scratch holds for a `max_ctx`-position cache.
+pub const fn chunk_slots(max_ctx: usize) -> usize {
+    max_ctx.div_ceil(ATTN_CHUNK)
+}
+
+/// f32 per chunk state in the scratch: maximum, sum, then the `head_dim` unnormalized outputs.
+pub const fn partial_len(head_dim: usize) -> usize {
+    head_dim + 2
+}
+
+/// Which cached positions one attention call covers, and where its result goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnSpan {
+    /// Every position each row attends to; the call writes normalized outputs to `out`.
+    Whole,
+    /// A one-token step's chunks `first..end`: the call writes each (head, chunk) state to the
+    /// partials scratch at [`partial_range`] and leaves `out` alone; [`fold_partials`] then
+    /// folds every chunk in order. Only for kernels whose table entry says they fold by chunks
+    /// ([`crate::kernels::table::KernelTable::attention_folds_chunks`]).
+    Chunks {
+        /// First chunk.
+        first: usize,
+        /// One past the last chunk.
+        end: usize,
+    },
+}
 
 /// Largest `head_dim` the kernels decode on the stack (checked at `Session::new`).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -34,6 +70,79 @@ pub struct AttnShape {
     pub tokens: usize,
     /// Absolute position of the step's first token.
     pub pos0: usize,
+    /// The positions this call covers.
+    pub span: AttnSpan,
+    /// Chunk states per head in the partials scratch ([`chunk_slots`] of the cache's size).
+    pub partial_slots: usize,
+}
+
+/// Where head `head`'s state for chunk `chunk` lives in the partials scratch.
+pub fn partial_range(s: &AttnShape, head: usize, chunk: usize) -> core::ops::Range<usize> {
+    let len = partial_len(s.head_dim);
+    let at = (head * s.partial_slots + chunk) * len;
+    at..at + len
+}
+
+/// Softmax state of one query row over some positions: the largest score and the sum of
+/// `e^(score − max)`; the matching output (`Σ e^(score − max) · v`) is kept beside it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowState {
+    /// Largest score (−∞ before any position).
+    pub max: f32,
+    /// Sum of the exponentials relative to `max`.
+    pub sum: f32,
+}
+
+impl RowState {
+    /// The state before any position.
+    pub const EMPTY: RowState = RowState {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+}
+
+/// Folds a chunk's state and output into a running one. Every kernel and the session's
+/// [`fold_partials`] fold through this one function, in chunk order, so a split by positions
+/// gives the same bits as one walk (plain multiplies and adds: Rust never fuses them).
+pub fn fold_chunk(acc: &mut RowState, acc_out: &mut [f32], chunk: RowState, out: &[f32]) {
+    if acc.max == f32::NEG_INFINITY {
+        *acc = chunk;
+        acc_out.copy_from_slice(out);
+        return;
+    }
+    let max = acc.max.max(chunk.max);
+    let (a, b) = (libm::expf(acc.max - max), libm::expf(chunk.max - max));
+    acc.sum = acc.sum * a + chunk.sum * b;
+    for (x, &y) in acc_out.iter_mut().zip(out) {
+        *x = *x * a + y * b;
+    }
+    acc.max = max;
+}
+
+/// Divides a folded output by its state's sum (as one multiply by the reciprocal).
+pub fn finish_row(out: &mut [f32], state: RowState) {
+    let inv = 1.0 / state.sum;
+    for x in out.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// Folds chunks `0..n_chunks` of every head of a one-token step from the partials scratch (as
+/// [`AttnSpan::Chunks`] calls left them) into `out` (`n_heads × head_dim`), normalized.
+pub fn fold_partials(s: &AttnShape, n_chunks: usize, partials: &[f32], out: &mut [f32]) {
+    let hd = s.head_dim;
+    for (h, o) in out.chunks_exact_mut(hd).take(s.n_heads).enumerate() {
+        let mut acc = RowState::EMPTY;
+        for c in 0..n_chunks {
+            let p = &partials[partial_range(s, h, c)];
+            let state = RowState {
+                max: p[0],
+                sum: p[1],
+            };
+            fold_chunk(&mut acc, o, state, &p[2..]);
+        }
+        finish_row(o, acc);
+    }
 }
 
 /// Head `kvh` of cached position `j` as f32: borrowed from an f32 cache, else decoded into `buf`.
@@ -74,6 +183,10 @@ pub unsafe fn attention_heads(
     let hd = s.head_dim;
     let q_width = s.n_heads * hd;
     let kv_width = s.n_kv_heads * hd;
+    assert!(
+        s.span == AttnSpan::Whole,
+        "the reference attention covers whole rows only"
+    );
     let group = s.n_heads / s.n_kv_heads;
     let mut kbuf = [0f32; MAX_HEAD_DIM];
     let mut vbuf = [0f32; MAX_HEAD_DIM];

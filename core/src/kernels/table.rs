@@ -131,18 +131,21 @@ pub type RopeFn =
 /// Attention for a range of query heads over one layer's KV cache (any [`crate::kv::KvType`]).
 /// The session may hand a part of a step's tokens to each call (`s.tokens`, `s.pos0`, `q` and
 /// `out` then describe that part alone), so two concurrent calls can cover the same heads on
-/// different tokens: `scores` ([`super::attention::SCORE_BLOCK`] f32 per head, planned) is
-/// therefore not per call, and the CPU kernels keep their block scratch on the stack instead.
+/// different tokens; the kernels keep their block scratch on the stack. With
+/// [`super::attention::AttnSpan::Chunks`] (one token, kernels that fold by chunks) the call
+/// covers some chunks of positions and writes their states to `partials` (planned,
+/// [`super::attention::chunk_slots`] states per head) instead of `out`.
 ///
 /// # Safety
-/// No other thread touches the output columns of heads `heads` in these tokens during the call.
+/// No other thread touches the output columns of heads `heads` in these tokens, or (with
+/// `Chunks`) those heads' states of those chunks in `partials`, during the call.
 pub type AttentionFn = unsafe fn(
     s: &AttnShape,
     q: &[f32],
     k_cache: KvRows<'_>,
     v_cache: KvRows<'_>,
     heads: Range<usize>,
-    scores: &SharedOut<'_>,
+    partials: &SharedOut<'_>,
     out: &SharedOut<'_>,
 );
 /// Quantizes whole 32-blocks of activations (`out.len() == x.len() / 32`).
@@ -212,6 +215,9 @@ pub struct KernelTable {
     pub rope: OpEntry<RopeFn>,
     /// Attention over the KV cache.
     pub attention: OpEntry<AttentionFn>,
+    /// `attention` folds positions in fixed chunks and accepts
+    /// [`super::attention::AttnSpan::Chunks`], so a one-token step may be split by positions.
+    pub attention_folds_chunks: bool,
     /// f32 → 8-bit activation blocks.
     pub quantize_q8: OpEntry<QuantizeQ8Fn>,
     /// Embedding row decode.
@@ -231,6 +237,7 @@ impl core::fmt::Debug for KernelTable {
             .field("add", &self.add)
             .field("rope", &self.rope)
             .field("attention", &self.attention)
+            .field("attention_folds_chunks", &self.attention_folds_chunks)
             .field("quantize_q8", &self.quantize_q8)
             .field("embed", &self.embed)
             .finish()
@@ -267,6 +274,7 @@ impl KernelTable {
             add: OpEntry::reference("scalar_add", super::activation::add),
             rope: OpEntry::reference("scalar_rope", super::rope::rope_row),
             attention: OpEntry::reference("scalar_attention", super::attention::attention_heads),
+            attention_folds_chunks: false,
             quantize_q8: OpEntry::reference(
                 "scalar_quantize_q8",
                 super::matmul::quantize_q8_scalar,

@@ -12,7 +12,7 @@ use super::config::ModelConfig;
 use super::names::layer;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, Limits, OpKind, Rows};
-use crate::kernels::attention::SCORE_BLOCK;
+use crate::kernels::attention::{chunk_slots, partial_len};
 use crate::kv::KvType;
 
 /// Builds the inference graph of `cfg` for `limits` with an f32 KV cache (the exact reference).
@@ -33,6 +33,12 @@ pub fn build_graph_kv(cfg: &ModelConfig, limits: Limits, kv_type: KvType) -> Res
     if limits.max_tokens > limits.max_ctx {
         return Err(Error::invalid("limits", "max_tokens exceeds max_ctx"));
     }
+    // Each head's chunk states for a one-token step split by positions (kernels/attention.rs).
+    let partials = cfg
+        .n_heads
+        .checked_mul(chunk_slots(limits.max_ctx))
+        .and_then(|v| v.checked_mul(partial_len(cfg.head_dim)))
+        .ok_or_else(|| Error::invalid("limits", "attention scratch size overflows"))?;
     let d = cfg.d_model;
     let q_width = cfg.n_heads * cfg.head_dim;
     let kv_width = cfg.n_kv_heads * cfg.head_dim;
@@ -89,7 +95,7 @@ pub fn build_graph_kv(cfg: &ModelConfig, limits: Limits, kv_type: KvType) -> Res
             scale: 1.0 / libm::sqrtf(cfg.head_dim as f32),
         };
         let a = g.op(attn, &[q, k, v], name("attn"), t, q_width);
-        g.scratch_for_last_op(name("attn_scores"), cfg.n_heads * SCORE_BLOCK);
+        g.scratch_for_last_op(name("attn_partials"), partials);
         let w_o = g.weight(name("attn_output.weight"), d, q_width);
         let mut o_ins = alloc::vec![a, w_o];
         if cfg.o_bias {

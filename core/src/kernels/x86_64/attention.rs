@@ -9,17 +9,25 @@
 //! transpose-and-add tree, not eight horizontal sums. Each row keeps its running maximum `m` and
 //! sum `l`; when a block raises `m`, the row's partial output and `l` are multiplied by
 //! `e^(m_old − m_new)`; the block's values are then added with weights `e^(s − m)`, each output
-//! element accumulating positions in ascending order. The output is divided by `l` at the end.
+//! element accumulating positions in ascending order. Every [`ATTN_CHUNK`] positions the row's
+//! state starts afresh and the finished chunk is folded into the running one
+//! ([`crate::kernels::attention::fold_chunk`]), or, when the session splits a decoded token by
+//! positions ([`AttnSpan::Chunks`]), left in the partials scratch for it to fold in the same
+//! order. The output is divided by the folded `l` at the end.
 //!
 //! Every row's arithmetic depends only on its own query and positions, never on which other rows
 //! share its tile, so a token gives the same bits in a prefill tile as when decoded alone, and
-//! for any split of heads or tokens across threads. Scratch is fixed-size stack (scores for a
-//! tile's rows, one block wide, and eight widened K or V rows), whatever the context. Checked
+//! for any split of heads, tokens or chunks across threads. Scratch is fixed-size stack (scores
+//! for a tile's rows, one block wide, their chunk outputs, and eight widened K or V rows),
+//! whatever the context. Checked
 //! against the scalar reference (a three-pass exact softmax) in `core/tests/kernels_simd.rs`.
 
 use super::ops::{exp, load, store};
 use super::q8::hsum;
-use crate::kernels::attention::{AttnShape, MAX_HEAD_DIM, SCORE_BLOCK};
+use crate::kernels::attention::{
+    finish_row, fold_chunk, partial_range, AttnShape, AttnSpan, RowState, ATTN_CHUNK, MAX_HEAD_DIM,
+    SCORE_BLOCK,
+};
 use crate::kernels::SharedOut;
 use crate::kv::KvRows;
 use crate::quant::gguf::q8_0::{BLOCK_BYTES as Q8_BYTES, BLOCK_ELEMS as Q8_ELEMS};
@@ -49,11 +57,12 @@ pub(super) unsafe fn attention(
     k: KvRows<'_>,
     v: KvRows<'_>,
     heads: Range<usize>,
-    _scores: &SharedOut<'_>,
+    partials: &SharedOut<'_>,
     out: &SharedOut<'_>,
 ) {
-    // SAFETY: features present (see above); head exclusivity is the caller's contract.
-    unsafe { attention_avx2(s, q, k, v, heads, out) }
+    // SAFETY: features present (see above); head (and chunk) exclusivity is the caller's
+    // contract.
+    unsafe { attention_avx2(s, q, k, v, heads, partials, out) }
 }
 
 /// A tile's working memory: each row's scores for one block, and eight widened K or V rows.
@@ -61,6 +70,10 @@ struct Scratch<'s> {
     scores: &'s mut [[f32; SCORE_BLOCK]],
     wide: &'s mut [f32],
 }
+
+/// f32 of stack for the tile rows' chunk outputs: caps a tile at `WORK_FLOATS / head_dim` rows
+/// (all [`MAX_ROWS`] up to head_dim 128, 8 at 512).
+const WORK_FLOATS: usize = 4096;
 
 /// The first `n` elements of `mem`, zeroed; the rest stays uninitialized and out of reach.
 /// (Zeroing all 32 KiB of the largest tile per call cost more than a decode step's tiles use.)
@@ -79,19 +92,32 @@ fn zeroed_prefix<T: bytemuck::Zeroable, const N: usize>(
     }
 }
 
-/// One query row of a tile: where its query and output live and its softmax state.
+/// One query row of a tile: where its query and output live and its softmax states.
 struct Row<'o> {
     q: Range<usize>,
+    head: usize,
+    /// The folded output (empty when the call writes chunk states instead).
     out: &'o mut [f32],
+    /// The current chunk's unnormalized output.
+    work: &'o mut [f32],
     /// Cached positions this row attends to (`pos0 + t + 1`).
     n_pos: usize,
-    max: f32,
-    sum: f32,
+    /// The current chunk's state.
+    chunk: RowState,
+    /// The state folded over the chunks before.
+    acc: RowState,
+}
+
+/// Where a tile's chunk states go: folded into each row's output, or into the partials scratch.
+#[derive(Clone, Copy)]
+enum Sink<'p, 'a> {
+    Fold,
+    Partials(&'p SharedOut<'a>),
 }
 
 /// # Safety
 /// AVX2, FMA and F16C are present; no other thread touches the output columns of heads `heads`
-/// in the step's tokens.
+/// in the step's tokens, nor (with [`AttnSpan::Chunks`]) those heads' states of those chunks.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attention_avx2(
     s: &AttnShape,
@@ -99,48 +125,82 @@ unsafe fn attention_avx2(
     k: KvRows<'_>,
     v: KvRows<'_>,
     heads: Range<usize>,
+    partials: &SharedOut<'_>,
     out: &SharedOut<'_>,
 ) {
     let hd = s.head_dim;
     assert!(hd <= MAX_HEAD_DIM, "head_dim {hd} above {MAX_HEAD_DIM}");
     let q_width = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
+    let (chunks, sink) = match s.span {
+        AttnSpan::Whole => {
+            let last = s.pos0 + s.tokens;
+            (0..last.div_ceil(ATTN_CHUNK), Sink::Fold)
+        }
+        AttnSpan::Chunks { first, end } => {
+            assert!(s.tokens == 1, "a split by positions is for one token");
+            assert!(
+                end <= s.partial_slots,
+                "chunk {end} past the partials scratch"
+            );
+            (first..end, Sink::Partials(partials))
+        }
+    };
+    let max_rows = MAX_ROWS.min(WORK_FLOATS / hd);
     // Zeroed once per call, not per tile, and only as much as this call's tiles use.
-    let (mut scores_mem, mut wide_mem) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-    let tile_rows = (group.min(MAX_GROUP) * s.tokens).min(MAX_ROWS);
+    let (mut scores_mem, mut wide_mem, mut work_mem) = (
+        MaybeUninit::uninit(),
+        MaybeUninit::uninit(),
+        MaybeUninit::uninit(),
+    );
+    let tile_rows = (group.min(MAX_GROUP) * s.tokens).min(max_rows);
     let mut scratch = Scratch {
         scores: zeroed_prefix::<[f32; SCORE_BLOCK], MAX_ROWS>(&mut scores_mem, tile_rows),
         wide: zeroed_prefix::<f32, { POS_STEP * MAX_HEAD_DIM }>(&mut wide_mem, POS_STEP * hd),
     };
+    let work = zeroed_prefix::<f32, WORK_FLOATS>(&mut work_mem, tile_rows * hd);
     let mut h0 = heads.start;
     while h0 < heads.end {
         let kvh = h0 / group;
         let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
         let mut t0 = 0;
         while t0 < s.tokens {
-            let t1 = (t0 + (MAX_ROWS / (h1 - h0)).max(1)).min(s.tokens);
+            let t1 = (t0 + (max_rows / (h1 - h0)).max(1)).min(s.tokens);
             let mut rows: heapless::Vec<Row<'_>, MAX_ROWS> = heapless::Vec::new();
+            let mut works = work.chunks_exact_mut(hd);
             for t in t0..t1 {
                 for h in h0..h1 {
                     let cols = t * q_width + h * hd..t * q_width + (h + 1) * hd;
-                    // SAFETY: head h's columns in token t belong to this call alone (caller's
-                    // contract), and distinct (token, head) pairs' columns are disjoint.
-                    let o = unsafe { out.slice_mut(cols.clone()) };
-                    o.fill(0.0);
+                    let o: &mut [f32] = match sink {
+                        // SAFETY: head h's columns in token t belong to this call alone
+                        // (caller's contract), and distinct (token, head) pairs' columns are
+                        // disjoint.
+                        Sink::Fold => unsafe { out.slice_mut(cols.clone()) },
+                        Sink::Partials(_) => &mut [],
+                    };
                     let row = Row {
                         q: cols,
+                        head: h,
                         out: o,
+                        // At most max_rows rows per tile, and `work` holds tile_rows of hd.
+                        work: works.next().expect("a work row per tile row"),
                         n_pos: s.pos0 + t + 1,
-                        max: f32::NEG_INFINITY,
-                        sum: 0.0,
+                        chunk: RowState::EMPTY,
+                        acc: RowState::EMPTY,
                     };
-                    // At most MAX_ROWS / (h1 − h0) tokens × (h1 − h0) heads.
+                    // At most max_rows / (h1 − h0) tokens × (h1 − h0) heads.
                     let _ = rows.push(row);
                 }
             }
-            attend_tile(s, q, &k, &v, kvh, &mut rows, &mut scratch);
-            for r in rows.iter_mut() {
-                scale_in_place(r.out, 1.0 / r.sum);
+            for c in chunks.clone() {
+                // SAFETY: with `Partials`, these heads' states of these chunks belong to this
+                // call alone (caller's contract).
+                unsafe { attend_chunk(s, q, &k, &v, kvh, c, &mut rows, &mut scratch, sink) };
+            }
+            if let Sink::Fold = sink {
+                for r in rows.iter_mut() {
+                    finish_row(r.out, r.acc);
+                }
             }
             t0 = t1;
         }
@@ -148,26 +208,73 @@ unsafe fn attention_avx2(
     }
 }
 
-/// Runs the blocked online softmax for every row of one tile (all rows read kv head `kvh`).
+/// Runs the blocked online softmax of chunk `c` for every row of one tile (all rows read kv
+/// head `kvh`) from a fresh state, then hands each row's chunk state to `sink`.
+///
+/// # Safety
+/// With [`Sink::Partials`], no other thread touches these rows' heads' states of chunk `c`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attend_tile(
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_chunk(
     s: &AttnShape,
     q: &[f32],
     k: &KvRows<'_>,
     v: &KvRows<'_>,
     kvh: usize,
+    c: usize,
+    rows: &mut [Row<'_>],
+    scratch: &mut Scratch<'_>,
+    sink: Sink<'_, '_>,
+) {
+    let (first, end) = (c * ATTN_CHUNK, (c + 1) * ATTN_CHUNK);
+    let mut live = false;
+    for r in rows.iter_mut().filter(|r| r.n_pos > first) {
+        r.work.fill(0.0);
+        r.chunk = RowState::EMPTY;
+        live = true;
+    }
+    if !live {
+        return;
+    }
+    attend_positions(s, q, k, v, kvh, first..end, rows, scratch);
+    for r in rows.iter_mut().filter(|r| r.n_pos > first) {
+        match sink {
+            Sink::Fold => fold_chunk(&mut r.acc, r.out, r.chunk, r.work),
+            Sink::Partials(p) => {
+                // SAFETY: this head's state of chunk c belongs to this call (the contract).
+                let dst = unsafe { p.slice_mut(partial_range(s, r.head, c)) };
+                dst[0] = r.chunk.max;
+                dst[1] = r.chunk.sum;
+                dst[2..].copy_from_slice(r.work);
+            }
+        }
+    }
+}
+
+/// The blocked online softmax over `positions` (block-aligned) for every row of one tile,
+/// continuing each row's chunk state and output (`work`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn attend_positions(
+    s: &AttnShape,
+    q: &[f32],
+    k: &KvRows<'_>,
+    v: &KvRows<'_>,
+    kvh: usize,
+    positions: Range<usize>,
     rows: &mut [Row<'_>],
     scratch: &mut Scratch<'_>,
 ) {
     let hd = s.head_dim;
     let kv_width = s.n_kv_heads * hd;
     let n_pos = rows.iter().map(|r| r.n_pos).max().unwrap_or(0);
+    let end = positions.end.min(n_pos);
     let wide = &mut scratch.wide[..POS_STEP * hd];
     let scores = &mut *scratch.scores;
     assert!(rows.len() <= scores.len(), "tile rows above the scratch");
-    let mut b0 = 0;
-    while b0 < n_pos {
-        let block = SCORE_BLOCK.min(n_pos - b0);
+    let mut b0 = positions.start;
+    while b0 < end {
+        let block = SCORE_BLOCK.min(end - b0);
         // Q·Kᵀ, eight positions at a time.
         let mut p0 = 0;
         while p0 < block {
@@ -188,14 +295,15 @@ fn attend_tile(
             }
             let len = block.min(r.n_pos - b0);
             let block_max = max_of(&sc[..len]);
-            let new_max = r.max.max(block_max);
-            if r.max != new_max && r.max != f32::NEG_INFINITY {
-                let shrink = libm::expf(r.max - new_max);
-                scale_in_place(r.out, shrink);
-                r.sum *= shrink;
+            let st = &mut r.chunk;
+            let new_max = st.max.max(block_max);
+            if st.max != new_max && st.max != f32::NEG_INFINITY {
+                let shrink = libm::expf(st.max - new_max);
+                scale_in_place(r.work, shrink);
+                st.sum *= shrink;
             }
-            r.max = new_max;
-            r.sum += softmax_numerators(&mut sc[..len], new_max);
+            st.max = new_max;
+            st.sum += softmax_numerators(&mut sc[..len], new_max);
         }
         // P·V, eight positions at a time.
         let mut p0 = 0;
@@ -205,7 +313,7 @@ fn attend_tile(
             for (r, sc) in rows.iter_mut().zip(scores.iter()) {
                 if r.n_pos > b0 + p0 {
                     let m = step.min(r.n_pos - b0 - p0);
-                    accumulate_values(r.out, &sc[p0..p0 + m], wide, hd);
+                    accumulate_values(r.work, &sc[p0..p0 + m], wide, hd);
                 }
             }
             p0 += step;

@@ -19,6 +19,7 @@ pub(super) fn install(table: &mut KernelTable) {
     table.swiglu = OpEntry::optimized("avx2_swiglu", swiglu);
     table.add = OpEntry::optimized("avx2_add", add);
     table.attention = OpEntry::optimized("avx2_attention", super::attention::attention);
+    table.attention_folds_chunks = true;
 }
 
 // The safe wrappers below are private and reachable only through a table filled by `install`,
