@@ -449,24 +449,9 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
             let mut alone = vec![0f32; tokens * q_width];
             let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut alone));
             for t in 0..tokens {
-                let part = AttnShape {
-                    tokens: 1,
-                    pos0: pos0 + t,
-                    ..shape
-                };
                 let rows = t * q_width..(t + 1) * q_width;
-                // SAFETY: the calls run one after another on this thread.
-                unsafe {
-                    (table.attention.f)(
-                        &part,
-                        &q[rows.clone()],
-                        kr,
-                        vr,
-                        0..n_heads,
-                        &sc,
-                        &o.sub(rows),
-                    )
-                };
+                let (q_t, o_t) = (&q[rows.clone()], o.sub(rows));
+                attend_alone(table, &shape.token(t), q_t, kr, vr, 0..n_heads, &sc, &o_t);
             }
             assert_bits_eq(
                 &alone,
@@ -478,6 +463,22 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
             }
         }
     }
+}
+
+/// One attention call of `table` on this thread.
+#[allow(clippy::too_many_arguments)]
+fn attend_alone(
+    table: &KernelTable,
+    shape: &AttnShape,
+    q: &[f32],
+    kr: KvRows<'_>,
+    vr: KvRows<'_>,
+    heads: std::ops::Range<usize>,
+    partials: &SharedOut<'_>,
+    out: &SharedOut<'_>,
+) {
+    // SAFETY: the callers make their calls one after another on one thread.
+    unsafe { (table.attention.f)(shape, q, kr, vr, heads, partials, out) }
 }
 
 /// Each token alone, split by positions as the session splits a decode step over threads: every
@@ -499,43 +500,20 @@ fn check_chunk_split(
         let n_chunks = (shape.pos0 + t + 1).div_ceil(ATTN_CHUNK);
         let rows = t * q_width..(t + 1) * q_width;
         let sc = SharedOut::new(&mut partials);
+        let (alone, mut none) = (shape.token(t), [0f32; 0]);
         for c in (0..n_chunks).rev() {
             for g in 0..shape.n_kv_heads {
-                let part = AttnShape {
-                    tokens: 1,
-                    pos0: shape.pos0 + t,
-                    span: AttnSpan::Chunks {
-                        first: c,
-                        end: c + 1,
-                    },
-                    ..*shape
-                };
-                let mut none: [f32; 0] = [];
-                // SAFETY: the calls run one after another on this thread.
-                unsafe {
-                    (table.attention.f)(
-                        &part,
-                        &q[rows.clone()],
-                        kr,
-                        vr,
-                        g * group..(g + 1) * group,
-                        &sc,
-                        &SharedOut::new(&mut none),
-                    )
-                };
+                let heads = g * group..(g + 1) * group;
+                let (q_t, o) = (&q[rows.clone()], SharedOut::new(&mut none));
+                attend_alone(table, &alone.chunk(c), q_t, kr, vr, heads, &sc, &o);
             }
         }
         let mut out = vec![0f32; q_width];
-        let part = AttnShape {
-            tokens: 1,
-            pos0: shape.pos0 + t,
-            ..*shape
-        };
-        fold_partials(&part, n_chunks, &partials, &mut out);
+        fold_partials(&alone, n_chunks, &partials, &mut out);
         assert_bits_eq(
             &out,
             &whole[rows],
-            &format!("attention split by {n_chunks} chunks, pos {}", part.pos0),
+            &format!("attention split by {n_chunks} chunks, pos {}", alone.pos0),
         );
     }
 }

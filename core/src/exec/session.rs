@@ -534,20 +534,13 @@ fn attend_by_chunks(
     par.for_each_range(n_chunks * n_kv_heads, &|units| {
         for unit in units {
             let (c, g) = (unit / n_kv_heads, unit % n_kv_heads);
-            let part = AttnShape {
-                span: AttnSpan::Chunks {
-                    first: c,
-                    end: c + 1,
-                },
-                ..*shape
-            };
             let mut none: [f32; 0] = [];
             // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a distinct
             // (chunk, group) pair, so calls own disjoint states of the partials scratch (the
             // contract of `AttentionFn` with `Chunks`, which leaves `out` untouched).
             unsafe {
                 attend(
-                    &part,
+                    &shape.chunk(c),
                     q,
                     kc,
                     vc,

@@ -76,6 +76,28 @@ pub struct AttnShape {
     pub partial_slots: usize,
 }
 
+impl AttnShape {
+    /// This step's token `t` alone (what decoding it by itself would be).
+    pub fn token(&self, t: usize) -> AttnShape {
+        AttnShape {
+            tokens: 1,
+            pos0: self.pos0 + t,
+            ..*self
+        }
+    }
+
+    /// This one-token shape restricted to chunk `c` of its positions ([`AttnSpan::Chunks`]).
+    pub fn chunk(&self, c: usize) -> AttnShape {
+        AttnShape {
+            span: AttnSpan::Chunks {
+                first: c,
+                end: c + 1,
+            },
+            ..*self
+        }
+    }
+}
+
 /// Where head `head`'s state for chunk `chunk` lives in the partials scratch.
 pub fn partial_range(s: &AttnShape, head: usize, chunk: usize) -> core::ops::Range<usize> {
     let len = partial_len(s.head_dim);
