@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 use vspec_bench::{tier_table, Rng};
-use vspec_core::kernels::attention::{chunk_slots, partial_len, AttnShape, AttnSpan};
+use vspec_core::kernels::attention::{chunk_slots, partials_len, AttnShape, AttnSpan};
 use vspec_core::kernels::SharedOut;
 use vspec_core::kv::{store_row, KvRows, KvType};
 
@@ -96,7 +96,7 @@ fn main() {
         },
         Err(_) => 0..n_heads,
     };
-    let mut scores = vec![0f32; n_heads * chunk_slots(positions) * partial_len(head_dim)];
+    let mut scores = vec![0f32; partials_len(n_heads, head_dim, positions).unwrap()];
     let mut out = vec![0f32; tokens * n_heads * head_dim];
     let attended: usize = (0..tokens).map(|t| pos0 + t + 1).sum();
     let flops = (4 * attended * n_heads * head_dim) as f64;

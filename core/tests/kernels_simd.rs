@@ -8,7 +8,7 @@
 use vspec_core::format::Format;
 use vspec_core::graph::RopeLayout;
 use vspec_core::kernels::attention::{
-    chunk_slots, fold_partials, partial_len, AttnShape, AttnSpan, ATTN_CHUNK, SCORE_BLOCK,
+    chunk_slots, fold_partials, partials_len, AttnShape, AttnSpan, ATTN_CHUNK, SCORE_BLOCK,
 };
 use vspec_core::kernels::{ActKind, CpuFeatures, KernelTable, MatMulKernel, SharedOut};
 use vspec_core::kv::{store_row, KvRows, KvType};
@@ -397,7 +397,7 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
             span: AttnSpan::Whole,
             partial_slots: chunk_slots(positions),
         };
-        let partials_len = n_heads * chunk_slots(positions) * partial_len(head_dim);
+        let partials_len = partials_len(n_heads, head_dim, positions).unwrap();
         for kv_type in KvType::ALL {
             if kv_type.check_head_dim(head_dim).is_err() {
                 continue;
@@ -423,11 +423,8 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
                 let mut scores = vec![0f32; partials_len];
                 let mut out = vec![0f32; tokens * n_heads * head_dim];
                 let (sc, o) = (SharedOut::new(&mut scores), SharedOut::new(&mut out));
-                // SAFETY: the two calls run one after another on this thread.
-                unsafe {
-                    (t.attention.f)(&shape, &q, kr, vr, 0..split, &sc, &o);
-                    (t.attention.f)(&shape, &q, kr, vr, split..n_heads, &sc, &o);
-                }
+                attend_alone(t, &shape, &q, kr, vr, 0..split, &sc, &o);
+                attend_alone(t, &shape, &q, kr, vr, split..n_heads, &sc, &o);
                 out
             };
             let got = attend(table, 1);
@@ -458,6 +455,9 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
                 &got,
                 &format!("{tier} attention {kv_type} token by token"),
             );
+            // Every optimized tier's kernel folds by chunks, so the session may split a decoded
+            // token by positions; the scalar reference never is.
+            assert_eq!(table.attention_folds_chunks, tier != "scalar", "{tier}");
             if table.attention_folds_chunks {
                 check_chunk_split(table, &shape, &q, kr, vr, &got, partials_len);
             }

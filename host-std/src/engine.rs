@@ -167,8 +167,10 @@ impl<'m> Engine<'m> {
     ) -> Result<Engine<'m>> {
         let (graph, weights, rewritten, plan) = bound(model, limits, kv_type, &kernels, policy)?;
         log::info!("memory plan: {}", plan.summary());
-        let arena = zeroed_words(plan.arena_bytes, "activation arena", &limits)?;
+        // The cache first: it is what grows with the context, so an impossible context is
+        // reported as the cache it needs (the arena grows too, by the attention partials).
         let kv = zeroed_words(plan.kv_bytes, "KV cache", &limits)?;
+        let arena = zeroed_words(plan.arena_bytes, "activation arena", &limits)?;
         Ok(Engine {
             graph,
             plan,

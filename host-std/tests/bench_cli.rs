@@ -145,11 +145,15 @@ fn depth_runs_each_test_after_that_many_cached_tokens() {
         "{extra}"
     );
     fails_with(&bench_args(s(&dir), &["-d", "x"]), &["--n-depth"]);
-    // A context no machine can hold (a 4 PiB cache, past any x86-64 address space; the arena's
-    // attention partials for it fail first) is a message naming the context, not an abort.
+    // A cache no machine can hold (4 PiB, past any x86-64 address space) is a message naming
+    // the context, not an abort.
     fails_with(
         &bench_args(s(&dir), &["-n", "0", "-d", "17592186044416"]),
-        &["cannot allocate", "17592186044432-token context"],
+        &[
+            "cannot allocate",
+            "KV cache",
+            "17592186044432-token context",
+        ],
     );
 }
 

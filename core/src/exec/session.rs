@@ -449,7 +449,7 @@ impl<'a> Session<'a> {
                 if n == 1 && kernels.attention_folds_chunks && par.threads() > 1 && n_chunks > 1 {
                     attend_by_chunks(kernels, par, &shape, n_chunks, q, kc, vc, extra, y);
                 } else {
-                    let scores = SharedOut::new(extra);
+                    let partials = SharedOut::new(extra);
                     let out = SharedOut::new(y);
                     // Work units are (heads, tokens) pairs; every head's and token's result is the
                     // same whichever way they are split. A step of several tokens is split into
@@ -483,8 +483,9 @@ impl<'a> Session<'a> {
                             let out_part = out.sub(rows.clone());
                             // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a
                             // distinct (heads, tokens) pair, so calls own disjoint output columns
-                            // (the contract of `AttentionFn`, which leaves `scores` unused).
-                            unsafe { attend(&part, &q[rows], kc, vc, heads, &scores, &out_part) }
+                            // (the contract of `AttentionFn`, which with `Whole` leaves
+                            // `partials` untouched).
+                            unsafe { attend(&part, &q[rows], kc, vc, heads, &partials, &out_part) }
                         }
                     });
                 }

@@ -35,6 +35,14 @@ pub const fn partial_len(head_dim: usize) -> usize {
     head_dim + 2
 }
 
+/// f32 of the planned partials scratch: every head's chunk states for a `max_ctx`-position cache
+/// (`None` when that overflows).
+pub fn partials_len(n_heads: usize, head_dim: usize, max_ctx: usize) -> Option<usize> {
+    n_heads
+        .checked_mul(chunk_slots(max_ctx))?
+        .checked_mul(partial_len(head_dim))
+}
+
 /// Which cached positions one attention call covers, and where its result goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttnSpan {

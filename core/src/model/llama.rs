@@ -12,7 +12,7 @@ use super::config::ModelConfig;
 use super::names::layer;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, Limits, OpKind, Rows};
-use crate::kernels::attention::{chunk_slots, partial_len};
+use crate::kernels::attention::partials_len;
 use crate::kv::KvType;
 
 /// Builds the inference graph of `cfg` for `limits` with an f32 KV cache (the exact reference).
@@ -34,10 +34,7 @@ pub fn build_graph_kv(cfg: &ModelConfig, limits: Limits, kv_type: KvType) -> Res
         return Err(Error::invalid("limits", "max_tokens exceeds max_ctx"));
     }
     // Each head's chunk states for a one-token step split by positions (kernels/attention.rs).
-    let partials = cfg
-        .n_heads
-        .checked_mul(chunk_slots(limits.max_ctx))
-        .and_then(|v| v.checked_mul(partial_len(cfg.head_dim)))
+    let partials = partials_len(cfg.n_heads, cfg.head_dim, limits.max_ctx)
         .ok_or_else(|| Error::invalid("limits", "attention scratch size overflows"))?;
     let d = cfg.d_model;
     let q_width = cfg.n_heads * cfg.head_dim;
