@@ -280,8 +280,33 @@ fn attend_positions(
         while p0 < block {
             let step = POS_STEP.min(block - p0);
             widen_rows(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
-            for (r, sc) in rows.iter().zip(scores.iter_mut()) {
-                if r.n_pos > b0 + p0 {
+            // Rows in pairs: each widened K row then feeds two rows' accumulators. A row whose
+            // positions end before this step gets scores it never reads.
+            let live = |r: &Row<'_>| r.n_pos > b0 + p0;
+            let mut pairs = rows.chunks_exact(2).zip(scores.chunks_exact_mut(2));
+            for (rp, sp) in pairs.by_ref() {
+                let [sa, sb] = sp else { unreachable!() };
+                match (live(&rp[0]), live(&rp[1])) {
+                    (true, true) => scores8_pair(
+                        [&q[rp[0].q.clone()], &q[rp[1].q.clone()]],
+                        wide,
+                        hd,
+                        s.scale,
+                        [&mut sa[p0..p0 + POS_STEP], &mut sb[p0..p0 + POS_STEP]],
+                    ),
+                    (la, lb) => {
+                        for (r, sc, l) in [(&rp[0], sa, la), (&rp[1], sb, lb)] {
+                            if l {
+                                let qr = &q[r.q.clone()];
+                                scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
+                            }
+                        }
+                    }
+                }
+            }
+            let done = rows.len() / 2 * 2;
+            for (r, sc) in rows[done..].iter().zip(scores[done..].iter_mut()) {
+                if live(r) {
                     let qr = &q[r.q.clone()];
                     scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
                 }
@@ -310,9 +335,34 @@ fn attend_positions(
         while p0 < block {
             let step = POS_STEP.min(block - p0);
             widen_rows(v, b0 + p0, step, kv_width, kvh * hd, hd, wide);
-            for (r, sc) in rows.iter_mut().zip(scores.iter()) {
-                if r.n_pos > b0 + p0 {
-                    let m = step.min(r.n_pos - b0 - p0);
+            // Positions this step adds to a row's output.
+            let count = |r: &Row<'_>| step.min(r.n_pos.saturating_sub(b0 + p0));
+            let mut pairs = rows.chunks_exact_mut(2).zip(scores.chunks_exact(2));
+            for (rp, sp) in pairs.by_ref() {
+                let [ra, rb] = rp else { unreachable!() };
+                let (ma, mb) = (count(ra), count(rb));
+                // Both rows together over the positions they share, then each alone over the
+                // rest: every output element still adds its positions in ascending order.
+                let both = ma.min(mb);
+                if both > 0 {
+                    accumulate_values_pair(
+                        [&mut *ra.work, &mut *rb.work],
+                        [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]],
+                        wide,
+                        hd,
+                    );
+                }
+                for (r, sc, m) in [(ra, &sp[0], ma), (rb, &sp[1], mb)] {
+                    if m > both {
+                        let rest = &wide[both * hd..];
+                        accumulate_values(r.work, &sc[p0 + both..p0 + m], rest, hd);
+                    }
+                }
+            }
+            let done = rows.len() / 2 * 2;
+            for (r, sc) in rows[done..].iter_mut().zip(scores[done..].iter()) {
+                let m = count(r);
+                if m > 0 {
                     accumulate_values(r.work, &sc[p0..p0 + m], wide, hd);
                 }
             }
@@ -410,6 +460,51 @@ fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
     store(out, 0, _mm256_mul_ps(load(&sums, 0), _mm256_set1_ps(scale)));
 }
 
+/// [`scores8`] for two query rows: each widened K vector is loaded once for both. Per row and
+/// position the same FMA chain and the same tree as [`scores8`], so the same bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn scores8_pair(q: [&[f32]; 2], wide: &[f32], hd: usize, scale: f32, out: [&mut [f32]; 2]) {
+    assert!(q[0].len() >= hd && q[1].len() >= hd && wide.len() >= POS_STEP * hd);
+    assert!(out[0].len() >= POS_STEP && out[1].len() >= POS_STEP);
+    let whole = hd / 8 * 8;
+    let mut sums = [[0f32; POS_STEP]; 2];
+    // Four positions per pass: eight accumulators, two rows by four positions.
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); POS_STEP];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: c + 8 <= whole <= hd <= q[r].len(), and (4·half + j)·hd + c + 8 <=
+            // 8·hd <= wide.len() (asserted above).
+            unsafe {
+                let (qa, qb) = (load_at(q[0].as_ptr(), c), load_at(q[1].as_ptr(), c));
+                for j in 0..4 {
+                    let w = load_at(wide.as_ptr(), (4 * half + j) * hd + c);
+                    acc[j] = _mm256_fmadd_ps(qa, w, acc[j]);
+                    acc[4 + j] = _mm256_fmadd_ps(qb, w, acc[4 + j]);
+                }
+            }
+            c += 8;
+        }
+        let mut lanes = [0f32; POS_STEP];
+        store(&mut lanes, 0, sum_lanes8(&acc));
+        sums[0][4 * half..4 * half + 4].copy_from_slice(&lanes[..4]);
+        sums[1][4 * half..4 * half + 4].copy_from_slice(&lanes[4..]);
+    }
+    for (r, out) in out.into_iter().enumerate() {
+        for (j, sj) in sums[r].iter_mut().enumerate() {
+            for i in whole..hd {
+                *sj += q[r][i] * wide[j * hd + i];
+            }
+        }
+        store(
+            out,
+            0,
+            _mm256_mul_ps(load(&sums[r], 0), _mm256_set1_ps(scale)),
+        );
+    }
+}
+
 /// 8 f32 at `p + i`, unaligned.
 ///
 /// # Safety
@@ -445,13 +540,13 @@ const HELD_CHUNKS: usize = 8;
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], hd: usize) {
-    assert!(o.len() == hd && p.len() <= POS_STEP && wide.len() >= POS_STEP * hd);
+    assert!(o.len() == hd && p.len() <= POS_STEP && wide.len() >= p.len() * hd);
     let whole = hd / 8 * 8;
     let (op, wp) = (o.as_mut_ptr(), wide.as_ptr());
     let mut c0 = 0;
     while c0 + 8 * HELD_CHUNKS <= whole {
-        // SAFETY: c0 + 64 <= whole <= hd = o.len(), and j·hd + c0 + 64 <= 8·hd <= wide.len()
-        // for j < p.len() <= 8 (asserted above).
+        // SAFETY: c0 + 64 <= whole <= hd = o.len(), and j·hd + c0 + 64 <= p.len()·hd <=
+        // wide.len() for j < p.len() (asserted above).
         unsafe {
             let mut acc: [__m256; HELD_CHUNKS] = core::array::from_fn(|i| load_at(op, c0 + 8 * i));
             for (j, &pj) in p.iter().enumerate() {
@@ -480,6 +575,68 @@ fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], hd: usize) {
     for i in whole..hd {
         for (j, &pj) in p.iter().enumerate() {
             o[i] += pj * wide[j * hd + i];
+        }
+    }
+}
+
+/// Output chunks of 8 per row kept in registers by [`accumulate_values_pair`].
+const PAIR_CHUNKS: usize = 4;
+
+/// [`accumulate_values`] for two rows over the same positions: each widened V vector is loaded
+/// once for both rows. Every element of `o[r]` adds `p[r][j] · wide[j]` in ascending `j`, as
+/// [`accumulate_values`] does, so the bits are those of two separate calls.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn accumulate_values_pair(o: [&mut [f32]; 2], p: [&[f32]; 2], wide: &[f32], hd: usize) {
+    let n = p[0].len();
+    assert!(p[1].len() == n && n <= POS_STEP && wide.len() >= n * hd);
+    assert!(o[0].len() == hd && o[1].len() == hd);
+    let whole = hd / 8 * 8;
+    let [oa, ob] = o;
+    let (pa, pb, wp) = (oa.as_mut_ptr(), ob.as_mut_ptr(), wide.as_ptr());
+    let mut c0 = 0;
+    while c0 + 8 * PAIR_CHUNKS <= whole {
+        // SAFETY: c0 + 8·PAIR_CHUNKS <= whole <= hd = o[r].len(), and j·hd + c0 + 8·PAIR_CHUNKS
+        // <= n·hd <= wide.len() for j < n (asserted above).
+        unsafe {
+            let mut acc_a: [__m256; PAIR_CHUNKS] =
+                core::array::from_fn(|i| load_at(pa, c0 + 8 * i));
+            let mut acc_b: [__m256; PAIR_CHUNKS] =
+                core::array::from_fn(|i| load_at(pb, c0 + 8 * i));
+            for (j, (&a, &b)) in p[0].iter().zip(p[1]).enumerate() {
+                let (wa, wb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+                for i in 0..PAIR_CHUNKS {
+                    let w = load_at(wp, j * hd + c0 + 8 * i);
+                    acc_a[i] = _mm256_fmadd_ps(wa, w, acc_a[i]);
+                    acc_b[i] = _mm256_fmadd_ps(wb, w, acc_b[i]);
+                }
+            }
+            for i in 0..PAIR_CHUNKS {
+                _mm256_storeu_ps(pa.add(c0 + 8 * i), acc_a[i]);
+                _mm256_storeu_ps(pb.add(c0 + 8 * i), acc_b[i]);
+            }
+        }
+        c0 += 8 * PAIR_CHUNKS;
+    }
+    while c0 < whole {
+        // SAFETY: as above, for one chunk: c0 + 8 <= whole.
+        unsafe {
+            let (mut a, mut b) = (load_at(pa, c0), load_at(pb, c0));
+            for (j, (&pa_j, &pb_j)) in p[0].iter().zip(p[1]).enumerate() {
+                let w = load_at(wp, j * hd + c0);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(pa_j), w, a);
+                b = _mm256_fmadd_ps(_mm256_set1_ps(pb_j), w, b);
+            }
+            _mm256_storeu_ps(pa.add(c0), a);
+            _mm256_storeu_ps(pb.add(c0), b);
+        }
+        c0 += 8;
+    }
+    for (o, p) in [(oa, p[0]), (ob, p[1])] {
+        for i in whole..hd {
+            for (j, &pj) in p.iter().enumerate() {
+                o[i] += pj * wide[j * hd + i];
+            }
         }
     }
 }
