@@ -6,7 +6,11 @@
 //! [`SCORE_BLOCK`], and inside a block eight positions at a time are widened to f32 once (f16
 //! with `vcvtph2ps`, Q8_0 as `scale · q`, both exact) into a small stack buffer that every row of
 //! the tile then reads from L1. Scores for eight positions come out of eight accumulators and one
-//! transpose-and-add tree, not eight horizontal sums. Each row keeps its running maximum `m` and
+//! transpose-and-add tree, not eight horizontal sums; rows go in pairs, so each widened vector
+//! loaded feeds two rows' FMAs ([`scores`], [`values`]). On the AVX-512 tier
+//! ([`attention_avx512`]) a tile of 8 rows or more scores four rows at a time in 16-lane vectors
+//! from K widened as pairs of positions, and the value sums use 16 lanes: per row the same FMA
+//! chains and trees, so the same bits as the AVX2 path. Each row keeps its running maximum `m` and
 //! sum `l`; when a block raises `m`, the row's partial output and `l` are multiplied by
 //! `e^(m_old − m_new)`; the block's values are then added with weights `e^(s − m)`, each output
 //! element accumulating positions in ascending order. Every [`ATTN_CHUNK`] positions the row's
@@ -22,6 +26,10 @@
 //! whatever the context. Checked
 //! against the scalar reference (a three-pass exact softmax) in `core/tests/kernels_simd.rs`.
 
+mod scores;
+mod values;
+mod widen;
+
 use super::ops::{exp, load, store};
 use super::q8::hsum;
 use crate::kernels::attention::{
@@ -30,11 +38,12 @@ use crate::kernels::attention::{
 };
 use crate::kernels::SharedOut;
 use crate::kv::KvRows;
-use crate::quant::gguf::q8_0::{BLOCK_BYTES as Q8_BYTES, BLOCK_ELEMS as Q8_ELEMS};
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 use core::ops::Range;
-use half::f16;
+use scores::{scores8, scores8_pair, scores_tile_zmm};
+use values::{accumulate_values, accumulate_values_pair, accumulate_values_pair_zmm};
+use widen::widen_rows;
 
 /// Query heads of one GQA group attended together.
 const MAX_GROUP: usize = 8;
@@ -44,6 +53,10 @@ const MAX_GROUP: usize = 8;
 /// the widening is shared by more rows than with a fixed four tokens per tile (a quarter of a
 /// prefill's attention time was widening at 12 rows).
 const MAX_ROWS: usize = 32;
+
+/// Fewest rows in a tile for which the 16-lane scores ([`scores_tile_zmm`]) pay for their
+/// paired layout; a decode step's few rows score faster in 8 lanes.
+const ZMM_SCORE_ROWS: usize = 8;
 
 /// Cached positions widened and scored together.
 const POS_STEP: usize = 8;
@@ -62,13 +75,39 @@ pub(super) unsafe fn attention(
 ) {
     // SAFETY: features present (see above); head (and chunk) exclusivity is the caller's
     // contract.
-    unsafe { attention_avx2(s, q, k, v, heads, partials, out) }
+    unsafe { attention_avx2(s, q, k, v, heads, partials, out, Lanes::Ymm) }
 }
 
-/// A tile's working memory: each row's scores for one block, and eight widened K or V rows.
+/// # Safety
+/// As [`attention`], from a table built for a CPU that also has AVX-512 F (the AVX-512 tier's).
+pub(super) unsafe fn attention_avx512(
+    s: &AttnShape,
+    q: &[f32],
+    k: KvRows<'_>,
+    v: KvRows<'_>,
+    heads: Range<usize>,
+    partials: &SharedOut<'_>,
+    out: &SharedOut<'_>,
+) {
+    // SAFETY: features present, AVX-512 F included (see above); exclusivity as in `attention`.
+    unsafe { attention_avx2(s, q, k, v, heads, partials, out, Lanes::Zmm) }
+}
+
+/// The widest vectors the installing tier allows the value sums (they keep their bits at any
+/// width: each output element adds its positions in order, one FMA each).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    Ymm,
+    /// The CPU has AVX-512 F.
+    Zmm,
+}
+
+/// A tile's working memory: each row's scores for one block, and eight widened K or V rows;
+/// and the vectors the value sums may use.
 struct Scratch<'s> {
     scores: &'s mut [[f32; SCORE_BLOCK]],
     wide: &'s mut [f32],
+    lanes: Lanes,
 }
 
 /// f32 of stack for the tile rows' chunk outputs: caps a tile at `WORK_FLOATS / head_dim` rows
@@ -119,6 +158,7 @@ enum Sink<'p, 'a> {
 /// AVX2, FMA and F16C are present; no other thread touches the output columns of heads `heads`
 /// in the step's tokens, nor (with [`AttnSpan::Chunks`]) those heads' states of those chunks.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn attention_avx2(
     s: &AttnShape,
     q: &[f32],
@@ -127,6 +167,7 @@ unsafe fn attention_avx2(
     heads: Range<usize>,
     partials: &SharedOut<'_>,
     out: &SharedOut<'_>,
+    lanes: Lanes,
 ) {
     let hd = s.head_dim;
     assert!(hd <= MAX_HEAD_DIM, "head_dim {hd} above {MAX_HEAD_DIM}");
@@ -157,6 +198,7 @@ unsafe fn attention_avx2(
     let mut scratch = Scratch {
         scores: zeroed_prefix::<[f32; SCORE_BLOCK], MAX_ROWS>(&mut scores_mem, tile_rows),
         wide: zeroed_prefix::<f32, { POS_STEP * MAX_HEAD_DIM }>(&mut wide_mem, POS_STEP * hd),
+        lanes,
     };
     let work = zeroed_prefix::<f32, WORK_FLOATS>(&mut work_mem, tile_rows * hd);
     let mut h0 = heads.start;
@@ -271,6 +313,8 @@ fn attend_positions(
     let end = positions.end.min(n_pos);
     let wide = &mut scratch.wide[..POS_STEP * hd];
     let scores = &mut *scratch.scores;
+    let lanes = scratch.lanes;
+    let zmm_scores = lanes == Lanes::Zmm && hd.is_multiple_of(8) && rows.len() >= ZMM_SCORE_ROWS;
     assert!(rows.len() <= scores.len(), "tile rows above the scratch");
     let mut b0 = positions.start;
     while b0 < end {
@@ -279,36 +323,43 @@ fn attend_positions(
         let mut p0 = 0;
         while p0 < block {
             let step = POS_STEP.min(block - p0);
-            widen_rows(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
-            // Rows in pairs: each widened K row then feeds two rows' accumulators. A row whose
-            // positions end before this step gets scores it never reads.
-            let live = |r: &Row<'_>| r.n_pos > b0 + p0;
-            let mut pairs = rows.chunks_exact(2).zip(scores.chunks_exact_mut(2));
-            for (rp, sp) in pairs.by_ref() {
-                let [sa, sb] = sp else { unreachable!() };
-                match (live(&rp[0]), live(&rp[1])) {
-                    (true, true) => scores8_pair(
-                        [&q[rp[0].q.clone()], &q[rp[1].q.clone()]],
-                        wide,
-                        hd,
-                        s.scale,
-                        [&mut sa[p0..p0 + POS_STEP], &mut sb[p0..p0 + POS_STEP]],
-                    ),
-                    (la, lb) => {
-                        for (r, sc, l) in [(&rp[0], sa, la), (&rp[1], sb, lb)] {
-                            if l {
-                                let qr = &q[r.q.clone()];
-                                scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
+            if zmm_scores {
+                widen_rows::<true>(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
+                // SAFETY: `Zmm` only from `attention_avx512`, whose table was built for a CPU
+                // with AVX-512 F and VL.
+                unsafe { scores_tile_zmm(rows, q, wide, hd, s.scale, scores, p0, b0 + p0) };
+            } else {
+                widen_rows::<false>(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
+                // Rows in pairs: each widened K row then feeds two rows' accumulators. A row whose
+                // positions end before this step gets scores it never reads.
+                let live = |r: &Row<'_>| r.n_pos > b0 + p0;
+                let mut pairs = rows.chunks_exact(2).zip(scores.chunks_exact_mut(2));
+                for (rp, sp) in pairs.by_ref() {
+                    let [sa, sb] = sp else { unreachable!() };
+                    match (live(&rp[0]), live(&rp[1])) {
+                        (true, true) => scores8_pair(
+                            [&q[rp[0].q.clone()], &q[rp[1].q.clone()]],
+                            wide,
+                            hd,
+                            s.scale,
+                            [&mut sa[p0..p0 + POS_STEP], &mut sb[p0..p0 + POS_STEP]],
+                        ),
+                        (la, lb) => {
+                            for (r, sc, l) in [(&rp[0], sa, la), (&rp[1], sb, lb)] {
+                                if l {
+                                    let qr = &q[r.q.clone()];
+                                    scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
+                                }
                             }
                         }
                     }
                 }
-            }
-            let done = rows.len() / 2 * 2;
-            for (r, sc) in rows[done..].iter().zip(scores[done..].iter_mut()) {
-                if live(r) {
-                    let qr = &q[r.q.clone()];
-                    scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
+                let done = rows.len() / 2 * 2;
+                for (r, sc) in rows[done..].iter().zip(scores[done..].iter_mut()) {
+                    if live(r) {
+                        let qr = &q[r.q.clone()];
+                        scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
+                    }
                 }
             }
             p0 += step;
@@ -334,7 +385,7 @@ fn attend_positions(
         let mut p0 = 0;
         while p0 < block {
             let step = POS_STEP.min(block - p0);
-            widen_rows(v, b0 + p0, step, kv_width, kvh * hd, hd, wide);
+            widen_rows::<false>(v, b0 + p0, step, kv_width, kvh * hd, hd, wide);
             // Positions this step adds to a row's output.
             let count = |r: &Row<'_>| step.min(r.n_pos.saturating_sub(b0 + p0));
             let mut pairs = rows.chunks_exact_mut(2).zip(scores.chunks_exact(2));
@@ -345,12 +396,14 @@ fn attend_positions(
                 // rest: every output element still adds its positions in ascending order.
                 let both = ma.min(mb);
                 if both > 0 {
-                    accumulate_values_pair(
-                        [&mut *ra.work, &mut *rb.work],
-                        [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]],
-                        wide,
-                        hd,
-                    );
+                    let o = [&mut *ra.work, &mut *rb.work];
+                    let p = [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]];
+                    match lanes {
+                        Lanes::Ymm => accumulate_values_pair(o, p, wide, hd),
+                        // SAFETY: `Zmm` only from `attention_avx512`, whose table was built
+                        // for a CPU with AVX-512 F.
+                        Lanes::Zmm => unsafe { accumulate_values_pair_zmm(o, p, wide, hd) },
+                    }
                 }
                 for (r, sc, m) in [(ra, &sp[0], ma), (rb, &sp[1], mb)] {
                     if m > both {
@@ -370,300 +423,6 @@ fn attend_positions(
         }
         b0 += block;
     }
-}
-
-/// Writes positions `first..first + count` (at most [`POS_STEP`]) of the head at value offset
-/// `head_off` into `wide` as f32 rows of `hd`; rows past `count` are zeroed.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn widen_rows(
-    rows: &KvRows<'_>,
-    first: usize,
-    count: usize,
-    kv_width: usize,
-    head_off: usize,
-    hd: usize,
-    wide: &mut [f32],
-) {
-    for (j, dst) in wide.chunks_exact_mut(hd).enumerate() {
-        if j >= count {
-            dst.fill(0.0);
-            continue;
-        }
-        let off = (first + j) * kv_width + head_off;
-        match rows {
-            KvRows::F32(c) => {
-                let src = &c[off..off + hd];
-                let whole = hd / 8 * 8;
-                let mut i = 0;
-                while i < whole {
-                    store(dst, i, load(src, i));
-                    i += 8;
-                }
-                dst[whole..].copy_from_slice(&src[whole..]);
-            }
-            KvRows::F16(c) => {
-                let h = &c[off..off + hd];
-                let whole = hd / 8 * 8;
-                let mut i = 0;
-                while i < whole {
-                    store(dst, i, load_f16(h, i));
-                    i += 8;
-                }
-                for (d, &x) in dst[whole..].iter_mut().zip(&h[whole..]) {
-                    *d = f16::from_bits(x).to_f32();
-                }
-            }
-            KvRows::Q8_0(b) => {
-                let first_blk = off / Q8_ELEMS;
-                let src = &b[first_blk * Q8_BYTES..(first_blk + hd / Q8_ELEMS) * Q8_BYTES];
-                for (blk, d) in src
-                    .chunks_exact(Q8_BYTES)
-                    .zip(dst.chunks_exact_mut(Q8_ELEMS))
-                {
-                    // scale · q is exact in f32 (an 11-bit mantissa times an 8-bit integer).
-                    let scale = _mm256_set1_ps(q8_scale(blk));
-                    for c in 0..Q8_ELEMS / 8 {
-                        store(d, 8 * c, _mm256_mul_ps(load_i8(blk, c), scale));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `scale · (q · wide[j])` for the eight rows of `wide` into `out[..8]`. Each score is an
-/// 8-lane FMA chain over the head in order, its lanes added by the same tree for every `j`,
-/// then the tail past a multiple of 8 in order: independent of the other seven rows.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
-    assert!(q.len() >= hd && wide.len() >= POS_STEP * hd && out.len() >= POS_STEP);
-    let whole = hd / 8 * 8;
-    let mut acc = [_mm256_setzero_ps(); POS_STEP];
-    let mut c = 0;
-    while c < whole {
-        // SAFETY: c + 8 <= whole <= hd <= q.len() (asserted above).
-        let qc = unsafe { load_at(q.as_ptr(), c) };
-        for (j, a) in acc.iter_mut().enumerate() {
-            // SAFETY: j·hd + c + 8 <= 8·hd <= wide.len() (asserted above).
-            *a = _mm256_fmadd_ps(qc, unsafe { load_at(wide.as_ptr(), j * hd + c) }, *a);
-        }
-        c += 8;
-    }
-    let mut sums = [0f32; POS_STEP];
-    store(&mut sums, 0, sum_lanes8(&acc));
-    for (j, sj) in sums.iter_mut().enumerate() {
-        for i in whole..hd {
-            *sj += q[i] * wide[j * hd + i];
-        }
-    }
-    store(out, 0, _mm256_mul_ps(load(&sums, 0), _mm256_set1_ps(scale)));
-}
-
-/// [`scores8`] for two query rows: each widened K vector is loaded once for both. Per row and
-/// position the same FMA chain and the same tree as [`scores8`], so the same bits.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn scores8_pair(q: [&[f32]; 2], wide: &[f32], hd: usize, scale: f32, out: [&mut [f32]; 2]) {
-    assert!(q[0].len() >= hd && q[1].len() >= hd && wide.len() >= POS_STEP * hd);
-    assert!(out[0].len() >= POS_STEP && out[1].len() >= POS_STEP);
-    let whole = hd / 8 * 8;
-    let mut sums = [[0f32; POS_STEP]; 2];
-    // Four positions per pass: eight accumulators, two rows by four positions.
-    for half in 0..2 {
-        let mut acc = [_mm256_setzero_ps(); POS_STEP];
-        let mut c = 0;
-        while c < whole {
-            // SAFETY: c + 8 <= whole <= hd <= q[r].len(), and (4·half + j)·hd + c + 8 <=
-            // 8·hd <= wide.len() (asserted above).
-            unsafe {
-                let (qa, qb) = (load_at(q[0].as_ptr(), c), load_at(q[1].as_ptr(), c));
-                for j in 0..4 {
-                    let w = load_at(wide.as_ptr(), (4 * half + j) * hd + c);
-                    acc[j] = _mm256_fmadd_ps(qa, w, acc[j]);
-                    acc[4 + j] = _mm256_fmadd_ps(qb, w, acc[4 + j]);
-                }
-            }
-            c += 8;
-        }
-        let mut lanes = [0f32; POS_STEP];
-        store(&mut lanes, 0, sum_lanes8(&acc));
-        sums[0][4 * half..4 * half + 4].copy_from_slice(&lanes[..4]);
-        sums[1][4 * half..4 * half + 4].copy_from_slice(&lanes[4..]);
-    }
-    for (r, out) in out.into_iter().enumerate() {
-        for (j, sj) in sums[r].iter_mut().enumerate() {
-            for i in whole..hd {
-                *sj += q[r][i] * wide[j * hd + i];
-            }
-        }
-        store(
-            out,
-            0,
-            _mm256_mul_ps(load(&sums[r], 0), _mm256_set1_ps(scale)),
-        );
-    }
-}
-
-/// 8 f32 at `p + i`, unaligned.
-///
-/// # Safety
-/// `p + i .. p + i + 8` is readable.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn load_at(p: *const f32, i: usize) -> __m256 {
-    // SAFETY: readable (this function's contract); loadu needs no alignment.
-    unsafe { _mm256_loadu_ps(p.add(i)) }
-}
-
-/// Lane `j` of the result is the sum of the eight lanes of `acc[j]`, added as
-/// `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn sum_lanes8(acc: &[__m256; POS_STEP]) -> __m256 {
-    let a01 = _mm256_hadd_ps(acc[0], acc[1]);
-    let a23 = _mm256_hadd_ps(acc[2], acc[3]);
-    let a45 = _mm256_hadd_ps(acc[4], acc[5]);
-    let a67 = _mm256_hadd_ps(acc[6], acc[7]);
-    // Per 128-bit half: [a0 (0..4), a1, a2, a3] and [a4, a5, a6, a7], low half then high half.
-    let a0123 = _mm256_hadd_ps(a01, a23);
-    let a4567 = _mm256_hadd_ps(a45, a67);
-    let lo = _mm256_permute2f128_ps::<0x20>(a0123, a4567);
-    let hi = _mm256_permute2f128_ps::<0x31>(a0123, a4567);
-    _mm256_add_ps(lo, hi)
-}
-
-/// Output chunks of 8 kept in registers across the positions by [`accumulate_values`].
-const HELD_CHUNKS: usize = 8;
-
-/// `o += Σ_j p[j] · wide[j]` with each element of `o` accumulating `j` in ascending order.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], hd: usize) {
-    assert!(o.len() == hd && p.len() <= POS_STEP && wide.len() >= p.len() * hd);
-    let whole = hd / 8 * 8;
-    let (op, wp) = (o.as_mut_ptr(), wide.as_ptr());
-    let mut c0 = 0;
-    while c0 + 8 * HELD_CHUNKS <= whole {
-        // SAFETY: c0 + 64 <= whole <= hd = o.len(), and j·hd + c0 + 64 <= p.len()·hd <=
-        // wide.len() for j < p.len() (asserted above).
-        unsafe {
-            let mut acc: [__m256; HELD_CHUNKS] = core::array::from_fn(|i| load_at(op, c0 + 8 * i));
-            for (j, &pj) in p.iter().enumerate() {
-                let pv = _mm256_set1_ps(pj);
-                for (i, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(pv, load_at(wp, j * hd + c0 + 8 * i), *a);
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(op.add(c0 + 8 * i), *a);
-            }
-        }
-        c0 += 8 * HELD_CHUNKS;
-    }
-    while c0 < whole {
-        // SAFETY: as above, for one chunk: c0 + 8 <= whole.
-        unsafe {
-            let mut a = load_at(op, c0);
-            for (j, &pj) in p.iter().enumerate() {
-                a = _mm256_fmadd_ps(_mm256_set1_ps(pj), load_at(wp, j * hd + c0), a);
-            }
-            _mm256_storeu_ps(op.add(c0), a);
-        }
-        c0 += 8;
-    }
-    for i in whole..hd {
-        for (j, &pj) in p.iter().enumerate() {
-            o[i] += pj * wide[j * hd + i];
-        }
-    }
-}
-
-/// Output chunks of 8 per row kept in registers by [`accumulate_values_pair`].
-const PAIR_CHUNKS: usize = 4;
-
-/// [`accumulate_values`] for two rows over the same positions: each widened V vector is loaded
-/// once for both rows. Every element of `o[r]` adds `p[r][j] · wide[j]` in ascending `j`, as
-/// [`accumulate_values`] does, so the bits are those of two separate calls.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn accumulate_values_pair(o: [&mut [f32]; 2], p: [&[f32]; 2], wide: &[f32], hd: usize) {
-    let n = p[0].len();
-    assert!(p[1].len() == n && n <= POS_STEP && wide.len() >= n * hd);
-    assert!(o[0].len() == hd && o[1].len() == hd);
-    let whole = hd / 8 * 8;
-    let [oa, ob] = o;
-    let (pa, pb, wp) = (oa.as_mut_ptr(), ob.as_mut_ptr(), wide.as_ptr());
-    let mut c0 = 0;
-    while c0 + 8 * PAIR_CHUNKS <= whole {
-        // SAFETY: c0 + 8·PAIR_CHUNKS <= whole <= hd = o[r].len(), and j·hd + c0 + 8·PAIR_CHUNKS
-        // <= n·hd <= wide.len() for j < n (asserted above).
-        unsafe {
-            let mut acc_a: [__m256; PAIR_CHUNKS] =
-                core::array::from_fn(|i| load_at(pa, c0 + 8 * i));
-            let mut acc_b: [__m256; PAIR_CHUNKS] =
-                core::array::from_fn(|i| load_at(pb, c0 + 8 * i));
-            for (j, (&a, &b)) in p[0].iter().zip(p[1]).enumerate() {
-                let (wa, wb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
-                for i in 0..PAIR_CHUNKS {
-                    let w = load_at(wp, j * hd + c0 + 8 * i);
-                    acc_a[i] = _mm256_fmadd_ps(wa, w, acc_a[i]);
-                    acc_b[i] = _mm256_fmadd_ps(wb, w, acc_b[i]);
-                }
-            }
-            for i in 0..PAIR_CHUNKS {
-                _mm256_storeu_ps(pa.add(c0 + 8 * i), acc_a[i]);
-                _mm256_storeu_ps(pb.add(c0 + 8 * i), acc_b[i]);
-            }
-        }
-        c0 += 8 * PAIR_CHUNKS;
-    }
-    while c0 < whole {
-        // SAFETY: as above, for one chunk: c0 + 8 <= whole.
-        unsafe {
-            let (mut a, mut b) = (load_at(pa, c0), load_at(pb, c0));
-            for (j, (&pa_j, &pb_j)) in p[0].iter().zip(p[1]).enumerate() {
-                let w = load_at(wp, j * hd + c0);
-                a = _mm256_fmadd_ps(_mm256_set1_ps(pa_j), w, a);
-                b = _mm256_fmadd_ps(_mm256_set1_ps(pb_j), w, b);
-            }
-            _mm256_storeu_ps(pa.add(c0), a);
-            _mm256_storeu_ps(pb.add(c0), b);
-        }
-        c0 += 8;
-    }
-    for (o, p) in [(oa, p[0]), (ob, p[1])] {
-        for i in whole..hd {
-            for (j, &pj) in p.iter().enumerate() {
-                o[i] += pj * wide[j * hd + i];
-            }
-        }
-    }
-}
-
-/// A Q8_0 block's f16 scale.
-#[inline]
-fn q8_scale(blk: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32()
-}
-
-/// 8 f16 from `h[i..i + 8]` widened to f32.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn load_f16(h: &[u16], i: usize) -> __m256 {
-    let c = &h[i..i + 8];
-    // SAFETY: `c` is 8 readable u16 (16 bytes); loadu needs no alignment.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(c.as_ptr().cast()) })
-}
-
-/// Quants `8c..8c + 8` of a Q8_0 block widened to f32.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn load_i8(blk: &[u8], c: usize) -> __m256 {
-    let b = &blk[2 + 8 * c..2 + 8 * c + 8];
-    // SAFETY: `b` is 8 readable bytes; loadl_epi64 reads exactly 8 bytes, unaligned.
-    let x = unsafe { _mm_loadl_epi64(b.as_ptr().cast()) };
-    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x))
 }
 
 /// `o *= f`.
