@@ -42,7 +42,7 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 use core::ops::Range;
 use scores::{scores8, scores8_pair, scores_tile_zmm};
-use values::{accumulate_values, accumulate_values_pair, accumulate_values_pair_zmm};
+use values::{accumulate_values, accumulate_values_pair, values_tile_zmm};
 use widen::widen_rows;
 
 /// Query heads of one GQA group attended together.
@@ -54,9 +54,10 @@ const MAX_GROUP: usize = 8;
 /// prefill's attention time was widening at 12 rows).
 const MAX_ROWS: usize = 32;
 
-/// Fewest rows in a tile for which the 16-lane scores ([`scores_tile_zmm`]) pay for their
-/// paired layout; a decode step's few rows score faster in 8 lanes.
-const ZMM_SCORE_ROWS: usize = 8;
+/// Fewest rows in a tile for which the AVX-512 tier's 16-lane paths ([`scores_tile_zmm`],
+/// [`values_tile_zmm`]) pay: a decode step's few rows ran 10–30 % slower on them than on the
+/// 8-lane pairs.
+const ZMM_ROWS: usize = 8;
 
 /// Cached positions widened and scored together.
 const POS_STEP: usize = 8;
@@ -314,7 +315,8 @@ fn attend_positions(
     let wide = &mut scratch.wide[..POS_STEP * hd];
     let scores = &mut *scratch.scores;
     let lanes = scratch.lanes;
-    let zmm_scores = lanes == Lanes::Zmm && hd.is_multiple_of(8) && rows.len() >= ZMM_SCORE_ROWS;
+    let zmm_tile = lanes == Lanes::Zmm && rows.len() >= ZMM_ROWS;
+    let zmm_scores = zmm_tile && hd.is_multiple_of(8);
     assert!(rows.len() <= scores.len(), "tile rows above the scratch");
     let mut b0 = positions.start;
     while b0 < end {
@@ -386,37 +388,38 @@ fn attend_positions(
         while p0 < block {
             let step = POS_STEP.min(block - p0);
             widen_rows::<false>(v, b0 + p0, step, kv_width, kvh * hd, hd, wide);
-            // Positions this step adds to a row's output.
-            let count = |r: &Row<'_>| step.min(r.n_pos.saturating_sub(b0 + p0));
-            let mut pairs = rows.chunks_exact_mut(2).zip(scores.chunks_exact(2));
-            for (rp, sp) in pairs.by_ref() {
-                let [ra, rb] = rp else { unreachable!() };
-                let (ma, mb) = (count(ra), count(rb));
-                // Both rows together over the positions they share, then each alone over the
-                // rest: every output element still adds its positions in ascending order.
-                let both = ma.min(mb);
-                if both > 0 {
-                    let o = [&mut *ra.work, &mut *rb.work];
-                    let p = [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]];
-                    match lanes {
-                        Lanes::Ymm => accumulate_values_pair(o, p, wide, hd),
-                        // SAFETY: `Zmm` only from `attention_avx512`, whose table was built
-                        // for a CPU with AVX-512 F.
-                        Lanes::Zmm => unsafe { accumulate_values_pair_zmm(o, p, wide, hd) },
+            if zmm_tile {
+                // SAFETY: `Zmm` only from `attention_avx512`, whose table was built for a CPU
+                // with AVX-512 F.
+                unsafe { values_tile_zmm(rows, scores, wide, hd, p0, step, b0 + p0) };
+            } else {
+                // Positions this step adds to a row's output.
+                let count = |r: &Row<'_>| step.min(r.n_pos.saturating_sub(b0 + p0));
+                let mut pairs = rows.chunks_exact_mut(2).zip(scores.chunks_exact(2));
+                for (rp, sp) in pairs.by_ref() {
+                    let [ra, rb] = rp else { unreachable!() };
+                    let (ma, mb) = (count(ra), count(rb));
+                    // Both rows together over the positions they share, then each alone over the
+                    // rest: every output element still adds its positions in ascending order.
+                    let both = ma.min(mb);
+                    if both > 0 {
+                        let o = [&mut *ra.work, &mut *rb.work];
+                        let p = [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]];
+                        accumulate_values_pair(o, p, wide, hd);
+                    }
+                    for (r, sc, m) in [(ra, &sp[0], ma), (rb, &sp[1], mb)] {
+                        if m > both {
+                            let rest = &wide[both * hd..];
+                            accumulate_values(r.work, &sc[p0 + both..p0 + m], rest, hd);
+                        }
                     }
                 }
-                for (r, sc, m) in [(ra, &sp[0], ma), (rb, &sp[1], mb)] {
-                    if m > both {
-                        let rest = &wide[both * hd..];
-                        accumulate_values(r.work, &sc[p0 + both..p0 + m], rest, hd);
+                let done = rows.len() / 2 * 2;
+                for (r, sc) in rows[done..].iter_mut().zip(scores[done..].iter()) {
+                    let m = count(r);
+                    if m > 0 {
+                        accumulate_values(r.work, &sc[p0..p0 + m], wide, hd);
                     }
-                }
-            }
-            let done = rows.len() / 2 * 2;
-            for (r, sc) in rows[done..].iter_mut().zip(scores[done..].iter()) {
-                let m = count(r);
-                if m > 0 {
-                    accumulate_values(r.work, &sc[p0..p0 + m], wide, hd);
                 }
             }
             p0 += step;
