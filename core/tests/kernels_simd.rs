@@ -339,19 +339,58 @@ fn check_ops(table: &KernelTable, tier: &str) {
             close(&y, &z, 1e-5, &format!("{tier} head_rms_norm {cols}"));
         }
     }
-    for (head_dim, layout) in [
-        (8usize, RopeLayout::Neox),
-        (64, RopeLayout::Interleaved),
-        (12, RopeLayout::Neox),
+    // Head sizes with and without a tail past the vectors, partial rotary (fewer frequencies
+    // than head_dim / 2), and positions up to a million (angles the kernels reduce by π/2).
+    for (head_dim, layout, half) in [
+        (8usize, RopeLayout::Neox, 4usize),
+        (64, RopeLayout::Interleaved, 32),
+        (12, RopeLayout::Neox, 6),
+        (64, RopeLayout::Neox, 16),
+        (128, RopeLayout::Interleaved, 64),
+        (20, RopeLayout::Interleaved, 10),
+        (6, RopeLayout::Interleaved, 3),
     ] {
-        let inv_freq: Vec<f32> = (0..head_dim / 2)
-            .map(|i| 10000f32.powf(-2.0 * i as f32 / head_dim as f32))
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 10000f32.powf(-(i as f32) / half as f32))
             .collect();
-        let x = edge_values(&mut rng, 3 * head_dim);
-        let (mut y, mut z) = (vec![0f32; x.len()], vec![0f32; x.len()]);
-        (table.rope.f)(&x, &mut y, 17, head_dim, layout, &inv_freq);
-        (s.rope.f)(&x, &mut z, 17, head_dim, layout, &inv_freq);
-        close(&y, &z, 1e-5, &format!("{tier} rope {head_dim}"));
+        let mut x = edge_values(&mut rng, 3 * head_dim);
+        // The first head turns (1, 0) pairs, so its outputs are the cosines and sines.
+        let (ia, ib) = match layout {
+            RopeLayout::Neox => (0, half),
+            RopeLayout::Interleaved => (0, 1),
+        };
+        for i in 0..half {
+            let (a, b) = match layout {
+                RopeLayout::Neox => (ia + i, ib + i),
+                RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+            };
+            (x[a], x[b]) = (1.0, 0.0);
+        }
+        for pos in [0usize, 1, 17, 4095, 65_537, 262_143, 1_000_003] {
+            let (mut y, mut z) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+            (table.rope.f)(&x, &mut y, pos, head_dim, layout, &inv_freq);
+            (s.rope.f)(&x, &mut z, pos, head_dim, layout, &inv_freq);
+            let what = format!("{tier} rope {head_dim} {layout:?} {half} at {pos}");
+            for (yh, zh) in y.chunks_exact(head_dim).zip(z.chunks_exact(head_dim)) {
+                close_scaled(yh, zh, 1e-6, &what);
+            }
+            // Sines and cosines within about an ulp of libm's.
+            for (a, b) in y[..head_dim].iter().zip(&z[..head_dim]) {
+                assert!((a - b).abs() <= 1.2e-7, "{what}: {a} vs {b}");
+            }
+            // Elements past the rotated ones pass through.
+            for (h, (yh, xh)) in y
+                .chunks_exact(head_dim)
+                .zip(x.chunks_exact(head_dim))
+                .enumerate()
+            {
+                assert_bits_eq(
+                    &yh[2 * half..],
+                    &xh[2 * half..],
+                    &format!("{what} head {h}"),
+                );
+            }
+        }
     }
     check_attention(table, &s, tier, &mut rng);
 }

@@ -5,6 +5,7 @@ mod attention;
 pub mod avx2;
 mod ops;
 mod q8;
+mod rope;
 
 use crate::format::Format;
 use crate::kernels::table::{CpuFeatures, KernelTable, MatMulEntry, MatMulKernel, Quality};

@@ -1,11 +1,12 @@
 //! AVX2+FMA kernels for everything but the matmuls and attention (`attention.rs`): activation
-//! quantizer, RMSNorm, SwiGLU and residual add. Each is checked against its scalar reference in
+//! quantizer, RMSNorm, SwiGLU, residual add (and RoPE, `rope.rs`). Each is checked against its scalar reference in
 //! `core/tests/kernels_simd.rs`; sums run in a different order, so results agree within a stated
 //! tolerance, not bit for bit, and each kernel still computes every output element the same way
 //! whatever the thread split.
 
 use super::q8::{self, hsum};
 use crate::format::Format;
+use crate::graph::RopeLayout;
 use crate::kernels::for_each_tile;
 use crate::kernels::table::{KernelTable, OpEntry};
 use crate::model::WeightView;
@@ -18,12 +19,18 @@ pub(super) fn install(table: &mut KernelTable) {
     table.rms_norm = OpEntry::optimized("avx2_rms_norm", rms_norm);
     table.swiglu = OpEntry::optimized("avx2_swiglu", swiglu);
     table.add = OpEntry::optimized("avx2_add", add);
+    table.rope = OpEntry::optimized("avx2_rope", rope);
     table.attention = OpEntry::optimized("avx2_attention", super::attention::attention);
     table.attention_folds_chunks = true;
 }
 
 // The safe wrappers below are private and reachable only through a table filled by `install`,
 // which `KernelTable::select` calls only for a CpuFeatures that promises AVX2, FMA and F16C.
+
+fn rope(x: &[f32], y: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout, f: &[f32]) {
+    // SAFETY: features present (see above).
+    unsafe { super::rope::rope_avx2(x, y, pos, head_dim, layout, f) }
+}
 
 fn quantize_q8(x: &[f32], out: &mut [BlockQ8Act]) {
     // SAFETY: features present (see above).
