@@ -8,7 +8,7 @@
 //! the tile then reads from L1. Scores for eight positions come out of eight accumulators and one
 //! transpose-and-add tree, not eight horizontal sums; rows go in pairs, so each widened vector
 //! loaded feeds two rows' FMAs ([`scores`], [`values`]). On the AVX-512 tier
-//! ([`attention_avx512`]) a tile of 8 rows or more scores four rows at a time in 16-lane vectors
+//! (`attention::<true>`) a tile of 8 rows or more scores four rows at a time in 16-lane vectors
 //! from K widened as pairs of positions, and the value sums use 16 lanes: per row the same FMA
 //! chains and trees, so the same bits as the AVX2 path. Each row keeps its running maximum `m` and
 //! sum `l`; when a block raises `m`, the row's partial output and `l` are multiplied by
@@ -62,10 +62,14 @@ const ZMM_ROWS: usize = 8;
 /// Cached positions widened and scored together.
 const POS_STEP: usize = 8;
 
+/// The tier's attention: `ZMM` for the AVX-512 tier (16-lane leaves for tiles of
+/// [`ZMM_ROWS`] rows or more, the same bits).
+///
 /// # Safety
 /// Same contract as [`crate::kernels::table::AttentionFn`]; installed only from a table that
-/// `select` built for a CPU with AVX2, FMA and F16C.
-pub(super) unsafe fn attention(
+/// `select` built for a CPU with AVX2, FMA and F16C, and with `ZMM` for one that also has
+/// AVX-512 F and VL.
+pub(super) unsafe fn attention<const ZMM: bool>(
     s: &AttnShape,
     q: &[f32],
     k: KvRows<'_>,
@@ -74,24 +78,10 @@ pub(super) unsafe fn attention(
     partials: &SharedOut<'_>,
     out: &SharedOut<'_>,
 ) {
+    let lanes = if ZMM { Lanes::Zmm } else { Lanes::Ymm };
     // SAFETY: features present (see above); head (and chunk) exclusivity is the caller's
     // contract.
-    unsafe { attention_avx2(s, q, k, v, heads, partials, out, Lanes::Ymm) }
-}
-
-/// # Safety
-/// As [`attention`], from a table built for a CPU that also has AVX-512 F (the AVX-512 tier's).
-pub(super) unsafe fn attention_avx512(
-    s: &AttnShape,
-    q: &[f32],
-    k: KvRows<'_>,
-    v: KvRows<'_>,
-    heads: Range<usize>,
-    partials: &SharedOut<'_>,
-    out: &SharedOut<'_>,
-) {
-    // SAFETY: features present, AVX-512 F included (see above); exclusivity as in `attention`.
-    unsafe { attention_avx2(s, q, k, v, heads, partials, out, Lanes::Zmm) }
+    unsafe { attention_avx2(s, q, k, v, heads, partials, out, lanes) }
 }
 
 /// The widest vectors the installing tier allows the value sums (they keep their bits at any
@@ -327,7 +317,7 @@ fn attend_positions(
             let step = POS_STEP.min(block - p0);
             if zmm_scores {
                 widen_rows::<true>(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
-                // SAFETY: `Zmm` only from `attention_avx512`, whose table was built for a CPU
+                // SAFETY: `Zmm` only from `attention::<true>`, whose table was built for a CPU
                 // with AVX-512 F and VL.
                 unsafe { scores_tile_zmm(rows, q, wide, hd, s.scale, scores, p0, b0 + p0) };
             } else {
@@ -389,7 +379,7 @@ fn attend_positions(
             let step = POS_STEP.min(block - p0);
             widen_rows::<false>(v, b0 + p0, step, kv_width, kvh * hd, hd, wide);
             if zmm_tile {
-                // SAFETY: `Zmm` only from `attention_avx512`, whose table was built for a CPU
+                // SAFETY: `Zmm` only from `attention::<true>`, whose table was built for a CPU
                 // with AVX-512 F.
                 unsafe { values_tile_zmm(rows, scores, wide, hd, p0, step, b0 + p0) };
             } else {

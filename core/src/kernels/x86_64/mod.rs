@@ -157,5 +157,5 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
     }
     // The AVX2 attention with its value sums in 16-lane vectors (the same bits).
     table.attention =
-        crate::kernels::table::OpEntry::optimized("avx512_attention", attention::attention_avx512);
+        crate::kernels::table::OpEntry::optimized("avx512_attention", attention::attention::<true>);
 }

@@ -20,7 +20,7 @@ pub(super) fn install(table: &mut KernelTable) {
     table.swiglu = OpEntry::optimized("avx2_swiglu", swiglu);
     table.add = OpEntry::optimized("avx2_add", add);
     table.rope = OpEntry::optimized("avx2_rope", rope);
-    table.attention = OpEntry::optimized("avx2_attention", super::attention::attention);
+    table.attention = OpEntry::optimized("avx2_attention", super::attention::attention::<false>);
     table.attention_folds_chunks = true;
 }
 
