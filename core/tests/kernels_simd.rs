@@ -349,6 +349,8 @@ fn check_ops(table: &KernelTable, tier: &str) {
         (128, RopeLayout::Interleaved, 64),
         (20, RopeLayout::Interleaved, 10),
         (6, RopeLayout::Interleaved, 3),
+        // Past the attention kernels' head limit: the optimized tier hands it to the reference.
+        (1100, RopeLayout::Neox, 550),
     ] {
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 10000f32.powf(-(i as f32) / half as f32))
@@ -415,6 +417,12 @@ fn check_attention(table: &KernelTable, s: &KernelTable, tier: &str, rng: &mut R
         (64, 9, 3, 1, 2 * ATTN_CHUNK + 7),
         (32, 4, 2, 5, ATTN_CHUNK - 2),
         (16, 2, 1, 1, ATTN_CHUNK),
+        // Tiles of 8 rows or more (the AVX-512 tier's 16-lane leaves) with heads of one 8-wide
+        // chunk, 16 + 8, 64 + 16 and 64 + 32 elements.
+        (8, 8, 1, 2, 0),
+        (24, 4, 1, 3, 5),
+        (80, 6, 2, 4, ATTN_CHUNK + 40),
+        (96, 8, 2, 3, 20),
     ] {
         let positions = pos0 + tokens + 3;
         let kv_width = n_kv_heads * head_dim;

@@ -84,17 +84,17 @@ pub(super) unsafe fn attention<const ZMM: bool>(
     unsafe { attention_avx2(s, q, k, v, heads, partials, out, lanes) }
 }
 
-/// The widest vectors the installing tier allows the value sums (they keep their bits at any
-/// width: each output element adds its positions in order, one FMA each).
+/// The widest vectors the installing tier allows the scores and value sums (either width gives
+/// the same bits).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Lanes {
     Ymm,
-    /// The CPU has AVX-512 F.
+    /// The CPU has AVX-512 F and VL.
     Zmm,
 }
 
 /// A tile's working memory: each row's scores for one block, and eight widened K or V rows;
-/// and the vectors the value sums may use.
+/// and the vectors the leaves may use.
 struct Scratch<'s> {
     scores: &'s mut [[f32; SCORE_BLOCK]],
     wide: &'s mut [f32],

@@ -155,7 +155,7 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
             table.set_expansion(f, None);
         }
     }
-    // The AVX2 attention with its value sums in 16-lane vectors (the same bits).
+    // The AVX2 attention with 16-lane scores and value sums for prefill tiles (the same bits).
     table.attention =
         crate::kernels::table::OpEntry::optimized("avx512_attention", attention::attention::<true>);
 }

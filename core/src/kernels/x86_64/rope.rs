@@ -44,7 +44,11 @@ pub(super) unsafe fn rope_avx2(
     inv_freq: &[f32],
 ) {
     let half = inv_freq.len();
-    assert!(2 * half <= head_dim && head_dim <= MAX_HEAD_DIM && x.len() == y.len());
+    if half > MAX_HEAD_DIM / 2 {
+        // Heads past the attention kernels' limit: the reference turns them.
+        return crate::kernels::rope::rope_row(x, y, pos, head_dim, layout, inv_freq);
+    }
+    assert!(2 * half <= head_dim && x.len() == y.len());
     y.copy_from_slice(x);
     let mut sin = [0f32; MAX_HEAD_DIM / 2];
     let mut cos = [0f32; MAX_HEAD_DIM / 2];
@@ -101,7 +105,8 @@ fn sines_and_cosines(pos: f32, inv_freq: &[f32], sin: &mut [f32], cos: &mut [f32
 }
 
 /// Sine and cosine of four angles: `t = k·π/2 + r` with `k` the nearest integer to `t·2/π`, the
-/// polynomials on `r`, and the quadrant `k mod 4` choosing and signing them.
+/// polynomials on `r`, and the quadrant `k mod 4` choosing and signing them. `k` must fit an
+/// i32 (angles under 3·10^9: a position times a frequency of at most 1).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn sincos(t: __m256d) -> (__m256d, __m256d) {

@@ -86,9 +86,9 @@ pub(super) fn scores8_pair(
     }
 }
 
-/// The scores of a tile's rows for the eight positions of `wide` (laid out
-/// the paired layout of [`widen_rows`]) into `scores[r][p0..p0 + 8]`, four rows at a time, skipping groups
-/// of rows none of which reaches position `pos`.
+/// The scores of a tile's rows for the eight positions of `wide` (in the paired layout of
+/// `widen_rows`) into `scores[r][p0..p0 + 8]`, four rows at a time, skipping groups of rows
+/// none of which reaches position `pos`.
 ///
 /// # Safety
 /// The CPU has AVX-512 F and VL.
