@@ -282,7 +282,7 @@ fn edge_values(rng: &mut Rng, n: usize) -> Vec<f32> {
 fn check_ops(table: &KernelTable, tier: &str) {
     let s = KernelTable::scalar();
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
-    for n in [0usize, 1, 7, 8, 9, 31, 64, 100, 1537] {
+    for n in [0usize, 1, 7, 8, 9, 31, 64, 100, 256, 288, 1537] {
         let a = edge_values(&mut rng, n);
         let b = edge_values(&mut rng, n);
         let (mut y, mut z) = (vec![0f32; n], vec![0f32; n]);
