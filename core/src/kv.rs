@@ -12,9 +12,10 @@
 //!
 //! The cache is never stored, so floats are in native byte order (what the views read).
 //! Q8_0 blocks run along `head_dim`, so it needs `head_dim` to be a multiple of 32 and a head's
-//! values are whole blocks. Rows are written once, when a step's keys and values are appended
-//! ([`store_row`]), with the same scalar code on every kernel tier, so every tier reads the
-//! same cached bits.
+//! values are whole blocks. Rows are written once, when a step's keys and values are appended,
+//! by the kernel table's `kv_store`, whose every tier writes the bytes of [`store_row`] (the
+//! AVX2 tier's f16 conversion is `vcvtps2ph`, round to nearest even, checked byte for byte), so
+//! every tier reads the same cached bits.
 
 use crate::error::{Error, Result};
 use crate::quant::gguf::q8_0;

@@ -308,6 +308,40 @@ fn check_ops(table: &KernelTable, tier: &str) {
             quantize(&s, &q),
             "{tier} quantize_q8 n {n}"
         );
+        // Rows into the KV cache: the reference's bytes on every tier, special values included
+        // (NaN payloads, infinities, f16 overflow and its rounding edge, f16 subnormals, ties).
+        let mut row = edge_values(&mut rng, n);
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7fc0_1234),
+            f32::from_bits(0xff80_0001),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            65504.0,
+            65519.0,
+            65520.0,
+            -65520.0,
+            6e-8,
+            2.980_232_2e-8,
+            1e-5,
+            -0.0,
+            1e-30,
+            0.333_333_34,
+        ];
+        for (r, &v) in row.iter_mut().step_by(3).zip(&specials) {
+            *r = v;
+        }
+        for kv_type in [KvType::F32, KvType::F16, KvType::Q8_0] {
+            if kv_type == KvType::Q8_0 && !n.is_multiple_of(QK8) {
+                continue;
+            }
+            let bytes = kv_type.row_bytes(n);
+            let (mut got, mut want) = (vec![0u8; bytes], vec![0u8; bytes]);
+            (table.kv_store.f)(kv_type, &row, &mut got);
+            (s.kv_store.f)(kv_type, &row, &mut want);
+            assert_eq!(got, want, "{tier} kv_store {kv_type} n {n}");
+        }
     }
     for (cols, format) in [
         (1usize, Format::F32),

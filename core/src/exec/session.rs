@@ -413,6 +413,7 @@ impl<'a> Session<'a> {
                     SharedOut::new(&mut kc[new_rows.clone()]),
                     SharedOut::new(&mut vc[new_rows]),
                 );
+                let kv_store = kernels.kv_store.f;
                 let store = |tokens: Range<usize>| {
                     let bytes = tokens.start * row_bytes..tokens.end * row_bytes;
                     // SAFETY: `Parallel` hands out disjoint token ranges (and a single call owns
@@ -424,8 +425,8 @@ impl<'a> Session<'a> {
                             t * kv_width..(t + 1) * kv_width,
                             i * row_bytes..(i + 1) * row_bytes,
                         );
-                        kv::store_row(kv_type, &k[src.clone()], &mut kb[at.clone()]);
-                        kv::store_row(kv_type, &v[src], &mut vb[at]);
+                        (kv_store)(kv_type, &k[src.clone()], &mut kb[at.clone()]);
+                        (kv_store)(kv_type, &v[src], &mut vb[at]);
                     }
                 };
                 if n > 1 {

@@ -152,6 +152,9 @@ pub type AttentionFn = unsafe fn(
 pub type QuantizeQ8Fn = fn(x: &[f32], out: &mut [BlockQ8Act]);
 /// Decodes row `row` of a weight into `out` (`w.cols` values): the embedding lookup.
 pub type EmbedFn = fn(w: &WeightView<'_>, row: usize, out: &mut [f32]);
+/// Stores one row (or whole heads of it) into the KV cache as `kv_type`: the bytes of
+/// [`crate::kv::store_row`], on every tier (a cache written by one tier reads the same on all).
+pub type KvStoreFn = fn(kv_type: crate::kv::KvType, src: &[f32], dst: &mut [u8]);
 
 /// One non-matmul kernel.
 #[derive(Clone, Copy)]
@@ -222,6 +225,8 @@ pub struct KernelTable {
     pub quantize_q8: OpEntry<QuantizeQ8Fn>,
     /// Embedding row decode.
     pub embed: OpEntry<EmbedFn>,
+    /// Rows into the KV cache.
+    pub kv_store: OpEntry<KvStoreFn>,
     /// Per format, the format its weights run faster in after a lossless rewrite at load (see
     /// [`KernelTable::expansion`]).
     expand: [Option<Format>; FORMATS],
@@ -240,6 +245,7 @@ impl core::fmt::Debug for KernelTable {
             .field("attention_folds_chunks", &self.attention_folds_chunks)
             .field("quantize_q8", &self.quantize_q8)
             .field("embed", &self.embed)
+            .field("kv_store", &self.kv_store)
             .finish()
     }
 }
@@ -280,6 +286,7 @@ impl KernelTable {
                 super::matmul::quantize_q8_scalar,
             ),
             embed: OpEntry::reference("scalar_embed", super::embed_row_scalar),
+            kv_store: OpEntry::reference("scalar_kv_store", crate::kv::store_row),
             expand: [None; FORMATS],
         }
     }
@@ -385,6 +392,7 @@ impl KernelTable {
             (self.attention.name, self.attention.quality),
             (self.quantize_q8.name, self.quantize_q8.quality),
             (self.embed.name, self.embed.quality),
+            (self.kv_store.name, self.kv_store.quality),
         ] {
             if q == Quality::Optimized {
                 names.push(name);

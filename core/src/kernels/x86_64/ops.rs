@@ -9,6 +9,7 @@ use crate::format::Format;
 use crate::graph::RopeLayout;
 use crate::kernels::for_each_tile;
 use crate::kernels::table::{KernelTable, OpEntry};
+use crate::kv::KvType;
 use crate::model::WeightView;
 use crate::quant::act_q8::BlockQ8Act;
 use core::arch::x86_64::*;
@@ -20,6 +21,7 @@ pub(super) fn install(table: &mut KernelTable) {
     table.swiglu = OpEntry::optimized("avx2_swiglu", swiglu);
     table.add = OpEntry::optimized("avx2_add", add);
     table.rope = OpEntry::optimized("avx2_rope", rope);
+    table.kv_store = OpEntry::optimized("avx2_kv_store", kv_store);
     table.attention = OpEntry::optimized("avx2_attention", super::attention::attention::<false>);
     table.attention_folds_chunks = true;
 }
@@ -30,6 +32,14 @@ pub(super) fn install(table: &mut KernelTable) {
 fn rope(x: &[f32], y: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout, f: &[f32]) {
     // SAFETY: features present (see above).
     unsafe { super::rope::rope_avx2(x, y, pos, head_dim, layout, f) }
+}
+
+fn kv_store(kv_type: KvType, src: &[f32], dst: &mut [u8]) {
+    match kv_type {
+        // SAFETY: features present (see above).
+        KvType::F16 => unsafe { store_f16(src, dst) },
+        _ => crate::kv::store_row(kv_type, src, dst),
+    }
 }
 
 fn quantize_q8(x: &[f32], out: &mut [BlockQ8Act]) {
@@ -190,4 +200,27 @@ fn rms_norm_avx2(x: &[f32], w: &WeightView<'_>, eps: f32, y: &mut [f32]) {
             scale_tile(&xs[c0..c0 + len], tile, inv, &mut ys[c0..c0 + len]);
         });
     }
+}
+
+/// `dst` = `src` as f16 bytes (`dst.len() == 2 · src.len()`), eight at a time by `vcvtps2ph`
+/// with round-to-nearest-even: the bits of [`crate::kv::store_row`]'s `f16::from_f32` for every
+/// input (infinities, subnormals and overflow to infinity alike; NaN stays NaN with the top of
+/// its payload, both ways), checked by the kernel suite. ~1.7 % of a 512-token prefill went to
+/// the one-value-at-a-time conversion.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_f16(src: &[f32], dst: &mut [u8]) {
+    assert_eq!(dst.len(), 2 * src.len(), "f16 row of {} values", src.len());
+    let whole = src.len() / 8 * 8;
+    let mut i = 0;
+    while i < whole {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(load(src, i));
+        let out = &mut dst[2 * i..2 * i + 16];
+        // SAFETY: `out` is 16 writable bytes; storeu needs no alignment.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), h) };
+        i += 8;
+    }
+    crate::kv::store_row(KvType::F16, &src[whole..], &mut dst[2 * whole..]);
 }
