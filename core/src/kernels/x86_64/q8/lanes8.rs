@@ -124,14 +124,7 @@ fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i
     let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
     let mag = magnitudes(w, signed);
     let p: [__m256i; GROUP] = core::array::from_fn(|i| dot4(mag[i], w[i], av, signed));
-    // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds rows
-    // 0–3's sums over elements 0–3 and its high half their sums over elements 4–7.
-    let s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    let s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256::<0x20>(s0123, s4567),
-        _mm256_permute2x128_si256::<0x31>(s0123, s4567),
-    )
+    super::sum_lanes8_i32(&p)
 }
 
 /// [`sums_one_token`] from transposed weights `v` and their magnitudes `mag`.

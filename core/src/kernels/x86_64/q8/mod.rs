@@ -342,17 +342,8 @@ fn quantize8(x: &[f32], out: &mut [BlockQ8Act]) {
         let s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes);
         *s = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
     }
-    // Lane b: block b's integer sum (exact in any order).
-    let s01 = _mm256_hadd_epi32(sums[0], sums[1]);
-    let s23 = _mm256_hadd_epi32(sums[2], sums[3]);
-    let s45 = _mm256_hadd_epi32(sums[4], sums[5]);
-    let s67 = _mm256_hadd_epi32(sums[6], sums[7]);
-    let s0123 = _mm256_hadd_epi32(s01, s23);
-    let s4567 = _mm256_hadd_epi32(s45, s67);
-    let total = _mm256_add_epi32(
-        _mm256_permute2x128_si256::<0x20>(s0123, s4567),
-        _mm256_permute2x128_si256::<0x31>(s0123, s4567),
-    );
+    // Lane b: block b's integer sum.
+    let total = sum_lanes8_i32(&sums);
     let (mut dl, mut sl) = ([0f32; 8], [0i32; 8]);
     super::ops::store(&mut dl, 0, d);
     // SAFETY: `sl` is 8 writable i32; storeu needs no alignment.
@@ -361,6 +352,24 @@ fn quantize8(x: &[f32], out: &mut [BlockQ8Act]) {
         o.d = d;
         o.sum = s;
     }
+}
+
+/// Lane `j` of the result is the sum of `p[j]`'s eight lanes (exact: integers).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn sum_lanes8_i32(p: &[__m256i; 8]) -> __m256i {
+    // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds
+    // vectors 0–3's sums over lanes 0–3 and its high half their sums over lanes 4–7.
+    let s01 = _mm256_hadd_epi32(p[0], p[1]);
+    let s23 = _mm256_hadd_epi32(p[2], p[3]);
+    let s45 = _mm256_hadd_epi32(p[4], p[5]);
+    let s67 = _mm256_hadd_epi32(p[6], p[7]);
+    let s0123 = _mm256_hadd_epi32(s01, s23);
+    let s4567 = _mm256_hadd_epi32(s45, s67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+        _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+    )
 }
 
 /// Like `vhaddps` with max: per 128-bit half, (max(a0, a1), max(a2, a3), max(b0, b1),

@@ -54,17 +54,7 @@ fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i
     let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
     // Signed weights come biased by +128 (`decode_biased`): taken back below as 128 · Σa.
     let p: [__m256i; GROUP] = core::array::from_fn(|i| _mm256_dpbusd_epi32(zero, w[i], av));
-    // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds rows
-    // 0–3's sums over elements 0–3 and its high half their sums over elements 4–7.
-    let s01 = _mm256_hadd_epi32(p[0], p[1]);
-    let s23 = _mm256_hadd_epi32(p[2], p[3]);
-    let s45 = _mm256_hadd_epi32(p[4], p[5]);
-    let s67 = _mm256_hadd_epi32(p[6], p[7]);
-    let s0123 = _mm256_hadd_epi32(s01, s23);
-    let s4567 = _mm256_hadd_epi32(s45, s67);
-    let low = _mm256_permute2x128_si256::<0x20>(s0123, s4567);
-    let high = _mm256_permute2x128_si256::<0x31>(s0123, s4567);
-    let s = _mm256_add_epi32(low, high);
+    let s = super::sum_lanes8_i32(&p);
     if signed {
         _mm256_sub_epi32(s, _mm256_set1_epi32(128 * a.sum))
     } else {
