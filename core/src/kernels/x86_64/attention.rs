@@ -41,8 +41,8 @@ use crate::kv::KvRows;
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 use core::ops::Range;
-use scores::{scores8, scores8_pair, scores_tile_zmm};
-use values::{accumulate_values, accumulate_values_pair, values_tile_zmm};
+use scores::{scores_tile_pairs, scores_tile_zmm};
+use values::{values_tile_pairs, values_tile_zmm};
 use widen::widen_rows;
 
 /// Query heads of one GQA group attended together.
@@ -136,6 +136,20 @@ struct Row<'o> {
     chunk: RowState,
     /// The state folded over the chunks before.
     acc: RowState,
+}
+
+impl Row<'_> {
+    /// Whether the row attends to cached position `pos`.
+    #[inline]
+    fn reaches(&self, pos: usize) -> bool {
+        self.n_pos > pos
+    }
+
+    /// How many of the `step` positions from `pos` the row attends to.
+    #[inline]
+    fn positions_from(&self, pos: usize, step: usize) -> usize {
+        step.min(self.n_pos.saturating_sub(pos))
+    }
 }
 
 /// Where a tile's chunk states go: folded into each row's output, or into the partials scratch.
@@ -322,37 +336,7 @@ fn attend_positions(
                 unsafe { scores_tile_zmm(rows, q, wide, hd, s.scale, scores, p0, b0 + p0) };
             } else {
                 widen_rows::<false>(k, b0 + p0, step, kv_width, kvh * hd, hd, wide);
-                // Rows in pairs: each widened K row then feeds two rows' accumulators. A row whose
-                // positions end before this step gets scores it never reads.
-                let live = |r: &Row<'_>| r.n_pos > b0 + p0;
-                let mut pairs = rows.chunks_exact(2).zip(scores.chunks_exact_mut(2));
-                for (rp, sp) in pairs.by_ref() {
-                    let [sa, sb] = sp else { unreachable!() };
-                    match (live(&rp[0]), live(&rp[1])) {
-                        (true, true) => scores8_pair(
-                            [&q[rp[0].q.clone()], &q[rp[1].q.clone()]],
-                            wide,
-                            hd,
-                            s.scale,
-                            [&mut sa[p0..p0 + POS_STEP], &mut sb[p0..p0 + POS_STEP]],
-                        ),
-                        (la, lb) => {
-                            for (r, sc, l) in [(&rp[0], sa, la), (&rp[1], sb, lb)] {
-                                if l {
-                                    let qr = &q[r.q.clone()];
-                                    scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
-                                }
-                            }
-                        }
-                    }
-                }
-                let done = rows.len() / 2 * 2;
-                for (r, sc) in rows[done..].iter().zip(scores[done..].iter_mut()) {
-                    if live(r) {
-                        let qr = &q[r.q.clone()];
-                        scores8(qr, wide, hd, s.scale, &mut sc[p0..p0 + POS_STEP]);
-                    }
-                }
+                scores_tile_pairs(rows, q, wide, hd, s.scale, scores, p0, b0 + p0);
             }
             p0 += step;
         }
@@ -383,34 +367,7 @@ fn attend_positions(
                 // with AVX-512 F.
                 unsafe { values_tile_zmm(rows, scores, wide, hd, p0, step, b0 + p0) };
             } else {
-                // Positions this step adds to a row's output.
-                let count = |r: &Row<'_>| step.min(r.n_pos.saturating_sub(b0 + p0));
-                let mut pairs = rows.chunks_exact_mut(2).zip(scores.chunks_exact(2));
-                for (rp, sp) in pairs.by_ref() {
-                    let [ra, rb] = rp else { unreachable!() };
-                    let (ma, mb) = (count(ra), count(rb));
-                    // Both rows together over the positions they share, then each alone over the
-                    // rest: every output element still adds its positions in ascending order.
-                    let both = ma.min(mb);
-                    if both > 0 {
-                        let o = [&mut *ra.work, &mut *rb.work];
-                        let p = [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]];
-                        accumulate_values_pair(o, p, wide, hd);
-                    }
-                    for (r, sc, m) in [(ra, &sp[0], ma), (rb, &sp[1], mb)] {
-                        if m > both {
-                            let rest = &wide[both * hd..];
-                            accumulate_values(r.work, &sc[p0 + both..p0 + m], rest, hd);
-                        }
-                    }
-                }
-                let done = rows.len() / 2 * 2;
-                for (r, sc) in rows[done..].iter_mut().zip(scores[done..].iter()) {
-                    let m = count(r);
-                    if m > 0 {
-                        accumulate_values(r.work, &sc[p0..p0 + m], wide, hd);
-                    }
-                }
+                values_tile_pairs(rows, scores, wide, hd, p0, step, b0 + p0);
             }
             p0 += step;
         }

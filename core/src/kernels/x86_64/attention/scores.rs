@@ -11,7 +11,7 @@ use core::arch::x86_64::*;
 /// then the tail past a multiple of 8 in order: independent of the other seven rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
     assert!(q.len() >= hd && wide.len() >= POS_STEP * hd && out.len() >= POS_STEP);
     let whole = hd / 8 * 8;
     let mut acc = [_mm256_setzero_ps(); POS_STEP];
@@ -25,27 +25,34 @@ pub(super) fn scores8(q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut 
         }
         c += 8;
     }
-    let mut sums = [0f32; POS_STEP];
-    store(&mut sums, 0, sum_lanes8(&acc));
-    for (j, sj) in sums.iter_mut().enumerate() {
-        for i in whole..hd {
+    finish_scores(sum_lanes8(&acc), q, wide, hd, scale, out);
+}
+
+/// `out[j] = scale · (sums[j] + Σ_{i ≥ whole} q[i] · wide[j][i])`, the elements past the last
+/// whole 8-lane chunk (if any) added one at a time in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn finish_scores(sums: __m256, q: &[f32], wide: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+    let scale = _mm256_set1_ps(scale);
+    if hd.is_multiple_of(8) {
+        store(out, 0, _mm256_mul_ps(sums, scale));
+        return;
+    }
+    let mut lanes = [0f32; POS_STEP];
+    store(&mut lanes, 0, sums);
+    for (j, sj) in lanes.iter_mut().enumerate() {
+        for i in hd / 8 * 8..hd {
             *sj += q[i] * wide[j * hd + i];
         }
     }
-    store(out, 0, _mm256_mul_ps(load(&sums, 0), _mm256_set1_ps(scale)));
+    store(out, 0, _mm256_mul_ps(load(&lanes, 0), scale));
 }
 
 /// [`scores8`] for two query rows: each widened K vector is loaded once for both. Per row and
 /// position the same FMA chain and the same tree as [`scores8`], so the same bits.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn scores8_pair(
-    q: [&[f32]; 2],
-    wide: &[f32],
-    hd: usize,
-    scale: f32,
-    out: [&mut [f32]; 2],
-) {
+fn scores8_pair(q: [&[f32]; 2], wide: &[f32], hd: usize, scale: f32, out: [&mut [f32]; 2]) {
     assert!(q[0].len() >= hd && q[1].len() >= hd && wide.len() >= POS_STEP * hd);
     assert!(out[0].len() >= POS_STEP && out[1].len() >= POS_STEP);
     let whole = hd / 8 * 8;
@@ -72,17 +79,52 @@ pub(super) fn scores8_pair(
         sums[0][4 * half..4 * half + 4].copy_from_slice(&lanes[..4]);
         sums[1][4 * half..4 * half + 4].copy_from_slice(&lanes[4..]);
     }
-    for (r, out) in out.into_iter().enumerate() {
-        for (j, sj) in sums[r].iter_mut().enumerate() {
-            for i in whole..hd {
-                *sj += q[r][i] * wide[j * hd + i];
+    for ((sums, q), out) in sums.iter().zip(q).zip(out) {
+        finish_scores(load(sums, 0), q, wide, hd, scale, out);
+    }
+}
+
+/// The scores of a tile's live rows (those reaching position `pos`) for the eight positions of
+/// `wide` (rows of `hd`) into `scores[r][p0..p0 + 8]`, two rows at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scores_tile_pairs(
+    rows: &[Row<'_>],
+    q: &[f32],
+    wide: &[f32],
+    hd: usize,
+    scale: f32,
+    scores: &mut [[f32; SCORE_BLOCK]],
+    p0: usize,
+    pos: usize,
+) {
+    let at = p0..p0 + POS_STEP;
+    let mut pairs = rows.chunks_exact(2).zip(scores.chunks_exact_mut(2));
+    for (rp, sp) in pairs.by_ref() {
+        let [sa, sb] = sp else { unreachable!() };
+        if rp[0].reaches(pos) && rp[1].reaches(pos) {
+            let q2 = [&q[rp[0].q.clone()], &q[rp[1].q.clone()]];
+            scores8_pair(
+                q2,
+                wide,
+                hd,
+                scale,
+                [&mut sa[at.clone()], &mut sb[at.clone()]],
+            );
+        } else {
+            for (r, sc) in rp.iter().zip([sa, sb]) {
+                if r.reaches(pos) {
+                    scores8(&q[r.q.clone()], wide, hd, scale, &mut sc[at.clone()]);
+                }
             }
         }
-        store(
-            out,
-            0,
-            _mm256_mul_ps(load(&sums[r], 0), _mm256_set1_ps(scale)),
-        );
+    }
+    let done = rows.len() / 2 * 2;
+    for (r, sc) in rows[done..].iter().zip(scores[done..].iter_mut()) {
+        if r.reaches(pos) {
+            scores8(&q[r.q.clone()], wide, hd, scale, &mut sc[at.clone()]);
+        }
     }
 }
 
@@ -106,7 +148,7 @@ pub(super) unsafe fn scores_tile_zmm(
 ) {
     let mut groups = rows.chunks(4).zip(scores.chunks_mut(4));
     for (rs, sc) in groups.by_ref() {
-        if !rs.iter().any(|r| r.n_pos > pos) {
+        if !rs.iter().any(|r| r.reaches(pos)) {
             continue;
         }
         let sc = &mut sc[..rs.len()];
@@ -122,10 +164,11 @@ pub(super) unsafe fn scores_tile_zmm(
 /// [`scores8`] for the `R` rows `rows` at once, into `sc[r][p0..p0 + 8]`, in 16-lane vectors:
 /// a vector holds one chunk of a pair of positions (the paired layout), so `4R` accumulators
 /// cover the rows' eight positions. Each score's lanes are the same FMA chain over the head as
-/// [`scores8`]'s and are added by the same tree, so the bits are the same. Needs `hd.is_multiple_of(8)`.
+/// [`scores8`]'s and are added by the same tree, so the bits are the same. Needs `hd` a multiple
+/// of 8.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
 #[inline]
-pub(super) fn scores_rows_zmm<const R: usize>(
+fn scores_rows_zmm<const R: usize>(
     rows: &[Row<'_>],
     q: &[f32],
     wide: &[f32],
@@ -190,7 +233,7 @@ pub(super) unsafe fn load_at(p: *const f32, i: usize) -> __m256 {
 /// `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn sum_lanes8(acc: &[__m256; POS_STEP]) -> __m256 {
+fn sum_lanes8(acc: &[__m256; POS_STEP]) -> __m256 {
     let a01 = _mm256_hadd_ps(acc[0], acc[1]);
     let a23 = _mm256_hadd_ps(acc[2], acc[3]);
     let a45 = _mm256_hadd_ps(acc[4], acc[5]);

@@ -13,7 +13,7 @@ const HELD_CHUNKS: usize = 8;
 /// `o` is a row's first `len` elements, `wide`'s rows are `stride` apart.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], stride: usize) {
+fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], stride: usize) {
     let (n, len) = (p.len(), o.len());
     assert!(n <= POS_STEP && len <= stride && (n == 0 || wide.len() >= (n - 1) * stride + len));
     let whole = len / 8 * 8;
@@ -57,27 +57,22 @@ pub(super) fn accumulate_values(o: &mut [f32], p: &[f32], wide: &[f32], stride: 
 /// Output chunks of 8 per row kept in registers by [`accumulate_values_pair`].
 const PAIR_CHUNKS: usize = 4;
 
-/// [`accumulate_values`] for two rows over the same positions: each widened V vector is loaded
-/// once for both rows. `o[r]` are the rows' first `len` elements, `wide`'s rows `stride` apart. Every element of `o[r]` adds `p[r][j] · wide[j]` in ascending `j`, as
-/// [`accumulate_values`] does, so the bits are those of two separate calls.
+/// [`accumulate_values`] for two rows over the same positions (`o[r]` of `hd`): each widened V
+/// vector is loaded once for both rows. Every element of `o[r]` adds `p[r][j] · wide[j]` in
+/// ascending `j`, as [`accumulate_values`] does, so the bits are those of two separate calls.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn accumulate_values_pair(
-    o: [&mut [f32]; 2],
-    p: [&[f32]; 2],
-    wide: &[f32],
-    stride: usize,
-) {
-    let (n, len) = (p[0].len(), o[0].len());
-    assert!(p[1].len() == n && n <= POS_STEP && o[1].len() == len && len <= stride);
-    assert!(n == 0 || wide.len() >= (n - 1) * stride + len);
-    let whole = len / 8 * 8;
+fn accumulate_values_pair(o: [&mut [f32]; 2], p: [&[f32]; 2], wide: &[f32], hd: usize) {
+    let n = p[0].len();
+    assert!(p[1].len() == n && n <= POS_STEP && wide.len() >= n * hd);
+    assert!(o[0].len() == hd && o[1].len() == hd);
+    let whole = hd / 8 * 8;
     let [oa, ob] = o;
     let (pa, pb, wp) = (oa.as_mut_ptr(), ob.as_mut_ptr(), wide.as_ptr());
     let mut c0 = 0;
     while c0 + 8 * PAIR_CHUNKS <= whole {
-        // SAFETY: c0 + 8·PAIR_CHUNKS <= whole <= len = o[r].len(), and j·stride + c0 +
-        // 8·PAIR_CHUNKS <= (n − 1)·stride + len <= wide.len() for j < n (asserted above).
+        // SAFETY: c0 + 8·PAIR_CHUNKS <= whole <= hd = o[r].len(), and j·hd + c0 +
+        // 8·PAIR_CHUNKS <= n·hd <= wide.len() for j < n (asserted above).
         unsafe {
             let mut acc_a: [__m256; PAIR_CHUNKS] =
                 core::array::from_fn(|i| load_at(pa, c0 + 8 * i));
@@ -86,7 +81,7 @@ pub(super) fn accumulate_values_pair(
             for (j, (&a, &b)) in p[0].iter().zip(p[1]).enumerate() {
                 let (wa, wb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
                 for i in 0..PAIR_CHUNKS {
-                    let w = load_at(wp, j * stride + c0 + 8 * i);
+                    let w = load_at(wp, j * hd + c0 + 8 * i);
                     acc_a[i] = _mm256_fmadd_ps(wa, w, acc_a[i]);
                     acc_b[i] = _mm256_fmadd_ps(wb, w, acc_b[i]);
                 }
@@ -103,7 +98,7 @@ pub(super) fn accumulate_values_pair(
         unsafe {
             let (mut a, mut b) = (load_at(pa, c0), load_at(pb, c0));
             for (j, (&pa_j, &pb_j)) in p[0].iter().zip(p[1]).enumerate() {
-                let w = load_at(wp, j * stride + c0);
+                let w = load_at(wp, j * hd + c0);
                 a = _mm256_fmadd_ps(_mm256_set1_ps(pa_j), w, a);
                 b = _mm256_fmadd_ps(_mm256_set1_ps(pb_j), w, b);
             }
@@ -113,10 +108,51 @@ pub(super) fn accumulate_values_pair(
         c0 += 8;
     }
     for (o, p) in [(oa, p[0]), (ob, p[1])] {
-        for i in whole..len {
+        for i in whole..hd {
             for (j, &pj) in p.iter().enumerate() {
-                o[i] += pj * wide[j * stride + i];
+                o[i] += pj * wide[j * hd + i];
             }
+        }
+    }
+}
+
+/// P·V of a tile's rows for the `step` positions of `wide` (rows of `hd`) starting at block
+/// offset `p0` (position `pos`): two rows at a time over the positions both reach, then each
+/// row alone over the rest, so every output element still adds its positions in ascending
+/// order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn values_tile_pairs(
+    rows: &mut [Row<'_>],
+    scores: &[[f32; SCORE_BLOCK]],
+    wide: &[f32],
+    hd: usize,
+    p0: usize,
+    step: usize,
+    pos: usize,
+) {
+    let mut pairs = rows.chunks_exact_mut(2).zip(scores.chunks_exact(2));
+    for (rp, sp) in pairs.by_ref() {
+        let [ra, rb] = rp else { unreachable!() };
+        let (ma, mb) = (ra.positions_from(pos, step), rb.positions_from(pos, step));
+        let both = ma.min(mb);
+        if both > 0 {
+            let o = [&mut *ra.work, &mut *rb.work];
+            let p = [&sp[0][p0..p0 + both], &sp[1][p0..p0 + both]];
+            accumulate_values_pair(o, p, wide, hd);
+        }
+        for (r, sc, m) in [(ra, &sp[0], ma), (rb, &sp[1], mb)] {
+            if m > both {
+                accumulate_values(r.work, &sc[p0 + both..p0 + m], &wide[both * hd..], hd);
+            }
+        }
+    }
+    let done = rows.len() / 2 * 2;
+    for (r, sc) in rows[done..].iter_mut().zip(scores[done..].iter()) {
+        let m = r.positions_from(pos, step);
+        if m > 0 {
+            accumulate_values(r.work, &sc[p0..p0 + m], wide, hd);
         }
     }
 }
@@ -143,8 +179,11 @@ pub(super) unsafe fn values_tile_zmm(
     pos: usize,
 ) {
     for (rs, sc) in rows.chunks_mut(4).zip(scores.chunks(4)) {
-        let count = |r: &Row<'_>| step.min(r.n_pos.saturating_sub(pos));
-        let all = rs.iter().map(count).min().unwrap_or(0);
+        let all = rs
+            .iter()
+            .map(|r| r.positions_from(pos, step))
+            .min()
+            .unwrap_or(0);
         if all > 0 {
             match rs.len() {
                 4 => values_rows_zmm::<4>(rs, sc, p0, all, wide, hd),
@@ -154,7 +193,7 @@ pub(super) unsafe fn values_tile_zmm(
             }
         }
         for (r, sc) in rs.iter_mut().zip(sc) {
-            let m = count(r);
+            let m = r.positions_from(pos, step);
             if m > all {
                 accumulate_values(r.work, &sc[p0 + all..p0 + m], &wide[all * hd..], hd);
             }
