@@ -1,8 +1,9 @@
-//! AVX2+FMA kernels for everything but the matmuls and attention (`attention.rs`): activation
-//! quantizer, RMSNorm, SwiGLU, residual add (and RoPE, `rope.rs`). Each is checked against its scalar reference in
-//! `core/tests/kernels_simd.rs`; sums run in a different order, so results agree within a stated
-//! tolerance, not bit for bit, and each kernel still computes every output element the same way
-//! whatever the thread split.
+//! AVX2+FMA kernels for everything but the matmuls, attention (`attention.rs`) and RoPE
+//! (`rope.rs`): activation quantizer, RMSNorm, SwiGLU, residual add and the f16 KV cache
+//! writes. Each is checked against its scalar reference in `core/tests/kernels_simd.rs`: the
+//! quantizer, the add and the KV writes bit for bit; where sums run in a different order
+//! (RMSNorm, SwiGLU's exponential) within a stated tolerance, each kernel still computing every
+//! output element the same way whatever the thread split.
 
 use super::q8::{self, hsum};
 use crate::format::Format;

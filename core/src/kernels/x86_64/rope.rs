@@ -69,38 +69,23 @@ pub(super) unsafe fn rope_avx2(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn sines_and_cosines(pos: f32, inv_freq: &[f32], sin: &mut [f32], cos: &mut [f32]) {
-    let n = inv_freq.len();
-    let whole = n / 4 * 4;
     let p = _mm_set1_ps(pos);
-    let mut i = 0;
-    while i < whole {
-        let f = &inv_freq[i..i + 4];
-        // SAFETY: `f` is 4 readable f32; loadu needs no alignment.
-        let theta = _mm_mul_ps(p, unsafe { _mm_loadu_ps(f.as_ptr()) });
-        let (s, c) = sincos(_mm256_cvtps_pd(theta));
-        let (s, c) = (_mm256_cvtpd_ps(s), _mm256_cvtpd_ps(c));
-        let (so, co) = (&mut sin[i..i + 4], &mut cos[i..i + 4]);
-        // SAFETY: `so` and `co` are 4 writable f32 each; storeu needs no alignment.
+    let chunks = inv_freq
+        .chunks(4)
+        .zip(sin.chunks_mut(4).zip(cos.chunks_mut(4)));
+    for (f, (so, co)) in chunks {
+        // Four frequencies at a time, the last chunk padded with zeros (results unused).
+        let (mut f4, mut s4, mut c4) = ([0f32; 4], [0f32; 4], [0f32; 4]);
+        f4[..f.len()].copy_from_slice(f);
+        // SAFETY: `f4`, `s4` and `c4` are 4 f32 each; loadu and storeu need no alignment.
         unsafe {
-            _mm_storeu_ps(so.as_mut_ptr(), s);
-            _mm_storeu_ps(co.as_mut_ptr(), c);
-        }
-        i += 4;
-    }
-    if whole < n {
-        let mut f = [0f32; 4];
-        f[..n - whole].copy_from_slice(&inv_freq[whole..]);
-        // SAFETY: `f` is 4 readable f32.
-        let theta = _mm_mul_ps(p, unsafe { _mm_loadu_ps(f.as_ptr()) });
-        let (s, c) = sincos(_mm256_cvtps_pd(theta));
-        let (mut s4, mut c4) = ([0f32; 4], [0f32; 4]);
-        // SAFETY: `s4` and `c4` are 4 writable f32 each.
-        unsafe {
+            let theta = _mm_mul_ps(p, _mm_loadu_ps(f4.as_ptr()));
+            let (s, c) = sincos(_mm256_cvtps_pd(theta));
             _mm_storeu_ps(s4.as_mut_ptr(), _mm256_cvtpd_ps(s));
             _mm_storeu_ps(c4.as_mut_ptr(), _mm256_cvtpd_ps(c));
         }
-        sin[whole..].copy_from_slice(&s4[..n - whole]);
-        cos[whole..].copy_from_slice(&c4[..n - whole]);
+        so.copy_from_slice(&s4[..f.len()]);
+        co.copy_from_slice(&c4[..f.len()]);
     }
 }
 

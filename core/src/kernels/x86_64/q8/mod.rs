@@ -272,7 +272,7 @@ fn round_half_away(v: __m256) -> __m256 {
 /// the maximum and quantize to 0, like the scalar `as i8`. Eight blocks at a time, so their
 /// maxima, scales and sums are reduced and divided as lanes of one vector each (one block at a
 /// time this was ~50 cycles a block, ~5 % of a prefill, mostly horizontal reductions and two
-/// scalar divisions); the last blocks one at a time.
+/// scalar divisions); the last blocks as one group padded with zero blocks.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C.
