@@ -26,7 +26,7 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 
 /// Groups of 32 weights (one activation block each) per super-block.
-const GROUPS: usize = QK_K / QK8;
+pub(crate) const GROUPS: usize = QK_K / QK8;
 
 /// ggml Q2_K (84 bytes): 2-bit quants, 4-bit scale and min per 16 weights.
 pub(crate) struct Q2K;
@@ -98,6 +98,134 @@ pub(crate) trait KQuant {
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
     unsafe fn decode(block: &[u8]) -> SuperBlock;
+}
+
+/// A super-block's scales as the AVX-512 tier's row-lane driver (`super::kquant_wide`) applies
+/// them: chunk `g`'s integer sum is scaled by `d · scales[g]` and its min is
+/// `−dmin · mins[g]`; or, for formats with 16-weight sub-blocks, each half's integer sum is
+/// first multiplied by its integer scale `scales[s]` (exact) and the chunk scaled by `d`.
+#[derive(Clone, Copy)]
+pub(crate) struct ChunkScales {
+    /// The super-block's scale.
+    pub d: f32,
+    /// `−dmin` ([`Mins::PerGroup`]; 0 otherwise).
+    pub neg_dmin: f32,
+    /// Chunk `g`'s integer scale in byte `g` (bytes 8..16 zero), or with
+    /// [`ChunkScaled::SUB16`] sub-block `s`'s (weights `16s .. 16s + 16`) in byte `s`.
+    pub scales: [i8; 16],
+    /// Chunk `g`'s integer min in byte `g` ([`Mins::PerGroup`]; 0 otherwise).
+    pub mins: [u8; GROUPS],
+}
+
+impl ChunkScales {
+    /// No scales.
+    pub const ZERO: ChunkScales = ChunkScales {
+        d: 0.0,
+        neg_dmin: 0.0,
+        scales: [0; 16],
+        mins: [0; GROUPS],
+    };
+}
+
+/// A super-block format whose scales [`ChunkScales`] can carry: all but Q2_K, whose mins per 16
+/// weights would need the activations' sums per 16.
+pub(crate) trait ChunkScaled: KQuant {
+    /// Scales per 16 weights rather than per 32.
+    const SUB16: bool;
+
+    /// The scales of one super-block (`block.len() == BYTES`).
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales;
+}
+
+/// Q4_K/Q5_K's [`ChunkScales`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_chunk_scales(block: &[u8]) -> ChunkScales {
+    let (scales, mins) = scales_mins_k4(&block[4..16]);
+    let mut bytes = [0i8; 16];
+    for (g, b) in bytes[..GROUPS].iter_mut().enumerate() {
+        *b = (scales >> (8 * g)) as i8;
+    }
+    ChunkScales {
+        d: f16_at(block, 0),
+        neg_dmin: -f16_at(block, 2),
+        scales: bytes,
+        mins: mins.to_le_bytes(),
+    }
+}
+
+impl ChunkScaled for Q4K {
+    const SUB16: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
+        k4_chunk_scales(block)
+    }
+}
+
+impl ChunkScaled for Q5K {
+    const SUB16: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
+        k4_chunk_scales(block)
+    }
+}
+
+impl ChunkScaled for Iq4Xs {
+    const SUB16: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
+        // Low 4 bits from the nibbles of bytes 4..8, high 2 bits from bits 2g.. of bytes 2..4.
+        let low = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as u64;
+        let high = u16::from_le_bytes([block[2], block[3]]) as u64;
+        let mut bytes = [0i8; 16];
+        for (g, b) in bytes[..GROUPS].iter_mut().enumerate() {
+            let v = ((low >> (4 * g)) & 0x0F) | (((high >> (2 * g)) & 3) << 4);
+            *b = v as i8 - 32;
+        }
+        ChunkScales {
+            d: f16_at(block, 0),
+            neg_dmin: 0.0,
+            scales: bytes,
+            mins: [0; GROUPS],
+        }
+    }
+}
+
+impl ChunkScaled for Q3K {
+    const SUB16: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
+        let sub = crate::quant::gguf::q3_k::unpack_scales(&block[96..108]);
+        ChunkScales {
+            d: f16_at(block, 108),
+            neg_dmin: 0.0,
+            scales: sub.map(|s| s as i8),
+            mins: [0; GROUPS],
+        }
+    }
+}
+
+impl ChunkScaled for Q6K {
+    const SUB16: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&block[192..208]);
+        ChunkScales {
+            d: f16_at(block, 208),
+            neg_dmin: 0.0,
+            scales: bytes.map(|b| b as i8),
+            mins: [0; GROUPS],
+        }
+    }
 }
 
 /// The bytes of `v` shifted right by `bits` and masked to `mask`.

@@ -6,7 +6,8 @@
 //! - [`lanes8`] (AVX2) and [`rows8`] / `segmented` (AVX-512): eight or sixteen rows at a time,
 //!   one row per f32 lane, for the formats of 32 or 64 weights per block;
 //! - [`kquant`] (AVX2): one row at a time for the 256-weight super-blocks, up to four tokens per
-//!   decoded block ([`for_row_tiles`]).
+//!   decoded block ([`for_row_tiles`]); [`kquant_wide`] (AVX-512): the same decoders feeding the
+//!   sixteen-row segmented driver.
 //!
 //! Every output's sum runs through the same instructions in the same order whatever the token
 //! blocking or row split, so results are bit-identical for any thread count and step size.
@@ -14,6 +15,7 @@
 mod affine;
 mod codebook;
 pub(crate) mod kquant;
+pub(crate) mod kquant_wide;
 pub(crate) mod lanes8;
 mod legacy;
 pub(crate) mod rows8;

@@ -20,7 +20,7 @@
 //! (rows past the end of a range repeat its last row and are not written), so results are
 //! bit-identical for any row split and any number of tokens per step.
 
-use super::segmented::{group_tile, Scratch, WIDE};
+use super::segmented::{group_tile, Blocks, Scratch, WIDE};
 use super::{join_i, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
@@ -67,26 +67,60 @@ fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i
 /// the integer sums of chunk `a0` then `a1`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn sums_one_token_pair(
+pub(super) fn sums_one_token_pair(
     w: &[__m512i; GROUP],
     a0: &BlockQ8Act,
     a1: &BlockQ8Act,
     signed: bool,
 ) -> [__m256i; 2] {
-    let zero = _mm512_setzero_si512();
+    let [s0123, s4567] = quarter_sums(w, join_acts(a0, a1));
+    let s = chunk_sums(s0123, s4567);
+    let s = if signed {
+        let bias = join_i(
+            _mm256_set1_epi32(128 * a0.sum),
+            _mm256_set1_epi32(128 * a1.sum),
+        );
+        _mm512_sub_epi32(s, bias)
+    } else {
+        s
+    };
+    [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)]
+}
+
+/// The quants of `a0` then `a1` as one vector.
+#[target_feature(enable = "avx2,avx512f")]
+#[inline]
+pub(super) fn join_acts(a0: &BlockQ8Act, a1: &BlockQ8Act) -> __m512i {
     // SAFETY: each `qs` is 32 readable bytes; loadu needs no alignment.
-    let a = unsafe {
+    unsafe {
         join_i(
             _mm256_loadu_si256(a0.qs.as_ptr().cast()),
             _mm256_loadu_si256(a1.qs.as_ptr().cast()),
         )
-    };
+    }
+}
+
+/// The eight rows' integer sums over each 16-weight quarter of 64 weights (`w[i]` · `a`): lane
+/// `4L + i` of the first vector is row `i`'s sum over quarter `L` (rows 0–3), of the second row
+/// `4 + i`'s.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn quarter_sums(w: &[__m512i; GROUP], a: __m512i) -> [__m512i; 2] {
+    let zero = _mm512_setzero_si512();
     let p: [__m512i; GROUP] = core::array::from_fn(|i| _mm512_dpbusd_epi32(zero, w[i], a));
     // Per 128-bit lane, like `vphaddd`: after two rounds lane L of `s0123` holds rows 0–3's
-    // sums over that lane's four elements (lanes 0, 1: the first chunk; 2, 3: the second).
-    let s0123 = hadd_epi32(hadd_epi32(p[0], p[1]), hadd_epi32(p[2], p[3]));
-    let s4567 = hadd_epi32(hadd_epi32(p[4], p[5]), hadd_epi32(p[6], p[7]));
-    // [rows 0–3 | rows 4–7] of the first chunk, then of the second.
+    // sums over that lane's four elements.
+    [
+        hadd_epi32(hadd_epi32(p[0], p[1]), hadd_epi32(p[2], p[3])),
+        hadd_epi32(hadd_epi32(p[4], p[5]), hadd_epi32(p[6], p[7])),
+    ]
+}
+
+/// [`quarter_sums`]' two vectors summed per 32-weight chunk: `[rows 0–7 of the first chunk |
+/// rows 0–7 of the second]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn chunk_sums(s0123: __m512i, s4567: __m512i) -> __m512i {
     let pick = |l: [i64; 4]| {
         _mm512_set_epi64(
             l[3] + 1,
@@ -101,17 +135,7 @@ fn sums_one_token_pair(
     };
     let first = _mm512_permutex2var_epi64(s0123, pick([0, 8, 4, 12]), s4567);
     let second = _mm512_permutex2var_epi64(s0123, pick([2, 10, 6, 14]), s4567);
-    let s = _mm512_add_epi32(first, second);
-    let s = if signed {
-        let bias = join_i(
-            _mm256_set1_epi32(128 * a0.sum),
-            _mm256_set1_epi32(128 * a1.sum),
-        );
-        _mm512_sub_epi32(s, bias)
-    } else {
-        s
-    };
-    [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)]
+    _mm512_add_epi32(first, second)
 }
 
 /// `vphaddd` on 512 bits: per 128-bit lane `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
@@ -417,6 +441,30 @@ pub(super) fn prefetch(bytes: &[u8], offset: usize) {
     }
 }
 
+/// The rows [`PREFETCH_AHEAD`] groups of `width` after the group starting at row `first`, to be
+/// asked for while that group is worked on, past the end of the caller's range too: a thread
+/// pool hands a thread contiguous pieces, so those rows are usually its next call's.
+pub(super) fn rows_ahead<'w>(w: &WeightView<'w>, first: usize, width: usize) -> &'w [u8] {
+    let start = first + PREFETCH_AHEAD * width;
+    let end = (start + width).min(w.rows).max(start);
+    w.data
+        .get(start * w.row_bytes..end * w.row_bytes)
+        .unwrap_or(&[])
+}
+
+/// Asks for the first [`PREFETCH_AHEAD`] sixteen-row groups of `rows` all at once (the groups
+/// after them are asked for one at a time, [`rows_ahead`]).
+pub(super) fn prefetch_head(w: &WeightView<'_>, rows: &Range<usize>) {
+    let head_end = (rows.start + PREFETCH_AHEAD * WIDE).min(rows.end);
+    let head = w
+        .data
+        .get(rows.start * w.row_bytes..head_end * w.row_bytes)
+        .unwrap_or(&[]);
+    for line in 0..head.len().div_ceil(64) {
+        prefetch(head, line * 64);
+    }
+}
+
 /// Writes lanes `0..count` of `v` as outputs `(token, first_row + i)`.
 ///
 /// # Safety
@@ -484,25 +532,8 @@ unsafe fn tiles<F: Q8Format>(
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
-    // The rows `PREFETCH_AHEAD` groups after `first`'s group of `width`, asked for while that
-    // group is worked on, past the end of `rows` too: a thread pool hands a thread contiguous
-    // pieces, so those rows are usually its next call's. The range's first groups are asked for
-    // all at once before starting.
-    let next_rows = |first: usize, width: usize| {
-        let start = first + PREFETCH_AHEAD * width;
-        let end = (start + width).min(n).max(start);
-        w.data
-            .get(start * w.row_bytes..end * w.row_bytes)
-            .unwrap_or(&[])
-    };
-    let head_end = (rows.start + PREFETCH_AHEAD * WIDE).min(rows.end);
-    let head = w
-        .data
-        .get(rows.start * w.row_bytes..head_end * w.row_bytes)
-        .unwrap_or(&[]);
-    for line in 0..head.len().div_ceil(64) {
-        prefetch(head, line * 64);
-    }
+    prefetch_head(w, &rows);
+    let next_rows = |first: usize, width: usize| rows_ahead(w, first, width);
     let mut tile = 0;
     while tile < tokens {
         let tile_end = (tile + TOKEN_TILE).min(tokens);
@@ -517,7 +548,7 @@ unsafe fn tiles<F: Q8Format>(
                 // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call; the
                 // features are this function's contract.
                 unsafe {
-                    group_tile::<F, TOKEN_TILE>(
+                    group_tile::<Blocks<F>, TOKEN_TILE>(
                         &group,
                         next_rows(first, WIDE),
                         x,

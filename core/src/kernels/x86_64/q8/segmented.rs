@@ -13,6 +13,7 @@ use super::rows8::{act_quad, decode_block_of_group, transpose_quads, GROUP};
 use super::{join_i, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use core::arch::x86_64::*;
+use core::marker::PhantomData;
 use core::ops::Range;
 
 /// Rows per group: one per f32 lane of a 512-bit vector.
@@ -20,9 +21,9 @@ pub(super) const WIDE: usize = 2 * GROUP;
 /// Tokens per register block (their accumulators stay in registers across a segment).
 const TOKENS: usize = 4;
 /// 32-weight chunks of a row group decoded and transposed at once for a whole token tile:
-/// 16 KiB of transposed quads plus 4 KiB of scales and mins, so the segment stays in L1 while
-/// every token of the tile reads it.
-const SEGMENT_CHUNKS: usize = 32;
+/// 16 KiB of transposed quads plus 4 KiB of scales and mins (and 4 KiB of sub-block scales), so
+/// the segment stays in L1 while every token of the tile reads it.
+pub(super) const SEGMENT_CHUNKS: usize = 32;
 
 /// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums and
 /// of min terms, as in [`super::rows8`].
@@ -41,11 +42,65 @@ pub(super) struct Scratch<const TILE: usize> {
 }
 
 /// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded, biased and transposed, with each
-/// chunk's sixteen scales and mins.
-struct Segment {
-    quads: [[__m512i; GROUP]; SEGMENT_CHUNKS],
-    d: [__m512; SEGMENT_CHUNKS],
-    m: [__m512; SEGMENT_CHUNKS],
+/// chunk's sixteen scales and mins, and for formats with 16-weight sub-blocks the sixteen rows'
+/// integer scales of the chunk's two halves.
+pub(super) struct Segment {
+    pub(super) quads: [[__m512i; GROUP]; SEGMENT_CHUNKS],
+    pub(super) d: [__m512; SEGMENT_CHUNKS],
+    pub(super) m: [__m512; SEGMENT_CHUNKS],
+    pub(super) sub: [[__m512i; 2]; SEGMENT_CHUNKS],
+}
+
+/// A weight format as this driver reads it: blocks of one or more 32-weight chunks, decoded into
+/// a [`Segment`] sixteen rows at a time.
+pub(super) trait Segmented {
+    /// Weights per block (a whole number of chunks).
+    const ELEMS: usize;
+    /// Bytes per block.
+    const BYTES: usize;
+    /// The segment holds signed weights biased by +128 (taken back as `128 · Σa`).
+    const SIGNED: bool;
+    /// Chunks have a min term (`m · d_a · Σa`).
+    const MINS: bool;
+    /// Each chunk's halves have their own integer scales (`Segment::sub`): 16-weight sub-blocks.
+    const SUB16: bool;
+
+    /// Decodes blocks `first_block .. first_block + blocks` of the sixteen rows into `seg`
+    /// (chunk `c` of the segment = chunk `c` counted from `first_block`'s first), asking for the
+    /// block's share of `next` meanwhile.
+    ///
+    /// # Safety
+    /// The CPU has the AVX-512 tier's features.
+    unsafe fn fill(
+        group: &[&[u8]; WIDE],
+        next: &[u8],
+        first_block: usize,
+        blocks: usize,
+        seg: &mut Segment,
+    );
+}
+
+/// A [`Q8Format`] (blocks of 32 or 64 weights with an f16 scale and min up front) as read by
+/// this driver.
+pub(super) struct Blocks<F>(PhantomData<F>);
+
+impl<F: Q8Format> Segmented for Blocks<F> {
+    const ELEMS: usize = F::ELEMS;
+    const BYTES: usize = F::BYTES;
+    const SIGNED: bool = F::SIGNED;
+    const MINS: bool = !F::SIGNED;
+    const SUB16: bool = false;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn fill(
+        group: &[&[u8]; WIDE],
+        next: &[u8],
+        first_block: usize,
+        blocks: usize,
+        seg: &mut Segment,
+    ) {
+        fill_segment::<F>(group, next, first_block, blocks, seg)
+    }
 }
 
 impl<const TILE: usize> Scratch<TILE> {
@@ -57,6 +112,7 @@ impl<const TILE: usize> Scratch<TILE> {
                 quads: [[_mm512_setzero_si512(); GROUP]; SEGMENT_CHUNKS],
                 d: [zero; SEGMENT_CHUNKS],
                 m: [zero; SEGMENT_CHUNKS],
+                sub: [[_mm512_setzero_si512(); 2]; SEGMENT_CHUNKS],
             },
             acc: [Acc {
                 sum: [zero; 2],
@@ -69,7 +125,7 @@ impl<const TILE: usize> Scratch<TILE> {
 /// [`join_i`] for f32 lanes.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+pub(super) fn join_ps(lo: __m256, hi: __m256) -> __m512 {
     _mm512_castsi512_ps(join_i(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
 }
 
@@ -125,6 +181,41 @@ fn sums(v: &[__m512i; GROUP], a: &BlockQ8Act, signed: bool) -> __m512i {
     }
 }
 
+/// [`sums`] for a chunk of two 16-weight sub-blocks with integer scales `sub` (lanes: rows) of
+/// signed, biased weights: `sub_lo · (Σ_lo w·a) + sub_hi · (Σ_hi w·a)`, exact in i32 (each half
+/// sum is below 2^19 in magnitude, each scale at most 2^7).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_sub16(v: &[__m512i; GROUP], a: &BlockQ8Act, sub: &[__m512i; 2]) -> __m512i {
+    let quad = |k: usize| _mm512_set1_epi32(act_quad(a, k));
+    // The bias of +128 comes back per half: each chain starts at −128 · (its Σa).
+    let lo_sum = half_sum(a);
+    let mut lo = _mm512_set1_epi32(-128 * lo_sum);
+    let mut hi = _mm512_set1_epi32(-128 * (a.sum - lo_sum));
+    for k in 0..GROUP / 2 {
+        lo = _mm512_dpbusd_epi32(lo, v[k], quad(k));
+        hi = _mm512_dpbusd_epi32(hi, v[k + GROUP / 2], quad(k + GROUP / 2));
+    }
+    _mm512_add_epi32(
+        _mm512_mullo_epi32(lo, sub[0]),
+        _mm512_mullo_epi32(hi, sub[1]),
+    )
+}
+
+/// `Σ a.qs[0..16]` (the first sub-block's activations).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn half_sum(a: &BlockQ8Act) -> i32 {
+    // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
+    let v = unsafe { _mm_loadu_si128(a.qs.as_ptr().cast()) };
+    // Biased to unsigned, the bytes' sums of absolute differences from 0 are their sums.
+    let s = _mm_sad_epu8(
+        _mm_xor_si128(v, _mm_set1_epi8(i8::MIN)),
+        _mm_setzero_si128(),
+    );
+    _mm_cvtsi128_si32(s) + _mm_extract_epi16::<4>(s) - 16 * 128
+}
+
 /// Adds one chunk's sums `s` for one token to `acc`: per lane the same operations as
 /// `rows8::accumulate`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -149,7 +240,7 @@ fn accumulate(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn segment_tokens<F: Q8Format, const N: usize>(
+fn segment_tokens<F: Segmented, const N: usize>(
     seg: &Segment,
     len: usize,
     first_chunk: usize,
@@ -175,10 +266,14 @@ fn segment_tokens<F: Q8Format, const N: usize>(
         }
     });
     let mut add_chunk = |c: usize, chain: usize| {
-        let m = (!F::SIGNED).then_some(seg.m[c]);
+        let m = F::MINS.then_some(seg.m[c]);
         for (t, acc) in a_reg.iter_mut().enumerate() {
             let a = &x[(t0 + t) * acts_per_token + first_chunk + c];
-            let s = sums(&seg.quads[c], a, F::SIGNED);
+            let s = if F::SUB16 {
+                sums_sub16(&seg.quads[c], a, &seg.sub[c])
+            } else {
+                sums(&seg.quads[c], a, F::SIGNED)
+            };
             accumulate(acc, chain, s, seg.d[c], m, a);
         }
     };
@@ -205,7 +300,7 @@ fn segment_tokens<F: Q8Format, const N: usize>(
 /// caller (no other thread touches them).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn group_tile<F: Q8Format, const TILE: usize>(
+pub(super) unsafe fn group_tile<F: Segmented, const TILE: usize>(
     group: &[&[u8]; WIDE],
     next: &[u8],
     x: &[BlockQ8Act],
@@ -225,7 +320,8 @@ pub(super) unsafe fn group_tile<F: Q8Format, const TILE: usize>(
     let mut b0 = 0;
     while b0 < blocks {
         let seg_blocks = blocks_per_segment.min(blocks - b0);
-        fill_segment::<F>(group, next, b0, seg_blocks, seg);
+        // SAFETY: the features are this function's contract.
+        unsafe { F::fill(group, next, b0, seg_blocks, seg) };
         let (len, first_chunk) = (seg_blocks * halves, b0 * halves);
         let mut t = tokens.start;
         while t < tokens.end {
