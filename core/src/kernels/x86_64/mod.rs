@@ -119,7 +119,7 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
 }
 
 /// The AVX-512 tier's 8-bit matmul for `format`: every format of the AVX2 tier on the VNNI
-/// drivers (the super-block formats but Q2_K on `kquant_wide`), and the trellis formats with
+/// drivers (the super-block formats on `kquant_wide`), and the trellis formats with
 /// their VBMI decoders.
 fn avx512_matmul_entry(format: Format) -> Option<MatMulEntry> {
     let entry = match format {
@@ -136,12 +136,12 @@ fn avx512_matmul_entry(format: Format) -> Option<MatMulEntry> {
         Format::TQ2 => q8_entry!(avx512, q8::Tq2Vbmi, "avx512_matmul_tq2_q8"),
         Format::TQ3 => q8_entry!(avx512, q8::Tq3Vbmi, "avx512_matmul_tq3_q8"),
         Format::TQ4 => q8_entry!(avx512, q8::Tq4Vbmi, "avx512_matmul_tq4_q8"),
+        Format::Q2_K => q8_entry!(kquant_wide, q8::Q2K, "avx512_matmul_q2_k_q8"),
         Format::Q3_K => q8_entry!(kquant_wide, q8::Q3K, "avx512_matmul_q3_k_q8"),
         Format::Q4_K => q8_entry!(kquant_wide, q8::Q4K, "avx512_matmul_q4_k_q8"),
         Format::Q5_K => q8_entry!(kquant_wide, q8::Q5K, "avx512_matmul_q5_k_q8"),
         Format::Q6_K => q8_entry!(kquant_wide, q8::Q6K, "avx512_matmul_q6_k_q8"),
         Format::IQ4_XS => q8_entry!(kquant_wide, q8::Iq4Xs, "avx512_matmul_iq4_xs_q8"),
-        // Q2_K's mins per 16 weights keep its AVX2 kernel.
         _ => return None,
     };
     // Ranges of whole sixteen-row groups keep the prefill path's lanes all in use.

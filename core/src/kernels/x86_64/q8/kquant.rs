@@ -113,8 +113,9 @@ pub(crate) struct ChunkScales {
     /// Chunk `g`'s integer scale in byte `g` (bytes 8..16 zero), or with
     /// [`ChunkScaled::SUB16`] sub-block `s`'s (weights `16s .. 16s + 16`) in byte `s`.
     pub scales: [i8; 16],
-    /// Chunk `g`'s integer min in byte `g` ([`Mins::PerGroup`]; 0 otherwise).
-    pub mins: [u8; GROUPS],
+    /// Chunk `g`'s integer min in byte `g` ([`Mins::PerGroup`]), or sub-block `s`'s in byte `s`
+    /// ([`Mins::PerLane`]); 0 otherwise.
+    pub mins: [i8; 16],
 }
 
 impl ChunkScales {
@@ -123,12 +124,11 @@ impl ChunkScales {
         d: 0.0,
         neg_dmin: 0.0,
         scales: [0; 16],
-        mins: [0; GROUPS],
+        mins: [0; 16],
     };
 }
 
-/// A super-block format whose scales [`ChunkScales`] can carry: all but Q2_K, whose mins per 16
-/// weights would need the activations' sums per 16.
+/// A super-block format whose scales [`ChunkScales`] carry.
 pub(crate) trait ChunkScaled: KQuant {
     /// Scales per 16 weights rather than per 32.
     const SUB16: bool;
@@ -146,14 +146,16 @@ pub(crate) trait ChunkScaled: KQuant {
 fn k4_chunk_scales(block: &[u8]) -> ChunkScales {
     let (scales, mins) = scales_mins_k4(&block[4..16]);
     let mut bytes = [0i8; 16];
-    for (g, b) in bytes[..GROUPS].iter_mut().enumerate() {
-        *b = (scales >> (8 * g)) as i8;
+    let mut min_bytes = [0i8; 16];
+    for g in 0..GROUPS {
+        bytes[g] = (scales >> (8 * g)) as i8;
+        min_bytes[g] = (mins >> (8 * g)) as i8;
     }
     ChunkScales {
         d: f16_at(block, 0),
         neg_dmin: -f16_at(block, 2),
         scales: bytes,
-        mins: mins.to_le_bytes(),
+        mins: min_bytes,
     }
 }
 
@@ -180,19 +182,50 @@ impl ChunkScaled for Iq4Xs {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        // Low 4 bits from the nibbles of bytes 4..8, high 2 bits from bits 2g.. of bytes 2..4.
-        let low = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as u64;
-        let high = u16::from_le_bytes([block[2], block[3]]) as u64;
+        // Low 4 bits from the nibbles of bytes 4..8, high 2 bits from bits 2g.. of bytes 2..4,
+        // spread to one byte per chunk by shifts and masks (as u64 lanes of bytes), then −32.
+        let mut low = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as u64;
+        low = (low | (low << 16)) & 0x0000_FFFF_0000_FFFF;
+        low = (low | (low << 8)) & 0x00FF_00FF_00FF_00FF;
+        low = (low | (low << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+        let mut high = u16::from_le_bytes([block[2], block[3]]) as u64;
+        high = (high | (high << 24)) & 0x0000_00FF_0000_00FF;
+        high = (high | (high << 12)) & 0x000F_000F_000F_000F;
+        high = (high | (high << 6)) & 0x0303_0303_0303_0303;
+        let unsigned = low | (high << 4);
+        // Bytewise `v − 32` for v < 64: with bit 7 set first no byte borrows from the next.
+        let top = 0x8080_8080_8080_8080u64;
+        let signed = ((unsigned | top) - 0x2020_2020_2020_2020) ^ top;
         let mut bytes = [0i8; 16];
-        for (g, b) in bytes[..GROUPS].iter_mut().enumerate() {
-            let v = ((low >> (4 * g)) & 0x0F) | (((high >> (2 * g)) & 3) << 4);
-            *b = v as i8 - 32;
+        for (b, v) in bytes.iter_mut().zip(signed.to_le_bytes()) {
+            *b = v as i8;
         }
         ChunkScales {
             d: f16_at(block, 0),
             neg_dmin: 0.0,
             scales: bytes,
-            mins: [0; GROUPS],
+            mins: [0; 16],
+        }
+    }
+}
+
+impl ChunkScaled for Q2K {
+    const SUB16: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
+        // Byte s of the first 16: sub-block s's scale (low nibble) and min (high nibble).
+        let mut scales = [0i8; 16];
+        let mut mins = [0i8; 16];
+        for s in 0..16 {
+            scales[s] = (block[s] & 0x0F) as i8;
+            mins[s] = (block[s] >> 4) as i8;
+        }
+        ChunkScales {
+            d: f16_at(block, 80),
+            neg_dmin: -f16_at(block, 82),
+            scales,
+            mins,
         }
     }
 }
@@ -207,7 +240,7 @@ impl ChunkScaled for Q3K {
             d: f16_at(block, 108),
             neg_dmin: 0.0,
             scales: sub.map(|s| s as i8),
-            mins: [0; GROUPS],
+            mins: [0; 16],
         }
     }
 }
@@ -223,7 +256,7 @@ impl ChunkScaled for Q6K {
             d: f16_at(block, 208),
             neg_dmin: 0.0,
             scales: bytes.map(|b| b as i8),
-            mins: [0; GROUPS],
+            mins: [0; 16],
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The AVX-512 tier's 8-bit matmul for ggml's super-block formats Q3_K, Q4_K, Q5_K, Q6_K and
-//! IQ4_XS: sixteen rows per 512-bit vector on the segmented driver of the 32- and 64-weight
+//! The AVX-512 tier's 8-bit matmul for ggml's super-block formats Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
+//! and IQ4_XS: sixteen rows per 512-bit vector on the segmented driver of the 32- and 64-weight
 //! formats ([`super::segmented`]), for every token count.
 //!
 //! A super-block is eight chunks of 32 weights, each aligned with one activation block. Each row's
@@ -13,14 +13,16 @@
 //! - Q3_K, Q6_K (a scale per 16 weights): the two halves' integer sums are kept apart and
 //!   multiplied by their integer scales before adding (exact in i32), then scaled by `d` as one
 //!   chunk. The +128 bias of the signed weights comes back per half, from the half's activation
-//!   sum.
+//!   sum;
+//! - Q2_K (unsigned, a scale and a min per 16 weights): as Q3_K/Q6_K for the scales, and the
+//!   mins' integer sum `Σ min · (half's Σa)` per chunk, scaled by `−dmin · d_a`.
 //!
 //! One token (decode) takes eight rows at a time instead, as `super::rows8` does for the 64-weight
 //! blocks: one 512-bit `vpdpbusd` per row and chunk pair, a reduction tree to one lane per row,
 //! and for 16-weight sub-blocks the integer scales multiplied in at the tree level where each
 //! lane holds one row's sum over 16 weights. The integer sum of every chunk is the same either
 //! way and the float arithmetic after it the same per lane, so outputs are bit-identical for any
-//! step size and row split. Q2_K (mins per 16 weights) keeps the AVX2 kernel.
+//! step size and row split.
 
 use super::kquant::{ChunkScaled, ChunkScales, Mins, GROUPS};
 use super::rows8::{
@@ -48,6 +50,7 @@ impl<F: ChunkScaled> Segmented for Super<F> {
     const SIGNED: bool = F::SIGNED;
     const MINS: bool = matches!(F::MINS, Mins::PerGroup);
     const SUB16: bool = F::SUB16;
+    const MINS16: bool = matches!(F::MINS, Mins::PerLane);
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn fill(
@@ -59,8 +62,10 @@ impl<F: ChunkScaled> Segmented for Super<F> {
     ) {
         const {
             assert!(
-                !F::SUB16 || (F::SIGNED && matches!(F::MINS, Mins::None)),
-                "sub-block scales are applied to biased signed weights without mins"
+                !F::SUB16
+                    || (F::SIGNED && matches!(F::MINS, Mins::None))
+                    || (!F::SIGNED && matches!(F::MINS, Mins::PerLane)),
+                "sub-block scales: biased signed weights without mins, or unsigned with mins per 16"
             )
         };
         let blocks_total = group[0].len() / F::BYTES;
@@ -100,7 +105,7 @@ fn fill_superblock<F: ChunkScaled>(group: &[&[u8]; WIDE], b: usize, c0: usize, s
                 };
             }
         }
-        *lanes = row_lanes::<F>(&scales_of_rows::<F>(&blocks));
+        *lanes = row_lanes::<F>(&scales_of_rows::<F>(&blocks), true);
     }
     // Each vector of a half holds two items' eight lanes: items 2p over the sixteen rows are the
     // halves' low 256 bits side by side, items 2p + 1 their high 256 bits.
@@ -114,6 +119,9 @@ fn fill_superblock<F: ChunkScaled>(group: &[&[u8]; WIDE], b: usize, c0: usize, s
         // Sub-blocks 2g and 2g + 1 are chunk g's halves.
         for g in 0..GROUPS {
             seg.sub[c0 + g] = regroup(l0.sub[g], l1.sub[g]);
+            if <Super<F> as Segmented>::MINS16 {
+                seg.min16[c0 + g] = regroup(l0.min16[g], l1.min16[g]);
+            }
         }
     }
 }
@@ -176,10 +184,12 @@ fn scales_of_rows<F: ChunkScaled>(blocks: &[&[u8]; GROUP]) -> [ChunkScales; GROU
 struct RowLanes {
     /// Chunk scales (`d · scale`, or `d` where [`ChunkScaled::SUB16`]).
     d: [__m512; GROUPS / 2],
-    /// Chunk mins `−dmin · min`.
+    /// Chunk mins `−dmin · min`, or `−dmin` for mins per 16 weights.
     m: [__m512; GROUPS / 2],
     /// Sub-block scales ([`ChunkScaled::SUB16`] only).
     sub: [__m512i; GROUPS],
+    /// Sub-block mins ([`Mins::PerLane`] only).
+    min16: [__m512i; GROUPS],
 }
 
 impl RowLanes {
@@ -190,6 +200,7 @@ impl RowLanes {
             d: [_mm512_setzero_ps(); GROUPS / 2],
             m: [_mm512_setzero_ps(); GROUPS / 2],
             sub: [_mm512_setzero_si512(); GROUPS],
+            min16: [_mm512_setzero_si512(); GROUPS],
         }
     }
 }
@@ -231,26 +242,19 @@ fn item_lanes(bytes: [u64; GROUP]) -> [__m512i; 4] {
     ]
 }
 
-/// Eight rows' [`ChunkScales`] as [`RowLanes`].
+/// Eight rows' [`ChunkScales`] as [`RowLanes`] (the sub-block scales only `with_sub`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
 #[inline]
-fn row_lanes<F: ChunkScaled>(scales: &[ChunkScales; GROUP]) -> RowLanes {
+fn row_lanes<F: ChunkScaled>(scales: &[ChunkScales; GROUP], with_sub: bool) -> RowLanes {
     let mut d = [0f32; GROUP];
     let mut neg_dmin = [0f32; GROUP];
-    let mut first = [0u64; GROUP];
-    let mut second = [0u64; GROUP];
-    let mut mins = [0u64; GROUP];
+    let mut sc = [[0u64; GROUP]; 2];
+    let mut mins = [[0u64; GROUP]; 2];
     for (i, s) in scales.iter().enumerate() {
         d[i] = s.d;
         neg_dmin[i] = s.neg_dmin;
-        let bytes = s.scales.map(|b| b as u8);
-        first[i] = u64::from_le_bytes([
-            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-        ]);
-        second[i] = u64::from_le_bytes([
-            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
-        ]);
-        mins[i] = u64::from_le_bytes(s.mins);
+        [sc[0][i], sc[1][i]] = halves_u64(&s.scales);
+        [mins[0][i], mins[1][i]] = halves_u64(&s.mins);
     }
     // SAFETY: each array is 8 readable f32; loadu needs no alignment.
     let (d, neg_dmin) = unsafe {
@@ -263,23 +267,50 @@ fn row_lanes<F: ChunkScaled>(scales: &[ChunkScales; GROUP]) -> RowLanes {
     let mut lanes = RowLanes::zero();
     if F::SUB16 {
         lanes.d = [d; GROUPS / 2];
-        let (first, second) = (item_lanes(first), item_lanes(second));
-        lanes.sub = [
-            first[0], first[1], first[2], first[3], second[0], second[1], second[2], second[3],
-        ];
+        if with_sub {
+            lanes.sub = sixteen_items(&sc);
+        }
     } else {
-        let sc = item_lanes(first);
-        for (l, v) in lanes.d.iter_mut().zip(sc) {
+        for (l, v) in lanes.d.iter_mut().zip(item_lanes(sc[0])) {
             *l = _mm512_mul_ps(_mm512_cvtepi32_ps(v), d);
         }
     }
-    if matches!(F::MINS, Mins::PerGroup) {
-        let m = item_lanes(mins);
-        for (l, v) in lanes.m.iter_mut().zip(m) {
-            *l = _mm512_mul_ps(_mm512_cvtepi32_ps(v), neg_dmin);
+    match F::MINS {
+        Mins::None => {}
+        Mins::PerGroup => {
+            for (l, v) in lanes.m.iter_mut().zip(item_lanes(mins[0])) {
+                *l = _mm512_mul_ps(_mm512_cvtepi32_ps(v), neg_dmin);
+            }
+        }
+        Mins::PerLane => {
+            lanes.m = [neg_dmin; GROUPS / 2];
+            if with_sub {
+                lanes.min16 = sixteen_items(&mins);
+            }
         }
     }
     lanes
+}
+
+/// Sixteen bytes as two little-endian u64.
+#[inline(always)]
+fn halves_u64(b: &[i8; 16]) -> [u64; 2] {
+    let u = |k: usize| b[k] as u8;
+    [
+        u64::from_le_bytes([u(0), u(1), u(2), u(3), u(4), u(5), u(6), u(7)]),
+        u64::from_le_bytes([u(8), u(9), u(10), u(11), u(12), u(13), u(14), u(15)]),
+    ]
+}
+
+/// Eight rows' sixteen per-sub-block bytes (`bytes[h][i]`: row `i`'s bytes `8h .. 8h + 8`) as
+/// [`RowLanes`] vectors, vector `g` holding sub-blocks `2g` and `2g + 1`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
+#[inline]
+fn sixteen_items(bytes: &[[u64; GROUP]; 2]) -> [__m512i; GROUPS] {
+    let (first, second) = (item_lanes(bytes[0]), item_lanes(bytes[1]));
+    [
+        first[0], first[1], first[2], first[3], second[0], second[1], second[2], second[3],
+    ]
 }
 
 /// The output of eight rows (lane `i`: `rows[i]`) for one token (`x`: its activation blocks),
@@ -292,6 +323,10 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
         sum: [zero; 2],
         min: [zero; 2],
     };
+    let (mins, mins16) = (
+        <Super<F> as Segmented>::MINS,
+        <Super<F> as Segmented>::MINS16,
+    );
     let blocks = rows[0].len() / F::BYTES;
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
@@ -301,29 +336,50 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
         let blocks = blocks_of(rows, b, F::BYTES);
         let w = decode_rows::<F>(&blocks);
         let scales = scales_of_rows::<F>(&blocks);
-        let lanes = row_lanes::<F>(&scales);
-        let quarters = if F::SUB16 {
-            quarter_scales(&scales)
-        } else {
-            [[_mm512_setzero_si512(); 2]; GROUPS / 2]
-        };
-        let mins = <Super<F> as Segmented>::MINS;
-        for (p, quarters) in quarters.iter().enumerate() {
+        // The sub-block scales and mins go in `quarter_sums`' layout instead of as row lanes.
+        let lanes = row_lanes::<F>(&scales, false);
+        // Per chunk pair: the scales, then the mins.
+        let mut quarters = [[[_mm512_setzero_si512(); 2]; 2]; GROUPS / 2];
+        if F::SUB16 {
+            let mut bytes = [[[0i8; 16]; GROUP]; 2];
+            for (i, s) in scales.iter().enumerate() {
+                bytes[0][i] = s.scales;
+                bytes[1][i] = s.mins;
+            }
+            for (q, sc) in quarters.iter_mut().zip(quarter_layout(&bytes[0])) {
+                q[0] = sc;
+            }
+            if mins16 {
+                for (q, m) in quarters.iter_mut().zip(quarter_layout(&bytes[1])) {
+                    q[1] = m;
+                }
+            }
+        }
+        for (p, [sub, min16]) in quarters.iter().enumerate() {
             let (g0, g1) = (2 * p, 2 * p + 1);
             let mut wide = [_mm512_setzero_si512(); GROUP];
             for (v, wi) in wide.iter_mut().zip(&w) {
                 *v = join_i(wi[g0], wi[g1]);
             }
             let (a0, a1) = (&x[b * GROUPS + g0], &x[b * GROUPS + g1]);
-            let [s0, s1] = if F::SUB16 {
-                sums_pair_sub16(&wide, a0, a1, quarters)
-            } else {
-                sums_one_token_pair(&wide, a0, a1, F::SIGNED)
-            };
             let [d0, d1] = halves(lanes.d[p]);
             let [m0, m1] = halves(lanes.m[p]);
-            accumulate(&mut acc, 0, s0, d0, mins.then_some(m0), a0);
-            accumulate(&mut acc, 1, s1, d1, mins.then_some(m1), a1);
+            if !F::SUB16 {
+                let [s0, s1] = sums_one_token_pair(&wide, a0, a1, F::SIGNED);
+                accumulate(&mut acc, 0, s0, d0, mins.then_some(m0), a0);
+                accumulate(&mut acc, 1, s1, d1, mins.then_some(m1), a1);
+                continue;
+            }
+            let a = join_acts(a0, a1);
+            let [s0, s1] = sums_pair_sub16(&wide, a, sub, F::SIGNED);
+            if mins16 {
+                let [n0, n1] = mins_pair16(a, min16);
+                accumulate_mins16(&mut acc, 0, [s0, n0], d0, m0, a0);
+                accumulate_mins16(&mut acc, 1, [s1, n1], d1, m1, a1);
+            } else {
+                accumulate(&mut acc, 0, s0, d0, None, a0);
+                accumulate(&mut acc, 1, s1, d1, None, a1);
+            }
         }
     }
     _mm256_add_ps(
@@ -368,20 +424,19 @@ const QUARTER_PICK: [[u8; 64]; GROUPS / 2] = {
     t
 };
 
-/// The eight rows' sub-block scales in [`quarter_sums`]' layout, per chunk pair: rows 0–3, then
-/// rows 4–7.
+/// Eight rows' sixteen per-sub-block bytes (scales or mins) in [`quarter_sums`]' layout as i32,
+/// per chunk pair: rows 0–3, then rows 4–7.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
 #[inline]
-fn quarter_scales(scales: &[ChunkScales; GROUP]) -> [[__m512i; 2]; GROUPS / 2] {
+fn quarter_layout(bytes: &[[i8; 16]; GROUP]) -> [[__m512i; 2]; GROUPS / 2] {
     let mut four = [_mm512_setzero_si512(); 2];
-    for (h, v) in four.iter_mut().enumerate() {
-        let s = &scales[4 * h..4 * h + 4];
-        // SAFETY: each `scales` field is 16 readable bytes; loadu needs no alignment.
+    for (v, rows) in four.iter_mut().zip(bytes.chunks_exact(4)) {
+        // SAFETY: each row's array is 16 readable bytes; loadu needs no alignment.
         unsafe {
-            *v = _mm512_castsi128_si512(_mm_loadu_si128(s[0].scales.as_ptr().cast()));
-            *v = _mm512_inserti32x4::<1>(*v, _mm_loadu_si128(s[1].scales.as_ptr().cast()));
-            *v = _mm512_inserti32x4::<2>(*v, _mm_loadu_si128(s[2].scales.as_ptr().cast()));
-            *v = _mm512_inserti32x4::<3>(*v, _mm_loadu_si128(s[3].scales.as_ptr().cast()));
+            *v = _mm512_castsi128_si512(_mm_loadu_si128(rows[0].as_ptr().cast()));
+            *v = _mm512_inserti32x4::<1>(*v, _mm_loadu_si128(rows[1].as_ptr().cast()));
+            *v = _mm512_inserti32x4::<2>(*v, _mm_loadu_si128(rows[2].as_ptr().cast()));
+            *v = _mm512_inserti32x4::<3>(*v, _mm_loadu_si128(rows[3].as_ptr().cast()));
         }
     }
     let mut out = [[_mm512_setzero_si512(); 2]; GROUPS / 2];
@@ -396,27 +451,75 @@ fn quarter_scales(scales: &[ChunkScales; GROUP]) -> [[__m512i; 2]; GROUPS / 2] {
     out
 }
 
-/// The integer sums of chunks `a0` and `a1` for eight rows of biased signed weights with
-/// 16-weight sub-blocks (`w[i]`: row `i`'s 64 weights): each quarter's sum has its bias
-/// `128 · Σa` taken back and is multiplied by its sub-block scale (`sub`, in [`quarter_sums`]'
-/// layout) before the quarters are added, as `segmented`'s sums do per half.
+/// `unit · (Σa over quarter L)` in every element of 128-bit lane `L` of the activations `a`
+/// (`unit` read as an unsigned byte).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn quarter_act_sums(a: __m512i, unit: i8) -> __m512i {
+    let x = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(unit), a);
+    let x = _mm512_add_epi32(x, _mm512_shuffle_epi32::<0b10_11_00_01>(x));
+    _mm512_add_epi32(x, _mm512_shuffle_epi32::<0b01_00_11_10>(x))
+}
+
+/// The integer min sums of a chunk pair (activations `a`) for eight rows with mins per 16
+/// weights (`mins`, in [`quarter_sums`]' layout): per row and chunk, `Σ min · (quarter's Σa)`,
+/// as `segmented`'s sums do per half.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn mins_pair16(a: __m512i, mins: &[__m512i; 2]) -> [__m256i; 2] {
+    let sums = quarter_act_sums(a, 1);
+    let s = chunk_sums(
+        _mm512_mullo_epi32(mins[0], sums),
+        _mm512_mullo_epi32(mins[1], sums),
+    );
+    [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)]
+}
+
+/// `segmented`'s `accumulate_mins16` on eight lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn accumulate_mins16(
+    acc: &mut Acc,
+    chain: usize,
+    [sums, mins]: [__m256i; 2],
+    d: __m256,
+    neg_dmin: __m256,
+    a: &BlockQ8Act,
+) {
+    let da = _mm256_set1_ps(a.d);
+    acc.sum[chain] = _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(sums),
+        _mm256_mul_ps(d, da),
+        acc.sum[chain],
+    );
+    acc.min[chain] = _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(mins),
+        _mm256_mul_ps(neg_dmin, da),
+        acc.min[chain],
+    );
+}
+
+/// The integer sums of a chunk pair (activations `a`) for eight rows with 16-weight sub-blocks
+/// (`w[i]`: row `i`'s 64 weights, biased where `signed`): each quarter's sum (less its bias
+/// `128 · Σa`) is multiplied by its sub-block scale (`sub`, in [`quarter_sums`]' layout) before
+/// the quarters are added, as `segmented`'s sums do per half.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn sums_pair_sub16(
     w: &[__m512i; GROUP],
-    a0: &BlockQ8Act,
-    a1: &BlockQ8Act,
+    a: __m512i,
     sub: &[__m512i; 2],
+    signed: bool,
 ) -> [__m256i; 2] {
-    let a = join_acts(a0, a1);
-    let [s0123, s4567] = quarter_sums(w, a);
-    // 128 · (Σa over quarter L) in every element of 128-bit lane L.
-    let x = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(i8::MIN), a);
-    let x = _mm512_add_epi32(x, _mm512_shuffle_epi32::<0b10_11_00_01>(x));
-    let bias = _mm512_add_epi32(x, _mm512_shuffle_epi32::<0b01_00_11_10>(x));
+    let [mut s0123, mut s4567] = quarter_sums(w, a);
+    if signed {
+        let bias = quarter_act_sums(a, i8::MIN);
+        s0123 = _mm512_sub_epi32(s0123, bias);
+        s4567 = _mm512_sub_epi32(s4567, bias);
+    }
     let s = chunk_sums(
-        _mm512_mullo_epi32(_mm512_sub_epi32(s0123, bias), sub[0]),
-        _mm512_mullo_epi32(_mm512_sub_epi32(s4567, bias), sub[1]),
+        _mm512_mullo_epi32(s0123, sub[0]),
+        _mm512_mullo_epi32(s4567, sub[1]),
     );
     [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)]
 }

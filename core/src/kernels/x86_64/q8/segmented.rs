@@ -21,8 +21,8 @@ pub(super) const WIDE: usize = 2 * GROUP;
 /// Tokens per register block (their accumulators stay in registers across a segment).
 const TOKENS: usize = 4;
 /// 32-weight chunks of a row group decoded and transposed at once for a whole token tile:
-/// 16 KiB of transposed quads plus 4 KiB of scales and mins (and 4 KiB of sub-block scales), so
-/// the segment stays in L1 while every token of the tile reads it.
+/// 16 KiB of transposed quads plus 4 KiB of scales and mins (and 4 KiB each of sub-block scales
+/// and mins), so the segment stays in L1 while every token of the tile reads it.
 pub(super) const SEGMENT_CHUNKS: usize = 32;
 
 /// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums and
@@ -43,12 +43,13 @@ pub(super) struct Scratch<const TILE: usize> {
 
 /// Up to [`SEGMENT_CHUNKS`] chunks of one row group, decoded, biased and transposed, with each
 /// chunk's sixteen scales and mins, and for formats with 16-weight sub-blocks the sixteen rows'
-/// integer scales of the chunk's two halves.
+/// integer scales (and mins) of the chunk's two halves.
 pub(super) struct Segment {
     pub(super) quads: [[__m512i; GROUP]; SEGMENT_CHUNKS],
     pub(super) d: [__m512; SEGMENT_CHUNKS],
     pub(super) m: [__m512; SEGMENT_CHUNKS],
     pub(super) sub: [[__m512i; 2]; SEGMENT_CHUNKS],
+    pub(super) min16: [[__m512i; 2]; SEGMENT_CHUNKS],
 }
 
 /// A weight format as this driver reads it: blocks of one or more 32-weight chunks, decoded into
@@ -64,6 +65,9 @@ pub(super) trait Segmented {
     const MINS: bool;
     /// Each chunk's halves have their own integer scales (`Segment::sub`): 16-weight sub-blocks.
     const SUB16: bool;
+    /// Each chunk's halves have integer mins (`Segment::min16`, unsigned weights): the min term
+    /// is `Segment::m` (`−dmin`) · `d_a` · Σ over the halves of min · (the half's Σa).
+    const MINS16: bool;
 
     /// Decodes blocks `first_block .. first_block + blocks` of the sixteen rows into `seg`
     /// (chunk `c` of the segment = chunk `c` counted from `first_block`'s first), asking for the
@@ -90,6 +94,7 @@ impl<F: Q8Format> Segmented for Blocks<F> {
     const SIGNED: bool = F::SIGNED;
     const MINS: bool = !F::SIGNED;
     const SUB16: bool = false;
+    const MINS16: bool = false;
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn fill(
@@ -113,6 +118,7 @@ impl<const TILE: usize> Scratch<TILE> {
                 d: [zero; SEGMENT_CHUNKS],
                 m: [zero; SEGMENT_CHUNKS],
                 sub: [[_mm512_setzero_si512(); 2]; SEGMENT_CHUNKS],
+                min16: [[_mm512_setzero_si512(); 2]; SEGMENT_CHUNKS],
             },
             acc: [Acc {
                 sum: [zero; 2],
@@ -202,6 +208,36 @@ fn sums_sub16(v: &[__m512i; GROUP], a: &BlockQ8Act, sub: &[__m512i; 2]) -> __m51
     )
 }
 
+/// [`sums`] for a chunk of two 16-weight sub-blocks with integer scales `sub` and mins `min16`
+/// (lanes: rows) of unsigned weights (Q2_K): `sub_lo · (Σ_lo q·a) + sub_hi · (Σ_hi q·a)` and
+/// `min_lo · Σ_lo a + min_hi · Σ_hi a`, both exact in i32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_mins16(
+    v: &[__m512i; GROUP],
+    a: &BlockQ8Act,
+    sub: &[__m512i; 2],
+    min16: &[__m512i; 2],
+) -> [__m512i; 2] {
+    let quad = |k: usize| _mm512_set1_epi32(act_quad(a, k));
+    let mut lo = _mm512_setzero_si512();
+    let mut hi = _mm512_setzero_si512();
+    for k in 0..GROUP / 2 {
+        lo = _mm512_dpbusd_epi32(lo, v[k], quad(k));
+        hi = _mm512_dpbusd_epi32(hi, v[k + GROUP / 2], quad(k + GROUP / 2));
+    }
+    let lo_sum = half_sum(a);
+    let sums = _mm512_add_epi32(
+        _mm512_mullo_epi32(lo, sub[0]),
+        _mm512_mullo_epi32(hi, sub[1]),
+    );
+    let mins = _mm512_add_epi32(
+        _mm512_mullo_epi32(min16[0], _mm512_set1_epi32(lo_sum)),
+        _mm512_mullo_epi32(min16[1], _mm512_set1_epi32(a.sum - lo_sum)),
+    );
+    [sums, mins]
+}
+
 /// `Σ a.qs[0..16]` (the first sub-block's activations).
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -233,6 +269,31 @@ fn accumulate(
     if let Some(m) = m {
         acc.min[chain] = _mm512_fmadd_ps(m, _mm512_set1_ps(a.d * a.sum as f32), acc.min[chain]);
     }
+}
+
+/// [`accumulate`] for [`Segmented::MINS16`]: the min term from the chunk's integer min sum `mins`
+/// and the lanes' `neg_dmin` (the same per lane in `kquant_wide`'s one-token path).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn accumulate_mins16(
+    acc: &mut Acc,
+    chain: usize,
+    [sums, mins]: [__m512i; 2],
+    d: __m512,
+    neg_dmin: __m512,
+    a: &BlockQ8Act,
+) {
+    let da = _mm512_set1_ps(a.d);
+    acc.sum[chain] = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(sums),
+        _mm512_mul_ps(d, da),
+        acc.sum[chain],
+    );
+    acc.min[chain] = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(mins),
+        _mm512_mul_ps(neg_dmin, da),
+        acc.min[chain],
+    );
 }
 
 /// Adds the segment's `len` chunks (counted from `first_chunk` for the chains) for tokens
@@ -269,6 +330,11 @@ fn segment_tokens<F: Segmented, const N: usize>(
         let m = F::MINS.then_some(seg.m[c]);
         for (t, acc) in a_reg.iter_mut().enumerate() {
             let a = &x[(t0 + t) * acts_per_token + first_chunk + c];
+            if F::MINS16 {
+                let s = sums_mins16(&seg.quads[c], a, &seg.sub[c], &seg.min16[c]);
+                accumulate_mins16(acc, chain, s, seg.d[c], seg.m[c], a);
+                continue;
+            }
             let s = if F::SUB16 {
                 sums_sub16(&seg.quads[c], a, &seg.sub[c])
             } else {
