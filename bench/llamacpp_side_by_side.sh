@@ -14,8 +14,9 @@
 #   2. target/release/vspec (cargo build --release -p vspec-host), and the default model
 #      (SmolLM2-135M-Instruct Q4_1, `vspec fetch`).
 #   3. llama.cpp's comparison files in $WORK: the Q4_1 file dequantized to F32 (bit-identical
-#      weights, see tests/fixtures/smollm2/README.md), then Q4_0 and Q8_0 quantized from it by
-#      llama_model_quantize (no importance matrix, as tests/fixtures/quality did).
+#      weights, see tests/fixtures/smollm2/README.md), then Q4_0, Q8_0 and Q4_K_M (the k-quant mix
+#      most GGUF downloads are) quantized from it by llama_model_quantize (no importance matrix,
+#      as tests/fixtures/quality did).
 #   4. Our tiers from the same F32 file: `vspec convert --bits 4/3/2 --no-calibration` (fast).
 #      Calibrated files take minutes to make: make them yourself and pass them as arguments
 #      (any extra .vspec/.gguf argument is benchmarked by vspec; .gguf ones by llama.cpp too).
@@ -88,7 +89,7 @@ Q41=$("$VSPEC" fetch | tail -n 1)
 
 # 3. llama.cpp's files, all from the same weights.
 F32=$WORK/smollm2-f32.gguf
-for t in F32 Q4_0 Q8_0; do
+for t in F32 Q4_0 Q8_0 Q4_K_M; do
     out=$WORK/smollm2-$t.gguf
     src=$F32
     [ "$t" = F32 ] && { out=$F32; src=$Q41; }
@@ -111,7 +112,7 @@ if [ "$CONVERT" = 1 ]; then
         TIERS+=("$out")
     done
 fi
-BOTH=("$WORK/smollm2-Q4_0.gguf" "$WORK/smollm2-Q8_0.gguf" "$Q41")
+BOTH=("$WORK/smollm2-Q4_0.gguf" "$WORK/smollm2-Q8_0.gguf" "$WORK/smollm2-Q4_K_M.gguf" "$Q41")
 for f in ${EXTRA[@]+"${EXTRA[@]}"}; do
     case "$f" in *.gguf) BOTH+=("$f") ;; *) TIERS+=("$f") ;; esac
 done

@@ -543,7 +543,7 @@ pub(crate) unsafe fn matmul<F: ChunkScaled>(
     }
     let acts_per_token = w.cols / QK8;
     let last = rows.end - 1;
-    prefetch_head(w, &rows);
+    prefetch_head(w, &rows, WIDE);
     if tokens == 1 {
         for first in rows.clone().step_by(GROUP) {
             let count = (rows.end - first).min(GROUP);

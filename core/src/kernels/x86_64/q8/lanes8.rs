@@ -24,8 +24,8 @@
 
 pub(crate) use super::rows8::GROUP;
 use super::rows8::{
-    accumulate, act_quad, prefetch, rows_of, scales_and_mins, transpose_quads, write_lanes, Acc,
-    PREFETCH_AHEAD,
+    accumulate, act_quad, prefetch, prefetch_head, rows_ahead, rows_of, scales_and_mins,
+    transpose_quads, write_lanes, Acc,
 };
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -64,8 +64,8 @@ fn unoffset<F: Q8Format>(s: __m256i, a: &BlockQ8Act) -> __m256i {
 type GroupBlock = ([[__m256i; GROUP]; 2], __m256, __m256);
 
 /// Block `b` of the eight rows, decoded (signed weights as they are, or plus their format's
-/// [`Q8Format::OFFSET`]), asking for the block's share of `next` (the rows [`PREFETCH_AHEAD`]
-/// groups on) meanwhile.
+/// [`Q8Format::OFFSET`]), asking for the block's share of `next` (the rows
+/// [`super::rows8::PREFETCH_AHEAD`] groups on) meanwhile.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn decode_group_block<F: Q8Format>(
@@ -341,24 +341,10 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
-    // The rows PREFETCH_AHEAD groups after `first`'s, asked for while that group is worked on,
-    // past the end of `rows` too (as in rows8: usually the thread's next piece); the range's
-    // first groups are asked for all at once before starting.
-    let next_rows = |first: usize| {
-        let start = first + PREFETCH_AHEAD * GROUP;
-        let end = (start + GROUP).min(n).max(start);
-        w.data
-            .get(start * w.row_bytes..end * w.row_bytes)
-            .unwrap_or(&[])
-    };
-    let head_end = (rows.start + PREFETCH_AHEAD * GROUP).min(rows.end);
-    let head = w
-        .data
-        .get(rows.start * w.row_bytes..head_end * w.row_bytes)
-        .unwrap_or(&[]);
-    for line in 0..head.len().div_ceil(64) {
-        prefetch(head, line * 64);
-    }
+    // As in rows8: the range's first groups asked for at once, then each group's successors
+    // PREFETCH_AHEAD groups on while it is worked on.
+    prefetch_head(w, &rows, GROUP);
+    let next_rows = |first: usize| rows_ahead(w, first, GROUP);
     let mut scratch = (tokens >= SEGMENT_MIN_TOKENS).then(|| {
         let zero = _mm256_setzero_ps();
         Scratch {

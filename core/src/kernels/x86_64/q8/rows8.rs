@@ -452,10 +452,10 @@ pub(super) fn rows_ahead<'w>(w: &WeightView<'w>, first: usize, width: usize) -> 
         .unwrap_or(&[])
 }
 
-/// Asks for the first [`PREFETCH_AHEAD`] sixteen-row groups of `rows` all at once (the groups
-/// after them are asked for one at a time, [`rows_ahead`]).
-pub(super) fn prefetch_head(w: &WeightView<'_>, rows: &Range<usize>) {
-    let head_end = (rows.start + PREFETCH_AHEAD * WIDE).min(rows.end);
+/// Asks for the first [`PREFETCH_AHEAD`] groups of `width` rows of `rows` all at once (the
+/// groups after them are asked for one at a time, [`rows_ahead`]).
+pub(super) fn prefetch_head(w: &WeightView<'_>, rows: &Range<usize>, width: usize) {
+    let head_end = (rows.start + PREFETCH_AHEAD * width).min(rows.end);
     let head = w
         .data
         .get(rows.start * w.row_bytes..head_end * w.row_bytes)
@@ -532,7 +532,7 @@ unsafe fn tiles<F: Q8Format>(
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
-    prefetch_head(w, &rows);
+    prefetch_head(w, &rows, WIDE);
     let next_rows = |first: usize, width: usize| rows_ahead(w, first, width);
     let mut tile = 0;
     while tile < tokens {
