@@ -98,7 +98,30 @@ pub(crate) trait KQuant {
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
     unsafe fn decode(block: &[u8]) -> SuperBlock;
+
+    /// [`KQuant::decode`] with signed weights in `vpdpbusd`'s unsigned form (`w + 128` as a
+    /// byte; unsigned quants unchanged). This default adds the bias after decoding; decoders
+    /// that subtract an offset or read a table fold it in.
+    ///
+    /// # Safety
+    /// As [`KQuant::decode`].
+    #[inline(always)]
+    unsafe fn decode_biased(block: &[u8]) -> SuperBlock {
+        // SAFETY: this function's contract is decode's.
+        let mut sb = unsafe { Self::decode(block) };
+        if Self::SIGNED {
+            // SAFETY: AVX2 is part of decode's contract; the intrinsics touch registers only.
+            unsafe {
+                let bias = _mm256_set1_epi8(i8::MIN);
+                sb.w = sb.w.map(|w| _mm256_xor_si256(w, bias));
+            }
+        }
+        sb
+    }
 }
+
+/// [`KQuant::decode_biased`]'s bias for signed formats (0: plain [`KQuant::decode`]).
+const BIAS: i32 = 128;
 
 /// A super-block's scales as the AVX-512 tier's row-lane driver (`super::kquant_wide`) applies
 /// them: chunk `g`'s integer sum is scaled by `d · scales[g]` and its min is
@@ -355,33 +378,45 @@ impl KQuant for Q3K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
-        let mut sb = SuperBlock::new(f16_at(block, 108));
-        // The sixteen 6-bit scales: low 4 bits from the nibbles of bytes 96..104 (low nibbles
-        // for sub-blocks 0..8), high 2 bits of sub-block s from bits 2(s / 4).. of byte
-        // 104 + s % 4, which is byte s % 4 of 32-bit lane s / 4 after broadcasting bytes
-        // 104..108 and shifting lane j right by 2j. Stored biased by 32.
-        let low = load8(block, 96);
-        let nib = _mm_set1_epi8(0x0F);
-        let low = _mm_unpacklo_epi64(
-            _mm_and_si128(low, nib),
-            _mm_and_si128(_mm_srli_epi16::<4>(low), nib),
-        );
-        let top = u32::from_le_bytes([block[104], block[105], block[106], block[107]]);
-        let top = _mm_srlv_epi32(_mm_set1_epi32(top as i32), _mm_setr_epi32(0, 2, 4, 6));
-        let top = _mm_slli_epi16::<4>(_mm_and_si128(top, _mm_set1_epi8(3)));
-        let scales = _mm_sub_epi8(_mm_or_si128(low, top), _mm_set1_epi8(32));
-        let scales = both_halves(scales);
-        let hmask = load32(block, 0);
-        for g in 0..GROUPS {
-            // Low bits as in Q2_K (at byte 32); the high bit is bit g of the hmask bytes, and
-            // a clear high bit means quant − 4.
-            let low = field(load32(block, 32 + 32 * (g / 4)), 2 * (g % 4) as i32, 3);
-            let q = _mm256_or_si256(low, plane_bit(hmask, g, 4));
-            sb.w[g] = _mm256_sub_epi8(q, _mm256_set1_epi8(4));
-            sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
-        }
-        sb
+        q3k_decode::<0>(block)
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_biased(block: &[u8]) -> SuperBlock {
+        q3k_decode::<BIAS>(block)
+    }
+}
+
+/// Q3_K's decode with `B` added to every weight.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q3k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
+    let mut sb = SuperBlock::new(f16_at(block, 108));
+    // The sixteen 6-bit scales: low 4 bits from the nibbles of bytes 96..104 (low nibbles
+    // for sub-blocks 0..8), high 2 bits of sub-block s from bits 2(s / 4).. of byte
+    // 104 + s % 4, which is byte s % 4 of 32-bit lane s / 4 after broadcasting bytes
+    // 104..108 and shifting lane j right by 2j. Stored biased by 32.
+    let low = load8(block, 96);
+    let nib = _mm_set1_epi8(0x0F);
+    let low = _mm_unpacklo_epi64(
+        _mm_and_si128(low, nib),
+        _mm_and_si128(_mm_srli_epi16::<4>(low), nib),
+    );
+    let top = u32::from_le_bytes([block[104], block[105], block[106], block[107]]);
+    let top = _mm_srlv_epi32(_mm_set1_epi32(top as i32), _mm_setr_epi32(0, 2, 4, 6));
+    let top = _mm_slli_epi16::<4>(_mm_and_si128(top, _mm_set1_epi8(3)));
+    let scales = _mm_sub_epi8(_mm_or_si128(low, top), _mm_set1_epi8(32));
+    let scales = both_halves(scales);
+    let hmask = load32(block, 0);
+    for g in 0..GROUPS {
+        // Low bits as in Q2_K (at byte 32); the high bit is bit g of the hmask bytes, and
+        // a clear high bit means quant − 4.
+        let low = field(load32(block, 32 + 32 * (g / 4)), 2 * (g % 4) as i32, 3);
+        let q = _mm256_or_si256(low, plane_bit(hmask, g, 4));
+        sb.w[g] = _mm256_add_epi8(q, _mm256_set1_epi8((B - 4) as i8));
+        sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
+    }
+    sb
 }
 
 /// Q4_K/Q5_K's scales as bytes 0..8 (both halves), and `−dmin · m` of each group into `mins`.
@@ -444,24 +479,36 @@ impl KQuant for Q6K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
-        let mut sb = SuperBlock::new(f16_at(block, 208));
-        let scales = both_halves(load16(block, 192));
-        for g in 0..GROUPS {
-            // Group g = 4n + k: nibble k / 2 of ql bytes 64n + 32(k % 2) .., bits 2k.. of qh
-            // bytes 128 + 32n .. as bits 4..6; quant − 32.
-            let (n, k) = (g / 4, g % 4);
-            let low = field(
-                load32(block, 64 * n + 32 * (k % 2)),
-                4 * (k / 2) as i32,
-                0x0F,
-            );
-            let high = field(load32(block, 128 + 32 * n), 2 * k as i32, 3);
-            let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
-            sb.w[g] = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-            sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
-        }
-        sb
+        q6k_decode::<0>(block)
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_biased(block: &[u8]) -> SuperBlock {
+        q6k_decode::<BIAS>(block)
+    }
+}
+
+/// Q6_K's decode with `B` added to every weight.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
+    let mut sb = SuperBlock::new(f16_at(block, 208));
+    let scales = both_halves(load16(block, 192));
+    for g in 0..GROUPS {
+        // Group g = 4n + k: nibble k / 2 of ql bytes 64n + 32(k % 2) .., bits 2k.. of qh
+        // bytes 128 + 32n .. as bits 4..6; quant − 32.
+        let (n, k) = (g / 4, g % 4);
+        let low = field(
+            load32(block, 64 * n + 32 * (k % 2)),
+            4 * (k / 2) as i32,
+            0x0F,
+        );
+        let high = field(load32(block, 128 + 32 * n), 2 * k as i32, 3);
+        let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
+        sb.w[g] = _mm256_add_epi8(q, _mm256_set1_epi8((B - 32) as i8));
+        sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
+    }
+    sb
 }
 
 impl KQuant for Iq4Xs {
@@ -471,21 +518,35 @@ impl KQuant for Iq4Xs {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
-        let mut sb = SuperBlock::new(f16_at(block, 0));
-        let scales_h = u16::from_le_bytes([block[2], block[3]]);
-        // SAFETY: KVALUES is 16 readable bytes; loadu needs no alignment.
-        let table = unsafe { _mm_loadu_si128(KVALUES.as_ptr().cast()) };
-        let table = _mm256_broadcastsi128_si256(table);
-        for g in 0..GROUPS {
-            // Group g = sub-block g: IQ4_NL's nibble order in bytes 8 + 16g .., then the codebook.
-            let idx = nibbles_32(load16(block, 8 + 16 * g));
-            sb.w[g] = _mm256_shuffle_epi8(table, idx);
-            let low = (block[4 + g / 2] >> (4 * (g % 2))) & 0x0F;
-            let high = ((scales_h >> (2 * g)) & 3) as u8;
-            sb.scales[g] = _mm256_set1_epi16((low | (high << 4)) as i16 - 32);
-        }
-        sb
+        iq4xs_decode::<0>(block)
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_biased(block: &[u8]) -> SuperBlock {
+        iq4xs_decode::<BIAS>(block)
+    }
+}
+
+/// IQ4_XS's decode with `B` added to every weight.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn iq4xs_decode<const B: i32>(block: &[u8]) -> SuperBlock {
+    let mut sb = SuperBlock::new(f16_at(block, 0));
+    let scales_h = u16::from_le_bytes([block[2], block[3]]);
+    // SAFETY: KVALUES is 16 readable bytes; loadu needs no alignment.
+    let table = unsafe { _mm_loadu_si128(KVALUES.as_ptr().cast()) };
+    // `+ B` on every entry (a xor for 128).
+    let table = _mm_add_epi8(table, _mm_set1_epi8(B as i8));
+    let table = _mm256_broadcastsi128_si256(table);
+    for g in 0..GROUPS {
+        // Group g = sub-block g: IQ4_NL's nibble order in bytes 8 + 16g .., then the codebook.
+        let idx = nibbles_32(load16(block, 8 + 16 * g));
+        sb.w[g] = _mm256_shuffle_epi8(table, idx);
+        let low = (block[4 + g / 2] >> (4 * (g % 2))) & 0x0F;
+        let high = ((scales_h >> (2 * g)) & 3) as u8;
+        sb.scales[g] = _mm256_set1_epi16((low | (high << 4)) as i16 - 32);
+    }
+    sb
 }
 
 /// Eight i32 partial sums of `scale · w · a` over 32 lanes.

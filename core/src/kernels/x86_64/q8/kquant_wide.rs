@@ -154,14 +154,7 @@ fn decode_rows<F: ChunkScaled>(blocks: &[&[u8]; GROUP]) -> [[__m256i; GROUPS]; G
     let mut w = [[_mm256_setzero_si256(); GROUPS]; GROUP];
     for (wi, block) in w.iter_mut().zip(blocks) {
         // SAFETY: AVX2, FMA and F16C are enabled here (target_feature).
-        let sb = unsafe { F::decode(block) };
-        for (v, d) in wi.iter_mut().zip(sb.w) {
-            *v = if F::SIGNED {
-                _mm256_xor_si256(d, _mm256_set1_epi8(i8::MIN))
-            } else {
-                d
-            };
-        }
+        *wi = unsafe { F::decode_biased(block) }.w;
     }
     w
 }
