@@ -34,6 +34,15 @@ fn high_bits_32(block: &[u8], off: usize) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
+/// The fifth bits of two 32-weight blocks as one byte mask: bit `i` of the u32 at `b0[off..]`
+/// for element `i`, of `b1[off..]` for element `32 + i` (AVX-512 BW adds `0x10` under it, where
+/// AVX2 spreads the bits to bytes with a shuffle, a compare and two ands).
+#[inline(always)]
+fn fifth_bits_pair(b0: &[u8], b1: &[u8], off: usize) -> __mmask64 {
+    let word = |b: &[u8]| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]) as u64;
+    word(b0) | (word(b1) << 32)
+}
+
 impl Q8Format for Q4_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 18;
@@ -108,6 +117,13 @@ impl Q8Format for Q5_0 {
         let q = _mm256_add_epi8(q, _mm256_set1_epi8(112));
         Decoded { w: [q, q] }
     }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
+        // q − 16 + 128, the fifth bits added under their mask.
+        let low = _mm512_add_epi8(nibbles_pair_512(b0, b1, 6), _mm512_set1_epi8(112));
+        _mm512_mask_add_epi8(low, fifth_bits_pair(b0, b1, 2), low, _mm512_set1_epi8(16))
+    }
 }
 
 impl Q8Format for Q5_1 {
@@ -119,6 +135,12 @@ impl Q8Format for Q5_1 {
     unsafe fn decode(block: &[u8]) -> Decoded {
         let q = _mm256_or_si256(nibbles_32(load16(block, 8)), high_bits_32(block, 4));
         Decoded { w: [q, q] }
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
+        let low = nibbles_pair_512(b0, b1, 8);
+        _mm512_mask_add_epi8(low, fifth_bits_pair(b0, b1, 4), low, _mm512_set1_epi8(16))
     }
 }
 
