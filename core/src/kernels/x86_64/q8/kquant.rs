@@ -16,7 +16,9 @@
 //! The scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`):
 //! the same integer sums, added in another order.
 
-use super::{f16_at, for_row_tiles, hsum, load16, load32, load8, nibbles_32};
+use super::{
+    f16_at, for_row_tiles, hsum, join_i, load16, load32, load8, nibbles_32, nibbles_pair_512,
+};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
 use crate::quant::act_q8::{BlockQ8Act, QK8};
@@ -118,6 +120,34 @@ pub(crate) trait KQuant {
         }
         sb
     }
+
+    /// [`KQuant::decode_biased`] as four 512-bit vectors, groups `2p` and `2p + 1` in vector
+    /// `p`, for the AVX-512 tier's one-token path. This default joins the 256-bit groups;
+    /// formats whose group pairs come from one load or one table override it.
+    ///
+    /// # Safety
+    /// As [`KQuant::decode`], and the CPU has the AVX-512 tier's features.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
+        // SAFETY: this function's contract includes decode's.
+        let sb = unsafe { Self::decode_biased(block) };
+        let mut out = [_mm512_setzero_si512(); GROUPS / 2];
+        for (p, o) in out.iter_mut().enumerate() {
+            *o = join_i(sb.w[2 * p], sb.w[2 * p + 1]);
+        }
+        out
+    }
+}
+
+/// Groups `2p` and `2p + 1` of Q4_K/Q5_K: the low and the high nibbles of the 32 bytes at `off`,
+/// from one broadcast.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+#[inline]
+fn nibble_pair_512(block: &[u8], off: usize) -> __m512i {
+    let both = _mm512_broadcast_i64x4(load32(block, off));
+    let shifted = _mm512_srlv_epi64(both, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0));
+    _mm512_and_si512(shifted, _mm512_set1_epi8(0x0F))
 }
 
 /// [`KQuant::decode_biased`]'s bias for signed formats (0: plain [`KQuant::decode`]).
@@ -435,6 +465,15 @@ impl KQuant for Q4K {
     const BYTES: usize = 144;
     const SIGNED: bool = false;
     const MINS: Mins = Mins::PerGroup;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
+        let mut out = [_mm512_setzero_si512(); GROUPS / 2];
+        for (p, o) in out.iter_mut().enumerate() {
+            *o = nibble_pair_512(block, 16 + 32 * p);
+        }
+        out
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
@@ -455,6 +494,24 @@ impl KQuant for Q5K {
     const BYTES: usize = 176;
     const SIGNED: bool = false;
     const MINS: Mins = Mins::PerGroup;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
+        // Group g's fifth bit is bit g of the 32 qh bytes: bits 2p and 2p + 1 of their
+        // broadcast, tested into one byte mask.
+        let qh = _mm512_broadcast_i64x4(load32(block, 16));
+        let mut out = [_mm512_setzero_si512(); GROUPS / 2];
+        for (p, o) in out.iter_mut().enumerate() {
+            let low = nibble_pair_512(block, 48 + 32 * p);
+            let bits = join_i(
+                _mm256_set1_epi8((1u8 << (2 * p)) as i8),
+                _mm256_set1_epi8((1u8 << (2 * p + 1)) as i8),
+            );
+            let fifth = _mm512_test_epi8_mask(qh, bits);
+            *o = _mm512_mask_add_epi8(low, fifth, low, _mm512_set1_epi8(0x10));
+        }
+        out
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
@@ -515,6 +572,21 @@ impl KQuant for Iq4Xs {
     const BYTES: usize = 136;
     const SIGNED: bool = true;
     const MINS: Mins = Mins::None;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
+        // SAFETY: KVALUES is 16 readable bytes; loadu needs no alignment.
+        let table = unsafe { _mm_loadu_si128(KVALUES.as_ptr().cast()) };
+        // Biased entries (+128), in every 128-bit lane for `vpshufb`.
+        let table = _mm512_broadcast_i32x4(_mm_xor_si128(table, _mm_set1_epi8(i8::MIN)));
+        let mut out = [_mm512_setzero_si512(); GROUPS / 2];
+        for (p, o) in out.iter_mut().enumerate() {
+            // Groups 2p and 2p + 1: the 16 index bytes of each, IQ4_NL's nibble order.
+            let (g0, g1) = (&block[8 + 32 * p..], &block[24 + 32 * p..]);
+            *o = _mm512_shuffle_epi8(table, nibbles_pair_512(g0, g1, 0));
+        }
+        out
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {

@@ -30,7 +30,7 @@ use super::rows8::{
     sums_one_token_pair, transpose_quads, write_lanes, Acc, GROUP,
 };
 use super::segmented::{group_tile, join_ps, Scratch, Segment, Segmented, WIDE};
-use super::{join_i, BlockQ8Act, QK8};
+use super::{BlockQ8Act, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
 use crate::quant::gguf::QK_K;
@@ -327,7 +327,15 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
             prefetch(next, line * 64);
         }
         let blocks = blocks_of(rows, b, F::BYTES);
-        let w = decode_rows::<F>(&blocks);
+        // wide[p][i]: row i's chunks 2p and 2p + 1, biased where signed.
+        let mut wide = [[_mm512_setzero_si512(); GROUP]; GROUPS / 2];
+        for (i, block) in blocks.iter().enumerate() {
+            // SAFETY: this tier's features are enabled here (target_feature).
+            let pairs = unsafe { F::decode_biased_512(block) };
+            for (w, v) in wide.iter_mut().zip(pairs) {
+                w[i] = v;
+            }
+        }
         let scales = scales_of_rows::<F>(&blocks);
         // The sub-block scales and mins go in `quarter_sums`' layout instead of as row lanes.
         let lanes = row_lanes::<F>(&scales, false);
@@ -350,21 +358,18 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
         }
         for (p, [sub, min16]) in quarters.iter().enumerate() {
             let (g0, g1) = (2 * p, 2 * p + 1);
-            let mut wide = [_mm512_setzero_si512(); GROUP];
-            for (v, wi) in wide.iter_mut().zip(&w) {
-                *v = join_i(wi[g0], wi[g1]);
-            }
+            let wide = &wide[p];
             let (a0, a1) = (&x[b * GROUPS + g0], &x[b * GROUPS + g1]);
             let [d0, d1] = halves(lanes.d[p]);
             let [m0, m1] = halves(lanes.m[p]);
             if !F::SUB16 {
-                let [s0, s1] = sums_one_token_pair(&wide, a0, a1, F::SIGNED);
+                let [s0, s1] = sums_one_token_pair(wide, a0, a1, F::SIGNED);
                 accumulate(&mut acc, 0, s0, d0, mins.then_some(m0), a0);
                 accumulate(&mut acc, 1, s1, d1, mins.then_some(m1), a1);
                 continue;
             }
             let a = join_acts(a0, a1);
-            let [s0, s1] = sums_pair_sub16(&wide, a, sub, F::SIGNED);
+            let [s0, s1] = sums_pair_sub16(wide, a, sub, F::SIGNED);
             if mins16 {
                 let [n0, n1] = mins_pair16(a, min16);
                 accumulate_mins16(&mut acc, 0, [s0, n0], d0, m0, a0);
