@@ -533,6 +533,35 @@ impl KQuant for Q6K {
     const BYTES: usize = 210;
     const SIGNED: bool = true;
     const MINS: Mins = Mins::None;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
+        let mut out = [_mm512_setzero_si512(); GROUPS / 2];
+        for (p, o) in out.iter_mut().enumerate() {
+            // Groups 2p, 2p + 1 = 4n + k0, 4n + k0 + 1 (k0 even): the same nibble (k0 / 2) of
+            // ql bytes 64n .. and 64n + 32 .., bits 2k0 and 2k0 + 2 of the qh bytes 128 + 32n ...
+            let (n, k0) = (p / 2, 2 * (p % 2));
+            let ql = join_i(load32(block, 64 * n), load32(block, 64 * n + 32));
+            let low = _mm512_srl_epi16(ql, _mm_cvtsi32_si128(2 * k0 as i32));
+            let low = _mm512_and_si512(low, _mm512_set1_epi8(0x0F));
+            let qh = _mm512_broadcast_i64x4(load32(block, 128 + 32 * n));
+            let shifts = _mm512_set_epi64(
+                2 * k0 as i64 + 2,
+                2 * k0 as i64 + 2,
+                2 * k0 as i64 + 2,
+                2 * k0 as i64 + 2,
+                2 * k0 as i64,
+                2 * k0 as i64,
+                2 * k0 as i64,
+                2 * k0 as i64,
+            );
+            let high = _mm512_and_si512(_mm512_srlv_epi64(qh, shifts), _mm512_set1_epi8(3));
+            let q = _mm512_or_si512(low, _mm512_slli_epi16::<4>(high));
+            // q − 32 + 128.
+            *o = _mm512_add_epi8(q, _mm512_set1_epi8(96));
+        }
+        out
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
