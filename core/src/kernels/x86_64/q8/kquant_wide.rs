@@ -3,9 +3,9 @@
 //! formats ([`super::segmented`]), for every token count.
 //!
 //! A super-block is eight chunks of 32 weights, each aligned with one activation block. Each row's
-//! super-block is decoded by its AVX2 decoder ([`KQuant::decode`]), biased to unsigned where
-//! signed, and each chunk of the sixteen rows transposed into the segment as any 32-weight block
-//! is; so one token costs eight broadcasts and eight `vpdpbusd` per chunk for sixteen rows, where
+//! super-block is decoded by its AVX2 decoder in `vpdpbusd`'s biased form
+//! ([`KQuant::decode_biased`]), and each chunk of the sixteen rows transposed into the segment as
+//! any 32-weight block is; so one token costs eight broadcasts and eight `vpdpbusd` per chunk for sixteen rows, where
 //! the AVX2 kernel multiplies one row at a time. The scales ([`ChunkScales`]) become lanes:
 //!
 //! - Q4_K, Q5_K, IQ4_XS (a scale per 32 weights): chunk `g`'s float scale `d · sc_g` and min
@@ -18,12 +18,15 @@
 //!   mins' integer sum `Σ min · (half's Σa)` per chunk, scaled by `−dmin · d_a`.
 //!
 //! One token (decode) takes eight rows at a time instead, as `super::rows8` does for the 64-weight
-//! blocks: one 512-bit `vpdpbusd` per row and chunk pair, a reduction tree to one lane per row,
+//! blocks: each row's chunk pairs decoded as 512-bit vectors ([`KQuant::decode_biased_512`]), one
+//! 512-bit `vpdpbusd` per row and chunk pair, a reduction tree to one lane per row,
 //! and for 16-weight sub-blocks the integer scales multiplied in at the tree level where each
 //! lane holds one row's sum over 16 weights. The integer sum of every chunk is the same either
 //! way and the float arithmetic after it the same per lane, so outputs are bit-identical for any
 //! step size and row split.
 
+#[cfg(doc)]
+use super::kquant::KQuant;
 use super::kquant::{ChunkScaled, ChunkScales, Mins, GROUPS};
 use super::rows8::{
     accumulate, chunk_sums, join_acts, prefetch, prefetch_head, quarter_sums, rows_ahead, rows_of,

@@ -23,7 +23,7 @@ const TOKENS: usize = 4;
 /// 32-weight chunks of a row group decoded and transposed at once for a whole token tile:
 /// 16 KiB of transposed quads plus 4 KiB of scales and mins (and 4 KiB each of sub-block scales
 /// and mins), so the segment stays in L1 while every token of the tile reads it.
-pub(super) const SEGMENT_CHUNKS: usize = 32;
+const SEGMENT_CHUNKS: usize = 32;
 
 /// Per-token accumulators of one row group: two chains (even and odd chunks) of scaled sums and
 /// of min terms, as in [`super::rows8`].
@@ -187,17 +187,19 @@ fn sums(v: &[__m512i; GROUP], a: &BlockQ8Act, signed: bool) -> __m512i {
     }
 }
 
-/// [`sums`] for a chunk of two 16-weight sub-blocks with integer scales `sub` (lanes: rows) of
-/// signed, biased weights: `sub_lo · (Σ_lo w·a) + sub_hi · (Σ_hi w·a)`, exact in i32 (each half
-/// sum is below 2^19 in magnitude, each scale at most 2^7).
+/// A chunk's two 16-weight halves summed apart (quads 0–3 and 4–7, lanes: rows), each chain
+/// starting from its `init`, then multiplied by the halves' integer scales `sub` and added:
+/// `sub_lo · lo + sub_hi · hi`, exact in i32 (each half below 2^19 in magnitude, each scale at
+/// most 2^7).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn sums_sub16(v: &[__m512i; GROUP], a: &BlockQ8Act, sub: &[__m512i; 2]) -> __m512i {
+fn scaled_halves(
+    v: &[__m512i; GROUP],
+    a: &BlockQ8Act,
+    [mut lo, mut hi]: [__m512i; 2],
+    sub: &[__m512i; 2],
+) -> __m512i {
     let quad = |k: usize| _mm512_set1_epi32(act_quad(a, k));
-    // The bias of +128 comes back per half: each chain starts at −128 · (its Σa).
-    let lo_sum = half_sum(a);
-    let mut lo = _mm512_set1_epi32(-128 * lo_sum);
-    let mut hi = _mm512_set1_epi32(-128 * (a.sum - lo_sum));
     for k in 0..GROUP / 2 {
         lo = _mm512_dpbusd_epi32(lo, v[k], quad(k));
         hi = _mm512_dpbusd_epi32(hi, v[k + GROUP / 2], quad(k + GROUP / 2));
@@ -206,6 +208,20 @@ fn sums_sub16(v: &[__m512i; GROUP], a: &BlockQ8Act, sub: &[__m512i; 2]) -> __m51
         _mm512_mullo_epi32(lo, sub[0]),
         _mm512_mullo_epi32(hi, sub[1]),
     )
+}
+
+/// [`sums`] for a chunk of two 16-weight sub-blocks with integer scales `sub` (lanes: rows) of
+/// signed, biased weights: `sub_lo · (Σ_lo w·a) + sub_hi · (Σ_hi w·a)`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_sub16(v: &[__m512i; GROUP], a: &BlockQ8Act, sub: &[__m512i; 2]) -> __m512i {
+    // The bias of +128 comes back per half: each chain starts at −128 · (its Σa).
+    let lo_sum = half_sum(a);
+    let init = [
+        _mm512_set1_epi32(-128 * lo_sum),
+        _mm512_set1_epi32(-128 * (a.sum - lo_sum)),
+    ];
+    scaled_halves(v, a, init, sub)
 }
 
 /// [`sums`] for a chunk of two 16-weight sub-blocks with integer scales `sub` and mins `min16`
@@ -219,18 +235,9 @@ fn sums_mins16(
     sub: &[__m512i; 2],
     min16: &[__m512i; 2],
 ) -> [__m512i; 2] {
-    let quad = |k: usize| _mm512_set1_epi32(act_quad(a, k));
-    let mut lo = _mm512_setzero_si512();
-    let mut hi = _mm512_setzero_si512();
-    for k in 0..GROUP / 2 {
-        lo = _mm512_dpbusd_epi32(lo, v[k], quad(k));
-        hi = _mm512_dpbusd_epi32(hi, v[k + GROUP / 2], quad(k + GROUP / 2));
-    }
+    let zero = _mm512_setzero_si512();
+    let sums = scaled_halves(v, a, [zero, zero], sub);
     let lo_sum = half_sum(a);
-    let sums = _mm512_add_epi32(
-        _mm512_mullo_epi32(lo, sub[0]),
-        _mm512_mullo_epi32(hi, sub[1]),
-    );
     let mins = _mm512_add_epi32(
         _mm512_mullo_epi32(min16[0], _mm512_set1_epi32(lo_sum)),
         _mm512_mullo_epi32(min16[1], _mm512_set1_epi32(a.sum - lo_sum)),
@@ -241,7 +248,7 @@ fn sums_mins16(
 /// `Σ a.qs[0..16]` (the first sub-block's activations).
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn half_sum(a: &BlockQ8Act) -> i32 {
+fn half_sum(a: &BlockQ8Act) -> i32 {
     // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
     let v = unsafe { _mm_loadu_si128(a.qs.as_ptr().cast()) };
     // Biased to unsigned, the bytes' sums of absolute differences from 0 are their sums.
