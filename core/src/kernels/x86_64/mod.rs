@@ -32,7 +32,7 @@ unsafe fn matmul_f32_avx2(
 }
 
 /// An 8-bit matmul entry for format type `$fmt` on driver `$tier` (`lanes8`, the AVX2 default,
-/// `avx512`, or `kquant` / `kquant_wide` for the super-block formats on AVX2 / AVX-512).
+/// `avx512`, or `kquant_lanes8` / `kquant_wide` for the super-block formats on AVX2 / AVX-512).
 macro_rules! q8_entry {
     ($fmt:ty, $name:literal) => {
         q8_entry!(lanes8, $fmt, $name)
@@ -77,12 +77,12 @@ fn q8_matmul_entry(format: Format) -> Option<MatMulEntry> {
         Format::TQ2 => q8_entry!(q8::Tq2, "avx2_matmul_tq2_q8"),
         Format::TQ3 => q8_entry!(q8::Tq3, "avx2_matmul_tq3_q8"),
         Format::TQ4 => q8_entry!(q8::Tq4, "avx2_matmul_tq4_q8"),
-        Format::Q2_K => q8_entry!(kquant, q8::Q2K, "avx2_matmul_q2_k_q8"),
-        Format::Q3_K => q8_entry!(kquant, q8::Q3K, "avx2_matmul_q3_k_q8"),
-        Format::Q4_K => q8_entry!(kquant, q8::Q4K, "avx2_matmul_q4_k_q8"),
-        Format::Q5_K => q8_entry!(kquant, q8::Q5K, "avx2_matmul_q5_k_q8"),
-        Format::Q6_K => q8_entry!(kquant, q8::Q6K, "avx2_matmul_q6_k_q8"),
-        Format::IQ4_XS => q8_entry!(kquant, q8::Iq4Xs, "avx2_matmul_iq4_xs_q8"),
+        Format::Q2_K => q8_entry!(kquant_lanes8, q8::Q2K, "avx2_matmul_q2_k_q8"),
+        Format::Q3_K => q8_entry!(kquant_lanes8, q8::Q3K, "avx2_matmul_q3_k_q8"),
+        Format::Q4_K => q8_entry!(kquant_lanes8, q8::Q4K, "avx2_matmul_q4_k_q8"),
+        Format::Q5_K => q8_entry!(kquant_lanes8, q8::Q5K, "avx2_matmul_q5_k_q8"),
+        Format::Q6_K => q8_entry!(kquant_lanes8, q8::Q6K, "avx2_matmul_q6_k_q8"),
+        Format::IQ4_XS => q8_entry!(kquant_lanes8, q8::Iq4Xs, "avx2_matmul_iq4_xs_q8"),
         // Floats keep f32 activations.
         Format::F32 | Format::F16 | Format::BF16 => return None,
     })
@@ -104,11 +104,9 @@ pub(crate) fn install_avx2(table: &mut KernelTable, features: &CpuFeatures) {
             true,
         );
         if let Some(mut entry) = q8_matmul_entry(f) {
-            if f.block_elems() <= 64 {
-                // The eight-row driver (`q8::lanes8`): splits on multiples of 8 leave no lane
-                // of a group idle.
-                entry.row_multiple = q8::lanes8::GROUP;
-            }
+            // The eight-row drivers (`q8::lanes8`, `q8::kquant_lanes8`): splits on multiples of
+            // 8 leave no lane of a group idle.
+            entry.row_multiple = q8::lanes8::GROUP;
             table.set_matmul(f, entry, true);
         }
         if crate::quant::vspec::q8_0_expansion(f).is_some() {

@@ -39,7 +39,7 @@ const OFF_D: usize = 108;
 const _: () = assert!(OFF_QS + QK_K / 4 == OFF_SCALES && OFF_D + 2 == BLOCK_BYTES);
 
 /// The sixteen 6-bit scales, unbiased (-32..=31).
-pub(crate) fn unpack_scales(p: &[u8]) -> [i32; 16] {
+fn unpack_scales(p: &[u8]) -> [i32; 16] {
     core::array::from_fn(|s| {
         let low = if s < 8 { p[s] & 0x0F } else { p[s - 8] >> 4 };
         let high = (p[8 + s % 4] >> (2 * (s / 4))) & 3;

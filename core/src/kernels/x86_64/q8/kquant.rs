@@ -1,31 +1,20 @@
 //! ggml's 256-weight super-block formats Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS (layouts in
-//! `crate::quant::gguf`) on 8-bit activations.
+//! `crate::quant::gguf`): their AVX2 decoders and scales for the 8-bit matmul drivers
+//! (`super::kquant_lanes8` on the AVX2 tier, `super::kquant_wide` on AVX-512).
 //!
-//! A super-block is decoded once into eight groups of 32 weights, each aligned with one
-//! activation block: the weights as bytes, and the integer scale (and min) of each weight as
-//! 16-bit lanes. Sub-blocks of 16 or 32 weights both fall on the 16-bit lanes `vpmaddubsw`
-//! leaves (lane `j` holds weights `2j`, `2j + 1`), so `vpmaddwd` with the scales instead of ones
-//! multiplies each pair sum by its sub-block's scale while adding neighbours: per group and token
-//! one `vpmaddubsw`, one `vpmaddwd`, one convert and one FMA with `d · d_a`, as for the 32-weight
-//! formats. The mins of Q4_K/Q5_K cover whole groups and use the activation block's sum; Q2_K's
-//! cover 16 weights and take a second `vpmaddubsw`/`vpmaddwd` on the activations (their pair sums
-//! times the mins) and an FMA with `−dmin · d_a`.
-//!
-//! The per-output sequence is the same for any token blocking and row split
-//! ([`super::for_row_tiles`]), so results are bit-identical for any thread count and step size.
-//! The scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`):
-//! the same integer sums, added in another order.
+//! A super-block is decoded into eight groups of 32 weights ([`SuperBlock`]), each aligned with
+//! one activation block: signed weights, unsigned quants, or signed weights in a form a driver
+//! multiplies faster ([`KQuant::decode_offset`]: the stored unsigned quants; `decode_biased`:
+//! `vpdpbusd`'s `w + 128`). Its scales and mins come apart from the weights ([`ChunkScales`]:
+//! a scale (and min) per group or per 16 weights and the super-block's `d`, `dmin`), which the
+//! drivers turn into one lane per row. The scalar references are the formats' `dot_q8`
+//! (`crate::quant::gguf::dot_q8_superblock`): the same integer sums, added in another order.
 
-use super::{
-    f16_at, for_row_tiles, hsum, join_i, load16, load32, load8, nibbles_32, nibbles_pair_512,
-};
-use crate::kernels::SharedOut;
-use crate::model::WeightView;
-use crate::quant::act_q8::{BlockQ8Act, QK8};
+use super::{f16_at, join_i, load16, load32, nibbles_32, nibbles_pair_512};
+use crate::quant::act_q8::QK8;
 use crate::quant::gguf::iq4_nl::KVALUES;
 use crate::quant::gguf::QK_K;
 use core::arch::x86_64::*;
-use core::ops::Range;
 
 /// Groups of 32 weights (one activation block each) per super-block.
 pub(crate) const GROUPS: usize = QK_K / QK8;
@@ -48,39 +37,24 @@ pub(crate) struct Iq4Xs;
 pub(crate) enum Mins {
     /// No mins (signed quants).
     None,
-    /// One min per group of 32: `group_mins[g] · d_a · Σ q_a`.
+    /// One min per group of 32 (`−dmin · m_g · d_a · Σa`).
     PerGroup,
-    /// One min per 16 weights: `−dmin · d_a · Σ m · q_a`, from `lane_mins`.
+    /// One min per 16 weights (`−dmin · d_a · Σ m · a`).
     PerLane,
 }
 
-/// One super-block decoded for the 8-bit matmul.
+/// One super-block's weights decoded for the 8-bit matmul (its scales are [`ChunkScales`]).
 pub(crate) struct SuperBlock {
     /// Group `g` (weights `32g .. 32g + 32`) as bytes: signed weights, or unsigned quants.
     pub w: [__m256i; GROUPS],
-    /// The integer scale of each 16-bit pair lane of group `g`.
-    pub scales: [__m256i; GROUPS],
-    /// The integer min of each pair lane ([`Mins::PerLane`] only).
-    pub lane_mins: [__m256i; GROUPS],
-    /// `−dmin · m` of group `g` ([`Mins::PerGroup`] only).
-    pub group_mins: [f32; GROUPS],
-    /// Super-scale of the scales.
-    pub d: f32,
-    /// `−dmin` ([`Mins::PerLane`] only).
-    pub neg_dmin: f32,
 }
 
 impl SuperBlock {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn new(d: f32) -> SuperBlock {
+    fn new() -> SuperBlock {
         SuperBlock {
             w: [_mm256_setzero_si256(); GROUPS],
-            scales: [_mm256_setzero_si256(); GROUPS],
-            lane_mins: [_mm256_setzero_si256(); GROUPS],
-            group_mins: [0.0; GROUPS],
-            d,
-            neg_dmin: 0.0,
         }
     }
 }
@@ -94,12 +68,26 @@ pub(crate) trait KQuant {
     const SIGNED: bool;
     /// Where the min term comes from.
     const MINS: Mins;
+    /// For signed formats whose quants are stored unsigned: the offset they are stored with
+    /// (`w = q − OFFSET`), which [`KQuant::decode_offset`] leaves in, so that they multiply as
+    /// unsigned bytes and `OFFSET · Σa` is taken back per sub-block (0: none).
+    const OFFSET: i32 = 0;
 
     /// Decodes one super-block (`block.len() == BYTES`).
     ///
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
     unsafe fn decode(block: &[u8]) -> SuperBlock;
+
+    /// [`KQuant::decode`] with [`KQuant::OFFSET`] added to every weight (the stored quants).
+    ///
+    /// # Safety
+    /// As [`KQuant::decode`].
+    #[inline(always)]
+    unsafe fn decode_offset(block: &[u8]) -> SuperBlock {
+        // SAFETY: this function's contract is decode's.
+        unsafe { Self::decode(block) }
+    }
 
     /// [`KQuant::decode`] with signed weights in `vpdpbusd`'s unsigned form (`w + 128` as a
     /// byte; unsigned quants unchanged). This default adds the bias after decoding; decoders
@@ -283,16 +271,42 @@ impl ChunkScaled for Q2K {
     }
 }
 
+/// Q3_K's sixteen 6-bit scales, unbiased (−32..=31), from their 12 packed bytes: four at a time
+/// in u32 words (low nibbles from bytes 0..8, high 2 bits from bytes 8..12), as
+/// `crate::quant::gguf::q3_k::unpack_scales` reads them one at a time (called per row and
+/// super-block, that loop cost a third of a one-token matmul).
+#[inline(always)]
+fn q3k_scales(p: &[u8]) -> [i8; 16] {
+    const LOW: u32 = 0x0F0F_0F0F;
+    const HIGH: u32 = 0x0303_0303;
+    let word = |k: usize| u32::from_le_bytes([p[4 * k], p[4 * k + 1], p[4 * k + 2], p[4 * k + 3]]);
+    let (a0, a1, high) = (word(0), word(1), word(2));
+    let unsigned = [
+        (a0 & LOW) | ((high & HIGH) << 4),
+        (a1 & LOW) | (((high >> 2) & HIGH) << 4),
+        ((a0 >> 4) & LOW) | (((high >> 4) & HIGH) << 4),
+        ((a1 >> 4) & LOW) | (((high >> 6) & HIGH) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (k, u) in unsigned.into_iter().enumerate() {
+        // Bytewise `v − 32` for v < 64: with bit 7 set first no byte borrows from the next.
+        let signed = ((u | 0x8080_8080) - 0x2020_2020) ^ 0x8080_8080;
+        for (o, b) in out[4 * k..4 * k + 4].iter_mut().zip(signed.to_le_bytes()) {
+            *o = b as i8;
+        }
+    }
+    out
+}
+
 impl ChunkScaled for Q3K {
     const SUB16: bool = true;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        let sub = crate::quant::gguf::q3_k::unpack_scales(&block[96..108]);
         ChunkScales {
             d: f16_at(block, 108),
             neg_dmin: 0.0,
-            scales: sub.map(|s| s as i8),
+            scales: q3k_scales(&block[96..108]),
             mins: [0; 16],
         }
     }
@@ -303,12 +317,14 @@ impl ChunkScaled for Q6K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&block[192..208]);
+        let mut scales = [0i8; 16];
+        for (s, &b) in scales.iter_mut().zip(&block[192..208]) {
+            *s = b as i8;
+        }
         ChunkScales {
             d: f16_at(block, 208),
             neg_dmin: 0.0,
-            scales: bytes.map(|b| b as i8),
+            scales,
             mins: [0; 16],
         }
     }
@@ -329,32 +345,6 @@ fn plane_bit(plane: __m256i, bit: usize, value: i8) -> __m256i {
     let m = _mm256_set1_epi8((1u8 << bit) as i8);
     let set = _mm256_cmpeq_epi8(_mm256_and_si256(plane, m), m);
     _mm256_and_si256(set, _mm256_set1_epi8(value))
-}
-
-/// Byte `lo` of `v` widened into pair lanes 0..8 (weights 0..16 of a group), byte `hi` into
-/// lanes 8..16; sign-extended if `signed`. `v` holds the same 16 bytes in both halves.
-///
-/// One shuffle moves each byte into the high half of its 16-bit lane (the low half's index has
-/// its top bit set, which zeroes it) and one shift brings it down; with the group loop unrolled
-/// the index is a constant.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn byte_lanes(v: __m256i, lo: usize, hi: usize, signed: bool) -> __m256i {
-    let word = |i: usize| ((i << 8) | 0x80) as i16;
-    let idx = _mm256_set_m128i(_mm_set1_epi16(word(hi)), _mm_set1_epi16(word(lo)));
-    let high = _mm256_shuffle_epi8(v, idx);
-    if signed {
-        _mm256_srai_epi16::<8>(high)
-    } else {
-        _mm256_srli_epi16::<8>(high)
-    }
-}
-
-/// 16 bytes in both halves of a 256-bit register.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn both_halves(v: __m128i) -> __m256i {
-    _mm256_broadcastsi128_si256(v)
 }
 
 /// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins (`scale_min_k4`) as the bytes of two
@@ -385,17 +375,11 @@ impl KQuant for Q2K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
-        let mut sb = SuperBlock::new(f16_at(block, 80));
-        sb.neg_dmin = -f16_at(block, 82);
-        let packed = both_halves(load16(block, 0));
-        let scales = _mm256_and_si256(packed, _mm256_set1_epi8(0x0F));
-        let mins = field(packed, 4, 0x0F);
+        let mut sb = SuperBlock::new();
         for g in 0..GROUPS {
             // Group g: bits 2(g % 4).. of the 32 bytes of half g / 4; sub-blocks 2g, 2g + 1.
             let qs = load32(block, 16 + 32 * (g / 4));
             sb.w[g] = field(qs, 2 * (g % 4) as i32, 3);
-            sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, false);
-            sb.lane_mins[g] = byte_lanes(mins, 2 * g, 2 * g + 1, false);
         }
         sb
     }
@@ -405,6 +389,12 @@ impl KQuant for Q3K {
     const BYTES: usize = 110;
     const SIGNED: bool = true;
     const MINS: Mins = Mins::None;
+    const OFFSET: i32 = 4;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_offset(block: &[u8]) -> SuperBlock {
+        q3k_decode::<4>(block)
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
@@ -421,22 +411,7 @@ impl KQuant for Q3K {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q3k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
-    let mut sb = SuperBlock::new(f16_at(block, 108));
-    // The sixteen 6-bit scales: low 4 bits from the nibbles of bytes 96..104 (low nibbles
-    // for sub-blocks 0..8), high 2 bits of sub-block s from bits 2(s / 4).. of byte
-    // 104 + s % 4, which is byte s % 4 of 32-bit lane s / 4 after broadcasting bytes
-    // 104..108 and shifting lane j right by 2j. Stored biased by 32.
-    let low = load8(block, 96);
-    let nib = _mm_set1_epi8(0x0F);
-    let low = _mm_unpacklo_epi64(
-        _mm_and_si128(low, nib),
-        _mm_and_si128(_mm_srli_epi16::<4>(low), nib),
-    );
-    let top = u32::from_le_bytes([block[104], block[105], block[106], block[107]]);
-    let top = _mm_srlv_epi32(_mm_set1_epi32(top as i32), _mm_setr_epi32(0, 2, 4, 6));
-    let top = _mm_slli_epi16::<4>(_mm_and_si128(top, _mm_set1_epi8(3)));
-    let scales = _mm_sub_epi8(_mm_or_si128(low, top), _mm_set1_epi8(32));
-    let scales = both_halves(scales);
+    let mut sb = SuperBlock::new();
     let hmask = load32(block, 0);
     for g in 0..GROUPS {
         // Low bits as in Q2_K (at byte 32); the high bit is bit g of the hmask bytes, and
@@ -444,21 +419,8 @@ fn q3k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
         let low = field(load32(block, 32 + 32 * (g / 4)), 2 * (g % 4) as i32, 3);
         let q = _mm256_or_si256(low, plane_bit(hmask, g, 4));
         sb.w[g] = _mm256_add_epi8(q, _mm256_set1_epi8((B - 4) as i8));
-        sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
     }
     sb
-}
-
-/// Q4_K/Q5_K's scales as bytes 0..8 (both halves), and `−dmin · m` of each group into `mins`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn k4_scales(block: &[u8], dmin: f32, mins: &mut [f32; GROUPS]) -> __m256i {
-    let (scales, m) = scales_mins_k4(&block[4..16]);
-    let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)));
-    let m = _mm256_mul_ps(m, _mm256_set1_ps(-dmin));
-    // SAFETY: `mins` is 8 writable f32; storeu needs no alignment.
-    unsafe { _mm256_storeu_ps(mins.as_mut_ptr(), m) };
-    both_halves(_mm_cvtsi64_si128(scales as i64))
 }
 
 impl KQuant for Q4K {
@@ -477,14 +439,11 @@ impl KQuant for Q4K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
-        let mut sb = SuperBlock::new(f16_at(block, 0));
-        let dmin = f16_at(block, 2);
-        let scales = k4_scales(block, dmin, &mut sb.group_mins);
+        let mut sb = SuperBlock::new();
         for g in 0..GROUPS {
             // Group g: the low (g even) or high nibbles of the 32 bytes of column g / 2.
             let qs = load32(block, 16 + 32 * (g / 2));
             sb.w[g] = field(qs, 4 * (g % 2) as i32, 0x0F);
-            sb.scales[g] = byte_lanes(scales, g, g, false);
         }
         sb
     }
@@ -515,15 +474,12 @@ impl KQuant for Q5K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn decode(block: &[u8]) -> SuperBlock {
-        let mut sb = SuperBlock::new(f16_at(block, 0));
-        let dmin = f16_at(block, 2);
-        let scales = k4_scales(block, dmin, &mut sb.group_mins);
+        let mut sb = SuperBlock::new();
         let qh = load32(block, 16);
         for g in 0..GROUPS {
             // Q4_K's nibbles (at byte 48) plus bit g of the qh bytes as the fifth bit.
             let low = field(load32(block, 48 + 32 * (g / 2)), 4 * (g % 2) as i32, 0x0F);
             sb.w[g] = _mm256_or_si256(low, plane_bit(qh, g, 0x10));
-            sb.scales[g] = byte_lanes(scales, g, g, false);
         }
         sb
     }
@@ -533,6 +489,12 @@ impl KQuant for Q6K {
     const BYTES: usize = 210;
     const SIGNED: bool = true;
     const MINS: Mins = Mins::None;
+    const OFFSET: i32 = 32;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_offset(block: &[u8]) -> SuperBlock {
+        q6k_decode::<32>(block)
+    }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
@@ -578,8 +540,7 @@ impl KQuant for Q6K {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q6k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
-    let mut sb = SuperBlock::new(f16_at(block, 208));
-    let scales = both_halves(load16(block, 192));
+    let mut sb = SuperBlock::new();
     for g in 0..GROUPS {
         // Group g = 4n + k: nibble k / 2 of ql bytes 64n + 32(k % 2) .., bits 2k.. of qh
         // bytes 128 + 32n .. as bits 4..6; quant − 32.
@@ -592,7 +553,6 @@ fn q6k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
         let high = field(load32(block, 128 + 32 * n), 2 * k as i32, 3);
         let q = _mm256_or_si256(low, _mm256_slli_epi16::<4>(high));
         sb.w[g] = _mm256_add_epi8(q, _mm256_set1_epi8((B - 32) as i8));
-        sb.scales[g] = byte_lanes(scales, 2 * g, 2 * g + 1, true);
     }
     sb
 }
@@ -632,8 +592,7 @@ impl KQuant for Iq4Xs {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn iq4xs_decode<const B: i32>(block: &[u8]) -> SuperBlock {
-    let mut sb = SuperBlock::new(f16_at(block, 0));
-    let scales_h = u16::from_le_bytes([block[2], block[3]]);
+    let mut sb = SuperBlock::new();
     // SAFETY: KVALUES is 16 readable bytes; loadu needs no alignment.
     let table = unsafe { _mm_loadu_si128(KVALUES.as_ptr().cast()) };
     // `+ B` on every entry (a xor for 128).
@@ -643,87 +602,6 @@ fn iq4xs_decode<const B: i32>(block: &[u8]) -> SuperBlock {
         // Group g = sub-block g: IQ4_NL's nibble order in bytes 8 + 16g .., then the codebook.
         let idx = nibbles_32(load16(block, 8 + 16 * g));
         sb.w[g] = _mm256_shuffle_epi8(table, idx);
-        let low = (block[4 + g / 2] >> (4 * (g % 2))) & 0x0F;
-        let high = ((scales_h >> (2 * g)) & 3) as u8;
-        sb.scales[g] = _mm256_set1_epi16((low | (high << 4)) as i16 - 32);
     }
     sb
-}
-
-/// Eight i32 partial sums of `scale · w · a` over 32 lanes.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn scaled_dot32(w: __m256i, a: __m256i, scales: __m256i, signed: bool) -> __m256i {
-    let p = if signed {
-        // As in the 32-weight formats: |w| ≤ 128 and |a| ≤ 127, so no pair saturates.
-        _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
-    } else {
-        _mm256_maddubs_epi16(w, a)
-    };
-    // |pair| ≤ 32512 and |scale| ≤ 128: each i32 sum stays below 2^23.
-    _mm256_madd_epi16(p, scales)
-}
-
-/// Outputs of row `r` for tokens `t0 .. t0 + N`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn row_tokens<F: KQuant, const N: usize>(
-    row: &[u8],
-    x: &[BlockQ8Act],
-    acts_per_token: usize,
-    t0: usize,
-) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut mins = [0f32; N];
-    for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
-        // SAFETY: this function only runs with AVX2, FMA and F16C enabled (target_feature).
-        let sb = unsafe { F::decode(block) };
-        for g in 0..GROUPS {
-            for t in 0..N {
-                let a = &x[(t0 + t) * acts_per_token + b * GROUPS + g];
-                // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
-                let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                let s = scaled_dot32(sb.w[g], av, sb.scales[g], F::SIGNED);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(sb.d * a.d), _mm256_cvtepi32_ps(s), acc[t]);
-                match F::MINS {
-                    Mins::None => {}
-                    Mins::PerGroup => mins[t] += sb.group_mins[g] * a.d * a.sum as f32,
-                    Mins::PerLane => {
-                        let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), av);
-                        let m = _mm256_madd_epi16(pairs, sb.lane_mins[g]);
-                        let dm = _mm256_set1_ps(sb.neg_dmin * a.d);
-                        acc[t] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(m), acc[t]);
-                    }
-                }
-            }
-        }
-    }
-    core::array::from_fn(|t| hsum(acc[t]) + mins[t])
-}
-
-/// The 8-bit matmul for super-block format `F` over rows `rows`.
-///
-/// # Safety
-/// The CPU supports AVX2, FMA and F16C; no other thread touches rows `rows` of `out`; `x` holds
-/// `tokens × w.cols / 32` blocks and `w.cols` is a multiple of 256.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn matmul<F: KQuant>(
-    w: &WeightView<'_>,
-    x: &[BlockQ8Act],
-    tokens: usize,
-    rows: Range<usize>,
-    out: &SharedOut<'_>,
-) {
-    let acts_per_token = w.cols / QK8;
-    // SAFETY: rows `rows` of `out` belong to this call (its own contract, passed on).
-    unsafe {
-        for_row_tiles(
-            w,
-            tokens,
-            rows,
-            out,
-            |row, t0| row_tokens::<F, 4>(row, x, acts_per_token, t0),
-            |row, t0| row_tokens::<F, 1>(row, x, acts_per_token, t0)[0],
-        )
-    }
 }

@@ -29,8 +29,8 @@
 use super::kquant::KQuant;
 use super::kquant::{ChunkScaled, ChunkScales, Mins, GROUPS};
 use super::rows8::{
-    accumulate, chunk_sums, join_acts, prefetch, prefetch_head, quarter_sums, rows_ahead, rows_of,
-    sums_one_token_pair, transpose_quads, write_lanes, Acc, GROUP,
+    accumulate, accumulate_mins16, chunk_sums, join_acts, prefetch, prefetch_head, quarter_sums,
+    rows_ahead, rows_of, sums_one_token_pair, transpose_quads, write_lanes, Acc, GROUP,
 };
 use super::segmented::{group_tile, join_ps, Scratch, Segment, Segmented, WIDE};
 use super::{BlockQ8Act, QK8};
@@ -391,7 +391,7 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
 
 /// Block `b` of each of the rows.
 #[inline(always)]
-fn blocks_of<'a>(rows: &[&'a [u8]; GROUP], b: usize, bytes: usize) -> [&'a [u8]; GROUP] {
+pub(super) fn blocks_of<'a>(rows: &[&'a [u8]; GROUP], b: usize, bytes: usize) -> [&'a [u8]; GROUP] {
     let mut blocks: [&[u8]; GROUP] = [&[]; GROUP];
     for (block, row) in blocks.iter_mut().zip(rows) {
         *block = &row[b * bytes..(b + 1) * bytes];
@@ -474,30 +474,6 @@ fn mins_pair16(a: __m512i, mins: &[__m512i; 2]) -> [__m256i; 2] {
         _mm512_mullo_epi32(mins[1], sums),
     );
     [_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)]
-}
-
-/// `segmented`'s `accumulate_mins16` on eight lanes.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn accumulate_mins16(
-    acc: &mut Acc,
-    chain: usize,
-    [sums, mins]: [__m256i; 2],
-    d: __m256,
-    neg_dmin: __m256,
-    a: &BlockQ8Act,
-) {
-    let da = _mm256_set1_ps(a.d);
-    acc.sum[chain] = _mm256_fmadd_ps(
-        _mm256_cvtepi32_ps(sums),
-        _mm256_mul_ps(d, da),
-        acc.sum[chain],
-    );
-    acc.min[chain] = _mm256_fmadd_ps(
-        _mm256_cvtepi32_ps(mins),
-        _mm256_mul_ps(neg_dmin, da),
-        acc.min[chain],
-    );
 }
 
 /// The integer sums of a chunk pair (activations `a`) for eight rows with 16-weight sub-blocks

@@ -102,7 +102,7 @@ fn decode_group_block<F: Q8Format>(
 /// the quants themselves for unsigned ones).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn dot4(w_mag: __m256i, w: __m256i, a: __m256i, signed: bool) -> __m256i {
+pub(super) fn dot4(w_mag: __m256i, w: __m256i, a: __m256i, signed: bool) -> __m256i {
     let a = if signed { _mm256_sign_epi8(a, w) } else { a };
     _mm256_madd_epi16(_mm256_maddubs_epi16(w_mag, a), _mm256_set1_epi16(1))
 }
@@ -111,7 +111,7 @@ fn dot4(w_mag: __m256i, w: __m256i, a: __m256i, signed: bool) -> __m256i {
 /// the vectors themselves for unsigned ones.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn magnitudes(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
+pub(super) fn magnitudes(w: &[__m256i; GROUP], signed: bool) -> [__m256i; GROUP] {
     core::array::from_fn(|i| if signed { _mm256_abs_epi8(w[i]) } else { w[i] })
 }
 
@@ -149,7 +149,7 @@ fn sums_transposed(
 /// The lanes of one token's accumulators as outputs.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn finish(a: &Acc) -> __m256 {
+pub(super) fn finish(a: &Acc) -> __m256 {
     _mm256_add_ps(
         _mm256_add_ps(a.sum[0], a.sum[1]),
         _mm256_add_ps(a.min[0], a.min[1]),

@@ -15,6 +15,7 @@
 mod affine;
 mod codebook;
 pub(crate) mod kquant;
+pub(crate) mod kquant_lanes8;
 pub(crate) mod kquant_wide;
 pub(crate) mod lanes8;
 mod legacy;
@@ -22,11 +23,8 @@ pub(crate) mod rows8;
 mod segmented;
 mod trellis;
 
-use crate::kernels::SharedOut;
-use crate::model::WeightView;
 use crate::quant::act_q8::{BlockQ8Act, QK8};
 use core::arch::x86_64::*;
-use core::ops::Range;
 
 pub(crate) use affine::{Vq2, Vq3, Vq4};
 pub(crate) use codebook::{Iq4Nl, Nq3};
@@ -213,50 +211,7 @@ pub(crate) fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// The order every row-at-a-time 8-bit driver computes its outputs in: tokens in tiles whose
-/// activation blocks stay in L2 while every row of the range passes over them (a 512-token
-/// prefill would otherwise stream all activations once per row), then within a tile each row
-/// four tokens at a time (`four(row, t0)`: tokens `t0 .. t0 + 4`), the rest one at a time.
-///
-/// # Safety
-/// No other thread touches rows `rows` of `out` (for any token).
-#[inline(always)]
-pub(super) unsafe fn for_row_tiles(
-    w: &WeightView<'_>,
-    tokens: usize,
-    rows: Range<usize>,
-    out: &SharedOut<'_>,
-    mut four: impl FnMut(&[u8], usize) -> [f32; 4],
-    mut one: impl FnMut(&[u8], usize) -> f32,
-) {
-    let n = w.rows;
-    let mut tile = 0;
-    while tile < tokens {
-        let tile_end = (tile + TOKEN_TILE).min(tokens);
-        for r in rows.clone() {
-            let row = w.row(r);
-            let mut t0 = tile;
-            while t0 + 4 <= tile_end {
-                for (t, v) in four(row, t0).into_iter().enumerate() {
-                    // SAFETY: element (t0 + t, r) belongs to this call (caller's contract).
-                    unsafe { out.write((t0 + t) * n + r, v) };
-                }
-                t0 += 4;
-            }
-            while t0 < tile_end {
-                // SAFETY: as above.
-                unsafe { out.write(t0 * n + r, one(row, t0)) };
-                t0 += 1;
-            }
-        }
-        tile = tile_end;
-    }
-}
-
 pub(crate) use rows8 as avx512;
-
-/// Tokens whose activations one pass over the rows reuses.
-const TOKEN_TILE: usize = 32;
 
 /// Rounds like `libm::roundf` (half away from zero), exactly, for `|v| < 2^23`.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -360,6 +315,15 @@ fn quantize8(x: &[f32], out: &mut [BlockQ8Act]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) fn sum_lanes8_i32(p: &[__m256i; 8]) -> __m256i {
+    let [low, high] = sum_lanes8_halves(p);
+    _mm256_add_epi32(low, high)
+}
+
+/// Lane `j` of the first vector is the sum of `p[j]`'s lanes 0–3, of the second its lanes 4–7
+/// (exact: integers).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn sum_lanes8_halves(p: &[__m256i; 8]) -> [__m256i; 2] {
     // Pairwise sums within 128-bit lanes: after two rounds, the low half of `s0123` holds
     // vectors 0–3's sums over lanes 0–3 and its high half their sums over lanes 4–7.
     let s01 = _mm256_hadd_epi32(p[0], p[1]);
@@ -368,10 +332,10 @@ pub(super) fn sum_lanes8_i32(p: &[__m256i; 8]) -> __m256i {
     let s67 = _mm256_hadd_epi32(p[6], p[7]);
     let s0123 = _mm256_hadd_epi32(s01, s23);
     let s4567 = _mm256_hadd_epi32(s45, s67);
-    _mm256_add_epi32(
+    [
         _mm256_permute2x128_si256::<0x20>(s0123, s4567),
         _mm256_permute2x128_si256::<0x31>(s0123, s4567),
-    )
+    ]
 }
 
 /// Like `vhaddps` with max: per 128-bit half, (max(a0, a1), max(a2, a3), max(b0, b1),

@@ -234,6 +234,32 @@ pub(super) fn accumulate(
     }
 }
 
+/// [`accumulate`] for mins per 16 weights (ggml Q2_K): the min term from the chunk's integer
+/// min sum `mins` (`Σ min · (half's Σa)`) times `neg_dmin · d_a` (`segmented`'s
+/// `accumulate_mins16` on eight lanes).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn accumulate_mins16(
+    acc: &mut Acc,
+    chain: usize,
+    [sums, mins]: [__m256i; 2],
+    d: __m256,
+    neg_dmin: __m256,
+    a: &BlockQ8Act,
+) {
+    let da = _mm256_set1_ps(a.d);
+    acc.sum[chain] = _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(sums),
+        _mm256_mul_ps(d, da),
+        acc.sum[chain],
+    );
+    acc.min[chain] = _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(mins),
+        _mm256_mul_ps(neg_dmin, da),
+        acc.min[chain],
+    );
+}
+
 /// Outputs of eight rows (`rows[i]`, lane `i`) for tokens `t0 .. t0 + N`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]

@@ -248,7 +248,7 @@ fn sums_mins16(
 /// `Σ a.qs[0..16]` (the first sub-block's activations).
 #[target_feature(enable = "avx2")]
 #[inline]
-fn half_sum(a: &BlockQ8Act) -> i32 {
+pub(super) fn half_sum(a: &BlockQ8Act) -> i32 {
     // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
     let v = unsafe { _mm_loadu_si128(a.qs.as_ptr().cast()) };
     // Biased to unsigned, the bytes' sums of absolute differences from 0 are their sums.
