@@ -5,12 +5,13 @@
 //! A super-block is decoded into eight groups of 32 weights ([`SuperBlock`]), each aligned with
 //! one activation block: signed weights, unsigned quants, or signed weights in a form a driver
 //! multiplies faster ([`KQuant::decode_offset`]: the stored unsigned quants; `decode_biased`:
-//! `vpdpbusd`'s `w + 128`). Its scales and mins come apart from the weights ([`ChunkScales`]:
-//! a scale (and min) per group or per 16 weights and the super-block's `d`, `dmin`), which the
-//! drivers turn into one lane per row. The scalar references are the formats' `dot_q8`
+//! `vpdpbusd`'s `w + 128`). Its scales and mins come apart from the weights, eight rows' at a
+//! time with a row per lane ([`ScaleLanes`]: a scale (and min) per group or per 16 weights and
+//! the super-blocks' `d`, `−dmin`), cut out of the packed bytes of all eight rows at once. The scalar references are the formats' `dot_q8`
 //! (`crate::quant::gguf::dot_q8_superblock`): the same integer sums, added in another order.
 
-use super::{f16_at, join_i, load16, load32, nibbles_32, nibbles_pair_512};
+use super::rows8::GROUP;
+use super::{join_i, load16, load32, nibbles_32, nibbles_pair_512};
 use crate::quant::act_q8::QK8;
 use crate::quant::gguf::iq4_nl::KVALUES;
 use crate::quant::gguf::QK_K;
@@ -43,7 +44,7 @@ pub(crate) enum Mins {
     PerLane,
 }
 
-/// One super-block's weights decoded for the 8-bit matmul (its scales are [`ChunkScales`]).
+/// One super-block's weights decoded for the 8-bit matmul (its scales are [`ScaleLanes`]).
 pub(crate) struct SuperBlock {
     /// Group `g` (weights `32g .. 32g + 32`) as bytes: signed weights, or unsigned quants.
     pub w: [__m256i; GROUPS],
@@ -141,62 +142,131 @@ fn nibble_pair_512(block: &[u8], off: usize) -> __m512i {
 /// [`KQuant::decode_biased`]'s bias for signed formats (0: plain [`KQuant::decode`]).
 const BIAS: i32 = 128;
 
-/// A super-block's scales as the AVX-512 tier's row-lane driver (`super::kquant_wide`) applies
-/// them: chunk `g`'s integer sum is scaled by `d · scales[g]` and its min is
-/// `−dmin · mins[g]`; or, for formats with 16-weight sub-blocks, each half's integer sum is
-/// first multiplied by its integer scale `scales[s]` (exact) and the chunk scaled by `d`.
+/// Eight rows' super-block scales with one lane per row (lane `i`: row `i`), as the AVX2 tier's
+/// eight-row driver (`super::kquant_lanes8`) applies them.
 #[derive(Clone, Copy)]
-pub(crate) struct ChunkScales {
-    /// The super-block's scale.
-    pub d: f32,
-    /// `−dmin` ([`Mins::PerGroup`]; 0 otherwise).
-    pub neg_dmin: f32,
-    /// Chunk `g`'s integer scale in byte `g` (bytes 8..16 zero), or with
-    /// [`ChunkScaled::SUB16`] sub-block `s`'s (weights `16s .. 16s + 16`) in byte `s`.
-    pub scales: [i8; 16],
-    /// Chunk `g`'s integer min in byte `g` ([`Mins::PerGroup`]), or sub-block `s`'s in byte `s`
-    /// ([`Mins::PerLane`]); 0 otherwise.
-    pub mins: [i8; 16],
+pub(crate) struct ScaleLanes {
+    /// The super-blocks' `d`.
+    pub d: __m256,
+    /// Their `−dmin` (0 without mins).
+    pub neg_dmin: __m256,
+    /// Item `k`'s integer scale: chunk `k` (items 0..8), or with [`ChunkScaled::SUB16`]
+    /// sub-block `k` (items 0..16).
+    pub scales: [__m256i; 16],
+    /// Item `k`'s integer min, as for `scales` (without mins untouched).
+    pub mins: [__m256i; 16],
 }
 
-impl ChunkScales {
-    /// No scales.
-    pub const ZERO: ChunkScales = ChunkScales {
-        d: 0.0,
-        neg_dmin: 0.0,
-        scales: [0; 16],
-        mins: [0; 16],
-    };
+impl ScaleLanes {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn zero() -> ScaleLanes {
+        ScaleLanes {
+            d: _mm256_setzero_ps(),
+            neg_dmin: _mm256_setzero_ps(),
+            scales: [_mm256_setzero_si256(); 16],
+            mins: [_mm256_setzero_si256(); 16],
+        }
+    }
 }
 
-/// A super-block format whose scales [`ChunkScales`] carry.
+/// A super-block format whose scales [`ScaleLanes`] carry.
 pub(crate) trait ChunkScaled: KQuant {
     /// Scales per 16 weights rather than per 32.
     const SUB16: bool;
 
-    /// The scales of one super-block (`block.len() == BYTES`).
+    /// The scales of eight rows' super-blocks (each `BYTES` long) as [`ScaleLanes`], cut out
+    /// of their bytes for all eight rows at once (each row's scales unpacked in scalar code and
+    /// transposed had cost a quarter of a one-token matmul).
     ///
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales;
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes);
 }
 
-/// Q4_K/Q5_K's [`ChunkScales`].
+/// Bytes `off .. off + 16` of each of eight rows' blocks as four dwords with a row per lane:
+/// vector `k` lane `i` is row `i`'s bytes `off + 4k .. off + 4k + 4` (little-endian). Rows `i`
+/// and `i + 4` share a register, then one 4 × 4 transpose per 128-bit half.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn k4_chunk_scales(block: &[u8]) -> ChunkScales {
-    let (scales, mins) = scales_mins_k4(&block[4..16]);
-    let mut bytes = [0i8; 16];
-    let mut min_bytes = [0i8; 16];
-    for g in 0..GROUPS {
-        bytes[g] = (scales >> (8 * g)) as i8;
-        min_bytes[g] = (mins >> (8 * g)) as i8;
+fn dword_lanes(blocks: &[&[u8]; GROUP], off: usize) -> [__m256i; 4] {
+    let mut r = [_mm256_setzero_si256(); 4];
+    for (i, r) in r.iter_mut().enumerate() {
+        *r = _mm256_set_m128i(load16(blocks[i + 4], off), load16(blocks[i], off));
     }
-    ChunkScales {
-        d: f16_at(block, 0),
-        neg_dmin: -f16_at(block, 2),
-        scales: bytes,
-        mins: min_bytes,
+    let (a, b) = (
+        _mm256_unpacklo_epi32(r[0], r[1]),
+        _mm256_unpackhi_epi32(r[0], r[1]),
+    );
+    let (c, e) = (
+        _mm256_unpacklo_epi32(r[2], r[3]),
+        _mm256_unpackhi_epi32(r[2], r[3]),
+    );
+    [
+        _mm256_unpacklo_epi64(a, c),
+        _mm256_unpackhi_epi64(a, c),
+        _mm256_unpacklo_epi64(b, e),
+        _mm256_unpackhi_epi64(b, e),
+    ]
+}
+
+/// The f16 values in the low and the high 16 bits of each lane of `v`, as f32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_halves(v: __m256i) -> [__m256; 2] {
+    let words = _mm256_packus_epi32(
+        _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)),
+        _mm256_srli_epi32::<16>(v),
+    );
+    // packus works per 128-bit half: [low 0–3, high 0–3 | low 4–7, high 4–7].
+    let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(words);
+    [
+        _mm256_cvtph_ps(_mm256_castsi256_si128(words)),
+        _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(words)),
+    ]
+}
+
+/// The `bits`-bit field at bit `shift` of each lane of `v` (`bits` ≥ 32: the lanes shifted).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn lane_field(v: __m256i, shift: usize, bits: u32) -> __m256i {
+    let v = _mm256_srl_epi32(v, _mm_cvtsi32_si128(shift as i32));
+    if bits >= 32 {
+        v
+    } else {
+        _mm256_and_si256(v, _mm256_set1_epi32((1 << bits) - 1))
+    }
+}
+
+/// Byte `j` of each lane of `v`, sign-extended.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn lane_byte_signed(v: __m256i, j: usize) -> __m256i {
+    let up = _mm256_sll_epi32(v, _mm_cvtsi32_si128(24 - 8 * j as i32));
+    _mm256_srai_epi32::<24>(up)
+}
+
+/// Q4_K/Q5_K's [`ScaleLanes`] from each row's first 16 bytes (`d`, `dmin`, the 12 packed bytes
+/// of `scale_min_k4`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+    let [head, q0, q4, q8] = dword_lanes(blocks, 0);
+    let [d, dmin] = f16_halves(head);
+    out.d = d;
+    out.neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), dmin);
+    for j in 0..4 {
+        out.scales[j] = lane_field(q0, 8 * j, 6);
+        out.mins[j] = lane_field(q4, 8 * j, 6);
+        // Sub-blocks 4..8: low 4 bits from bytes 8..12, high 2 bits from the tops of 0..4 / 4..8.
+        out.scales[4 + j] = _mm256_or_si256(
+            lane_field(q8, 8 * j, 4),
+            _mm256_slli_epi32::<4>(lane_field(q0, 8 * j + 6, 2)),
+        );
+        out.mins[4 + j] = _mm256_or_si256(
+            lane_field(q8, 8 * j + 4, 4),
+            _mm256_slli_epi32::<4>(lane_field(q4, 8 * j + 6, 2)),
+        );
     }
 }
 
@@ -204,8 +274,8 @@ impl ChunkScaled for Q4K {
     const SUB16: bool = false;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        k4_chunk_scales(block)
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+        k4_scale_lanes(blocks, out)
     }
 }
 
@@ -213,8 +283,8 @@ impl ChunkScaled for Q5K {
     const SUB16: bool = false;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        k4_chunk_scales(block)
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+        k4_scale_lanes(blocks, out)
     }
 }
 
@@ -222,30 +292,14 @@ impl ChunkScaled for Iq4Xs {
     const SUB16: bool = false;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        // Low 4 bits from the nibbles of bytes 4..8, high 2 bits from bits 2g.. of bytes 2..4,
-        // spread to one byte per chunk by shifts and masks (as u64 lanes of bytes), then −32.
-        let mut low = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as u64;
-        low = (low | (low << 16)) & 0x0000_FFFF_0000_FFFF;
-        low = (low | (low << 8)) & 0x00FF_00FF_00FF_00FF;
-        low = (low | (low << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
-        let mut high = u16::from_le_bytes([block[2], block[3]]) as u64;
-        high = (high | (high << 24)) & 0x0000_00FF_0000_00FF;
-        high = (high | (high << 12)) & 0x000F_000F_000F_000F;
-        high = (high | (high << 6)) & 0x0303_0303_0303_0303;
-        let unsigned = low | (high << 4);
-        // Bytewise `v − 32` for v < 64: with bit 7 set first no byte borrows from the next.
-        let top = 0x8080_8080_8080_8080u64;
-        let signed = ((unsigned | top) - 0x2020_2020_2020_2020) ^ top;
-        let mut bytes = [0i8; 16];
-        for (b, v) in bytes.iter_mut().zip(signed.to_le_bytes()) {
-            *b = v as i8;
-        }
-        ChunkScales {
-            d: f16_at(block, 0),
-            neg_dmin: 0.0,
-            scales: bytes,
-            mins: [0; 16],
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+        // Bytes 0..2 d, 2..4 the scales' high 2 bits, 4..8 their low 4 bits.
+        let [head, low, _, _] = dword_lanes(blocks, 0);
+        out.d = f16_halves(head)[0];
+        for g in 0..GROUPS {
+            let high = lane_field(head, 16 + 2 * g, 2);
+            let v = _mm256_or_si256(lane_field(low, 4 * g, 4), _mm256_slli_epi32::<4>(high));
+            out.scales[g] = _mm256_sub_epi32(v, _mm256_set1_epi32(32));
         }
     }
 }
@@ -254,60 +308,53 @@ impl ChunkScaled for Q2K {
     const SUB16: bool = true;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        // Byte s of the first 16: sub-block s's scale (low nibble) and min (high nibble).
-        let mut scales = [0i8; 16];
-        let mut mins = [0i8; 16];
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+        // Byte s of 0..16: sub-block s's scale (low nibble) and min (high nibble); d and dmin
+        // are the block's last four bytes (80..84), the last dword of bytes 68..84.
+        let packed = dword_lanes(blocks, 0);
+        let [d, dmin] = f16_halves(dword_lanes(blocks, 68)[3]);
+        out.d = d;
+        out.neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), dmin);
         for s in 0..16 {
-            scales[s] = (block[s] & 0x0F) as i8;
-            mins[s] = (block[s] >> 4) as i8;
-        }
-        ChunkScales {
-            d: f16_at(block, 80),
-            neg_dmin: -f16_at(block, 82),
-            scales,
-            mins,
+            out.scales[s] = lane_field(packed[s / 4], 8 * (s % 4), 4);
+            out.mins[s] = lane_field(packed[s / 4], 8 * (s % 4) + 4, 4);
         }
     }
-}
-
-/// Q3_K's sixteen 6-bit scales, unbiased (−32..=31), from their 12 packed bytes: four at a time
-/// in u32 words (low nibbles from bytes 0..8, high 2 bits from bytes 8..12), as
-/// `crate::quant::gguf::q3_k::unpack_scales` reads them one at a time (called per row and
-/// super-block, that loop cost a third of a one-token matmul).
-#[inline(always)]
-fn q3k_scales(p: &[u8]) -> [i8; 16] {
-    const LOW: u32 = 0x0F0F_0F0F;
-    const HIGH: u32 = 0x0303_0303;
-    let word = |k: usize| u32::from_le_bytes([p[4 * k], p[4 * k + 1], p[4 * k + 2], p[4 * k + 3]]);
-    let (a0, a1, high) = (word(0), word(1), word(2));
-    let unsigned = [
-        (a0 & LOW) | ((high & HIGH) << 4),
-        (a1 & LOW) | (((high >> 2) & HIGH) << 4),
-        ((a0 >> 4) & LOW) | (((high >> 4) & HIGH) << 4),
-        ((a1 >> 4) & LOW) | (((high >> 6) & HIGH) << 4),
-    ];
-    let mut out = [0i8; 16];
-    for (k, u) in unsigned.into_iter().enumerate() {
-        // Bytewise `v − 32` for v < 64: with bit 7 set first no byte borrows from the next.
-        let signed = ((u | 0x8080_8080) - 0x2020_2020) ^ 0x8080_8080;
-        for (o, b) in out[4 * k..4 * k + 4].iter_mut().zip(signed.to_le_bytes()) {
-            *o = b as i8;
-        }
-    }
-    out
 }
 
 impl ChunkScaled for Q3K {
     const SUB16: bool = true;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        ChunkScales {
-            d: f16_at(block, 108),
-            neg_dmin: 0.0,
-            scales: q3k_scales(&block[96..108]),
-            mins: [0; 16],
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+        // The block's last 16 bytes (94..110): two of the quants, the 12 packed scale bytes
+        // p[0..12] at 96..108 (loaded byte 2 + k), then d.
+        let tail = dword_lanes(blocks, 94);
+        out.d = f16_halves(tail[3])[1];
+        // p[4k .. 4k + 4] as dwords.
+        let p = |k: usize| {
+            _mm256_or_si256(
+                _mm256_srli_epi32::<16>(tail[k]),
+                _mm256_slli_epi32::<16>(tail[k + 1]),
+            )
+        };
+        let (p0, p4, p8) = (p(0), p(1), p(2));
+        let top = _mm256_set1_epi32(0x8080_8080u32 as i32);
+        for t in 0..4 {
+            // Sub-blocks 4t .. 4t + 4 as the bytes of one dword: low 4 bits from the low (t < 2)
+            // or high nibbles of p[4(t % 2) ..], high 2 bits from bits 2t of p[8 .. 12]; then
+            // −32 bytewise (bit 7 set first, so no byte borrows from the next).
+            let low = if t % 2 == 0 { p0 } else { p4 };
+            let low = lane_field(low, 4 * (t / 2), 32);
+            let low = _mm256_and_si256(low, _mm256_set1_epi32(0x0F0F_0F0F));
+            let high = lane_field(p8, 2 * t, 32);
+            let high = _mm256_and_si256(high, _mm256_set1_epi32(0x0303_0303));
+            let v = _mm256_or_si256(low, _mm256_slli_epi32::<4>(high));
+            let v = _mm256_sub_epi32(_mm256_or_si256(v, top), _mm256_set1_epi32(0x2020_2020));
+            let v = _mm256_xor_si256(v, top);
+            for r in 0..4 {
+                out.scales[4 * t + r] = lane_byte_signed(v, r);
+            }
         }
     }
 }
@@ -316,16 +363,12 @@ impl ChunkScaled for Q6K {
     const SUB16: bool = true;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn chunk_scales(block: &[u8]) -> ChunkScales {
-        let mut scales = [0i8; 16];
-        for (s, &b) in scales.iter_mut().zip(&block[192..208]) {
-            *s = b as i8;
-        }
-        ChunkScales {
-            d: f16_at(block, 208),
-            neg_dmin: 0.0,
-            scales,
-            mins: [0; 16],
+    unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
+        // Sixteen i8 scales at 192..208; d at 208..210, the last dword of bytes 194..210.
+        let scales = dword_lanes(blocks, 192);
+        out.d = f16_halves(dword_lanes(blocks, 194)[3])[1];
+        for s in 0..16 {
+            out.scales[s] = lane_byte_signed(scales[s / 4], s % 4);
         }
     }
 }
@@ -345,27 +388,6 @@ fn plane_bit(plane: __m256i, bit: usize, value: i8) -> __m256i {
     let m = _mm256_set1_epi8((1u8 << bit) as i8);
     let set = _mm256_cmpeq_epi8(_mm256_and_si256(plane, m), m);
     _mm256_and_si256(set, _mm256_set1_epi8(value))
-}
-
-/// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins (`scale_min_k4`) as the bytes of two
-/// u64, from the 12 packed bytes: sub-blocks 0..4 keep theirs in the low 6 bits of bytes 0..4
-/// (scales) and 4..8 (mins); 4..8 have their low 4 bits in the nibbles of bytes 8..12 and their
-/// high 2 bits in the top bits of bytes 0..4 (scales) and 4..8 (mins).
-#[inline]
-fn scales_mins_k4(packed: &[u8]) -> (u64, u64) {
-    let word = |off: usize| {
-        let b: [u8; 8] = packed[off..off + 8].try_into().unwrap_or([0; 8]);
-        u64::from_le_bytes(b)
-    };
-    // Byte j of `a` is packed[j], of `b` packed[j + 4].
-    let (a, b) = (word(0), word(4));
-    // Six low bits of bytes 0..4; four low and two low bits of bytes 4..8.
-    let six = 0x0000_0000_3F3F_3F3F;
-    let nib = 0x0F0F_0F0F_0000_0000;
-    let top = 0x0303_0303_0000_0000;
-    let scales = (a & six) | (b & nib) | ((((a << 32) >> 6) & top) << 4);
-    let mins = (b & six) | ((b >> 4) & nib) | (((a >> 6) & top) << 4);
-    (scales, mins)
 }
 
 impl KQuant for Q2K {

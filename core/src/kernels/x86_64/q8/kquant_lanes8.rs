@@ -2,9 +2,9 @@
 //! IQ4_XS: eight rows at a time, one row per f32 lane, as [`super::lanes8`] runs the 32- and
 //! 64-weight formats (and `super::kquant_wide` these on the AVX-512 tier).
 //!
-//! Each row's super-block is decoded by its AVX2 decoder ([`KQuant::decode`]) into eight chunks
-//! of 32 weights, each aligned with one activation block, and its scales ([`ChunkScales`])
-//! become lanes (rows) by one 8 × 8 transpose of i32 per eight items:
+//! Each row's super-block is decoded by its AVX2 decoder ([`KQuant::decode_offset`]) into eight chunks
+//! of 32 weights, each aligned with one activation block, and the eight rows' scales are cut out
+//! of their packed bytes with a row per lane ([`ScaleLanes`]):
 //!
 //! - Q4_K, Q5_K, IQ4_XS (a scale per 32 weights): chunk `g`'s float scale `d · sc_g` and min
 //!   `−dmin · m_g`, exactly where a 32-weight block has its `d` and `m` (both products exact);
@@ -28,7 +28,7 @@
 
 #[cfg(doc)]
 use super::kquant::KQuant;
-use super::kquant::{ChunkScaled, ChunkScales, Mins, GROUPS};
+use super::kquant::{ChunkScaled, Mins, ScaleLanes, GROUPS};
 use super::kquant_wide::blocks_of;
 use super::lanes8::{dot4, finish, magnitudes};
 use super::rows8::{
@@ -61,76 +61,40 @@ struct ChunkLanes {
     min16: [[__m256i; 2]; GROUPS],
 }
 
-/// Items `8h .. 8h + 8` of the eight rows' sixteen bytes (`bytes[i]`: row `i`'s) as i32 lanes:
-/// vector `k` lane `i` is row `i`'s item `8h + k`.
+/// [`ChunkLanes`] of the eight rows' super-blocks `blocks`, through `scales` (working memory:
+/// the format's [`ScaleLanes`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn item_lanes(bytes: &[[i8; 16]; GROUP], h: usize) -> [__m256i; GROUP] {
-    let mut rows = [_mm256_setzero_si256(); GROUP];
-    for (r, b) in rows.iter_mut().zip(bytes) {
-        // SAFETY: bytes 8h .. 8h + 8 of a 16-byte array (h < 2) are readable; the load is
-        // unaligned.
-        let v = unsafe { _mm_loadl_epi64(b[8 * h..8 * h + 8].as_ptr().cast()) };
-        *r = _mm256_cvtepi8_epi32(v);
-    }
-    transpose_quads(&rows)
-}
-
-/// [`ChunkLanes`] of the eight rows' super-blocks `blocks` (from each one's [`ChunkScales`],
-/// written straight into the arrays the lanes are loaded from: a `[ChunkScales; 8]` in between
-/// was copied by `memmove` per super-block).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn chunk_lanes<F: ChunkScaled>(blocks: &[&[u8]; GROUP], lanes: &mut ChunkLanes) {
-    let mut d = [0f32; GROUP];
-    let mut neg_dmin = [0f32; GROUP];
-    let mut sc = [[0i8; 16]; GROUP];
-    let mut mins = [[0i8; 16]; GROUP];
-    for (i, block) in blocks.iter().enumerate() {
-        // SAFETY: AVX2, FMA and F16C are enabled here (target_feature).
-        let s: ChunkScales = unsafe { F::chunk_scales(block) };
-        d[i] = s.d;
-        neg_dmin[i] = s.neg_dmin;
-        sc[i] = s.scales;
-        mins[i] = s.mins;
-    }
-    // SAFETY: each array is 8 readable f32; loadu needs no alignment.
-    let (d, neg_dmin) = unsafe {
-        (
-            _mm256_loadu_ps(d.as_ptr()),
-            _mm256_loadu_ps(neg_dmin.as_ptr()),
-        )
-    };
+fn chunk_lanes<F: ChunkScaled>(
+    blocks: &[&[u8]; GROUP],
+    scales: &mut ScaleLanes,
+    lanes: &mut ChunkLanes,
+) {
+    // SAFETY: AVX2, FMA and F16C are enabled here (target_feature).
+    unsafe { F::scale_lanes(blocks, scales) };
+    let (d, neg_dmin) = (scales.d, scales.neg_dmin);
     lanes.d = [d; GROUPS];
     if F::SUB16 {
         // Sub-blocks 2g and 2g + 1 are chunk g's halves.
-        for h in 0..2 {
-            let items = item_lanes(&sc, h);
-            for k in 0..GROUP / 2 {
-                lanes.sub[4 * h + k] = [items[2 * k], items[2 * k + 1]];
-            }
+        for g in 0..GROUPS {
+            lanes.sub[g] = [scales.scales[2 * g], scales.scales[2 * g + 1]];
         }
     } else {
-        let items = item_lanes(&sc, 0);
-        for (l, v) in lanes.d.iter_mut().zip(items) {
-            *l = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+        for g in 0..GROUPS {
+            lanes.d[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(scales.scales[g]), d);
         }
     }
     match F::MINS {
         Mins::None => {}
         Mins::PerGroup => {
-            let items = item_lanes(&mins, 0);
-            for (l, v) in lanes.m.iter_mut().zip(items) {
-                *l = _mm256_mul_ps(_mm256_cvtepi32_ps(v), neg_dmin);
+            for g in 0..GROUPS {
+                lanes.m[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(scales.mins[g]), neg_dmin);
             }
         }
         Mins::PerLane => {
             lanes.m = [neg_dmin; GROUPS];
-            for h in 0..2 {
-                let items = item_lanes(&mins, h);
-                for k in 0..GROUP / 2 {
-                    lanes.min16[4 * h + k] = [items[2 * k], items[2 * k + 1]];
-                }
+            for g in 0..GROUPS {
+                lanes.min16[g] = [scales.mins[2 * g], scales.mins[2 * g + 1]];
             }
         }
     }
@@ -284,7 +248,12 @@ fn chunk_of(w: &[[__m256i; GROUPS]; GROUP], g: usize) -> [__m256i; GROUP] {
 /// The output of eight rows (lane `i`: `rows[i]`) for one token (`x`: its activation blocks).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8Act]) -> __m256 {
+fn group_one_token<F: ChunkScaled>(
+    rows: &[&[u8]; GROUP],
+    next: &[u8],
+    x: &[BlockQ8Act],
+    seg: &mut Segment,
+) -> __m256 {
     let zero = _mm256_setzero_ps();
     let mut acc = Acc {
         sum: [zero; 2],
@@ -292,30 +261,30 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
     };
     let blocks = rows[0].len() / F::BYTES;
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
-    // Filled per super-block in place: returned by value, they were copied by `memmove`.
-    let mut w = [[_mm256_setzero_si256(); GROUPS]; GROUP];
-    let mut lanes = ChunkLanes::zero();
     for b in 0..blocks {
         let blk = blocks_of(rows, b, F::BYTES);
         let lines = b * lines_per_block..(b + 1) * lines_per_block;
-        decode_superblocks::<F>(&blk, next, lines, &mut w);
-        chunk_lanes::<F>(&blk, &mut lanes);
+        decode_superblocks::<F>(&blk, next, lines, &mut seg.decoded);
+        chunk_lanes::<F>(&blk, &mut seg.scales, &mut seg.lanes);
         for g in 0..GROUPS {
             let a = &x[b * GROUPS + g];
-            let s = sums_one_token::<F>(&chunk_of(&w, g), a, &lanes.sub[g]);
-            add_chunk::<F>(&mut acc, g, s, &lanes, a);
+            let s = sums_one_token::<F>(&chunk_of(&seg.decoded, g), a, &seg.lanes.sub[g]);
+            add_chunk::<F>(&mut acc, g, s, &seg.lanes, a);
         }
     }
     finish(&acc)
 }
 
-/// One super-block of a row group, transposed, for every token of a tile.
+/// One super-block of a row group as decoded, transposed for every token of a tile, and its
+/// scales: working memory of the whole matmul call (filled in place per super-block: returned
+/// by value, these were copied by `memmove`, and zeroed per row group by `memset`).
 struct Segment {
     /// The rows' chunks as decoded (`decoded[i][g]`: row `i`'s chunk `g`).
     decoded: [[__m256i; GROUPS]; GROUP],
     v: [[__m256i; GROUP]; GROUPS],
     mag: [[__m256i; GROUP]; GROUPS],
     lanes: ChunkLanes,
+    scales: ScaleLanes,
 }
 
 /// Adds the segment's chunks to the accumulators of tokens `t0 .. t0 + N` (`acc[..N]`), which
@@ -374,7 +343,7 @@ unsafe fn group_tile<F: ChunkScaled>(
         let blk = blocks_of(rows, b, F::BYTES);
         let lines = b * lines_per_block..(b + 1) * lines_per_block;
         decode_superblocks::<F>(&blk, next, lines, &mut seg.decoded);
-        chunk_lanes::<F>(&blk, &mut seg.lanes);
+        chunk_lanes::<F>(&blk, &mut seg.scales, &mut seg.lanes);
         for g in 0..GROUPS {
             seg.v[g] = transpose_quads(&chunk_of(&seg.decoded, g));
             seg.mag[g] = magnitudes(&seg.v[g], sign_moved::<F>());
@@ -416,17 +385,6 @@ pub(crate) unsafe fn matmul<F: ChunkScaled>(
     let acts_per_token = w.cols / QK8;
     let last = rows.end - 1;
     prefetch_head(w, &rows, GROUP);
-    if tokens == 1 {
-        for first in rows.clone().step_by(GROUP) {
-            let count = (rows.end - first).min(GROUP);
-            // Rows past the range repeat its last row; their lanes are computed, not written.
-            let group: [&[u8]; GROUP] = rows_of(w, first, last);
-            let v = group_one_token::<F>(&group, rows_ahead(w, first, GROUP), x);
-            // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
-            unsafe { write_lanes(out, v, 0, w.rows, first, count) };
-        }
-        return;
-    }
     let zero = _mm256_setzero_si256();
     let zero_ps = _mm256_setzero_ps();
     let mut seg = Segment {
@@ -434,7 +392,19 @@ pub(crate) unsafe fn matmul<F: ChunkScaled>(
         v: [[zero; GROUP]; GROUPS],
         mag: [[zero; GROUP]; GROUPS],
         lanes: ChunkLanes::zero(),
+        scales: ScaleLanes::zero(),
     };
+    if tokens == 1 {
+        for first in rows.clone().step_by(GROUP) {
+            let count = (rows.end - first).min(GROUP);
+            // Rows past the range repeat its last row; their lanes are computed, not written.
+            let group: [&[u8]; GROUP] = rows_of(w, first, last);
+            let v = group_one_token::<F>(&group, rows_ahead(w, first, GROUP), x, &mut seg);
+            // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
+            unsafe { write_lanes(out, v, 0, w.rows, first, count) };
+        }
+        return;
+    }
     let mut acc = [Acc {
         sum: [zero_ps; 2],
         min: [zero_ps; 2],

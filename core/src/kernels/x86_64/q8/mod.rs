@@ -139,15 +139,6 @@ pub(crate) fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// f16 at `block[off..off + 2]` as f32, by F16C.
-#[inline(always)]
-pub(crate) fn f16_at(block: &[u8], off: usize) -> f32 {
-    let bits = u16::from_le_bytes([block[off], block[off + 1]]);
-    // SAFETY: F16C is part of the tier's detected features (see CpuFeatures::avx2_fma); the
-    // intrinsic reads nothing from memory.
-    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
-}
-
 /// 16 bytes at `block[off..off + 16]`.
 #[inline(always)]
 pub(crate) fn load16(block: &[u8], off: usize) -> __m128i {
