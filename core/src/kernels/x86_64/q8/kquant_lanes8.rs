@@ -262,10 +262,12 @@ fn group_one_token<F: ChunkScaled>(
     let blocks = rows[0].len() / F::BYTES;
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        let blk = blocks_of(rows, b, F::BYTES);
-        let lines = b * lines_per_block..(b + 1) * lines_per_block;
-        decode_superblocks::<F>(&blk, next, lines, &mut seg.decoded);
-        chunk_lanes::<F>(&blk, &mut seg.scales, &mut seg.lanes);
+        seg.load::<F>(
+            rows,
+            b,
+            next,
+            b * lines_per_block..(b + 1) * lines_per_block,
+        );
         for g in 0..GROUPS {
             let a = &x[b * GROUPS + g];
             let s = sums_one_token::<F>(&chunk_of(&seg.decoded, g), a, &seg.lanes.sub[g]);
@@ -285,6 +287,24 @@ struct Segment {
     mag: [[__m256i; GROUP]; GROUPS],
     lanes: ChunkLanes,
     scales: ScaleLanes,
+}
+
+impl Segment {
+    /// Super-block `b` of the eight rows decoded into `decoded`, with its scales, asking for
+    /// `lines` of `next` meanwhile.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn load<F: ChunkScaled>(
+        &mut self,
+        rows: &[&[u8]; GROUP],
+        b: usize,
+        next: &[u8],
+        lines: Range<usize>,
+    ) {
+        let blocks = blocks_of(rows, b, F::BYTES);
+        decode_superblocks::<F>(&blocks, next, lines, &mut self.decoded);
+        chunk_lanes::<F>(&blocks, &mut self.scales, &mut self.lanes);
+    }
 }
 
 /// Adds the segment's chunks to the accumulators of tokens `t0 .. t0 + N` (`acc[..N]`), which
@@ -340,10 +360,12 @@ unsafe fn group_tile<F: ChunkScaled>(
     let blocks = rows[0].len() / F::BYTES;
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        let blk = blocks_of(rows, b, F::BYTES);
-        let lines = b * lines_per_block..(b + 1) * lines_per_block;
-        decode_superblocks::<F>(&blk, next, lines, &mut seg.decoded);
-        chunk_lanes::<F>(&blk, &mut seg.scales, &mut seg.lanes);
+        seg.load::<F>(
+            rows,
+            b,
+            next,
+            b * lines_per_block..(b + 1) * lines_per_block,
+        );
         for g in 0..GROUPS {
             seg.v[g] = transpose_quads(&chunk_of(&seg.decoded, g));
             seg.mag[g] = magnitudes(&seg.v[g], sign_moved::<F>());
