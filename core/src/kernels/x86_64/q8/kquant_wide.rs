@@ -5,9 +5,9 @@
 //! A super-block is eight chunks of 32 weights, each aligned with one activation block. Each row's
 //! super-block is decoded by its AVX2 decoder in `vpdpbusd`'s biased form
 //! ([`KQuant::decode_biased`]), and each chunk of the sixteen rows transposed into the segment as
-//! any 32-weight block is; so one token costs eight broadcasts and eight `vpdpbusd` per chunk for sixteen rows, where
-//! the AVX2 kernel multiplies one row at a time. The scales ([`ScaleLanes`], eight rows at a
-//! time) become lanes:
+//! any 32-weight block is; so one token costs eight broadcasts and eight `vpdpbusd` per chunk for
+//! sixteen rows (`super::kquant_lanes8` does the same for eight rows on AVX2). The scales
+//! ([`ScaleLanes`], eight rows at a time) become lanes:
 //!
 //! - Q4_K, Q5_K, IQ4_XS (a scale per 32 weights): chunk `g`'s float scale `d · sc_g` and min
 //!   `−dmin · m_g`, exactly where a 32-weight block has its `d` and `m`;
