@@ -98,6 +98,65 @@ fn decode_group_block<F: Q8Format>(
     (w, d, m)
 }
 
+/// Blocks `b` and `b + 1` of the eight rows as [`Q8Format::decode_pair_halves`] gives them
+/// (per half, each row's vector) and both blocks' scales and mins, asking for their share of
+/// `next` meanwhile.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn decode_pair_halves_of_group<F: Q8Format>(
+    rows: &[&[u8]; GROUP],
+    b: usize,
+    next: &[u8],
+    lines_per_block: usize,
+) -> ([[__m256i; GROUP]; 2], [(__m256, __m256); 2]) {
+    for line in b * lines_per_block..(b + 2) * lines_per_block {
+        prefetch(next, line * 64);
+    }
+    let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
+    let mut heads = [[_mm_setzero_si128(); GROUP]; 2];
+    for i in 0..GROUP {
+        let (b0, b1) = rows[i][b * F::BYTES..(b + 2) * F::BYTES].split_at(F::BYTES);
+        // SAFETY: this tier's table installs `F` only where the CPU has the features its
+        // decoder needs (AVX2, FMA, F16C), all enabled here; `F::PAIR_HALVES` (the caller's
+        // condition) says it implements this decode.
+        [w[0][i], w[1][i]] = unsafe { F::decode_pair_halves(b0, b1) };
+        heads[0][i] = super::load16(b0, 0);
+        heads[1][i] = super::load16(b1, 0);
+    }
+    (w, [scales_and_mins(&heads[0]), scales_and_mins(&heads[1])])
+}
+
+/// The exact i32 dot products of two consecutive chunks of eight rows (`w` as
+/// [`decode_pair_halves_of_group`] gives them) with one token's quants `a0`, `a1`: per chunk, lane
+/// `i` is row `i`'s. A row's two `vpmaddubsw` (weights 0..16 and 16..32 of both chunks) are added
+/// in 16 bits (`≤ 2 · 2 · 15 · 127`), so one `vpmaddwd` per row serves two chunks, and one tree
+/// ([`super::sum_lanes8_halves`], its 128-bit halves being the chunks) serves both.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sums_pair_halves(w: &[[__m256i; GROUP]; 2], a0: &BlockQ8Act, a1: &BlockQ8Act) -> [__m256i; 2] {
+    // SAFETY: each `qs` is 32 readable bytes: unaligned 16-byte reads at 0 and 16.
+    let (low, high) = unsafe {
+        let (q0, q1) = (a0.qs.as_ptr(), a1.qs.as_ptr());
+        (
+            _mm256_set_m128i(_mm_loadu_si128(q1.cast()), _mm_loadu_si128(q0.cast())),
+            _mm256_set_m128i(
+                _mm_loadu_si128(q1.add(16).cast()),
+                _mm_loadu_si128(q0.add(16).cast()),
+            ),
+        )
+    };
+    let ones = _mm256_set1_epi16(1);
+    let mut p = [_mm256_setzero_si256(); GROUP];
+    for (i, p) in p.iter_mut().enumerate() {
+        let pairs = _mm256_add_epi16(
+            _mm256_maddubs_epi16(w[0][i], low),
+            _mm256_maddubs_epi16(w[1][i], high),
+        );
+        *p = _mm256_madd_epi16(pairs, ones);
+    }
+    super::sum_lanes8_halves(&p)
+}
+
 /// Eight i32 sums of four neighbouring products `w · a` (`w_mag` = `|w|` for signed weights,
 /// the quants themselves for unsigned ones).
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -175,7 +234,22 @@ fn group_tokens<F: Q8Format, const N: usize>(
     }; N];
     let blocks = rows[0].len() / F::BYTES;
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
-    for b in 0..blocks {
+    let mut first = 0;
+    if N == 1 && F::PAIR_HALVES {
+        // Blocks b and b + 1 (b even: chains 0 and 1) from one nibble split per row.
+        while first + 2 <= blocks {
+            let b = first;
+            let (w, [(d0, m0), (d1, m1)]) =
+                decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
+            let (a0, a1) = (&x[t0 * acts_per_token + b], &x[t0 * acts_per_token + b + 1]);
+            let [s0, s1] = sums_pair_halves(&w, a0, a1);
+            let (m0, m1) = ((!F::SIGNED).then_some(m0), (!F::SIGNED).then_some(m1));
+            accumulate(&mut acc[0], 0, unoffset::<F>(s0, a0), d0, m0, a0);
+            accumulate(&mut acc[0], 1, unoffset::<F>(s1, a1), d1, m1, a1);
+            first += 2;
+        }
+    }
+    for b in first..blocks {
         let (w, d, m) = decode_group_block::<F>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {

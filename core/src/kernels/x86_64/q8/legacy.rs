@@ -72,6 +72,12 @@ impl Q8Format for Q4_0 {
     unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
         _mm512_add_epi8(nibbles_pair_512(b0, b1, 2), _mm512_set1_epi8(120))
     }
+    const PAIR_HALVES: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        nibble_halves(b0, b1, 2)
+    }
 }
 
 impl Q8Format for Q4_1 {
@@ -89,6 +95,25 @@ impl Q8Format for Q4_1 {
     unsafe fn decode_pair_biased_512(b0: &[u8], b1: &[u8]) -> __m512i {
         nibbles_pair_512(b0, b1, 4)
     }
+    const PAIR_HALVES: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        nibble_halves(b0, b1, 4)
+    }
+}
+
+/// The 16 quant bytes at `off` of two blocks joined, split into their low nibbles (weights
+/// 0..16 of `b0`, then of `b1`) and their high nibbles (weights 16..32 of each).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibble_halves(b0: &[u8], b1: &[u8], off: usize) -> [__m256i; 2] {
+    let both = _mm256_set_m128i(load16(b1, off), load16(b0, off));
+    let mask = _mm256_set1_epi8(0x0F);
+    [
+        _mm256_and_si256(both, mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(both), mask),
+    ]
 }
 
 impl Q8Format for Q5_0 {

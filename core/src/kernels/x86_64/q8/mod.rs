@@ -93,6 +93,25 @@ pub(crate) trait Q8Format {
         join_i(d0.w[0], d1.w[0])
     }
 
+    /// Whether [`Q8Format::decode_pair_halves`] is implemented: 32-weight formats with 4-bit
+    /// unsigned quants (stored, or plus [`Q8Format::OFFSET`]), whose `vpmaddubsw` pairs
+    /// (`≤ 2 · 15 · 127`) two of them can add in 16 bits (5-bit Q5_0/Q5_1 would fit too, but
+    /// spreading their fifth bits in this layout cost more than it saved).
+    const PAIR_HALVES: bool = false;
+
+    /// Two consecutive 32-weight blocks as their unsigned quants (plus [`Q8Format::OFFSET`]),
+    /// halves together: the first vector holds weights 0..16 of `b0` then of `b1`, the second
+    /// weights 16..32 of each, for the AVX2 tier's one-token path (one nibble split of one
+    /// joined load). Only called where [`Q8Format::PAIR_HALVES`].
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`] (for both blocks).
+    #[inline(always)]
+    unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        let _ = (b0, b1);
+        unreachable!("decode_pair_halves of a format without PAIR_HALVES")
+    }
+
     /// The block's weights plus [`Q8Format::OFFSET`] (called only where that is not 0).
     ///
     /// # Safety
