@@ -7,8 +7,9 @@
 //! multiplies faster ([`KQuant::decode_offset`]: the stored unsigned quants; `decode_biased`:
 //! `vpdpbusd`'s `w + 128`). Its scales and mins come apart from the weights, eight rows' at a
 //! time with a row per lane ([`ScaleLanes`]: a scale (and min) per group or per 16 weights and
-//! the super-blocks' `d`, `−dmin`), cut out of the packed bytes of all eight rows at once. The scalar references are the formats' `dot_q8`
-//! (`crate::quant::gguf::dot_q8_superblock`): the same integer sums, added in another order.
+//! the super-blocks' `d`, `−dmin`), cut out of the packed bytes of all eight rows at once. The
+//! scalar references are the formats' `dot_q8` (`crate::quant::gguf::dot_q8_superblock`): the
+//! same integer sums, added in another order.
 
 use super::rows8::GROUP;
 use super::{join_i, load16, load32, nibbles_32, nibbles_pair_512};
@@ -142,8 +143,8 @@ fn nibble_pair_512(block: &[u8], off: usize) -> __m512i {
 /// [`KQuant::decode_biased`]'s bias for signed formats (0: plain [`KQuant::decode`]).
 const BIAS: i32 = 128;
 
-/// Eight rows' super-block scales with one lane per row (lane `i`: row `i`), as the AVX2 tier's
-/// eight-row driver (`super::kquant_lanes8`) applies them.
+/// Eight rows' super-block scales with one lane per row (lane `i`: row `i`), as both tiers'
+/// drivers (`super::kquant_lanes8`, `super::kquant_wide`) apply them.
 #[derive(Clone, Copy)]
 pub(crate) struct ScaleLanes {
     /// The super-blocks' `d`.
@@ -167,6 +168,29 @@ impl ScaleLanes {
             scales: [_mm256_setzero_si256(); 16],
             mins: [_mm256_setzero_si256(); 16],
         }
+    }
+
+    /// Chunk `g`'s float lanes, where a 32-weight block has its `d` and `m`: `d · sc_g` and
+    /// `−dmin · m_g` (both products exact), or with `sub16` (scales and mins per 16 weights,
+    /// applied to the integer sums instead) `d` and `−dmin`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn chunk_d_m(&self, g: usize, sub16: bool) -> (__m256, __m256) {
+        if sub16 {
+            (self.d, self.neg_dmin)
+        } else {
+            (
+                _mm256_mul_ps(_mm256_cvtepi32_ps(self.scales[g]), self.d),
+                _mm256_mul_ps(_mm256_cvtepi32_ps(self.mins[g]), self.neg_dmin),
+            )
+        }
+    }
+
+    /// Items `2g` and `2g + 1` of `items` (`scales` or `mins`): chunk `g`'s halves where scales
+    /// are per 16 weights.
+    #[inline(always)]
+    pub(crate) fn halves(items: &[__m256i; 16], g: usize) -> &[__m256i; 2] {
+        &items.as_chunks::<2>().0[g]
     }
 }
 
@@ -236,6 +260,14 @@ fn lane_field(v: __m256i, shift: usize, bits: u32) -> __m256i {
     } else {
         _mm256_and_si256(v, _mm256_set1_epi32((1 << bits) - 1))
     }
+}
+
+/// The two f16 values in the last four bytes of each of eight rows' blocks (`bytes` long), as
+/// f32 lanes: low half, high half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn tail_f16_lanes(blocks: &[&[u8]; GROUP], bytes: usize) -> [__m256; 2] {
+    f16_halves(dword_lanes(blocks, bytes - 16)[3])
 }
 
 /// Byte `j` of each lane of `v`, sign-extended.
@@ -310,9 +342,9 @@ impl ChunkScaled for Q2K {
     #[inline]
     unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
         // Byte s of 0..16: sub-block s's scale (low nibble) and min (high nibble); d and dmin
-        // are the block's last four bytes (80..84), the last dword of bytes 68..84.
+        // are the block's last four bytes.
         let packed = dword_lanes(blocks, 0);
-        let [d, dmin] = f16_halves(dword_lanes(blocks, 68)[3]);
+        let [d, dmin] = tail_f16_lanes(blocks, Self::BYTES);
         out.d = d;
         out.neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), dmin);
         for s in 0..16 {
@@ -364,9 +396,9 @@ impl ChunkScaled for Q6K {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn scale_lanes(blocks: &[&[u8]; GROUP], out: &mut ScaleLanes) {
-        // Sixteen i8 scales at 192..208; d at 208..210, the last dword of bytes 194..210.
+        // Sixteen i8 scales at 192..208; d in the block's last two bytes.
         let scales = dword_lanes(blocks, 192);
-        out.d = f16_halves(dword_lanes(blocks, 194)[3])[1];
+        out.d = tail_f16_lanes(blocks, Self::BYTES)[1];
         for s in 0..16 {
             out.scales[s] = lane_byte_signed(scales[s / 4], s % 4);
         }

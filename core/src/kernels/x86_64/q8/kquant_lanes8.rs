@@ -48,17 +48,12 @@ const TOKEN_TILE: usize = 32;
 /// Tokens per register block of the tile way.
 const TOKENS: usize = 4;
 
-/// Eight rows' scales of one super-block as lanes (lane `i`: row `i`), per chunk.
+/// Eight rows' float scale and min lanes of one super-block's chunks
+/// ([`ScaleLanes::chunk_d_m`]), made once per super-block for every token of a tile.
 #[derive(Clone, Copy)]
 struct ChunkLanes {
-    /// `d · sc_g`, or `d` where [`ChunkScaled::SUB16`].
     d: [__m256; GROUPS],
-    /// `−dmin · m_g` ([`Mins::PerGroup`]), or `−dmin` ([`Mins::PerLane`]).
     m: [__m256; GROUPS],
-    /// The integer scales of chunk `g`'s halves ([`ChunkScaled::SUB16`] only).
-    sub: [[__m256i; 2]; GROUPS],
-    /// The integer mins of chunk `g`'s halves ([`Mins::PerLane`] only).
-    min16: [[__m256i; 2]; GROUPS],
 }
 
 /// [`ChunkLanes`] of the eight rows' super-blocks `blocks`, through `scales` (working memory:
@@ -72,31 +67,8 @@ fn chunk_lanes<F: ChunkScaled>(
 ) {
     // SAFETY: AVX2, FMA and F16C are enabled here (target_feature).
     unsafe { F::scale_lanes(blocks, scales) };
-    let (d, neg_dmin) = (scales.d, scales.neg_dmin);
-    lanes.d = [d; GROUPS];
-    if F::SUB16 {
-        // Sub-blocks 2g and 2g + 1 are chunk g's halves.
-        for g in 0..GROUPS {
-            lanes.sub[g] = [scales.scales[2 * g], scales.scales[2 * g + 1]];
-        }
-    } else {
-        for g in 0..GROUPS {
-            lanes.d[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(scales.scales[g]), d);
-        }
-    }
-    match F::MINS {
-        Mins::None => {}
-        Mins::PerGroup => {
-            for g in 0..GROUPS {
-                lanes.m[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(scales.mins[g]), neg_dmin);
-            }
-        }
-        Mins::PerLane => {
-            lanes.m = [neg_dmin; GROUPS];
-            for g in 0..GROUPS {
-                lanes.min16[g] = [scales.mins[2 * g], scales.mins[2 * g + 1]];
-            }
-        }
+    for g in 0..GROUPS {
+        (lanes.d[g], lanes.m[g]) = scales.chunk_d_m(g, F::SUB16);
     }
 }
 
@@ -104,12 +76,9 @@ impl ChunkLanes {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn zero() -> ChunkLanes {
-        let zero = _mm256_setzero_si256();
         ChunkLanes {
             d: [_mm256_setzero_ps(); GROUPS],
             m: [_mm256_setzero_ps(); GROUPS],
-            sub: [[zero; 2]; GROUPS],
-            min16: [[zero; 2]; GROUPS],
         }
     }
 }
@@ -201,6 +170,7 @@ fn add_chunk<F: ChunkScaled>(
     g: usize,
     s: __m256i,
     lanes: &ChunkLanes,
+    scales: &ScaleLanes,
     a: &BlockQ8Act,
 ) {
     let chain = g & 1;
@@ -210,7 +180,7 @@ fn add_chunk<F: ChunkScaled>(
         Mins::PerLane => {
             let lo_sum = half_sum(a);
             let halves = [_mm256_set1_epi32(lo_sum), _mm256_set1_epi32(a.sum - lo_sum)];
-            let mins = scale_halves(halves, &lanes.min16[g]);
+            let mins = scale_halves(halves, ScaleLanes::halves(&scales.mins, g));
             accumulate_mins16(acc, chain, [s, mins], lanes.d[g], lanes.m[g], a);
         }
     }
@@ -270,8 +240,9 @@ fn group_one_token<F: ChunkScaled>(
         );
         for g in 0..GROUPS {
             let a = &x[b * GROUPS + g];
-            let s = sums_one_token::<F>(&chunk_of(&seg.decoded, g), a, &seg.lanes.sub[g]);
-            add_chunk::<F>(&mut acc, g, s, &seg.lanes, a);
+            let sub = ScaleLanes::halves(&seg.scales.scales, g);
+            let s = sums_one_token::<F>(&chunk_of(&seg.decoded, g), a, sub);
+            add_chunk::<F>(&mut acc, g, s, &seg.lanes, &seg.scales, a);
         }
     }
     finish(&acc)
@@ -324,8 +295,9 @@ fn segment_tokens<F: ChunkScaled, const N: usize>(
     for g in 0..GROUPS {
         for (t, r) in regs.iter_mut().enumerate() {
             let a = &x[(t0 + t) * acts_per_token + first_act + g];
-            let s = sums_transposed::<F>(&seg.v[g], &seg.mag[g], a, &seg.lanes.sub[g]);
-            add_chunk::<F>(r, g, s, &seg.lanes, a);
+            let sub = ScaleLanes::halves(&seg.scales.scales, g);
+            let s = sums_transposed::<F>(&seg.v[g], &seg.mag[g], a, sub);
+            add_chunk::<F>(r, g, s, &seg.lanes, &seg.scales, a);
         }
     }
     acc[..N].copy_from_slice(&regs);

@@ -116,24 +116,18 @@ fn fill_superblock<F: ChunkScaled>(
         unsafe { F::scale_lanes(&blocks, sl) };
         for g in 0..GROUPS {
             let c = c0 + g;
-            // As the one-token path: `d · sc` and `−dmin · m` per chunk, or `d` and `−dmin`
-            // with the sub-block scales and mins apart.
-            let (d, m) = if F::SUB16 {
-                (sl.d, sl.neg_dmin)
-            } else {
-                (
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(sl.scales[g]), sl.d),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(sl.mins[g]), sl.neg_dmin),
-                )
-            };
+            let (d, m) = sl.chunk_d_m(g, F::SUB16);
             seg.d[c] = into_half_ps(seg.d[c], d, half);
             seg.m[c] = into_half_ps(seg.m[c], m, half);
             if F::SUB16 {
-                // Sub-blocks 2g and 2g + 1 are chunk g's halves.
+                let (sub, min16) = (
+                    ScaleLanes::halves(&sl.scales, g),
+                    ScaleLanes::halves(&sl.mins, g),
+                );
                 for k in 0..2 {
-                    seg.sub[c][k] = into_half(seg.sub[c][k], sl.scales[2 * g + k], half);
+                    seg.sub[c][k] = into_half(seg.sub[c][k], sub[k], half);
                     if <Super<F> as Segmented>::MINS16 {
-                        seg.min16[c][k] = into_half(seg.min16[c][k], sl.mins[2 * g + k], half);
+                        seg.min16[c][k] = into_half(seg.min16[c][k], min16[k], half);
                     }
                 }
             }
@@ -211,18 +205,8 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
             let (g0, g1) = (2 * p, 2 * p + 1);
             let wide = &wide[p];
             let (a0, a1) = (&x[b * GROUPS + g0], &x[b * GROUPS + g1]);
-            // Per chunk `d · sc` and `−dmin · m`, or for 16-weight sub-blocks `d` and `−dmin`
-            // (the sub-block scales and mins go in `quarter_sums`' layout instead).
-            let (d0, d1, m0, m1) = if F::SUB16 {
-                (sl.d, sl.d, sl.neg_dmin, sl.neg_dmin)
-            } else {
-                (
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(sl.scales[g0]), sl.d),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(sl.scales[g1]), sl.d),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(sl.mins[g0]), sl.neg_dmin),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(sl.mins[g1]), sl.neg_dmin),
-                )
-            };
+            // The 16-weight sub-blocks' scales and mins go in `quarter_sums`' layout instead.
+            let ((d0, m0), (d1, m1)) = (sl.chunk_d_m(g0, F::SUB16), sl.chunk_d_m(g1, F::SUB16));
             if !F::SUB16 {
                 let [s0, s1] = sums_one_token_pair(wide, a0, a1, F::SIGNED);
                 accumulate(&mut acc, 0, s0, d0, mins.then_some(m0), a0);

@@ -101,15 +101,26 @@ pub(crate) trait Q8Format {
 
     /// Two consecutive 32-weight blocks as their unsigned quants (plus [`Q8Format::OFFSET`]),
     /// halves together: the first vector holds weights 0..16 of `b0` then of `b1`, the second
-    /// weights 16..32 of each, for the AVX2 tier's one-token path (one nibble split of one
-    /// joined load). Only called where [`Q8Format::PAIR_HALVES`].
+    /// weights 16..32 of each, for the AVX2 tier's one-token path where
+    /// [`Q8Format::PAIR_HALVES`]. This default rearranges two decodes; the nibble formats
+    /// override it with one nibble split of one joined load.
     ///
     /// # Safety
     /// As [`Q8Format::decode`] (for both blocks).
     #[inline(always)]
     unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
-        let _ = (b0, b1);
-        unreachable!("decode_pair_halves of a format without PAIR_HALVES")
+        // SAFETY: this function's contract is decode's, for both blocks; AVX2 is part of it.
+        unsafe {
+            let (d0, d1) = if Self::OFFSET != 0 {
+                (Self::decode_offset(b0), Self::decode_offset(b1))
+            } else {
+                (Self::decode(b0), Self::decode(b1))
+            };
+            [
+                _mm256_permute2x128_si256::<0x20>(d0.w[0], d1.w[0]),
+                _mm256_permute2x128_si256::<0x31>(d0.w[0], d1.w[0]),
+            ]
+        }
     }
 
     /// The block's weights plus [`Q8Format::OFFSET`] (called only where that is not 0).
