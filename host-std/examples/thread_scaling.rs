@@ -10,7 +10,7 @@
 //!
 //!   cargo run --release -p vspec-host --example thread_scaling -- [FORMAT] [THREADS] [ROUNDS]
 //!
-//! (default VQ3, 2 threads, 3 rounds). The ratio of `pool` to `static` is what the pool costs; of
+//! (default VQ3, 2 threads, 3 rounds; `TIER=avx2` runs that tier's kernels on an AVX-512 CPU). The ratio of `pool` to `static` is what the pool costs; of
 //! `static` with 1 and N threads what the hardware gives. A decode step also runs attention and
 //! the per-token serial ops, which this leaves out.
 
@@ -60,7 +60,8 @@ fn main() {
         eprintln!("unknown format {name}");
         std::process::exit(2);
     };
-    let table = tier_table("").expect("the best tier of this CPU");
+    let tier = std::env::var("TIER").unwrap_or_default();
+    let table = tier_table(&tier).expect("the tier asked for by TIER, or this CPU's best");
     let entry: MatMulEntry = *table.matmul(format).expect("a matmul kernel");
     let MatMulKernel::Q8(kernel) = entry.kernel else {
         eprintln!("{name} has no 8-bit matmul here");

@@ -43,6 +43,41 @@ pub(crate) fn third_bits_64(qh: __m128i) -> [__m256i; 2] {
     [h0, h1]
 }
 
+/// [`crumbs_64`] in [`Q8Format::decode_halves`]' layout: elements 0..16 then 32..48, and 16..32
+/// then 48..64 (bits 0, 4 of each byte, then bits 2, 6): the 16 bytes broadcast to both lanes,
+/// each lane shifted by its field.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn crumb_halves(v: __m128i) -> [__m256i; 2] {
+    let v = _mm256_broadcastsi128_si256(v);
+    let three = _mm256_set1_epi8(3);
+    [
+        _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), three),
+        _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(2, 2, 6, 6)), three),
+    ]
+}
+
+/// [`third_bits_64`] in [`Q8Format::decode_halves`]' layout: byte `p` of the first vector's
+/// lower lane is element `p` (bit `p / 8` of byte `p % 8`), of its upper lane element `32 + p`
+/// (bit `4 + p / 8`); the second vector holds elements 16..32 and 48..64 (bits 2, 3, 6, 7).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn third_bit_halves(qh: __m128i) -> [__m256i; 2] {
+    let rep = _mm256_broadcastq_epi64(qh);
+    let m0 = _mm256_setr_epi64x(
+        0x0101_0101_0101_0101,
+        0x0202_0202_0202_0202,
+        0x1010_1010_1010_1010,
+        0x2020_2020_2020_2020,
+    );
+    let m1 = _mm256_slli_epi64::<2>(m0);
+    let four = _mm256_set1_epi8(4);
+    [
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, m0), m0), four),
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(rep, m1), m1), four),
+    ]
+}
+
 impl Q8Format for Vq2 {
     const ELEMS: usize = 64;
     const BYTES: usize = 20;
@@ -53,6 +88,12 @@ impl Q8Format for Vq2 {
         Decoded {
             w: crumbs_64(load16(block, 4)),
         }
+    }
+    const PAIR_HALVES: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_halves(block: &[u8]) -> [__m256i; 2] {
+        crumb_halves(load16(block, 4))
     }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
@@ -104,6 +145,14 @@ impl Q8Format for Vq3 {
             w: [_mm256_or_si256(l0, h0), _mm256_or_si256(l1, h1)],
         }
     }
+    const PAIR_HALVES: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_halves(block: &[u8]) -> [__m256i; 2] {
+        let [l0, l1] = crumb_halves(load16(block, 4));
+        let [h0, h1] = third_bit_halves(load8(block, 20));
+        [_mm256_or_si256(l0, h0), _mm256_or_si256(l1, h1)]
+    }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
@@ -127,6 +176,23 @@ impl Q8Format for Vq4 {
                 _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib),
             ],
         }
+    }
+    const PAIR_HALVES: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_halves(block: &[u8]) -> [__m256i; 2] {
+        // Bytes 0..16 hold weights 0..16 (low nibbles) and 32..48 (high), bytes 16..32 the
+        // rest: each 16 bytes broadcast, the upper lane shifted by 4.
+        let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+        let nib = _mm256_set1_epi8(0x0F);
+        let (v0, v1) = (
+            _mm256_broadcastsi128_si256(load16(block, 4)),
+            _mm256_broadcastsi128_si256(load16(block, 20)),
+        );
+        [
+            _mm256_and_si256(_mm256_srlv_epi64(v0, shifts), nib),
+            _mm256_and_si256(_mm256_srlv_epi64(v1, shifts), nib),
+        ]
     }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]

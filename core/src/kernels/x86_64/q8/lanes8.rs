@@ -98,9 +98,10 @@ fn decode_group_block<F: Q8Format>(
     (w, d, m)
 }
 
-/// Blocks `b` and `b + 1` of the eight rows as [`Q8Format::decode_pair_halves`] gives them
-/// (per half, each row's vector) and both blocks' scales and mins, asking for their share of
-/// `next` meanwhile.
+/// Chunks `2c` and `2c + 1` of the eight rows (32-weight formats: blocks `b = 2c` and `b + 1`
+/// by [`Q8Format::decode_pair_halves`]; 64-weight formats: block `b = c` by
+/// [`Q8Format::decode_halves`]), per half each row's vector, and both chunks' scales and mins,
+/// asking for their share of `next` meanwhile.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn decode_pair_halves_of_group<F: Q8Format>(
@@ -109,21 +110,36 @@ fn decode_pair_halves_of_group<F: Q8Format>(
     next: &[u8],
     lines_per_block: usize,
 ) -> ([[__m256i; GROUP]; 2], [(__m256, __m256); 2]) {
-    for line in b * lines_per_block..(b + 2) * lines_per_block {
+    let blocks = 64 / F::ELEMS;
+    for line in b * lines_per_block..(b + blocks) * lines_per_block {
         prefetch(next, line * 64);
     }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [[_mm_setzero_si128(); GROUP]; 2];
     for i in 0..GROUP {
-        let (b0, b1) = rows[i][b * F::BYTES..(b + 2) * F::BYTES].split_at(F::BYTES);
-        // SAFETY: this tier's table installs `F` only where the CPU has the features its
-        // decoder needs (AVX2, FMA, F16C), all enabled here; `F::PAIR_HALVES` (the caller's
-        // condition) says it implements this decode.
-        [w[0][i], w[1][i]] = unsafe { F::decode_pair_halves(b0, b1) };
-        heads[0][i] = super::load16(b0, 0);
-        heads[1][i] = super::load16(b1, 0);
+        let both = &rows[i][b * F::BYTES..(b + blocks) * F::BYTES];
+        // The decoders' safety: this tier's table installs `F` only where the CPU has the
+        // features its decoder needs (AVX2, FMA, F16C), all enabled here; `F::PAIR_HALVES` (the
+        // caller's condition) says it implements the decode for its block size.
+        if F::ELEMS == 32 {
+            let (b0, b1) = both.split_at(F::BYTES);
+            // SAFETY: see above.
+            [w[0][i], w[1][i]] = unsafe { F::decode_pair_halves(b0, b1) };
+            heads[0][i] = super::load16(b0, 0);
+            heads[1][i] = super::load16(b1, 0);
+        } else {
+            // SAFETY: see above.
+            [w[0][i], w[1][i]] = unsafe { F::decode_halves(both) };
+            heads[0][i] = super::load16(both, 0);
+        }
     }
-    (w, [scales_and_mins(&heads[0]), scales_and_mins(&heads[1])])
+    let first = scales_and_mins(&heads[0]);
+    let second = if F::ELEMS == 32 {
+        scales_and_mins(&heads[1])
+    } else {
+        first
+    };
+    (w, [first, second])
 }
 
 /// The exact i32 dot products of two consecutive chunks of eight rows (`w` as
@@ -236,17 +252,20 @@ fn group_tokens<F: Q8Format, const N: usize>(
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     let mut first = 0;
     if N == 1 && F::PAIR_HALVES {
-        // Blocks b and b + 1 (b even: chains 0 and 1) from one nibble split per row.
-        while first + 2 <= blocks {
+        // Two chunks at a time (chains 0 and 1): blocks b and b + 1 of 32 weights (b even),
+        // or block b of 64.
+        let step = 64 / F::ELEMS;
+        while first + step <= blocks {
             let b = first;
             let (w, [(d0, m0), (d1, m1)]) =
                 decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
-            let (a0, a1) = (&x[t0 * acts_per_token + b], &x[t0 * acts_per_token + b + 1]);
+            let chunk = t0 * acts_per_token + b * halves;
+            let (a0, a1) = (&x[chunk], &x[chunk + 1]);
             let [s0, s1] = sums_pair_halves(&w, a0, a1);
             let (m0, m1) = ((!F::SIGNED).then_some(m0), (!F::SIGNED).then_some(m1));
             accumulate(&mut acc[0], 0, unoffset::<F>(s0, a0), d0, m0, a0);
             accumulate(&mut acc[0], 1, unoffset::<F>(s1, a1), d1, m1, a1);
-            first += 2;
+            first += step;
         }
     }
     for b in first..blocks {

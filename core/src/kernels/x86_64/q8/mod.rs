@@ -93,11 +93,32 @@ pub(crate) trait Q8Format {
         join_i(d0.w[0], d1.w[0])
     }
 
-    /// Whether [`Q8Format::decode_pair_halves`] is implemented: 32-weight formats with 4-bit
-    /// unsigned quants (stored, or plus [`Q8Format::OFFSET`]), whose `vpmaddubsw` pairs
-    /// (`≤ 2 · 15 · 127`) two of them can add in 16 bits (5-bit Q5_0/Q5_1 would fit too, but
-    /// spreading their fifth bits in this layout cost more than it saved).
+    /// Whether the AVX2 one-token path takes two 32-weight chunks at a time, halves together:
+    /// formats with unsigned quants of at most 4 bits (stored, or plus [`Q8Format::OFFSET`]),
+    /// whose `vpmaddubsw` pairs (`≤ 2 · 15 · 127`) two of them can add in 16 bits. 32-weight
+    /// formats implement [`Q8Format::decode_pair_halves`] (two blocks), 64-weight ones
+    /// [`Q8Format::decode_halves`] (one block). 5-bit Q5_0/Q5_1 would fit too, but spreading
+    /// their fifth bits in this layout cost more than it saved.
     const PAIR_HALVES: bool = false;
+
+    /// A 64-weight block as its unsigned quants, halves together: the first vector holds
+    /// weights 0..16 then 32..48, the second 16..32 then 48..64 (each chunk's first and second
+    /// halves, as [`Q8Format::decode_pair_halves`] lays out two blocks), for the AVX2 tier's
+    /// one-token path where [`Q8Format::PAIR_HALVES`]. This default rearranges the decode.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`].
+    #[inline(always)]
+    unsafe fn decode_halves(block: &[u8]) -> [__m256i; 2] {
+        // SAFETY: this function's contract is decode's; AVX2 is part of it.
+        unsafe {
+            let d = Self::decode(block);
+            [
+                _mm256_permute2x128_si256::<0x20>(d.w[0], d.w[1]),
+                _mm256_permute2x128_si256::<0x31>(d.w[0], d.w[1]),
+            ]
+        }
+    }
 
     /// Two consecutive 32-weight blocks as their unsigned quants (plus [`Q8Format::OFFSET`]),
     /// halves together: the first vector holds weights 0..16 of `b0` then of `b1`, the second
