@@ -145,8 +145,11 @@ fn decode_pair_halves_of_group<F: Q8Format>(
 /// The exact i32 dot products of two consecutive chunks of eight rows (`w` as
 /// [`decode_pair_halves_of_group`] gives them) with one token's quants `a0`, `a1`: per chunk, lane
 /// `i` is row `i`'s. A row's two `vpmaddubsw` (weights 0..16 and 16..32 of both chunks) are added
-/// in 16 bits (`≤ 2 · 2 · 15 · 127`), so one `vpmaddwd` per row serves two chunks, and one tree
-/// ([`super::sum_lanes8_halves`], its 128-bit halves being the chunks) serves both.
+/// in 16 bits, and two rounds of `vphaddw` add neighbouring words of four rows at a time, so each
+/// word sums at most 16 products of a quant `≤ 15` and an activation `≤ 128` in magnitude
+/// (`≤ 30720`, exact in i16); one `vpmaddwd` per four rows then leaves row sums in i32, each
+/// 128-bit half being one chunk. Ten instructions where `vpmaddwd` per row and an i32 `vphaddd`
+/// tree took sixteen.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn sums_pair_halves(w: &[[__m256i; GROUP]; 2], a0: &BlockQ8Act, a1: &BlockQ8Act) -> [__m256i; 2] {
@@ -161,16 +164,25 @@ fn sums_pair_halves(w: &[[__m256i; GROUP]; 2], a0: &BlockQ8Act, a1: &BlockQ8Act)
             ),
         )
     };
-    let ones = _mm256_set1_epi16(1);
     let mut p = [_mm256_setzero_si256(); GROUP];
     for (i, p) in p.iter_mut().enumerate() {
-        let pairs = _mm256_add_epi16(
+        *p = _mm256_add_epi16(
             _mm256_maddubs_epi16(w[0][i], low),
             _mm256_maddubs_epi16(w[1][i], high),
         );
-        *p = _mm256_madd_epi16(pairs, ones);
     }
-    super::sum_lanes8_halves(&p)
+    // Per 128-bit half (chunk): after two rounds, words 2i, 2i + 1 of `r0123` are row i's.
+    let r01 = _mm256_hadd_epi16(p[0], p[1]);
+    let r23 = _mm256_hadd_epi16(p[2], p[3]);
+    let r45 = _mm256_hadd_epi16(p[4], p[5]);
+    let r67 = _mm256_hadd_epi16(p[6], p[7]);
+    let ones = _mm256_set1_epi16(1);
+    let rows0123 = _mm256_madd_epi16(_mm256_hadd_epi16(r01, r23), ones);
+    let rows4567 = _mm256_madd_epi16(_mm256_hadd_epi16(r45, r67), ones);
+    [
+        _mm256_permute2x128_si256::<0x20>(rows0123, rows4567),
+        _mm256_permute2x128_si256::<0x31>(rows0123, rows4567),
+    ]
 }
 
 /// Eight i32 sums of four neighbouring products `w · a` (`w_mag` = `|w|` for signed weights,
