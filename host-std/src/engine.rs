@@ -40,19 +40,42 @@ impl std::fmt::Display for AllocationError {
 
 impl std::error::Error for AllocationError {}
 
-/// A zeroed buffer of `bytes` (rounded up to 4), or an [`AllocationError`]: an oversized
-/// context must be a message, not an abort.
-fn zeroed_words(bytes: usize, what: &'static str, limits: &Limits) -> Result<Vec<u32>> {
-    let words = bytes.div_ceil(4);
+/// 64 bytes aligned to 64: the unit the engine allocates its arena and KV cache in.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct CacheLine([u32; 16]);
+
+// SAFETY: `CacheLine` is 64 bytes of u32 with alignment 64: no padding, every bit pattern valid,
+// all zeros a valid value.
+unsafe impl bytemuck::Zeroable for CacheLine {}
+// SAFETY: as above; `Copy`, `repr(C)`, no padding, no pointers.
+unsafe impl bytemuck::Pod for CacheLine {}
+
+/// A zeroed buffer of `bytes` (rounded up to 64) starting at a cache-line boundary, or an
+/// [`AllocationError`]: an oversized context must be a message, not an abort.
+fn zeroed_lines(bytes: usize, what: &'static str, limits: &Limits) -> Result<Vec<CacheLine>> {
+    let lines = bytes.div_ceil(64);
     let mut v = Vec::new();
-    v.try_reserve_exact(words).map_err(|_| AllocationError {
+    v.try_reserve_exact(lines).map_err(|_| AllocationError {
         what,
         bytes,
         limits: *limits,
     })?;
-    v.resize(words, 0);
+    v.resize(lines, CacheLine([0; 16]));
     Ok(v)
 }
+
+/// Where the KV cache starts within a cache line, whoever allocates it.
+///
+/// Measured, not derived: on the 2-core Zen 5 development VM, with a cache that started in the
+/// first 16 bytes of a line (every row of it then does, rows being multiples of 64 bytes), a
+/// SmolLM2 decode at depth 1024 ran at 125–149 tok/s against 190–209 for any start from 16 to
+/// 63 (`vspec bench -p 0 -n 64 -d 1024 -t 1`, the start moved by 4 to 64 bytes, both tiers;
+/// tg128 354 → 364–369). A `Vec<u32>` put it wherever the allocator did (16 bytes past a page
+/// from `mmap`, anywhere on the heap), so one engine decoded a third slower than the next. 32
+/// keeps rows in the fast range and every 16- or 32-byte load of a row inside one line. Why
+/// the first 16 bytes are slow was not pinned down (not line splits: a start of 0 has none).
+pub const KV_LINE_OFFSET: usize = 32;
 
 /// The weights of `model` bound as sessions with `kernels` hold them under `policy`, and the
 /// plan of that graph.
@@ -74,19 +97,24 @@ fn bound<'m>(
 /// 4 bytes).
 const CALLER_MEMORY_ALIGN: usize = 64;
 
-/// Bytes a caller's buffer must hold for [`Engine::with_memory`] under `plan`: the arena and the
-/// KV cache, each starting at a 64-byte boundary, plus room to reach the first boundary from any
-/// start address.
+/// Bytes a caller's buffer must hold for [`Engine::with_memory`] under `plan`: the arena from a
+/// 64-byte boundary, the KV cache [`KV_LINE_OFFSET`] bytes past the next one, plus room to reach
+/// the first boundary from any start address.
 pub fn caller_memory_bytes(plan: &Plan) -> usize {
     (CALLER_MEMORY_ALIGN - 1)
         + plan.arena_bytes.next_multiple_of(CALLER_MEMORY_ALIGN)
+        + KV_LINE_OFFSET
         + plan.kv_bytes
 }
 
 /// Where a session's arena and KV cache live.
 enum SessionMemory<'m> {
-    /// Allocated by the engine (u32 storage keeps them 4-byte aligned for the f32 views).
-    Owned { arena: Vec<u32>, kv: Vec<u32> },
+    /// Allocated by the engine, each starting on a cache line ([`zeroed_lines`]); the KV cache is
+    /// the `kv` bytes from [`KV_LINE_OFFSET`].
+    Owned {
+        arena: Vec<CacheLine>,
+        kv: Vec<CacheLine>,
+    },
     /// Carved out of a buffer the caller owns (embedded use: nothing is allocated for them).
     Borrowed {
         arena: &'m mut [u8],
@@ -169,8 +197,8 @@ impl<'m> Engine<'m> {
         log::info!("memory plan: {}", plan.summary());
         // The cache first: it is what grows with the context, so an impossible context is
         // reported as the cache it needs (the arena grows too, by the attention partials).
-        let kv = zeroed_words(plan.kv_bytes, "KV cache", &limits)?;
-        let arena = zeroed_words(plan.arena_bytes, "activation arena", &limits)?;
+        let kv = zeroed_lines(KV_LINE_OFFSET + plan.kv_bytes, "KV cache", &limits)?;
+        let arena = zeroed_lines(plan.arena_bytes, "activation arena", &limits)?;
         Ok(Engine {
             graph,
             plan,
@@ -208,7 +236,7 @@ impl<'m> Engine<'m> {
         let skip = memory.as_ptr().align_offset(CALLER_MEMORY_ALIGN);
         let arena_span = plan.arena_bytes.next_multiple_of(CALLER_MEMORY_ALIGN);
         let (arena, rest) = memory[skip..].split_at_mut(arena_span);
-        let kv = &mut rest[..plan.kv_bytes];
+        let kv = &mut rest[KV_LINE_OFFSET..KV_LINE_OFFSET + plan.kv_bytes];
         // A reused buffer may hold anything; the session reads only what it wrote, but zeroing
         // keeps runs reproducible and the KV cache of unused positions defined.
         arena.fill(0);
@@ -237,10 +265,13 @@ impl<'m> Engine<'m> {
     /// A session starting at position 0.
     pub fn session(&mut self) -> Result<Session<'_>> {
         let (arena, kv): (&mut [u8], &mut [u8]) = match &mut self.memory {
-            SessionMemory::Owned { arena, kv } => (
-                bytemuck::cast_slice_mut(arena),
-                bytemuck::cast_slice_mut(kv),
-            ),
+            SessionMemory::Owned { arena, kv } => {
+                let kv: &mut [u8] = bytemuck::cast_slice_mut(kv);
+                (
+                    bytemuck::cast_slice_mut(arena),
+                    &mut kv[KV_LINE_OFFSET..KV_LINE_OFFSET + self.plan.kv_bytes],
+                )
+            }
             SessionMemory::Borrowed { arena, kv } => (arena, kv),
         };
         Session::new(
@@ -253,5 +284,28 @@ impl<'m> Engine<'m> {
             &self.par,
         )
         .map_err(|e| anyhow!("session: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_buffers_start_on_a_cache_line_and_the_cache_at_its_offset() {
+        let limits = Limits {
+            max_ctx: 16,
+            max_tokens: 1,
+            all_logits: false,
+        };
+        for bytes in [1, 63, 64, 65, 4096 + 16, 1 << 20] {
+            let v = zeroed_lines(KV_LINE_OFFSET + bytes, "KV cache", &limits).unwrap();
+            let b: &[u8] = bytemuck::cast_slice(&v);
+            assert_eq!(b.as_ptr() as usize % 64, 0);
+            assert!(b.len() >= KV_LINE_OFFSET + bytes);
+            assert!(b.iter().all(|&x| x == 0));
+            let kv = &b[KV_LINE_OFFSET..KV_LINE_OFFSET + bytes];
+            assert_eq!(kv.as_ptr() as usize % 64, KV_LINE_OFFSET);
+        }
     }
 }
