@@ -24,32 +24,33 @@ pub(crate) fn crumbs_64(v: __m128i) -> [__m256i; 2] {
 }
 
 /// The third bit of 64 elements as `4` or `0`: element `i`'s is bit `i / 8` of byte `i % 8` of
-/// the 8 bytes in `qh`. Each qword keeps one bit of every byte, one of bits 2..8 (the first
-/// vector's bits 0..4 moved up by one shift), so `min(bit, 4)` is its value.
+/// the 8 bytes in `qh` (the first vector elements 0..32, one qword each of bits 0..4, the
+/// second 32..64, bits 4..8).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) fn third_bits_64(qh: __m128i) -> [__m256i; 2] {
-    // Byte p of `rep` is qh[p % 8]; element i < 32 sits at p = i and needs bit i / 8.
+    bits_as_fours(qh, [0x04, 0x08, 0x10, 0x20], [0x10, 0x20, 0x40, 0x80])
+}
+
+/// Bits of the 8 bytes in `qh` spread to bytes as `4` or `0`: qword `j` of the first vector
+/// keeps bit `low[j] / 4` of every byte (`low[j]` ≥ 4 names it as it sits two places up), of the
+/// second bit `high[j]` itself (≥ 4). With every kept bit at 4 or above, `min(bit, 4)` is its
+/// value: one instruction where a compare and a mask took two. The first vector's bits move up
+/// by one shift of the qword (bits shifted into a byte from the one below land in bits 0, 1,
+/// which no mask keeps).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn bits_as_fours(qh: __m128i, low: [u8; 4], high: [u8; 4]) -> [__m256i; 2] {
     let rep = _mm256_broadcastq_epi64(qh);
-    // Shifted left by 2, byte k's bits 0..4 are its bits 2..6 (bits moved into it from byte
-    // k − 1 land in bits 0, 1, which no mask keeps).
     let rep2 = _mm256_slli_epi64::<2>(rep);
-    let m0 = _mm256_setr_epi64x(
-        0x0404_0404_0404_0404,
-        0x0808_0808_0808_0808,
-        0x1010_1010_1010_1010,
-        0x2020_2020_2020_2020,
-    );
-    let m1 = _mm256_setr_epi64x(
-        0x1010_1010_1010_1010,
-        0x2020_2020_2020_2020,
-        0x4040_4040_4040_4040,
-        0x8080_8080_8080_8080u64 as i64,
-    );
+    let mask = |m: [u8; 4]| {
+        let q = |b: u8| i64::from_le_bytes([b; 8]);
+        _mm256_setr_epi64x(q(m[0]), q(m[1]), q(m[2]), q(m[3]))
+    };
     let four = _mm256_set1_epi8(4);
     [
-        _mm256_min_epu8(_mm256_and_si256(rep2, m0), four),
-        _mm256_min_epu8(_mm256_and_si256(rep, m1), four),
+        _mm256_min_epu8(_mm256_and_si256(rep2, mask(low)), four),
+        _mm256_min_epu8(_mm256_and_si256(rep, mask(high)), four),
     ]
 }
 
@@ -70,27 +71,10 @@ fn crumb_halves(v: __m128i) -> [__m256i; 2] {
 /// [`third_bits_64`] in [`Q8Format::decode_halves`]' layout: byte `p` of the first vector's
 /// lower lane is element `p` (bit `p / 8` of byte `p % 8`), of its upper lane element `32 + p`
 /// (bit `4 + p / 8`); the second vector holds elements 16..32 and 48..64 (bits 2, 3, 6, 7).
-/// Each qword of the second vector keeps one of bits 2, 3, 6, 7, so `min(bit, 4)` is the third
-/// bit's value (2 instructions where a compare took 3); the first vector's bits 0, 1, 4, 5 are
-/// moved there by one shift of the 8 bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn third_bit_halves(qh: __m128i) -> [__m256i; 2] {
-    let rep = _mm256_broadcastq_epi64(qh);
-    let bits = _mm256_setr_epi64x(
-        0x0404_0404_0404_0404,
-        0x0808_0808_0808_0808,
-        0x4040_4040_4040_4040,
-        0x8080_8080_8080_8080u64 as i64,
-    );
-    let four = _mm256_set1_epi8(4);
-    // Shifted left by 2, byte k's bits 0, 1, 4, 5 are its bits 2, 3, 6, 7 (bits moved into it
-    // from byte k − 1 land in bits 0, 1, which `bits` drops).
-    let rep2 = _mm256_slli_epi64::<2>(rep);
-    [
-        _mm256_min_epu8(_mm256_and_si256(rep2, bits), four),
-        _mm256_min_epu8(_mm256_and_si256(rep, bits), four),
-    ]
+    bits_as_fours(qh, [0x04, 0x08, 0x40, 0x80], [0x04, 0x08, 0x40, 0x80])
 }
 
 impl Q8Format for Vq2 {
