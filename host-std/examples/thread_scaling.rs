@@ -10,9 +10,10 @@
 //!
 //!   cargo run --release -p vspec-host --example thread_scaling -- [FORMAT] [THREADS] [ROUNDS]
 //!
-//! (default VQ3, 2 threads, 3 rounds; `TIER=avx2` runs that tier's kernels on an AVX-512 CPU). The ratio of `pool` to `static` is what the pool costs; of
-//! `static` with 1 and N threads what the hardware gives. A decode step also runs attention and
-//! the per-token serial ops, which this leaves out.
+//! (default VQ3, 2 threads, 3 rounds; `TIER=avx2` runs that tier's kernels on an AVX-512 CPU).
+//! The ratio of `pool` to `static` is what the pool costs; of `static` with 1 and N threads what
+//! the hardware gives. A decode step also runs attention and the per-token serial ops, which
+//! this leaves out.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
