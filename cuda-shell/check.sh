@@ -1,28 +1,76 @@
 #!/usr/bin/env bash
-# The one GPU check of the CUDA backend (issue 14): build, run the GPU tests as required (not
-# skippable), then time decode and prefill on SmolLM2. Meant for one H100/H200 in at most 5
-# minutes; run from anywhere: `bash cuda-shell/check.sh`.
+# The one GPU check of the CUDA backend (issue 14): the GPU tests as required (not skippable),
+# then decode and prefill speed on SmolLM2-shaped models of every `--bits` tier, the real SmolLM2
+# when present, and a Qwen3-8B-shaped `--bits 4` model (random weights, `synth_model`). Meant for
+# one H100/H200 in at most 5 minutes: `bash cuda-shell/check.sh`.
 #
-# Needs: the NVIDIA driver (libcuda.so.1); NVRTC 12.x (from the CUDA toolkit on the loader's path,
-# or VSPEC_NVRTC_LIB=/path/to/libnvrtc.so.12, or the wheel `.ci/run` installs into
-# target/venv-nvrtc); the SmolLM2 GGUF (`vspec fetch`, or VSPEC_SMOLLM2_GGUF=/path).
+# Needs: the NVIDIA driver (libcuda.so.1) and NVRTC 12 or 13 (VSPEC_NVRTC_LIB=/path/to/libnvrtc.so.*,
+# else the CUDA toolkit's or a pip wheel's, found below). Builds with cargo, or, on a machine
+# without a Rust toolchain, runs the programs `cuda-shell/pack.sh` built elsewhere:
+# VSPEC_CHECK_BIN=DIR/bin. Optional: VSPEC_SMOLLM2_GGUF (a real SmolLM2 file), VSPEC_CHECK_OUT
+# (where logs go), VSPEC_CHECK_SKIP_8B=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 start=$SECONDS
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+step() { echo "== $* ($((SECONDS - start)) s)"; }
 
-echo "== device"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+step device
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader || true
+nproc
+grep -m1 'model name' /proc/cpuinfo || true
 
-echo "== build"
-cargo build --release -p vspec-cuda -p vspec-tests --tests --examples
+bin=${VSPEC_CHECK_BIN:-}
+if [ -z "$bin" ]; then
+    step build
+    bash cuda-shell/pack.sh target/cuda-check
+    bin=target/cuda-check/bin
+fi
+bin=$(cd "$bin" && pwd)
+export VSPEC_FIXTURES=$PWD/tests/fixtures
 
-echo "== GPU tests (VSPEC_REQUIRE_CUDA=1: a missing device fails)"
-export VSPEC_REQUIRE_CUDA=1 VSPEC_REQUIRE_MODEL=1 VSPEC_NVRTC_REQUIRED=1
-cargo test --release -p vspec-cuda -- --nocapture
-cargo test --release -p vspec-tests --test cuda_gpu -- --nocapture --test-threads=1
+if [ -z "${VSPEC_NVRTC_LIB:-}" ]; then
+    # cudarc opens NVRTC by name (libnvrtc.so first); point that name at what this machine has.
+    found=$( { ls /usr/local/cuda/lib64/libnvrtc.so.1[23]* 2>/dev/null
+               python3 -c 'import nvidia, os; print(*nvidia.__path__)' 2>/dev/null |
+                   xargs -r -I{} find {} -name 'libnvrtc.so.1[23]*' 2>/dev/null
+               find / -xdev -name 'libnvrtc.so.1[23]*' 2>/dev/null; } |
+             grep -v builtins | head -1 || true)
+    [ -n "$found" ] || { echo "NVRTC not found"; exit 1; }
+    export VSPEC_NVRTC_LIB=$found
+fi
+mkdir -p "$work/nvrtc"
+ln -sf "$VSPEC_NVRTC_LIB" "$work/nvrtc/libnvrtc.so"
+export LD_LIBRARY_PATH=$work/nvrtc:$(dirname "$VSPEC_NVRTC_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+echo "NVRTC: $VSPEC_NVRTC_LIB"
 
-echo "== speed (SmolLM2, f16 KV, 512-token prefill, 128 decode steps)"
-cargo run --release -p vspec-tests --example cuda_bench -- ${VSPEC_SMOLLM2_GGUF:-}
+step "GPU tests (VSPEC_REQUIRE_CUDA=1: a missing device fails)"
+export VSPEC_REQUIRE_CUDA=1 VSPEC_NVRTC_REQUIRED=1
+status=0
+for t in "$bin"/test-*; do
+    echo "-- $(basename "$t")"
+    timeout 180 "$t" --nocapture --test-threads=1 || status=1
+done
 
-echo "== done in $((SECONDS - start)) s"
+step "speed (f16 KV, 512-token prefill, 128 decode steps)"
+for bits in 2 3 4; do
+    m=$work/smollm2-shaped-bits$bits.vspec
+    "$bin"/synth_model smollm2-135m $bits "$m"
+    timeout 60 "$bin"/cuda_bench "$m" || status=1
+    rm -f "$m"
+done
+if [ -n "${VSPEC_SMOLLM2_GGUF:-}" ] && [ -f "$VSPEC_SMOLLM2_GGUF" ]; then
+    timeout 60 "$bin"/cuda_bench "$VSPEC_SMOLLM2_GGUF" || status=1
+    "$bin"/vspec generate -m "$VSPEC_SMOLLM2_GGUF" --device cuda -p "The capital of France is" \
+        -n 24 --temp 0 || status=1
+fi
+if [ "${VSPEC_CHECK_SKIP_8B:-0}" != 1 ]; then
+    m=$work/qwen3-8b-shaped-bits4.vspec
+    "$bin"/synth_model qwen3-8b 4 "$m"
+    "$bin"/vspec plan -m "$m" --device cuda --ctx 640 || true
+    timeout 120 "$bin"/cuda_bench "$m" || status=1
+fi
+step "done, status $status"
+exit $status

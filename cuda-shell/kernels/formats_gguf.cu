@@ -51,6 +51,29 @@ struct F_q4_1 {
     }
 };
 
+// Q5_0 (q5_0.rs): 22-byte blocks of 32: f16 d, u32 qh (bit j = bit 4 of element j), 16 bytes
+// of low nibbles laid out as Q4_0's. Value (q - 16) * d.
+struct F_q5_0 {
+    static __device__ __forceinline__ float dq(const u8* row, int i, const i8*) {
+        const u8* b = row + (i >> 5) * 22;
+        int j = i & 31;
+        int lo = (b[6 + (j & 15)] >> ((j >> 4) * 4)) & 15;
+        int hi = (b[2 + (j >> 3)] >> (j & 7)) & 1;
+        return __fmul_rn((float)((lo | (hi << 4)) - 16), ld_f16(b));
+    }
+};
+
+// Q5_1 (q5_1.rs): 24-byte blocks of 32: f16 d, f16 m, u32 qh, nibbles as Q5_0. Value d * q + m.
+struct F_q5_1 {
+    static __device__ __forceinline__ float dq(const u8* row, int i, const i8*) {
+        const u8* b = row + (i >> 5) * 24;
+        int j = i & 31;
+        int lo = (b[8 + (j & 15)] >> ((j >> 4) * 4)) & 15;
+        int hi = (b[4 + (j >> 3)] >> (j & 7)) & 1;
+        return __fadd_rn(__fmul_rn(ld_f16(b), (float)(lo | (hi << 4))), ld_f16(b + 2));
+    }
+};
+
 // Q4_K (q4_k.rs): 144-byte super-blocks of 256: f16 d, f16 dmin, 12 bytes of 6-bit scales and
 // mins (ggml get_scale_min_k4), 128 bytes of nibbles. Sub-block s = j / 32; the quant is nibble
 // s % 2 of byte 16 + 32 * (s / 2) + j % 32. Value (d * sc) * q - dmin * m.

@@ -26,6 +26,8 @@ __device__ __forceinline__ float dq_any(int fmt, const u8* row, int i, const i8*
         case 12: return F_tq2::dq(row, i, lut);
         case 13: return F_tq3::dq(row, i, lut);
         case 14: return F_tq4::dq(row, i, lut);
+        case 15: return F_q5_0::dq(row, i, lut);
+        case 16: return F_q5_1::dq(row, i, lut);
         default: return 0.0f;  // the host checks formats before launching
     }
 }
@@ -121,6 +123,8 @@ VSPEC_MATMUL(nq3, F_nq3)
 VSPEC_MATMUL(tq2, F_tq2)
 VSPEC_MATMUL(tq3, F_tq3)
 VSPEC_MATMUL(tq4, F_tq4)
+VSPEC_MATMUL(q5_0, F_q5_0)
+VSPEC_MATMUL(q5_1, F_q5_1)
 
 // Decodes `n` elements of a row into f32 (the GPU tests compare each decoder with the CPU's).
 extern "C" __global__ void dequant_row(int fmt, const u8* row, const i8* lut, float* out, int n) {

@@ -50,9 +50,9 @@ pub struct FormatId {
     pub name: &'static str,
 }
 
-/// The device id of `format`, or `None` for formats without device kernels (Q5_0, Q5_1, Q2_K,
-/// Q3_K, Q5_K, IQ4_NL, IQ4_XS: the issue asks for Q4_0, Q4_1, Q4_K, Q6_K at least; the others
-/// are a decoder each away).
+/// The device id of `format`, or `None` for formats without device kernels (Q2_K, Q3_K, Q5_K,
+/// IQ4_NL, IQ4_XS: the issue asks for Q4_0, Q4_1, Q4_K, Q6_K at least; the others are a decoder
+/// each away). Q5_0 and Q5_1 are in because `--bits 4` files store the embedding in Q5_1.
 pub fn format_id(format: Format) -> Option<FormatId> {
     let (id, name) = match format {
         Format::F32 => (0, "f32"),
@@ -70,6 +70,8 @@ pub fn format_id(format: Format) -> Option<FormatId> {
         Format::TQ2 => (12, "tq2"),
         Format::TQ3 => (13, "tq3"),
         Format::TQ4 => (14, "tq4"),
+        Format::Q5_0 => (15, "q5_0"),
+        Format::Q5_1 => (16, "q5_1"),
         _ => return None,
     };
     Some(FormatId { id, name })
@@ -123,11 +125,12 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_cover_the_issue_formats() {
-        let ids: Vec<i32> = device_formats()
+        let mut ids: Vec<i32> = device_formats()
             .filter_map(format_id)
             .map(|f| f.id)
             .collect();
-        assert_eq!(ids, (0..15).collect::<Vec<_>>());
+        ids.sort_unstable();
+        assert_eq!(ids, (0..17).collect::<Vec<_>>());
         for f in [
             Format::VQ2,
             Format::VQ3,
@@ -139,6 +142,8 @@ mod tests {
             Format::Q8_0,
             Format::Q4_0,
             Format::Q4_1,
+            Format::Q5_0,
+            Format::Q5_1,
             Format::Q4_K,
             Format::Q6_K,
         ] {

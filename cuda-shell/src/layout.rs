@@ -245,9 +245,9 @@ mod tests {
     #[test]
     fn unsupported_format_is_an_error_naming_the_tensor() {
         let mut g = tiny();
-        g.tensors[1].format = Some(Format::Q5_0);
+        g.tensors[1].format = Some(Format::IQ4_NL);
         let plan = Plan::new(&g).unwrap();
         let e = layout(&g, &plan).unwrap_err().to_string();
-        assert!(e.contains("output.weight") && e.contains("Q5_0"), "{e}");
+        assert!(e.contains("output.weight") && e.contains("IQ4_NL"), "{e}");
     }
 }

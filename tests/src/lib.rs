@@ -5,11 +5,16 @@ use std::path::PathBuf;
 pub mod cuda_host;
 pub mod encode;
 pub mod kquant_encode;
+pub mod synth;
 pub mod tiny_gguf;
 
-/// The repository's `tests/fixtures` folder.
+/// The repository's `tests/fixtures` folder, or `VSPEC_FIXTURES` where the test binaries run
+/// away from the checkout they were built in (`cuda-shell/check.sh` on a GPU machine without
+/// a Rust toolchain).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    std::env::var_os("VSPEC_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures"))
 }
 
 /// `max |a - b| / max |b|`: the error measure the reference tests bound.

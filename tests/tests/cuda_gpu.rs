@@ -4,7 +4,8 @@
 //!
 //! 1. Every device decoder equals its scalar decoder bit for bit (f32 bits) on quantized
 //!    random rows, for every format with device kernels.
-//! 2. End to end on the random fixtures (llama, llama_rope3, qwen2, qwen3) and SmolLM2: prefill in
+//! 2. End to end on the random fixtures (llama, llama_rope3, qwen2, qwen3), SmolLM2-shaped
+//!    random models in every `--bits` tier's formats, and SmolLM2: prefill in
 //!    steps of 16 then greedy decode; logits within [`TOL`] (max-abs relative) of the CPU
 //!    scalar reference with the same f16 KV cache, the same greedy token off near-ties, and the
 //!    captured decode graph bit-identical to op-by-op launches.
@@ -18,6 +19,7 @@ use vspec_core::plan::Plan;
 use vspec_cuda::{CudaSession, Device, Probe};
 use vspec_host::{Engine, ModelFile};
 use vspec_tests::encode::{encode, values};
+use vspec_tests::synth::{self, Shape};
 use vspec_tests::{fixtures, rel_max_abs, smollm2_gguf};
 
 /// Largest max-abs relative logit difference from the CPU reference. Both sides use the same
@@ -157,6 +159,27 @@ fn fixtures_match_the_cpu_reference() {
         let ids: Vec<u32> = (0..48u32).map(|i| (i * 37 + 11) % vocab).collect();
         compare(&model, name, &ids, 40);
     }
+}
+
+#[test]
+fn every_tier_matches_the_cpu_reference() {
+    // SmolLM2-shaped (two layers) with random weights in exactly the formats each `--bits` tier
+    // stores (TQ2/TQ3/TQ4, VQ3/VQ4, Q5_1, Q8_0): the device matmuls of every tier format,
+    // end to end, which the f32 fixtures do not reach.
+    if device_or_skip().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vspec-cuda-tiers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for bits in [2, 3, 4, 8] {
+        let path = dir.join(format!("smollm2-shaped-{bits}.vspec"));
+        synth::write(&path, Shape::SmolLM2_135M, Some(2), bits, 7).unwrap();
+        let model = ModelFile::open(&path).unwrap();
+        let vocab = model.config.vocab as u32;
+        let ids: Vec<u32> = (0..24u32).map(|i| (i * 7919 + 3) % vocab).collect();
+        compare(&model, &format!("SmolLM2-shaped --bits {bits}"), &ids, 16);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
