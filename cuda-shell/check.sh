@@ -54,6 +54,9 @@ for t in "$bin"/test-*; do
     timeout 180 "$t" --nocapture --test-threads=1 || status=1
 done
 
+step "every format's one-token matmul alone"
+timeout 90 "$bin"/cuda_bench --kernels || status=1
+
 step "speed (f16 KV, 512-token prefill, 128 decode steps)"
 for bits in 2 3 4; do
     m=$work/smollm2-shaped-bits$bits.vspec

@@ -34,6 +34,16 @@ __device__ __forceinline__ float dq_any(int fmt, const u8* row, int i, const i8*
 
 #define GEMV_WARPS 4
 
+// The end of every GEMV: the warp's partial sums added, the bias, the store.
+__device__ __forceinline__ void gemv_store(float acc, int lane, const i8* lut, const u8* bias,
+                                           int bias_fmt, float* y, int rows, int r, int t) {
+    acc = warp_sum(acc);
+    if (lane == 0) {
+        if (bias) acc += dq_any(bias_fmt, bias, r, lut);
+        y[(size_t)t * rows + r] = acc;
+    }
+}
+
 template <class F>
 __device__ __forceinline__ void gemv(const float* x, const u8* w, const i8* lut, const u8* bias,
                                      int bias_fmt, float* y, int rows, int cols, int row_bytes) {
@@ -45,11 +55,7 @@ __device__ __forceinline__ void gemv(const float* x, const u8* w, const i8* lut,
     const float* xt = x + (size_t)t * cols;
     float acc = 0.0f;
     for (int c = lane; c < cols; c += 32) acc += F::dq(wr, c, lut) * xt[c];
-    acc = warp_sum(acc);
-    if (lane == 0) {
-        if (bias) acc += dq_any(bias_fmt, bias, r, lut);
-        y[(size_t)t * rows + r] = acc;
-    }
+    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 #define TM 64
@@ -95,13 +101,16 @@ __device__ __forceinline__ void gemm(const float* x, const u8* w, const i8* lut,
 }
 
 // One GEMV (grid: rows / GEMV_WARPS x tokens, GEMV_WARPS * 32 threads) and one GEMM (grid:
-// rows / TM x tokens / TN, 256 threads) per format: `gemv_<fmt>`, `gemm_<fmt>`.
+// rows / TM x tokens / TN, 256 threads) per format: `gemv_<fmt>`, `gemm_<fmt>`. Formats with a
+// GEMV of their own (gemv_packed.cu) stamp only the GEMM.
 #define VSPEC_MATMUL(NAME, F)                                                                   \
     extern "C" __global__ void gemv_##NAME(const float* x, const u8* w, const i8* lut,         \
                                            const u8* bias, int bias_fmt, float* y, int rows,   \
                                            int cols, int row_bytes) {                          \
         gemv<F>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes);                          \
     }                                                                                          \
+    VSPEC_GEMM(NAME, F)
+#define VSPEC_GEMM(NAME, F)                                                                     \
     extern "C" __global__ void __launch_bounds__(256)                                          \
         gemm_##NAME(const float* x, const u8* w, const i8* lut, const u8* bias, int bias_fmt,  \
                     float* y, int rows, int cols, int row_bytes, int tokens) {                 \
@@ -118,13 +127,13 @@ VSPEC_MATMUL(q4_k, F_q4_k)
 VSPEC_MATMUL(q6_k, F_q6_k)
 VSPEC_MATMUL(vq2, F_vq2)
 VSPEC_MATMUL(vq3, F_vq3)
-VSPEC_MATMUL(vq4, F_vq4)
+VSPEC_GEMM(vq4, F_vq4)
 VSPEC_MATMUL(nq3, F_nq3)
 VSPEC_MATMUL(tq2, F_tq2)
 VSPEC_MATMUL(tq3, F_tq3)
 VSPEC_MATMUL(tq4, F_tq4)
 VSPEC_MATMUL(q5_0, F_q5_0)
-VSPEC_MATMUL(q5_1, F_q5_1)
+VSPEC_GEMM(q5_1, F_q5_1)
 
 // Decodes `n` elements of a row into f32 (the GPU tests compare each decoder with the CPU's).
 extern "C" __global__ void dequant_row(int fmt, const u8* row, const i8* lut, float* out, int n) {

@@ -112,6 +112,74 @@ impl Probe {
         Ok(out[..n].to_vec())
     }
 
+    /// One-token matmul speed of `format`'s GEMV (the kernel every decode step runs): `row` (one
+    /// encoded row of `cols` weights) repeated `rows` times, multiplied by a random vector
+    /// `reps` times after one warm-up call. Returns GB/s of weight bytes read and µs per call;
+    /// size `rows` so the matrix is several times the L2 cache.
+    pub fn gemv_speed(
+        &self,
+        format: Format,
+        row: &[u8],
+        cols: usize,
+        rows: usize,
+        reps: usize,
+    ) -> Result<(f64, f64)> {
+        let id = kernels::format_id(format)
+            .ok_or_else(|| crate::backend(format!("no kernels for {format:?}")))?;
+        let row_bytes = format.tensor_bytes(cols, 1, "probe row")?;
+        if row.len() != row_bytes {
+            return Err(vspec_core::Error::truncated(
+                "probe row",
+                row_bytes as u64,
+                row.len() as u64,
+            ));
+        }
+        let stream = &self.device.stream;
+        let map = |e: cudarc::driver::DriverError| crate::backend(format!("gemv speed: {e}"));
+        let d_w = stream.clone_htod(&row.repeat(rows)).map_err(map)?;
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+            .collect();
+        let d_x = stream.clone_htod(&x).map_err(map)?;
+        let lut: Vec<u8> = kernels::codebook(format)
+            .map(|c| c.iter().map(|&v| v as u8).collect())
+            .unwrap_or_else(|| vec![0u8; 256]);
+        let d_lut = stream.clone_htod(&lut).map_err(map)?;
+        let mut d_y = stream.alloc_zeros::<f32>(rows).map_err(map)?;
+        let f = &self.funcs[&format!("gemv_{}", id.name)];
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(4) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (no_bias, no_fmt) = (0u64, 0i32);
+        let (rows_i, cols_i, rb_i) = (rows as i32, cols as i32, row_bytes as i32);
+        let mut time = |n: usize| -> Result<f64> {
+            let t = Instant::now();
+            for _ in 0..n {
+                let mut b = stream.launch_builder(f);
+                b.arg(&d_x)
+                    .arg(&d_w)
+                    .arg(&d_lut)
+                    .arg(&no_bias)
+                    .arg(&no_fmt)
+                    .arg(&mut d_y)
+                    .arg(&rows_i)
+                    .arg(&cols_i)
+                    .arg(&rb_i);
+                // SAFETY: gemv_<fmt>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes): the
+                // arguments match; `w` holds `rows` rows of `row_bytes`, `x` `cols` floats, `y`
+                // `rows`, `lut` 256 entries, and a null bias is never read.
+                unsafe { b.launch(cfg) }.map_err(map)?;
+            }
+            stream.synchronize().map_err(map)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        time(1)?;
+        let secs = time(reps)? / reps as f64;
+        Ok(((rows * row_bytes) as f64 / secs / 1e9, secs * 1e6))
+    }
+
     /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over `reps`
     /// copies of `bytes`: the ceiling a weight-streaming decode step can approach.
     pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64> {

@@ -1,6 +1,7 @@
 //! Decode and prefill speed of the CUDA backend on a model (default: SmolLM2 from the cache),
 //! with the weight bytes streamed per decode token and the device's measured copy bandwidth.
-//! Run by `cuda-shell/check.sh`: `cargo run --release -p vspec-tests --example cuda_bench [MODEL]`.
+//! Run by `cuda-shell/check.sh`: `cargo run --release -p vspec-tests --example cuda_bench [MODEL]`,
+//! or with `--kernels` for every format's GEMV speed alone.
 //!
 //! Method: one prefill of `PREFILL` tokens to warm up (kernels loaded, graph captured on the
 //! first decode), then the median of `REPS` timed prefills (fresh context each) and of `REPS`
@@ -23,7 +24,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `--kernels`: every format's GEMV alone, on a 4096-wide matrix of about 256 MiB (several
+/// times the L2), against the copy bandwidth.
+fn kernels() -> anyhow::Result<()> {
+    let err = |e: vspec_core::Error| anyhow::anyhow!("{e}");
+    let probe = Probe::new(Device::open(0).map_err(err)?).map_err(err)?;
+    let bw = probe.copy_bandwidth(1 << 30, 20).map_err(err)?;
+    println!("device copy bandwidth (read + write, 1 GiB dtod): {bw:.0} GB/s");
+    println!("| format | GEMV GB/s | of copy bw | µs per 256 MiB call |");
+    println!("|---|--:|--:|--:|");
+    let cols = 4096;
+    for format in vspec_cuda::kernels::device_formats() {
+        let row = vspec_tests::encode::encode(format, &vspec_tests::encode::values(cols, 3));
+        let rows = (256usize << 20) / row.len();
+        let (gbs, us) = probe
+            .gemv_speed(format, &row, cols, rows, 20)
+            .map_err(err)?;
+        println!(
+            "| {} | {gbs:.0} | {:.0} % | {us:.0} |",
+            format.name(),
+            100.0 * gbs / bw
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--kernels") {
+        return kernels();
+    }
     let path = std::env::args_os()
         .nth(1)
         .map(std::path::PathBuf::from)
