@@ -8,7 +8,7 @@
 # else the CUDA toolkit's or a pip wheel's, found below). Builds with cargo, or, on a machine
 # without a Rust toolchain, runs the programs `cuda-shell/pack.sh` built elsewhere:
 # VSPEC_CHECK_BIN=DIR/bin. Optional: VSPEC_SMOLLM2_GGUF (a real SmolLM2 file), VSPEC_CHECK_OUT
-# (where logs go), VSPEC_CHECK_SKIP_8B=1.
+# (where logs go), VSPEC_CHECK_SKIP_8B=1, VSPEC_CHECK_NCU=1 (per-kernel times of a decode step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -74,6 +74,18 @@ if [ "${VSPEC_CHECK_SKIP_8B:-0}" != 1 ]; then
     "$bin"/synth_model qwen3-8b 4 "$m"
     "$bin"/vspec plan -m "$m" --device cuda --ctx 640 || true
     timeout 120 "$bin"/cuda_bench "$m" || status=1
+fi
+if [ -n "${VSPEC_CHECK_NCU:-}" ]; then
+    # Per-kernel times of one decode step (a 2-layer Qwen3-8B-shaped model: every layer runs the
+    # same kernels), from the hardware counters; launches 0..~130 are the warm-up prefill and
+    # the first (captured) decode step.
+    step "one decode step's kernels (ncu)"
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    m=$work/qwen3-8b-shaped-2layers.vspec
+    "$bin"/synth_model qwen3-8b 4 "$m" 2
+    timeout 150 "$ncu" --clock-control none --launch-skip 130 --launch-count 45 \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv "$bin"/cuda_bench "$m" |
+        grep -E '^"(ID|[0-9])' | awk -F'","' '{print $5, $(NF-3), $(NF-2), $NF}' || true
 fi
 step "done, status $status"
 exit $status

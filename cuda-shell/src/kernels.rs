@@ -160,10 +160,12 @@ mod tests {
             let (kind, suffix) = name.split_once('_').unwrap_or(("", ""));
             let stamped = format!("VSPEC_MATMUL({suffix},");
             let gemm_only = format!("VSPEC_GEMM({suffix},");
+            let gemv_own = format!("GEMV_KERNEL({suffix})");
             assert!(
                 prog.contains(&plain)
                     || prog.contains(&stamped)
-                    || (kind == "gemm" && prog.contains(&gemm_only)),
+                    || (kind == "gemm" && prog.contains(&gemm_only))
+                    || (kind == "gemv" && prog.contains(&gemv_own)),
                 "kernel {name} is not in the sources"
             );
         }

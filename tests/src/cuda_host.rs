@@ -37,6 +37,7 @@ static inline float __int_as_float(int b) { float f; memcpy(&f, &b, 4); return f
 static inline float __uint_as_float(u32 b) { return bits_f32(b); }
 static inline int min(int a, int b) { return a < b ? a : b; }
 struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
 #define NEG_INF __int_as_float(0xff800000)
 // IEEE half to float, exact (what cvt.f32.f16 computes).
 static inline float f16_to_f32(u16 h) {
