@@ -7,8 +7,9 @@
 # Needs: the NVIDIA driver (libcuda.so.1) and NVRTC 12 or 13 (VSPEC_NVRTC_LIB=/path/to/libnvrtc.so.*,
 # else the CUDA toolkit's or a pip wheel's, found below). Builds with cargo, or, on a machine
 # without a Rust toolchain, runs the programs `cuda-shell/pack.sh` built elsewhere:
-# VSPEC_CHECK_BIN=DIR/bin. Optional: VSPEC_SMOLLM2_GGUF (a real SmolLM2 file), VSPEC_CHECK_OUT
-# (where logs go), VSPEC_CHECK_SKIP_8B=1, VSPEC_CHECK_NCU=1 (per-kernel times of a decode step).
+# VSPEC_CHECK_BIN=DIR/bin. Optional: VSPEC_SMOLLM2_GGUF (a real SmolLM2 file),
+# VSPEC_CHECK_SKIP_8B=1, VSPEC_CHECK_NCU=1 (per-kernel times of a decode step). Everything goes to
+# stdout; tee it where the log should stay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
