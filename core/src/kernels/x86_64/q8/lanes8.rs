@@ -149,10 +149,15 @@ fn decode_pair_halves_of_group<F: Q8Format>(
 /// word sums at most 16 products of a quant `≤ 15` and an activation `≤ 128` in magnitude
 /// (`≤ 30720`, exact in i16); one `vpmaddwd` per four rows then leaves row sums in i32, each
 /// 128-bit half being one chunk. Ten instructions where `vpmaddwd` per row and an i32 `vphaddd`
-/// tree took sixteen.
+/// tree took sixteen. 5-bit quants (`≤ 31`) stop after one 16-bit round (eight products,
+/// `≤ 31744`) and take the second in 32 bits: twelve.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn sums_pair_halves(w: &[[__m256i; GROUP]; 2], a0: &BlockQ8Act, a1: &BlockQ8Act) -> [__m256i; 2] {
+fn sums_pair_halves<F: Q8Format>(
+    w: &[[__m256i; GROUP]; 2],
+    a0: &BlockQ8Act,
+    a1: &BlockQ8Act,
+) -> [__m256i; 2] {
     // SAFETY: each `qs` is 32 readable bytes: unaligned 16-byte reads at 0 and 16.
     let (low, high) = unsafe {
         let (q0, q1) = (a0.qs.as_ptr(), a1.qs.as_ptr());
@@ -177,8 +182,20 @@ fn sums_pair_halves(w: &[[__m256i; GROUP]; 2], a0: &BlockQ8Act, a1: &BlockQ8Act)
     let r45 = _mm256_hadd_epi16(p[4], p[5]);
     let r67 = _mm256_hadd_epi16(p[6], p[7]);
     let ones = _mm256_set1_epi16(1);
-    let rows0123 = _mm256_madd_epi16(_mm256_hadd_epi16(r01, r23), ones);
-    let rows4567 = _mm256_madd_epi16(_mm256_hadd_epi16(r45, r67), ones);
+    let (rows0123, rows4567) = if F::PAIR_QUANT_BITS == 4 {
+        (
+            _mm256_madd_epi16(_mm256_hadd_epi16(r01, r23), ones),
+            _mm256_madd_epi16(_mm256_hadd_epi16(r45, r67), ones),
+        )
+    } else {
+        // 5-bit quants: words of eight products are as far as 16 bits go; widen (dwords 0, 1 of
+        // `madd(r01)` hold row 0's halves, 2, 3 row 1's), then the second round in 32 bits.
+        let wide = |r: __m256i| _mm256_madd_epi16(r, ones);
+        (
+            _mm256_hadd_epi32(wide(r01), wide(r23)),
+            _mm256_hadd_epi32(wide(r45), wide(r67)),
+        )
+    };
     [
         _mm256_permute2x128_si256::<0x20>(rows0123, rows4567),
         _mm256_permute2x128_si256::<0x31>(rows0123, rows4567),
@@ -273,7 +290,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
                 decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
             let chunk = t0 * acts_per_token + b * halves;
             let (a0, a1) = (&x[chunk], &x[chunk + 1]);
-            let [s0, s1] = sums_pair_halves(&w, a0, a1);
+            let [s0, s1] = sums_pair_halves::<F>(&w, a0, a1);
             let (m0, m1) = ((!F::SIGNED).then_some(m0), (!F::SIGNED).then_some(m1));
             accumulate(&mut acc[0], 0, unoffset::<F>(s0, a0), d0, m0, a0);
             accumulate(&mut acc[0], 1, unoffset::<F>(s1, a1), d1, m1, a1);

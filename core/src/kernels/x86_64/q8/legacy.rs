@@ -149,6 +149,13 @@ impl Q8Format for Q5_0 {
         let low = _mm512_add_epi8(nibbles_pair_512(b0, b1, 6), _mm512_set1_epi8(112));
         _mm512_mask_add_epi8(low, fifth_bits_pair(b0, b1, 2), low, _mm512_set1_epi8(16))
     }
+    const PAIR_HALVES: bool = true;
+    const PAIR_QUANT_BITS: u32 = 5;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        five_bit_halves(b0, b1, 6, 2)
+    }
 }
 
 impl Q8Format for Q5_1 {
@@ -167,6 +174,47 @@ impl Q8Format for Q5_1 {
         let low = nibbles_pair_512(b0, b1, 8);
         _mm512_mask_add_epi8(low, fifth_bits_pair(b0, b1, 4), low, _mm512_set1_epi8(16))
     }
+    const PAIR_HALVES: bool = true;
+    const PAIR_QUANT_BITS: u32 = 5;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        five_bit_halves(b0, b1, 8, 4)
+    }
+}
+
+/// The 5-bit quants (nibbles at `off`, fifth bits as the u32 at `qh`) of two 32-weight blocks
+/// in [`nibble_halves`]'s layout: weights 0..16 of `b0` then of `b1`, and 16..32 of each. Each
+/// block's 16 bytes from `qh` fill one 128-bit lane (only the first four matter: the fifth
+/// bits, bit `i` for weight `i`), so one in-lane shuffle per vector spreads bits 0..16 or
+/// 16..32 of both blocks to their weights' bytes, and a bit test turns each into `0x10`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn five_bit_halves(b0: &[u8], b1: &[u8], off: usize, qh: usize) -> [__m256i; 2] {
+    let [low, high] = nibble_halves(b0, b1, off);
+    let bits = _mm256_set_m128i(load16(b1, qh), load16(b0, qh));
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let fifth = |spread: __m256i| {
+        let set = _mm256_cmpeq_epi8(
+            _mm256_and_si256(_mm256_shuffle_epi8(bits, spread), bit),
+            bit,
+        );
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    };
+    // Byte i of a lane takes byte i / 8 of the lane's fifth bits (weights 0..16), or byte
+    // 2 + i / 8 (weights 16..32).
+    let first = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1,
+        1, 1,
+    );
+    let second = _mm256_setr_epi8(
+        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    [
+        _mm256_or_si256(low, fifth(first)),
+        _mm256_or_si256(high, fifth(second)),
+    ]
 }
 
 impl Q8Format for Q8_0 {

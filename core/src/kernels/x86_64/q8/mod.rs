@@ -94,12 +94,16 @@ pub(crate) trait Q8Format {
     }
 
     /// Whether the AVX2 one-token path takes two 32-weight chunks at a time, halves together:
-    /// formats with unsigned quants of at most 4 bits (stored, or plus [`Q8Format::OFFSET`]),
-    /// whose `vpmaddubsw` pairs (`≤ 2 · 15 · 127`) two of them can add in 16 bits. 32-weight
-    /// formats implement [`Q8Format::decode_pair_halves`] (two blocks), 64-weight ones
-    /// [`Q8Format::decode_halves`] (one block). 5-bit Q5_0/Q5_1 would fit too, but spreading
-    /// their fifth bits in this layout cost more than it saved.
+    /// formats with unsigned quants of at most [`Q8Format::PAIR_QUANT_BITS`] bits (stored, or
+    /// plus [`Q8Format::OFFSET`]), whose `vpmaddubsw` pairs (`≤ 2 · 31 · 128`) two of them can
+    /// add in 16 bits. 32-weight formats implement [`Q8Format::decode_pair_halves`] (two
+    /// blocks), 64-weight ones [`Q8Format::decode_halves`] (one block).
     const PAIR_HALVES: bool = false;
+
+    /// Bits of the unsigned quants the pair path multiplies: 4, or 5 (Q5_0, Q5_1). A 16-bit
+    /// word then holds the sum of at most 16 products of 4-bit quants (`≤ 30720`) or 8 of
+    /// 5-bit ones (`≤ 31744`), which decides where the reduction widens to 32 bits.
+    const PAIR_QUANT_BITS: u32 = 4;
 
     /// A 64-weight block as its unsigned quants, halves together: the first vector holds
     /// weights 0..16 then 32..48, the second 16..32 then 48..64 (each chunk's first and second
