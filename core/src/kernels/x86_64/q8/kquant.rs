@@ -111,6 +111,34 @@ pub(crate) trait KQuant {
         sb
     }
 
+    /// Whether the AVX2 one-token path takes groups `2j` and `2j + 1` together, halves
+    /// together ([`KQuant::decode_pair_halves`]): unsigned quants without an offset and a scale
+    /// per group (Q4_K, Q5_K), so the pair's sums can share one reduction as the 32-weight
+    /// formats' do (`super::lanes8::sums_pair_halves`).
+    const PAIR_HALVES: bool = false;
+
+    /// Bits of those quants (4 or 5).
+    const PAIR_QUANT_BITS: u32 = 4;
+
+    /// Groups `2j` and `2j + 1` of a super-block in the halves layout: the first vector holds
+    /// weights 0..16 of group `2j` then of `2j + 1`, the second weights 16..32 of each. Only
+    /// called where [`KQuant::PAIR_HALVES`].
+    ///
+    /// # Safety
+    /// As [`KQuant::decode`].
+    #[inline(always)]
+    unsafe fn decode_pair_halves(block: &[u8], j: usize) -> [__m256i; 2] {
+        // SAFETY: this function's contract is decode's; AVX2 is part of it.
+        unsafe {
+            let sb = Self::decode_offset(block);
+            let (g0, g1) = (sb.w[2 * j], sb.w[2 * j + 1]);
+            [
+                _mm256_permute2x128_si256::<0x20>(g0, g1),
+                _mm256_permute2x128_si256::<0x31>(g0, g1),
+            ]
+        }
+    }
+
     /// [`KQuant::decode_biased`] as four 512-bit vectors, groups `2p` and `2p + 1` in vector
     /// `p`, for the AVX-512 tier's one-token path. This default joins the 256-bit groups;
     /// formats whose group pairs come from one load or one table override it.
@@ -477,10 +505,31 @@ fn q3k_decode<const B: i32>(block: &[u8]) -> SuperBlock {
     sb
 }
 
+/// The nibbles of the 32 bytes at `off` in [`KQuant::decode_pair_halves`]' layout, the low
+/// nibbles being one group and the high nibbles the next (Q4_K, Q5_K): each 16 bytes broadcast
+/// to both 128-bit lanes, the upper lane shifted by 4.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibble_pair_halves(block: &[u8], off: usize) -> [__m256i; 2] {
+    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+    let nib = _mm256_set1_epi8(0x0F);
+    let half = |o: usize| {
+        let v = _mm256_broadcastsi128_si256(load16(block, o));
+        _mm256_and_si256(_mm256_srlv_epi64(v, shifts), nib)
+    };
+    [half(off), half(off + 16)]
+}
+
 impl KQuant for Q4K {
     const BYTES: usize = 144;
     const SIGNED: bool = false;
     const MINS: Mins = Mins::PerGroup;
+    const PAIR_HALVES: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_pair_halves(block: &[u8], j: usize) -> [__m256i; 2] {
+        nibble_pair_halves(block, 16 + 32 * j)
+    }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
@@ -507,6 +556,30 @@ impl KQuant for Q5K {
     const BYTES: usize = 176;
     const SIGNED: bool = false;
     const MINS: Mins = Mins::PerGroup;
+    const PAIR_HALVES: bool = true;
+    const PAIR_QUANT_BITS: u32 = 5;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn decode_pair_halves(block: &[u8], j: usize) -> [__m256i; 2] {
+        // Group g's fifth bits are bit g of the 32 qh bytes (byte i: weight i). Lane 0 wants
+        // bit 2j of each byte at bit 4, lane 1 bit 2j + 1: one variable shift per qword moves
+        // them there (left for bits below 4, right above), the mask keeps bit 4 alone.
+        let [lo, hi] = nibble_pair_halves(block, 48 + 32 * j);
+        let (b0, b1) = (2 * j as i64, 2 * j as i64 + 1);
+        let move_up = |qh: __m256i| {
+            let bit = if j < 2 {
+                _mm256_sllv_epi64(qh, _mm256_setr_epi64x(4 - b0, 4 - b0, 4 - b1, 4 - b1))
+            } else {
+                _mm256_srlv_epi64(qh, _mm256_setr_epi64x(b0 - 4, b0 - 4, b1 - 4, b1 - 4))
+            };
+            _mm256_and_si256(bit, _mm256_set1_epi8(0x10))
+        };
+        let qh = |o: usize| _mm256_broadcastsi128_si256(load16(block, o));
+        [
+            _mm256_or_si256(lo, move_up(qh(16))),
+            _mm256_or_si256(hi, move_up(qh(32))),
+        ]
+    }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {

@@ -30,7 +30,7 @@
 use super::kquant::KQuant;
 use super::kquant::{ChunkScaled, Mins, ScaleLanes, GROUPS};
 use super::kquant_wide::blocks_of;
-use super::lanes8::{dot4, finish, magnitudes};
+use super::lanes8::{dot4, finish, magnitudes, sums_pair_halves};
 use super::rows8::{
     accumulate, accumulate_mins16, act_quad, prefetch, prefetch_head, rows_ahead, rows_of,
     transpose_quads, write_lanes, Acc, GROUP,
@@ -232,12 +232,28 @@ fn group_one_token<F: ChunkScaled>(
     let blocks = rows[0].len() / F::BYTES;
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        seg.load::<F>(
-            rows,
-            b,
-            next,
-            b * lines_per_block..(b + 1) * lines_per_block,
-        );
+        let lines = b * lines_per_block..(b + 1) * lines_per_block;
+        if F::PAIR_HALVES && F::OFFSET == 0 && !F::SUB16 {
+            // Groups 2j, 2j + 1 through one reduction, the same integer sums and float chains.
+            let supers = blocks_of(rows, b, F::BYTES);
+            for line in lines {
+                prefetch(next, line * 64);
+            }
+            chunk_lanes::<F>(&supers, &mut seg.scales, &mut seg.lanes);
+            for j in 0..GROUPS / 2 {
+                let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
+                for (i, block) in supers.iter().enumerate() {
+                    // SAFETY: AVX2, FMA and F16C are enabled here (target_feature).
+                    [w[0][i], w[1][i]] = unsafe { F::decode_pair_halves(block, j) };
+                }
+                let (a0, a1) = (&x[b * GROUPS + 2 * j], &x[b * GROUPS + 2 * j + 1]);
+                let [s0, s1] = sums_pair_halves(&w, a0, a1, F::PAIR_QUANT_BITS);
+                add_chunk::<F>(&mut acc, 2 * j, s0, &seg.lanes, &seg.scales, a0);
+                add_chunk::<F>(&mut acc, 2 * j + 1, s1, &seg.lanes, &seg.scales, a1);
+            }
+            continue;
+        }
+        seg.load::<F>(rows, b, next, lines);
         for g in 0..GROUPS {
             let a = &x[b * GROUPS + g];
             let sub = ScaleLanes::halves(&seg.scales.scales, g);

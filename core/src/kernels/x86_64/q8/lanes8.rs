@@ -151,12 +151,14 @@ fn decode_pair_halves_of_group<F: Q8Format>(
 /// 128-bit half being one chunk. Ten instructions where `vpmaddwd` per row and an i32 `vphaddd`
 /// tree took sixteen. 5-bit quants (`≤ 31`) stop after one 16-bit round (eight products,
 /// `≤ 31744`) and take the second in 32 bits: twelve.
+/// `quant_bits`: 4, or 5 ([`Q8Format::PAIR_QUANT_BITS`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn sums_pair_halves<F: Q8Format>(
+pub(super) fn sums_pair_halves(
     w: &[[__m256i; GROUP]; 2],
     a0: &BlockQ8Act,
     a1: &BlockQ8Act,
+    quant_bits: u32,
 ) -> [__m256i; 2] {
     // SAFETY: each `qs` is 32 readable bytes: unaligned 16-byte reads at 0 and 16.
     let (low, high) = unsafe {
@@ -182,7 +184,7 @@ fn sums_pair_halves<F: Q8Format>(
     let r45 = _mm256_hadd_epi16(p[4], p[5]);
     let r67 = _mm256_hadd_epi16(p[6], p[7]);
     let ones = _mm256_set1_epi16(1);
-    let (rows0123, rows4567) = if F::PAIR_QUANT_BITS == 4 {
+    let (rows0123, rows4567) = if quant_bits == 4 {
         (
             _mm256_madd_epi16(_mm256_hadd_epi16(r01, r23), ones),
             _mm256_madd_epi16(_mm256_hadd_epi16(r45, r67), ones),
@@ -290,7 +292,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
                 decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
             let chunk = t0 * acts_per_token + b * halves;
             let (a0, a1) = (&x[chunk], &x[chunk + 1]);
-            let [s0, s1] = sums_pair_halves::<F>(&w, a0, a1);
+            let [s0, s1] = sums_pair_halves(&w, a0, a1, F::PAIR_QUANT_BITS);
             let (m0, m1) = ((!F::SIGNED).then_some(m0), (!F::SIGNED).then_some(m1));
             accumulate(&mut acc[0], 0, unoffset::<F>(s0, a0), d0, m0, a0);
             accumulate(&mut acc[0], 1, unoffset::<F>(s1, a1), d1, m1, a1);
