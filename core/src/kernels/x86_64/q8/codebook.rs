@@ -1,7 +1,7 @@
 //! Formats whose quants index a small fixed codebook: ggml IQ4_NL (16 levels) and Vspec NQ3
 //! (8 levels). The lookup is one in-register byte shuffle per 32 weights.
 
-use super::affine::{crumbs_512, crumbs_64, third_bits_64, third_bits_mask};
+use super::affine::{crumbs_512, crumbs_64, third_bits_64, with_third_bits};
 use super::{load16, load8, nibbles_32, nibbles_pair_512, Decoded, Q8Format};
 use crate::quant::gguf::iq4_nl::KVALUES;
 use crate::quant::vspec::nq3::LEVELS;
@@ -74,7 +74,7 @@ impl Q8Format for Nq3 {
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
         let low = crumbs_512(block, 2);
-        let idx = _mm512_mask_add_epi8(low, third_bits_mask(block, 18), low, _mm512_set1_epi8(4));
+        let idx = with_third_bits(low, block, 18);
         _mm512_shuffle_epi8(biased_table16_512(&LEVELS), idx)
     }
 }
