@@ -487,6 +487,29 @@ impl KQuant for Q3K {
     unsafe fn decode_biased(block: &[u8]) -> SuperBlock {
         q3k_decode::<BIAS>(block)
     }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
+        // Groups 2p (lower half) and 2p + 1 (upper half): 2-bit fields 2(2p % 4) and
+        // 2(2p % 4) + 2 of the same 32 bytes, one shift per qword; their high bits, bits 2p and
+        // 2p + 1 of the hmask bytes, rotated per qword onto bit 2 and merged by one ternary op.
+        let hmask = _mm512_broadcast_i64x4(load32(block, 0));
+        let mut out = [_mm512_setzero_si512(); GROUPS / 2];
+        for (p, o) in out.iter_mut().enumerate() {
+            let g = 2 * p as i64;
+            let (s0, s1) = (2 * (g % 4), 2 * (g % 4) + 2);
+            let fields = _mm512_broadcast_i64x4(load32(block, 32 + 32 * (p / 2)));
+            let shifts = _mm512_set_epi64(s1, s1, s1, s1, s0, s0, s0, s0);
+            let low = _mm512_and_si512(_mm512_srlv_epi64(fields, shifts), _mm512_set1_epi8(3));
+            let (r0, r1) = ((66 - g) % 64, (65 - g) % 64);
+            let rot = _mm512_set_epi64(r1, r1, r1, r1, r0, r0, r0, r0);
+            let moved = _mm512_rolv_epi64(hmask, rot);
+            // low | (moved & 4): `vpternlog`'s truth table of (low, moved, mask).
+            let q = _mm512_ternarylogic_epi64::<0xF8>(low, moved, _mm512_set1_epi8(4));
+            *o = _mm512_add_epi8(q, _mm512_set1_epi8((BIAS - 4) as i8));
+        }
+        out
+    }
 }
 
 /// Q3_K's decode with `B` added to every weight.
