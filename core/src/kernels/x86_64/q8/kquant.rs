@@ -467,6 +467,21 @@ impl KQuant for Q2K {
     }
 }
 
+/// `low` (whose `value` bit is clear) with bit `2p` of each byte of `plane` (a 32-byte plane
+/// broadcast to both 256-bit halves) added as `value` in the lower half, bit `2p + 1` in the
+/// upper: each qword rotated so that the bit lands on `value`'s bit of its own byte, then
+/// `low | (moved & value)` by one `vpternlogq`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn with_plane_bits_512(low: __m512i, plane: __m512i, p: usize, value: i8) -> __m512i {
+    let to = i64::from((value as u8).trailing_zeros());
+    let g = 2 * p as i64;
+    let (r0, r1) = ((64 + to - g) % 64, (63 + to - g) % 64);
+    let moved = _mm512_rolv_epi64(plane, _mm512_set_epi64(r1, r1, r1, r1, r0, r0, r0, r0));
+    // 0xF8: `vpternlog`'s truth table of a | (b & c) for (a, b, c) = (low, moved, mask).
+    _mm512_ternarylogic_epi64::<0xF8>(low, moved, _mm512_set1_epi8(value))
+}
+
 impl KQuant for Q3K {
     const BYTES: usize = 110;
     const SIGNED: bool = true;
@@ -492,7 +507,7 @@ impl KQuant for Q3K {
     unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
         // Groups 2p (lower half) and 2p + 1 (upper half): 2-bit fields 2(2p % 4) and
         // 2(2p % 4) + 2 of the same 32 bytes, one shift per qword; their high bits, bits 2p and
-        // 2p + 1 of the hmask bytes, rotated per qword onto bit 2 and merged by one ternary op.
+        // 2p + 1 of the hmask bytes, rotated onto bit 2.
         let hmask = _mm512_broadcast_i64x4(load32(block, 0));
         let mut out = [_mm512_setzero_si512(); GROUPS / 2];
         for (p, o) in out.iter_mut().enumerate() {
@@ -501,11 +516,7 @@ impl KQuant for Q3K {
             let fields = _mm512_broadcast_i64x4(load32(block, 32 + 32 * (p / 2)));
             let shifts = _mm512_set_epi64(s1, s1, s1, s1, s0, s0, s0, s0);
             let low = _mm512_and_si512(_mm512_srlv_epi64(fields, shifts), _mm512_set1_epi8(3));
-            let (r0, r1) = ((66 - g) % 64, (65 - g) % 64);
-            let rot = _mm512_set_epi64(r1, r1, r1, r1, r0, r0, r0, r0);
-            let moved = _mm512_rolv_epi64(hmask, rot);
-            // low | (moved & 4): `vpternlog`'s truth table of (low, moved, mask).
-            let q = _mm512_ternarylogic_epi64::<0xF8>(low, moved, _mm512_set1_epi8(4));
+            let q = with_plane_bits_512(low, hmask, p, 4);
             *o = _mm512_add_epi8(q, _mm512_set1_epi8((BIAS - 4) as i8));
         }
         out
@@ -606,20 +617,14 @@ impl KQuant for Q5K {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> [__m512i; GROUPS / 2] {
-        // Group g's fifth bit is bit g of the 32 qh bytes: bits 2p (lower half) and 2p + 1
-        // (upper half) of their broadcast, each qword rotated so that bit lands on bit 4 of
-        // its byte, then merged into the nibbles under a 0x10 mask by one ternary op (a bit
-        // test into a mask register and a masked add ran Q5_K at 40 G weights/s where Q4_K
+        // Group g's fifth bit is bit g of the 32 qh bytes, rotated into the nibbles' bit 4 (a
+        // bit test into a mask register and a masked add ran Q5_K at 40 G weights/s where Q4_K
         // reads 71).
         let qh = _mm512_broadcast_i64x4(load32(block, 16));
         let mut out = [_mm512_setzero_si512(); GROUPS / 2];
         for (p, o) in out.iter_mut().enumerate() {
             let low = nibble_pair_512(block, 48 + 32 * p);
-            let (r0, r1) = ((68 - 2 * p as i64) % 64, (67 - 2 * p as i64) % 64);
-            let rot = _mm512_set_epi64(r1, r1, r1, r1, r0, r0, r0, r0);
-            let moved = _mm512_rolv_epi64(qh, rot);
-            // low | (moved & 0x10): truth table of (a, b, c) = (low, moved, mask).
-            *o = _mm512_ternarylogic_epi64::<0xF8>(low, moved, _mm512_set1_epi8(0x10));
+            *o = with_plane_bits_512(low, qh, p, 0x10);
         }
         out
     }
