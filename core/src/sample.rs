@@ -25,6 +25,7 @@ use crate::{Error, Result};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cmp::Ordering;
 
 /// Sampling parameters. Field meanings follow llama.cpp.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -206,11 +207,7 @@ impl Sampler {
         // Step 4.
         let u = rng.next_f64();
         let scratch = &*scratch;
-        let by_logit_desc = |a: &u32, b: &u32| {
-            scratch[*b as usize]
-                .total_cmp(&scratch[*a as usize])
-                .then(a.cmp(b))
-        };
+        let by_logit_desc = |a: &u32, b: &u32| rank(scratch, *a, *b);
         // Candidates, with top-k in the same pass.
         let mut len = if config.top_k > 0 {
             top_k_finite(scratch, config.top_k, ids)
@@ -292,6 +289,13 @@ impl Sampler {
     }
 }
 
+/// The chain's rank order of ids `a` and `b`: higher logit first, ties → lower id.
+fn rank(logits: &[f32], a: u32, b: u32) -> Ordering {
+    logits[b as usize]
+        .total_cmp(&logits[a as usize])
+        .then(a.cmp(&b))
+}
+
 /// The ids of the `k` highest finite logits of `logits` (sanitized: no NaN) in `ids[..len]`,
 /// returning `len`: sorted by logit, descending, ties → lower id; or, when at most `k` logits
 /// are finite, all of them in id order (no filter, as the chain describes).
@@ -335,11 +339,7 @@ fn top_k_finite(logits: &[f32], k: usize, ids: &mut [u32]) -> usize {
     if !dropped {
         kept.sort_unstable();
     } else {
-        kept.sort_unstable_by(|a, b| {
-            logits[*b as usize]
-                .total_cmp(&logits[*a as usize])
-                .then(a.cmp(b))
-        });
+        kept.sort_unstable_by(|a, b| rank(logits, *a, *b));
     }
     len
 }
@@ -359,8 +359,7 @@ struct TopK<'a> {
 impl TopK<'_> {
     /// Whether id `a` ranks after id `b`.
     fn worse(&self, a: u32, b: u32) -> bool {
-        let (la, lb) = (self.logits[a as usize], self.logits[b as usize]);
-        la < lb || (la == lb && a > b)
+        rank(self.logits, a, b) == Ordering::Greater
     }
 
     fn consider(&mut self, id: usize, l: f32) {

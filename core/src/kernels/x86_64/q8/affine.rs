@@ -1,6 +1,6 @@
 //! Vspec's 64-weight affine formats VQ2, VQ3, VQ4 (`d·q + m`; layouts in `crate::quant::vspec`).
 
-use super::{load16, load32, load8, Decoded, Q8Format};
+use super::{load16, load32, load8, or_rotated_bits, Decoded, Q8Format};
 use core::arch::x86_64::*;
 
 /// Vspec VQ2: `d`, `m` f16, 16 bytes of 2-bit quants.
@@ -124,9 +124,7 @@ pub(crate) fn with_third_bits(low: __m512i, block: &[u8], off: usize) -> __m512i
     // SAFETY: `qh` is 8 readable bytes (bounds-checked slice); `loadl_epi64` reads 8 bytes
     // unaligned.
     let qh = _mm512_broadcastq_epi64(unsafe { _mm_loadl_epi64(qh.as_ptr().cast()) });
-    let moved = _mm512_rolv_epi64(qh, _mm512_set_epi64(59, 60, 61, 62, 63, 0, 1, 2));
-    // low | (moved & 0x04): `vpternlog`'s truth table of (low, moved, mask).
-    _mm512_ternarylogic_epi64::<0xF8>(low, moved, _mm512_set1_epi8(4))
+    or_rotated_bits(low, qh, _mm512_set_epi64(59, 60, 61, 62, 63, 0, 1, 2), 4)
 }
 
 impl Q8Format for Vq3 {

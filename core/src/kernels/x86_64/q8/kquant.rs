@@ -12,7 +12,7 @@
 //! same integer sums, added in another order.
 
 use super::rows8::GROUP;
-use super::{join_i, load16, load32, nibbles_32, nibbles_pair_512};
+use super::{join_i, load16, load32, nibbles_32, nibbles_pair_512, or_rotated_bits};
 use crate::quant::act_q8::QK8;
 use crate::quant::gguf::iq4_nl::KVALUES;
 use crate::quant::gguf::QK_K;
@@ -469,17 +469,19 @@ impl KQuant for Q2K {
 
 /// `low` (whose `value` bit is clear) with bit `2p` of each byte of `plane` (a 32-byte plane
 /// broadcast to both 256-bit halves) added as `value` in the lower half, bit `2p + 1` in the
-/// upper: each qword rotated so that the bit lands on `value`'s bit of its own byte, then
-/// `low | (moved & value)` by one `vpternlogq`.
+/// upper ([`or_rotated_bits`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
 fn with_plane_bits_512(low: __m512i, plane: __m512i, p: usize, value: i8) -> __m512i {
     let to = i64::from((value as u8).trailing_zeros());
     let g = 2 * p as i64;
     let (r0, r1) = ((64 + to - g) % 64, (63 + to - g) % 64);
-    let moved = _mm512_rolv_epi64(plane, _mm512_set_epi64(r1, r1, r1, r1, r0, r0, r0, r0));
-    // 0xF8: `vpternlog`'s truth table of a | (b & c) for (a, b, c) = (low, moved, mask).
-    _mm512_ternarylogic_epi64::<0xF8>(low, moved, _mm512_set1_epi8(value))
+    or_rotated_bits(
+        low,
+        plane,
+        _mm512_set_epi64(r1, r1, r1, r1, r0, r0, r0, r0),
+        value,
+    )
 }
 
 impl KQuant for Q3K {

@@ -20,17 +20,26 @@ pub(crate) struct Q8_0;
 #[inline]
 fn high_bits_32(block: &[u8], off: usize) -> __m256i {
     let qh = u32::from_le_bytes([block[off], block[off + 1], block[off + 2], block[off + 3]]);
-    let rep = _mm256_set1_epi32(qh as i32);
-    // Byte i takes byte i / 8 of qh, then keeps bit i % 8 of it.
-    let spread = _mm256_shuffle_epi8(
-        rep,
+    // Byte i takes byte i / 8 of qh.
+    fifth_bit_bytes(
+        _mm256_set1_epi32(qh as i32),
         _mm256_setr_epi8(
             0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
             3, 3, 3,
         ),
-    );
+    )
+}
+
+/// `0x10` in byte `i` where bit `i % 8` of byte `spread[i]` of `words`' 128-bit lane is set, else
+/// 0: one shuffle, a bit test by mask and compare, a mask.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fifth_bit_bytes(words: __m256i, spread: __m256i) -> __m256i {
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    let set = _mm256_cmpeq_epi8(
+        _mm256_and_si256(_mm256_shuffle_epi8(words, spread), bit),
+        bit,
+    );
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
@@ -193,14 +202,6 @@ impl Q8Format for Q5_1 {
 fn five_bit_halves(b0: &[u8], b1: &[u8], off: usize, qh: usize) -> [__m256i; 2] {
     let [low, high] = nibble_halves(b0, b1, off);
     let bits = _mm256_set_m128i(load16(b1, qh), load16(b0, qh));
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let fifth = |spread: __m256i| {
-        let set = _mm256_cmpeq_epi8(
-            _mm256_and_si256(_mm256_shuffle_epi8(bits, spread), bit),
-            bit,
-        );
-        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
-    };
     // Byte i of a lane takes byte i / 8 of the lane's fifth bits (weights 0..16), or byte
     // 2 + i / 8 (weights 16..32).
     let first = _mm256_setr_epi8(
@@ -212,8 +213,8 @@ fn five_bit_halves(b0: &[u8], b1: &[u8], off: usize, qh: usize) -> [__m256i; 2] 
         3, 3,
     );
     [
-        _mm256_or_si256(low, fifth(first)),
-        _mm256_or_si256(high, fifth(second)),
+        _mm256_or_si256(low, fifth_bit_bytes(bits, first)),
+        _mm256_or_si256(high, fifth_bit_bytes(bits, second)),
     ]
 }
 

@@ -194,6 +194,15 @@ pub(crate) fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
+/// `low | (rotl(plane, rot) & value)`, the rotation per qword: a bit plane's bits rotated onto
+/// `value`'s bit of their own bytes and merged into weights whose `value` bit is clear, one
+/// rotate and one `vpternlogq` (0xF8: the truth table of `a | (b & c)`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+#[inline]
+pub(crate) fn or_rotated_bits(low: __m512i, plane: __m512i, rot: __m512i, value: i8) -> __m512i {
+    _mm512_ternarylogic_epi64::<0xF8>(low, _mm512_rolv_epi64(plane, rot), _mm512_set1_epi8(value))
+}
+
 /// 16 bytes at `block[off..off + 16]`.
 #[inline(always)]
 pub(crate) fn load16(block: &[u8], off: usize) -> __m128i {
