@@ -56,7 +56,7 @@ for t in "$bin"/test-*; do
 done
 
 step "every format's one-token matmul alone"
-timeout 90 "$bin"/cuda_bench --kernels || status=1
+timeout 150 "$bin"/cuda_bench --kernels || status=1
 
 step "speed (f16 KV, 512-token prefill, 128 decode steps)"
 for bits in 2 3 4; do
@@ -77,16 +77,25 @@ if [ "${VSPEC_CHECK_SKIP_8B:-0}" != 1 ]; then
     timeout 120 "$bin"/cuda_bench "$m" || status=1
 fi
 if [ -n "${VSPEC_CHECK_NCU:-}" ]; then
-    # Per-kernel times of one decode step (a 2-layer Qwen3-8B-shaped model: every layer runs the
-    # same kernels), from the hardware counters; launches 0..~130 are the warm-up prefill and
-    # the first (captured) decode step.
+    # Per-kernel times of a decode step (a 2-layer Qwen3-8B-shaped model: every layer runs the
+    # same kernels), from the hardware counters: `cuda_bench --profile` runs one prefill, then
+    # two decode steps op by op; every launch after the prefill's GEMMs is printed.
     step "one decode step's kernels (ncu)"
     ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
     m=$work/qwen3-8b-shaped-2layers.vspec
     "$bin"/synth_model qwen3-8b 4 "$m" 2
-    timeout 150 "$ncu" --clock-control none --launch-skip 130 --launch-count 45 \
-        --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv "$bin"/cuda_bench "$m" |
-        grep -E '^"(ID|[0-9])' | awk -F'","' '{print $5, $(NF-3), $(NF-2), $NF}' || true
+    timeout 150 "$ncu" --clock-control none --launch-skip 30 --launch-count 150 \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv "$bin"/cuda_bench --profile "$m" |
+        grep -E '^"[0-9]' | awk -F'","' '{print $5, $(NF-2), $NF}' | tr -d '"' |
+        awk '{k=$1; v=$NF; gsub(",", "", v); if ($2 ~ /dram/) b=v; else printf "%-16s %8.2f us %10d B\n", k, v/1000, b}' || true
+    # Why the decode GEMVs stop where they do: throughput, occupancy and stalls of the first
+    # decode step's GEMVs (the prefill runs GEMMs, so these are decode launches).
+    step "the decode GEMVs in detail (ncu)"
+    timeout 150 "$ncu" --clock-control none -k regex:'^gemvq?_' --launch-count 6 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section MemoryWorkloadAnalysis "$bin"/cuda_bench --profile "$m" |
+        grep -E 'gemvq?_|Duration|Throughput|Occupancy|Registers|Block Limit|Stall|Warp Cycles|Busy|Hit Rate|Eligible|Issued' |
+        grep -v -E '^\s*$' | head -150 || true
 fi
 step "done, status $status"
 exit $status

@@ -74,25 +74,31 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     for (int a = 0; a * ATT_THREADS + tid < hd; ++a) rec[2 + a * ATT_THREADS + tid] = o[a];
 }
 
-// grid: (n_heads, tokens); block: ATT_THREADS. out: [tokens, n_heads*hd].
-extern "C" __global__ void attn_combine(const float* part, float* out, int n_heads, int hd,
-                                        int n_splits) {
+// grid: (n_heads, tokens); block: ATT_THREADS. out: [tokens, n_heads*hd]. Only the splits that
+// hold positions of token t are read: a decode step launches ceil(max_ctx / split_len) of them
+// at every position, and at long max_ctx most are empty. `act` (null for none): one token with
+// `hd` a multiple of 32 also writes its output as the next matmul's 8-bit activations.
+extern "C" __global__ void attn_combine(const float* part, float* out, const int* step,
+                                        int n_heads, int hd, int n_splits, int split_len,
+                                        u8* act) {
     int h = blockIdx.x, t = blockIdx.y;
+    int live = min(n_splits, (step[0] + t + split_len) / split_len);
     const float* recs = part + (size_t)(t * n_heads + h) * n_splits * (hd + 2);
     float mx = NEG_INF;
-    for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, recs[(size_t)s * (hd + 2)]);
+    for (int s = 0; s < live; ++s) mx = fmaxf(mx, recs[(size_t)s * (hd + 2)]);
     float l = 0.0f;
-    for (int s = 0; s < n_splits; ++s) {
+    for (int s = 0; s < live; ++s) {
         const float* r = recs + (size_t)s * (hd + 2);
         if (r[1] > 0.0f) l += r[1] * expf(r[0] - mx);
     }
     float inv = 1.0f / l;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (int s = 0; s < n_splits; ++s) {
+        for (int s = 0; s < live; ++s) {
             const float* r = recs + (size_t)s * (hd + 2);
             if (r[1] > 0.0f) acc += r[2 + d] * expf(r[0] - mx);
         }
         out[(size_t)t * n_heads * hd + (size_t)h * hd + d] = acc * inv;
+        if (act) quantize_block32(acc * inv, act, n_heads * hd, (h * hd + d) >> 5);
     }
 }

@@ -1,10 +1,14 @@
 // SiLU·mul, residual add, embedding lookup, last-row copy (core/src/kernels/activation.rs and the
 // session's Embed/LastRow arms). grid-stride loops over `n` elements.
 
-extern "C" __global__ void swiglu(const float* gate, const float* up, float* y, int n) {
+// `act` (null for none): with `n` a multiple of 32, also the output as a one-token matmul's
+// 8-bit activations (gemv_q8.cu), in place of a quantize_act launch.
+extern "C" __global__ void swiglu(const float* gate, const float* up, float* y, int n, u8* act) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         float g = gate[i];
-        y[i] = g / (1.0f + expf(-g)) * up[i];
+        float v = g / (1.0f + expf(-g)) * up[i];
+        y[i] = v;
+        if (act) quantize_block32(v, act, n, i >> 5);
     }
 }
 

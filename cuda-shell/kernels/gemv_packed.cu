@@ -14,7 +14,7 @@
 #define GEMV_KERNEL(NAME)                                                                       \
     extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)                              \
         gemv_##NAME(const float* x, const u8* w, const i8* lut, const u8* bias, int bias_fmt,  \
-                    float* y, int rows, int cols, int row_bytes)
+                    float* y, int rows, int cols, int row_bytes, int split)
 
 // Exact small integer `q` (< 2^23) as a float without an I2F: the bits of 2^23 + q, minus 2^23.
 __device__ __forceinline__ float small_int_f(u32 q) {
@@ -48,12 +48,17 @@ __device__ __forceinline__ u32 fifth_bits(u32 b) {
     return ((b & 1) << 4) | ((b & 2) << 11) | ((b & 4) << 18) | ((b & 8) << 25);
 }
 
+// `split` warps share a row (1, 2 or 4, dividing GEMV_WARPS): warp `part` of them takes every
+// split-th step of the row's blocks, and gemv_store adds their sums. A row of 4096 columns is
+// 16 warp steps for one warp, each a dependent round trip to memory at the start of the
+// kernel; four warps per row take four each (and rows of 1024 give four times the warps to
+// fill the GPU). Warps past the last row run no steps but still reach gemv_store's barrier.
 #define GEMV_ROW                                                                                \
-    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);                                      \
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;                                      \
+    int r = blockIdx.x * (GEMV_WARPS / split) + warp / split, part = warp % split;             \
     int t = blockIdx.y;                                                                         \
-    int lane = threadIdx.x & 31;                                                                \
-    if (r >= rows) return;                                                                      \
-    const u8* wr = w + (size_t)r * row_bytes;                                                   \
+    int live_cols = r < rows ? cols : 0;                                                        \
+    const u8* wr = w + (size_t)(r < rows ? r : 0) * row_bytes;                                 \
     const float* xt = x + (size_t)t * cols;                                                     \
     float acc = 0.0f
 
@@ -65,13 +70,13 @@ GEMV_KERNEL(q4_0) {
     GEMV_ROW;
     int k = lane & 3;
 #pragma unroll 4
-    for (int b = lane >> 2; b < (cols >> 5); b += 8) {
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 5); b += 8 * split) {
         const u8* blk = wr + b * 18;
         u32 q = ld_w16x2(blk + 2 + 4 * k);
         float4 lo = ld_f4(xt + b * 32 + 4 * k), hi = ld_f4(xt + b * 32 + 16 + 4 * k);
         acc += f16_lo(ld_w16(blk)) * (dot_nibbles(q, lo, hi) - 8.0f * (sum4(lo) + sum4(hi)));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // Q4_1: 20 bytes, f16 d, f16 m, 16 bytes of nibbles. Value d q + m.
@@ -79,13 +84,13 @@ GEMV_KERNEL(q4_1) {
     GEMV_ROW;
     int k = lane & 3;
 #pragma unroll 4
-    for (int b = lane >> 2; b < (cols >> 5); b += 8) {
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 5); b += 8 * split) {
         const u8* blk = wr + b * 20;
         u32 h = ld_w32(blk), q = ld_w32(blk + 4 + 4 * k);
         float4 lo = ld_f4(xt + b * 32 + 4 * k), hi = ld_f4(xt + b * 32 + 16 + 4 * k);
         acc += f16_lo(h) * dot_nibbles(q, lo, hi) + f16_hi(h) * (sum4(lo) + sum4(hi));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // Q5_0: 22 bytes, f16 d, u32 fifth bits (bit j of weight j), 16 bytes of nibbles. (q - 16) d.
@@ -93,7 +98,7 @@ GEMV_KERNEL(q5_0) {
     GEMV_ROW;
     int k = lane & 3;
 #pragma unroll 4
-    for (int b = lane >> 2; b < (cols >> 5); b += 8) {
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 5); b += 8 * split) {
         const u8* blk = wr + b * 22;
         u32 qh = ld_w16x2(blk + 2), q = ld_w16x2(blk + 6 + 4 * k);
         u32 ql = (q & 0x0F0F0F0Fu) | fifth_bits((qh >> (4 * k)) & 15);
@@ -102,7 +107,7 @@ GEMV_KERNEL(q5_0) {
         acc += f16_lo(ld_w16(blk)) *
                (dot_bytes(ql, lo) + dot_bytes(qu, hi) - 16.0f * (sum4(lo) + sum4(hi)));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // Q5_1: 24 bytes, f16 d, f16 m, u32 fifth bits, 16 bytes of nibbles. Value d q + m.
@@ -110,7 +115,7 @@ GEMV_KERNEL(q5_1) {
     GEMV_ROW;
     int k = lane & 3;
 #pragma unroll 4
-    for (int b = lane >> 2; b < (cols >> 5); b += 8) {
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 5); b += 8 * split) {
         const u8* blk = wr + b * 24;
         u32 h = ld_w32(blk), qh = ld_w32(blk + 4), q = ld_w32(blk + 8 + 4 * k);
         u32 ql = (q & 0x0F0F0F0Fu) | fifth_bits((qh >> (4 * k)) & 15);
@@ -119,7 +124,7 @@ GEMV_KERNEL(q5_1) {
         acc += f16_lo(h) * (dot_bytes(ql, lo) + dot_bytes(qu, hi)) +
                f16_hi(h) * (sum4(lo) + sum4(hi));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // Q8_0: 34 bytes, f16 d, 32 signed bytes. Value q d; the bytes are read with their sign bit
@@ -128,7 +133,7 @@ GEMV_KERNEL(q8_0) {
     GEMV_ROW;
     int k = lane & 3;
 #pragma unroll 4
-    for (int b = lane >> 2; b < (cols >> 5); b += 8) {
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 5); b += 8 * split) {
         const u8* blk = wr + b * 34;
         u32 q0 = ld_w16x2(blk + 2 + 8 * k) ^ 0x80808080u;
         u32 q1 = ld_w16x2(blk + 6 + 8 * k) ^ 0x80808080u;
@@ -136,7 +141,7 @@ GEMV_KERNEL(q8_0) {
         acc += f16_lo(ld_w16(blk)) *
                (dot_bytes(q0, a) + dot_bytes(q1, c) - 128.0f * (sum4(a) + sum4(c)));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // ---- 64-weight blocks: eight lanes per block, four blocks per warp step.
@@ -147,13 +152,13 @@ GEMV_KERNEL(vq4) {
     GEMV_ROW;
     int k = lane & 7;
 #pragma unroll 4
-    for (int b = lane >> 3; b < (cols >> 6); b += 4) {
+    for (int b = (lane >> 3) + 4 * part; b < (live_cols >> 6); b += 4 * split) {
         const u8* blk = wr + b * 36;
         u32 h = ld_w32(blk), q = ld_w32(blk + 4 + 4 * k);
         float4 lo = ld_f4(xt + b * 64 + 4 * k), hi = ld_f4(xt + b * 64 + 32 + 4 * k);
         acc += f16_lo(h) * dot_nibbles(q, lo, hi) + f16_hi(h) * (sum4(lo) + sum4(hi));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // VQ2 and VQ3 low bits: byte j % 16 holds weights j, j + 16, j + 32, j + 48 (two bits each).
@@ -178,14 +183,14 @@ GEMV_KERNEL(vq2) {
     GEMV_ROW;
     int k = lane & 7;
 #pragma unroll 2
-    for (int b = lane >> 3; b < (cols >> 6); b += 4) {
+    for (int b = (lane >> 3) + 4 * part; b < (live_cols >> 6); b += 4 * split) {
         const u8* blk = wr + b * 20;
         u32 h = ld_w32(blk), q = ld_w16(blk + 4 + 2 * k);
         float sx;
         float sq = dot_crumbs(q, 0, xt + b * 64, k, &sx);
         acc += f16_lo(h) * sq + f16_hi(h) * sx;
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // VQ3: 28 bytes, f16 d, f16 m, ql[16] (low bits as VQ2), qh[8] (bit j / 8 of byte j % 8 is the
@@ -196,7 +201,7 @@ GEMV_KERNEL(vq3) {
     GEMV_ROW;
     int k = lane & 7;
 #pragma unroll 2
-    for (int b = lane >> 3; b < (cols >> 6); b += 4) {
+    for (int b = (lane >> 3) + 4 * part; b < (live_cols >> 6); b += 4 * split) {
         const u8* blk = wr + b * 28;
         u32 h = ld_w32(blk), q = ld_w16(blk + 4 + 2 * k);
         u32 qh0 = ld_w32(blk + 20), qh1 = ld_w32(blk + 24);
@@ -210,7 +215,7 @@ GEMV_KERNEL(vq3) {
         float sq = dot_crumbs(q, hb, xt + b * 64, k, &sx);
         acc += f16_lo(h) * sq + f16_hi(h) * sx;
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // TQ2/TQ3/TQ4: 2 + 8K bytes, f16 d, a 64K-bit stream; weight j's state is the 8-bit window
@@ -219,7 +224,7 @@ GEMV_KERNEL(vq3) {
 template <int K>
 __device__ __forceinline__ void gemv_tq(const float* x, const u8* w, const i8* lut,
                                         const u8* bias, int bias_fmt, float* y, int rows,
-                                        int cols, int row_bytes) {
+                                        int cols, int row_bytes, int split) {
     __shared__ float book[256];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) book[i] = (float)lut[i];
     __syncthreads();
@@ -227,7 +232,7 @@ __device__ __forceinline__ void gemv_tq(const float* x, const u8* w, const i8* l
     int k = lane & 7;
     const int bytes = 2 + 8 * K;
 #pragma unroll 2
-    for (int b = lane >> 3; b < (cols >> 6); b += 4) {
+    for (int b = (lane >> 3) + 4 * part; b < (live_cols >> 6); b += 4 * split) {
         const u8* blk = wr + b * bytes;
         const u8* qs = blk + 2;
         u64 win = 0;
@@ -243,12 +248,12 @@ __device__ __forceinline__ void gemv_tq(const float* x, const u8* w, const i8* l
                   book[(win >> (7 * K)) & 255] * c.z + book[(win >> (8 * K)) & 255] * c.w;
         acc += f16_lo(ld_w16(blk)) * s;
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
-GEMV_KERNEL(tq2) { gemv_tq<2>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes); }
-GEMV_KERNEL(tq3) { gemv_tq<3>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes); }
-GEMV_KERNEL(tq4) { gemv_tq<4>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes); }
+GEMV_KERNEL(tq2) { gemv_tq<2>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes, split); }
+GEMV_KERNEL(tq3) { gemv_tq<3>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes, split); }
+GEMV_KERNEL(tq4) { gemv_tq<4>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes, split); }
 
 // ---- 256-weight super-blocks: one per warp step.
 
@@ -258,7 +263,7 @@ GEMV_KERNEL(tq4) { gemv_tq<4>(x, w, lut, bias, bias_fmt, y, rows, cols, row_byte
 GEMV_KERNEL(q4_k) {
     GEMV_ROW;
     int p = lane >> 3, k = lane & 7;
-    for (int b = 0; b < (cols >> 8); ++b) {
+    for (int b = part; b < (live_cols >> 8); b += split) {
         const u8* blk = wr + b * 144;
         u32 h = ld_w32(blk), q = ld_w32(blk + 16 + 32 * p + 4 * k);
         const u8* sc = blk + 4;
@@ -279,7 +284,7 @@ GEMV_KERNEL(q4_k) {
                     (float)sc1 * dot_bytes((q >> 4) & 0x0F0F0F0Fu, hi)) -
                dmin * ((float)m0 * sum4(lo) + (float)m1 * sum4(hi));
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 // Q6_K: 210 bytes, ql[128], qh[64], i8 scales[16], f16 d at 208. Weight 128n + 32c + l (c < 4,
@@ -288,7 +293,7 @@ GEMV_KERNEL(q4_k) {
 GEMV_KERNEL(q6_k) {
     GEMV_ROW;
     int n = lane >> 4, l = 2 * (lane & 15);
-    for (int b = 0; b < (cols >> 8); ++b) {
+    for (int b = part; b < (live_cols >> 8); b += split) {
         const u8* blk = wr + b * 210;
         u32 ql0 = ld_w16(blk + 64 * n + l), ql1 = ld_w16(blk + 64 * n + 32 + l);
         u32 qh = ld_w16(blk + 128 + 32 * n + l);
@@ -305,5 +310,5 @@ GEMV_KERNEL(q6_k) {
         }
         acc += f16_lo(ld_w16(blk + 208)) * s;
     }
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }

@@ -34,11 +34,20 @@ __device__ __forceinline__ float dq_any(int fmt, const u8* row, int i, const i8*
 
 #define GEMV_WARPS 4
 
-// The end of every GEMV: the warp's partial sums added, the bias, the store.
-__device__ __forceinline__ void gemv_store(float acc, int lane, const i8* lut, const u8* bias,
+// The end of every GEMV: the warp's partial sums added, then (split > 1) the sums of the warps
+// sharing the row, in warp order, the bias, the store. Every thread of the block calls it.
+__device__ __forceinline__ void gemv_store(float acc, int split, const i8* lut, const u8* bias,
                                            int bias_fmt, float* y, int rows, int r, int t) {
+    __shared__ float partial[GEMV_WARPS];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, first = warp - warp % split;
     acc = warp_sum(acc);
-    if (lane == 0) {
+    if (split > 1) {
+        if (lane == 0) partial[warp] = acc;
+        __syncthreads();
+        acc = partial[first];
+        for (int i = 1; i < split; ++i) acc += partial[first + i];
+    }
+    if (lane == 0 && warp == first && r < rows) {
         if (bias) acc += dq_any(bias_fmt, bias, r, lut);
         y[(size_t)t * rows + r] = acc;
     }
@@ -46,16 +55,19 @@ __device__ __forceinline__ void gemv_store(float acc, int lane, const i8* lut, c
 
 template <class F>
 __device__ __forceinline__ void gemv(const float* x, const u8* w, const i8* lut, const u8* bias,
-                                     int bias_fmt, float* y, int rows, int cols, int row_bytes) {
-    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+                                     int bias_fmt, float* y, int rows, int cols, int row_bytes,
+                                     int split) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x * (GEMV_WARPS / split) + warp / split, part = warp % split;
     int t = blockIdx.y;
-    int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    const u8* wr = w + (size_t)r * row_bytes;
+    int live_cols = r < rows ? cols : 0;
+    const u8* wr = w + (size_t)(r < rows ? r : 0) * row_bytes;
     const float* xt = x + (size_t)t * cols;
     float acc = 0.0f;
-    for (int c = lane; c < cols; c += 32) acc += F::dq(wr, c, lut) * xt[c];
-    gemv_store(acc, lane, lut, bias, bias_fmt, y, rows, r, t);
+#pragma unroll 4
+    for (int c = lane + 32 * part; c < live_cols; c += 32 * split)
+        acc += F::dq(wr, c, lut) * xt[c];
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, t);
 }
 
 #define TM 64
@@ -100,14 +112,14 @@ __device__ __forceinline__ void gemm(const float* x, const u8* w, const i8* lut,
     }
 }
 
-// One GEMV (grid: rows / GEMV_WARPS x tokens, GEMV_WARPS * 32 threads) and one GEMM (grid:
+// One GEMV (grid: rows / (GEMV_WARPS / split) x tokens, GEMV_WARPS * 32 threads) and one GEMM (grid:
 // rows / TM x tokens / TN, 256 threads) per format: `gemv_<fmt>`, `gemm_<fmt>`. Formats with a
 // GEMV of their own (gemv_packed.cu) stamp only the GEMM.
 #define VSPEC_MATMUL(NAME, F)                                                                   \
     extern "C" __global__ void gemv_##NAME(const float* x, const u8* w, const i8* lut,         \
                                            const u8* bias, int bias_fmt, float* y, int rows,   \
-                                           int cols, int row_bytes) {                          \
-        gemv<F>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes);                          \
+                                           int cols, int row_bytes, int split) {               \
+        gemv<F>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes, split);                   \
     }                                                                                          \
     VSPEC_GEMM(NAME, F)
 #define VSPEC_GEMM(NAME, F)                                                                     \

@@ -30,3 +30,10 @@ __device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u
 // Little-endian loads from byte pointers: block fields sit at any even (or odd) offset.
 __device__ __forceinline__ u16 ld_u16(const u8* p) { return (u16)p[0] | (u16)((u16)p[1] << 8); }
 __device__ __forceinline__ float ld_f16(const u8* p) { return f16_to_f32(ld_u16(p)); }
+
+// Σ of the four signed byte products of `a` and `b`, plus `c` (one `dp4a`, sm_61 and later).
+__device__ __forceinline__ int dot4_i8(u32 a, u32 b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}

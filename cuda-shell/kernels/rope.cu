@@ -2,14 +2,16 @@
 // (i, i + half) (neox, layout 1) of each head turned by (pos0 + t) * inv_freq[i]; elements past
 // the 2·half rotated ones are copied. pos0 is read from device memory (`step[0]`) so a captured
 // decode graph replays at any position.
-// grid: tokens; block: 256. x, y: [tokens, width].
+// grid: (tokens, element blocks); block: 256. x, y: [tokens, width]. One token's width is spread
+// over gridDim.y blocks (a single block would run a 4096-wide decode step on one SM).
 extern "C" __global__ void rope(const float* x, float* y, const int* step, int width,
                                 int head_dim, int layout, const float* inv_freq, int half) {
     int t = blockIdx.x;
     float pos = (float)(step[0] + t);
     const float* xr = x + (size_t)t * width;
     float* yr = y + (size_t)t * width;
-    for (int e = threadIdx.x; e < width; e += blockDim.x) {
+    int stride = gridDim.y * blockDim.x;
+    for (int e = blockIdx.y * blockDim.x + threadIdx.x; e < width; e += stride) {
         int c = e % head_dim, base = e - c;
         int i, ia, ib;
         if (layout == 0) {

@@ -9,7 +9,7 @@ use vspec_core::format::Format;
 use vspec_core::quant::vspec::{tq2, tq3, tq4};
 
 /// `(file name, text)` of every kernel source, in program order.
-pub const SOURCES: [(&str, &str); 11] = [
+pub const SOURCES: [(&str, &str); 12] = [
     ("prelude.cu", include_str!("../kernels/prelude.cu")),
     ("reduce.cu", include_str!("../kernels/reduce.cu")),
     (
@@ -22,6 +22,7 @@ pub const SOURCES: [(&str, &str); 11] = [
     ),
     ("matmul.cu", include_str!("../kernels/matmul.cu")),
     ("gemv_packed.cu", include_str!("../kernels/gemv_packed.cu")),
+    ("gemv_q8.cu", include_str!("../kernels/gemv_q8.cu")),
     ("norm.cu", include_str!("../kernels/norm.cu")),
     ("rope.cu", include_str!("../kernels/rope.cu")),
     ("elementwise.cu", include_str!("../kernels/elementwise.cu")),
@@ -99,6 +100,7 @@ pub fn kernel_names() -> Vec<String> {
     let mut v: Vec<String> = [
         "dequant_row",
         "rms_norm",
+        "add_rms_norm",
         "head_rms_norm",
         "rope",
         "swiglu",
@@ -108,6 +110,7 @@ pub fn kernel_names() -> Vec<String> {
         "kv_store",
         "attn_partial",
         "attn_combine",
+        "quantize_act",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -116,8 +119,26 @@ pub fn kernel_names() -> Vec<String> {
         let n = format_id(f).map_or("", |id| id.name);
         v.push(format!("gemv_{n}"));
         v.push(format!("gemm_{n}"));
+        if has_int8_gemv(f) {
+            v.push(format!("gemvq_{n}"));
+        }
     }
     v
+}
+
+/// Whether `format` has a one-token GEMV on 8-bit activations (`gemvq_<fmt>`, gemv_q8.cu).
+pub fn has_int8_gemv(format: Format) -> bool {
+    matches!(
+        format,
+        Format::Q4_0
+            | Format::Q4_1
+            | Format::Q5_0
+            | Format::Q5_1
+            | Format::Q8_0
+            | Format::Q4_K
+            | Format::Q6_K
+            | Format::VQ4
+    )
 }
 
 #[cfg(test)]
@@ -161,11 +182,13 @@ mod tests {
             let stamped = format!("VSPEC_MATMUL({suffix},");
             let gemm_only = format!("VSPEC_GEMM({suffix},");
             let gemv_own = format!("GEMV_KERNEL({suffix})");
+            let gemvq_own = format!("GEMVQ_KERNEL({suffix})");
             assert!(
                 prog.contains(&plain)
                     || prog.contains(&stamped)
                     || (kind == "gemm" && prog.contains(&gemm_only))
-                    || (kind == "gemv" && prog.contains(&gemv_own)),
+                    || (kind == "gemv" && prog.contains(&gemv_own))
+                    || (kind == "gemvq" && prog.contains(&gemvq_own)),
                 "kernel {name} is not in the sources"
             );
         }

@@ -6,6 +6,7 @@
 
 use crate::kernels::{self, FormatId};
 use crate::layout::{DeviceLayout, DECODE_SPLIT, PREFILL_SPLITS};
+use vspec_core::format::Format;
 use vspec_core::graph::{Graph, OpKind, Role, RopeLayout, Rows, TensorId};
 use vspec_core::kv::KvType;
 use vspec_core::plan::Plan;
@@ -38,6 +39,8 @@ pub struct Launch {
 /// A weight as the kernels see it.
 #[derive(Debug, Clone, Copy)]
 pub struct DevWeight {
+    /// Its format.
+    pub format: Format,
     /// Its format's device id.
     pub id: FormatId,
     /// Rows (output features).
@@ -50,6 +53,24 @@ pub struct DevWeight {
     pub at: u64,
     /// Device address of its format's codebook (0 for formats without one).
     pub lut: u64,
+}
+
+/// Warps per block of a one-token GEMV (`GEMV_WARPS` in matmul.cu).
+pub const GEMV_WARPS: usize = 4;
+
+/// Warps that share one output row of a one-token GEMV (summed in shared memory). Measured on
+/// an H200 (`cuda_bench --kernels`, Qwen3-8B's layer shapes): a matrix of few rows has too few
+/// warps to fill the GPU (1024 × 4096: 6.1 µs with a warp per row, 4.8 with four), many rows
+/// fill it anyway and the sharing costs (12288 × 4096: 22.0 µs, 25.6 with four), in between two
+/// gain a little; rows shorter than 1024 columns are too short to share.
+pub fn gemv_split(rows: usize, cols: usize) -> usize {
+    if cols < 1024 || rows >= 8192 {
+        1
+    } else if rows <= 2048 {
+        4
+    } else {
+        2
+    }
 }
 
 fn i32_of(v: usize, what: &str) -> Result<i32> {
@@ -65,7 +86,27 @@ pub struct Launcher<'a> {
     pub layout: DeviceLayout,
     weights: Vec<Option<DevWeight>>,
     base: u64,
+    activations: GemvActivations,
 }
+
+/// What a one-token matmul multiplies its weights with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemvActivations {
+    /// f32 activations (the scalar reference's arithmetic) everywhere.
+    F32,
+    /// 8-bit activations (gemv_q8.cu: the CPU fast path's arithmetic) for every weight whose
+    /// format has such a GEMV ([`kernels::has_int8_gemv`]), f32 for the others.
+    Int8,
+    /// [`GemvActivations::Int8`] for rows of at least [`INT8_MIN_COLS`] columns, f32 below: the
+    /// default. Quantizing the input is a launch of its own (about 2.5 µs on an H200), which a
+    /// matmul of short rows does not win back: on SmolLM2's shapes (576 and 1536 columns) decode
+    /// ran 626 tok/s with f32 activations and 595 with 8-bit ones, on Qwen3-8B's (4096 and
+    /// 12288) 178 and 232.
+    Auto,
+}
+
+/// The shortest rows [`GemvActivations::Auto`] runs on 8-bit activations.
+pub const INT8_MIN_COLS: usize = 2048;
 
 impl<'a> Launcher<'a> {
     /// The launcher of `graph` under `plan`, laid out by [`crate::layout::layout`], its
@@ -91,6 +132,7 @@ impl<'a> Launcher<'a> {
                 .find(|(f, _)| *f == format)
                 .map_or(0, |(_, r)| base + r.start as u64);
             weights[id] = Some(DevWeight {
+                format,
                 id: fid,
                 rows: t.weight_rows,
                 cols: t.cols,
@@ -105,14 +147,75 @@ impl<'a> Launcher<'a> {
             layout,
             weights,
             base,
+            activations: GemvActivations::Auto,
         })
+    }
+
+    /// What one-token matmuls multiply with ([`GemvActivations::Auto`] unless set).
+    pub fn set_gemv_activations(&mut self, activations: GemvActivations) {
+        self.activations = activations;
+    }
+
+    /// The 8-bit scratch's address when op `op_index`'s output `y` (one token of `cols`) is the
+    /// input of the next op, a matmul on 8-bit activations: the op then writes its output there
+    /// too (RMSNorm, SwiGLU, attention's combine), which saves the matmul's quantize_act
+    /// launch, and `quantized` records it. Else 0, the kernels' "none".
+    fn fused_quantize(
+        &self,
+        op_index: usize,
+        n: usize,
+        y: TensorId,
+        cols: usize,
+        quantized: &mut Option<TensorId>,
+    ) -> u64 {
+        let g = self.graph;
+        let Some(next) = g.ops.get(op_index + 1) else {
+            return 0;
+        };
+        let is_weight = |i: &&TensorId| g.tensors[**i].role == Role::Weight;
+        let input = next.inputs.iter().find(|i| !is_weight(i));
+        let weight = next
+            .inputs
+            .iter()
+            .find(is_weight)
+            .and_then(|&w| self.weights[w]);
+        let feeds = matches!(next.kind, OpKind::MatMul)
+            && input == Some(&y)
+            && weight.is_some_and(|w| self.int8_gemv(&w));
+        if n != 1 || !feeds || !cols.is_multiple_of(32) {
+            return 0;
+        }
+        *quantized = Some(y);
+        self.act_q8()
+    }
+
+    /// Device address of the 8-bit activation scratch (the plan's, inside the arena; the layout
+    /// of gemv_q8.cu fits in its `BlockQ8Act` bytes).
+    fn act_q8(&self) -> u64 {
+        self.base + (self.layout.arena.start + self.plan.act_q8.start) as u64
+    }
+
+    /// Whether a one-token matmul by `w` runs on 8-bit activations.
+    fn int8_gemv(&self, w: &DevWeight) -> bool {
+        kernels::has_int8_gemv(w.format)
+            && match self.activations {
+                GemvActivations::F32 => false,
+                GemvActivations::Int8 => true,
+                GemvActivations::Auto => w.cols >= INT8_MIN_COLS,
+            }
     }
 
     /// Every launch of a step of `n` tokens starting at position `pos`, in order.
     pub fn step(&self, n: usize, pos: usize) -> Result<Vec<Launch>> {
         let mut out = Vec::new();
-        for op_index in 0..self.graph.ops.len() {
-            self.op(op_index, n, pos, &mut out)?;
+        // The activation whose 8-bit blocks the scratch holds (Q, K and V share one; the graph
+        // writes every tensor once per step, so it stays valid until the next quantize_act).
+        let mut quantized = None;
+        let mut op_index = 0;
+        while op_index < self.graph.ops.len() {
+            // An op may launch the next one with it (a residual add and the norm after it).
+            let ops = self.op(op_index, n, pos, &mut quantized, &mut out)?;
+            op_index += ops;
         }
         Ok(out)
     }
@@ -149,8 +252,91 @@ impl<'a> Launcher<'a> {
         Ok(())
     }
 
-    /// Appends the launches of op `op_index` for a step of `n` tokens at position `pos`.
-    fn op(&self, op_index: usize, n: usize, pos: usize, out: &mut Vec<Launch>) -> Result<()> {
+    /// Appends the launches of op `op_index` for a step of `n` tokens at position `pos`;
+    /// `quantized` is the activation the 8-bit scratch holds. Returns how many ops the launches
+    /// cover (2 when an add launched the norm after it too).
+    fn op(
+        &self,
+        op_index: usize,
+        n: usize,
+        pos: usize,
+        quantized: &mut Option<TensorId>,
+        out: &mut Vec<Launch>,
+    ) -> Result<usize> {
+        if let Some(launch) = self.add_then_norm(op_index, n, quantized)? {
+            out.push(launch);
+            return Ok(2);
+        }
+        self.one_op(op_index, n, pos, quantized, out)?;
+        Ok(1)
+    }
+
+    /// The rms_norm launch's block size for rows of `cols`: a decode step's one row is one
+    /// block, so its threads are all the parallelism there is.
+    fn norm_block(cols: usize) -> u32 {
+        if cols >= 2048 {
+            1024
+        } else {
+            256
+        }
+    }
+
+    /// Op `op_index` as one add_rms_norm launch with the op after it, when that is an RMSNorm
+    /// of the add's output (the residual stream, which add_rms_norm still writes).
+    fn add_then_norm(
+        &self,
+        op_index: usize,
+        n: usize,
+        quantized: &mut Option<TensorId>,
+    ) -> Result<Option<Launch>> {
+        let g = self.graph;
+        let (op, Some(next)) = (&g.ops[op_index], g.ops.get(op_index + 1)) else {
+            return Ok(None);
+        };
+        let (OpKind::Add, OpKind::RmsNorm { eps }) = (&op.kind, &next.kind) else {
+            return Ok(None);
+        };
+        let sum = op.outputs[0];
+        let (norm_in, norm_w): (Vec<TensorId>, Vec<TensorId>) = next
+            .inputs
+            .iter()
+            .partition(|&&i| g.tensors[i].role != Role::Weight);
+        if norm_in != [sum] || op.inputs.len() != 2 || norm_w.len() != 1 {
+            return Ok(None);
+        }
+        let w = self.weight(norm_w[0])?;
+        let y = next.outputs[0];
+        let rows = match g.tensors[y].rows {
+            Rows::Tokens => n,
+            Rows::One => 1,
+        };
+        Ok(Some(Launch {
+            kernel: "add_rms_norm".to_string(),
+            grid: (rows as u32, 1, 1),
+            block: Self::norm_block(w.cols),
+            args: vec![
+                Arg::Ptr(self.act(op.inputs[0])),
+                Arg::Ptr(self.act(op.inputs[1])),
+                Arg::Ptr(self.act(sum)),
+                Arg::Ptr(w.at),
+                Arg::I32(w.id.id),
+                Arg::F32(*eps),
+                Arg::Ptr(self.act(y)),
+                Arg::I32(i32_of(w.cols, "cols")?),
+                Arg::Ptr(self.fused_quantize(op_index + 1, n, y, w.cols, quantized)),
+            ],
+        }))
+    }
+
+    /// Appends the launches of op `op_index` alone.
+    fn one_op(
+        &self,
+        op_index: usize,
+        n: usize,
+        pos: usize,
+        quantized: &mut Option<TensorId>,
+        out: &mut Vec<Launch>,
+    ) -> Result<()> {
         let g = self.graph;
         let op = &g.ops[op_index];
         let rows = |id: TensorId| match g.tensors[id].rows {
@@ -198,7 +384,7 @@ impl<'a> Launcher<'a> {
                     out,
                     "rms_norm",
                     (out_rows as u32, 1, 1),
-                    256,
+                    Self::norm_block(w.cols),
                     &[
                         Arg::Ptr(self.act(acts[0])),
                         Arg::Ptr(w.at),
@@ -206,6 +392,7 @@ impl<'a> Launcher<'a> {
                         Arg::F32(*eps),
                         Arg::Ptr(self.act(y)),
                         Arg::I32(i32_of(w.cols, "cols")?),
+                        Arg::Ptr(self.fused_quantize(op_index, n, y, w.cols, quantized)),
                     ],
                 )
             }
@@ -230,12 +417,35 @@ impl<'a> Launcher<'a> {
                     Arg::I32(i32_of(w.row_bytes, "row bytes")?),
                 ];
                 if out_rows == 1 {
+                    let split = gemv_split(w.rows, w.cols);
+                    let mut args = common.to_vec();
+                    args.push(Arg::I32(split as i32));
+                    let mut kernel = format!("gemv_{}", w.id.name);
+                    if self.int8_gemv(&w) {
+                        let act = self.act_q8();
+                        if *quantized != Some(acts[0]) {
+                            self.push(
+                                out,
+                                "quantize_act",
+                                (w.cols.div_ceil(256) as u32, 1, 1),
+                                256,
+                                &[
+                                    Arg::Ptr(self.act(acts[0])),
+                                    Arg::Ptr(act),
+                                    Arg::I32(i32_of(w.cols, "cols")?),
+                                ],
+                            )?;
+                            *quantized = Some(acts[0]);
+                        }
+                        args[0] = Arg::Ptr(act);
+                        kernel = format!("gemvq_{}", w.id.name);
+                    }
                     self.push(
                         out,
-                        &format!("gemv_{}", w.id.name),
-                        (w.rows.div_ceil(4) as u32, 1, 1),
-                        128,
-                        &common,
+                        &kernel,
+                        (w.rows.div_ceil(GEMV_WARPS / split) as u32, 1, 1),
+                        32 * GEMV_WARPS as u32,
+                        &args,
                     )
                 } else {
                     let mut args = common.to_vec();
@@ -275,16 +485,17 @@ impl<'a> Launcher<'a> {
                 let r = self.layout.rope[op_index]
                     .clone()
                     .ok_or_else(|| Error::missing("rope constants"))?;
+                let width = g.tensors[y].cols;
                 self.push(
                     out,
                     "rope",
-                    (out_rows as u32, 1, 1),
+                    (out_rows as u32, width.div_ceil(256).min(65535) as u32, 1),
                     256,
                     &[
                         Arg::Ptr(self.act(acts[0])),
                         Arg::Ptr(self.act(y)),
                         Arg::Ptr(self.step_ptr()),
-                        Arg::I32(i32_of(g.tensors[y].cols, "width")?),
+                        Arg::I32(i32_of(width, "width")?),
                         Arg::I32(*head_dim as i32),
                         Arg::I32(match layout {
                             RopeLayout::Interleaved => 0,
@@ -360,30 +571,36 @@ impl<'a> Launcher<'a> {
                     &[
                         Arg::Ptr(part),
                         Arg::Ptr(self.act(y)),
+                        Arg::Ptr(self.step_ptr()),
                         Arg::I32(*n_heads as i32),
                         Arg::I32(*head_dim as i32),
                         Arg::I32(splits as i32),
+                        Arg::I32(split_len as i32),
+                        Arg::Ptr(if head_dim % 32 == 0 {
+                            self.fused_quantize(op_index, n, y, g.tensors[y].cols, quantized)
+                        } else {
+                            0
+                        }),
                     ],
                 )
             }
             OpKind::SwiGlu | OpKind::Add => {
                 let len = len_of(y);
-                self.push(
-                    out,
-                    if matches!(op.kind, OpKind::SwiGlu) {
-                        "swiglu"
-                    } else {
-                        "add"
-                    },
-                    grid1(len),
-                    256,
-                    &[
-                        Arg::Ptr(self.act(acts[0])),
-                        Arg::Ptr(self.act(acts[1])),
-                        Arg::Ptr(self.act(y)),
-                        Arg::I32(i32_of(len, "elements")?),
-                    ],
-                )
+                let mut args = vec![
+                    Arg::Ptr(self.act(acts[0])),
+                    Arg::Ptr(self.act(acts[1])),
+                    Arg::Ptr(self.act(y)),
+                    Arg::I32(i32_of(len, "elements")?),
+                ];
+                let kernel = if matches!(op.kind, OpKind::SwiGlu) {
+                    args.push(Arg::Ptr(
+                        self.fused_quantize(op_index, n, y, len, quantized),
+                    ));
+                    "swiglu"
+                } else {
+                    "add"
+                };
+                self.push(out, kernel, grid1(len), 256, &args)
             }
             OpKind::LastRow => {
                 let d = g.tensors[y].cols;

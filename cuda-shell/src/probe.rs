@@ -3,11 +3,12 @@
 
 use crate::device::{guarded, Device};
 use crate::kernels;
-use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use vspec_core::format::Format;
+use vspec_core::quant::act_q8::{BlockQ8Act, QK8};
 use vspec_core::Result;
 
 /// The compiled program on a device, every kernel looked up by name.
@@ -112,72 +113,150 @@ impl Probe {
         Ok(out[..n].to_vec())
     }
 
-    /// One-token matmul speed of `format`'s GEMV (the kernel every decode step runs): `row` (one
-    /// encoded row of `cols` weights) repeated `rows` times, multiplied by a random vector
-    /// `reps` times after one warm-up call. Returns GB/s of weight bytes read and µs per call;
-    /// size `rows` so the matrix is several times the L2 cache.
+    /// `y = W x` by `format`'s one-token GEMV in `variant`: `w` holds `rows` encoded rows of
+    /// `cols` weights, `x` `cols` floats.
+    /// The GPU tests compare it with the CPU; [`Probe::gemv_speed`] times the same launch.
+    pub fn gemv(
+        &self,
+        format: Format,
+        w: &[u8],
+        x: &[f32],
+        rows: usize,
+        variant: GemvVariant,
+    ) -> Result<Vec<f32>> {
+        let map = |e: cudarc::driver::DriverError| crate::backend(format!("gemv: {e}"));
+        let g = self.gemv_operands(format, w, x, rows, variant)?;
+        let mut d_y = self.device.stream.alloc_zeros::<f32>(rows).map_err(map)?;
+        self.launch_gemv(&g, &mut d_y, 1)?;
+        self.device.stream.clone_dtoh(&d_y).map_err(map)
+    }
+
+    /// One-token matmul speed of `format`'s GEMV (the kernel every decode step runs) in
+    /// `variant`: `row` (one encoded row of `cols` weights) repeated `rows` times,
+    /// multiplied by a fixed vector `reps` times after one warm-up call. Returns GB/s of weight
+    /// bytes read and µs per call; size `rows` so the matrix is several times the L2 cache.
     pub fn gemv_speed(
         &self,
         format: Format,
         row: &[u8],
         cols: usize,
         rows: usize,
+        variant: GemvVariant,
         reps: usize,
     ) -> Result<(f64, f64)> {
-        let id = kernels::format_id(format)
-            .ok_or_else(|| crate::backend(format!("no kernels for {format:?}")))?;
-        let row_bytes = format.tensor_bytes(cols, 1, "probe row")?;
-        if row.len() != row_bytes {
-            return Err(vspec_core::Error::truncated(
+        let map = |e: cudarc::driver::DriverError| crate::backend(format!("gemv speed: {e}"));
+        if row.len() != format.tensor_bytes(cols, 1, "probe row")? {
+            return Err(vspec_core::Error::invalid(
                 "probe row",
-                row_bytes as u64,
-                row.len() as u64,
+                format!("{} bytes are not one row of {cols} weights", row.len()),
             ));
         }
-        let stream = &self.device.stream;
-        let map = |e: cudarc::driver::DriverError| crate::backend(format!("gemv speed: {e}"));
-        let d_w = stream.clone_htod(&row.repeat(rows)).map_err(map)?;
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
             .collect();
-        let d_x = stream.clone_htod(&x).map_err(map)?;
+        let g = self.gemv_operands(format, &row.repeat(rows), &x, rows, variant)?;
+        let mut d_y = self.device.stream.alloc_zeros::<f32>(rows).map_err(map)?;
+        self.launch_gemv(&g, &mut d_y, 1)?;
+        self.device.stream.synchronize().map_err(map)?;
+        let t = Instant::now();
+        self.launch_gemv(&g, &mut d_y, reps)?;
+        self.device.stream.synchronize().map_err(map)?;
+        let secs = t.elapsed().as_secs_f64() / reps as f64;
+        Ok(((rows * g.row_bytes) as f64 / secs / 1e9, secs * 1e6))
+    }
+
+    /// Checks a GEMV's operands and copies them to the device.
+    fn gemv_operands(
+        &self,
+        format: Format,
+        w: &[u8],
+        x: &[f32],
+        rows: usize,
+        variant: GemvVariant,
+    ) -> Result<GemvOperands> {
+        let GemvVariant { split, int8 } = variant;
+        let id = kernels::format_id(format)
+            .ok_or_else(|| crate::backend(format!("no kernels for {format:?}")))?;
+        let cols = x.len();
+        let row_bytes = format.tensor_bytes(cols, 1, "probe row")?;
+        if w.len() != rows * row_bytes {
+            return Err(vspec_core::Error::truncated(
+                "probe matrix",
+                (rows * row_bytes) as u64,
+                w.len() as u64,
+            ));
+        }
+        if ![1, 2, 4].contains(&split) {
+            return Err(vspec_core::Error::invalid(
+                "gemv split",
+                format!("{split} warps per row (1, 2 or 4)"),
+            ));
+        }
+        if int8 && !(kernels::has_int8_gemv(format) && cols.is_multiple_of(QK8)) {
+            return Err(crate::backend(format!(
+                "no 8-bit activation GEMV for {format:?} over {cols} columns"
+            )));
+        }
+        let stream = &self.device.stream;
+        let map = |e: cudarc::driver::DriverError| crate::backend(format!("gemv: {e}"));
+        // The activation as the kernel reads it: f32, or quants, scales and sums (gemv_q8.cu).
+        let x_bytes: Vec<u8> = if int8 {
+            let blocks: Vec<BlockQ8Act> = x.chunks_exact(QK8).map(BlockQ8Act::quantize).collect();
+            let mut v: Vec<u8> = blocks.iter().flat_map(|b| b.qs.map(|q| q as u8)).collect();
+            v.extend(blocks.iter().flat_map(|b| b.d.to_le_bytes()));
+            v.extend(blocks.iter().flat_map(|b| b.sum.to_le_bytes()));
+            v
+        } else {
+            x.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
         let lut: Vec<u8> = kernels::codebook(format)
             .map(|c| c.iter().map(|&v| v as u8).collect())
             .unwrap_or_else(|| vec![0u8; 256]);
-        let d_lut = stream.clone_htod(&lut).map_err(map)?;
-        let mut d_y = stream.alloc_zeros::<f32>(rows).map_err(map)?;
-        let f = &self.funcs[&format!("gemv_{}", id.name)];
+        Ok(GemvOperands {
+            kernel: format!("{}_{}", if int8 { "gemvq" } else { "gemv" }, id.name),
+            w: stream.clone_htod(w).map_err(map)?,
+            x: stream.clone_htod(&x_bytes).map_err(map)?,
+            lut: stream.clone_htod(&lut).map_err(map)?,
+            rows,
+            cols,
+            row_bytes,
+            split,
+        })
+    }
+
+    /// Launches the GEMV of `g` into `y` (`g.rows` floats) `times` times.
+    fn launch_gemv(&self, g: &GemvOperands, y: &mut CudaSlice<f32>, times: usize) -> Result<()> {
+        let stream = &self.device.stream;
+        let map = |e: cudarc::driver::DriverError| crate::backend(format!("gemv: {e}"));
+        let f = &self.funcs[&g.kernel];
         let cfg = LaunchConfig {
-            grid_dim: (rows.div_ceil(4) as u32, 1, 1),
+            grid_dim: (g.rows.div_ceil(4 / g.split) as u32, 1, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
         let (no_bias, no_fmt) = (0u64, 0i32);
-        let (rows_i, cols_i, rb_i) = (rows as i32, cols as i32, row_bytes as i32);
-        let mut time = |n: usize| -> Result<f64> {
-            let t = Instant::now();
-            for _ in 0..n {
-                let mut b = stream.launch_builder(f);
-                b.arg(&d_x)
-                    .arg(&d_w)
-                    .arg(&d_lut)
-                    .arg(&no_bias)
-                    .arg(&no_fmt)
-                    .arg(&mut d_y)
-                    .arg(&rows_i)
-                    .arg(&cols_i)
-                    .arg(&rb_i);
-                // SAFETY: gemv_<fmt>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes): the
-                // arguments match; `w` holds `rows` rows of `row_bytes`, `x` `cols` floats, `y`
-                // `rows`, `lut` 256 entries, and a null bias is never read.
-                unsafe { b.launch(cfg) }.map_err(map)?;
-            }
-            stream.synchronize().map_err(map)?;
-            Ok(t.elapsed().as_secs_f64())
-        };
-        time(1)?;
-        let secs = time(reps)? / reps as f64;
-        Ok(((rows * row_bytes) as f64 / secs / 1e9, secs * 1e6))
+        let (rows, cols) = (g.rows as i32, g.cols as i32);
+        let (row_bytes, split) = (g.row_bytes as i32, g.split as i32);
+        for _ in 0..times {
+            let mut b = stream.launch_builder(f);
+            b.arg(&g.x)
+                .arg(&g.w)
+                .arg(&g.lut)
+                .arg(&no_bias)
+                .arg(&no_fmt)
+                .arg(&mut *y)
+                .arg(&rows)
+                .arg(&cols)
+                .arg(&row_bytes)
+                .arg(&split);
+            // SAFETY: gemv_<fmt>(x, w, lut, bias, bias_fmt, y, rows, cols, row_bytes, split) and
+            // gemvq_<fmt>(act, ...) with the same parameters: the arguments match; `w` holds
+            // `rows` rows of `row_bytes` (checked in gemv_operands), `x` `cols` floats or the
+            // `cols`-column 8-bit layout, `y` `rows`, `lut` 256 entries, a null bias is never
+            // read, and `split` divides the block's four warps.
+            unsafe { b.launch(cfg) }.map_err(map)?;
+        }
+        Ok(())
     }
 
     /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over `reps`
@@ -197,4 +276,27 @@ impl Probe {
         let secs = t.elapsed().as_secs_f64();
         Ok(2.0 * bytes as f64 * reps as f64 / secs / 1e9)
     }
+}
+
+/// Which one-token GEMV of a format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemvVariant {
+    /// Warps sharing one row: 1, 2 or 4.
+    pub split: usize,
+    /// On 8-bit activations (`x` quantized as the CPU's `BlockQ8Act`; formats with
+    /// [`kernels::has_int8_gemv`]) rather than f32.
+    pub int8: bool,
+}
+
+/// A GEMV's operands on the device.
+struct GemvOperands {
+    kernel: String,
+    w: CudaSlice<u8>,
+    /// f32 activations, or the 8-bit layout of gemv_q8.cu.
+    x: CudaSlice<u8>,
+    lut: CudaSlice<u8>,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    split: usize,
 }

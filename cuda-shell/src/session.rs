@@ -14,7 +14,7 @@
 //! `cuda-shell/check.sh` are what would show it correct on a device.
 
 use crate::device::Device;
-use crate::launch::{Arg, Launch, Launcher};
+use crate::launch::{Arg, GemvActivations, Launch, Launcher};
 use crate::layout::{self, DeviceLayout};
 use cudarc::driver::{
     CudaFunction, CudaGraph, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
@@ -131,6 +131,13 @@ impl<'a> CudaSession<'a> {
     }
 
     /// The device layout this session allocated.
+    /// What one-token matmuls multiply with ([`GemvActivations::Auto`] unless set): 8-bit
+    /// activations, the CPU fast path's arithmetic, or f32, the scalar reference's.
+    pub fn set_gemv_activations(&mut self, activations: GemvActivations) {
+        self.launcher.set_gemv_activations(activations);
+        self.decode_graph = None;
+    }
+
     pub fn layout(&self) -> &DeviceLayout {
         &self.launcher.layout
     }

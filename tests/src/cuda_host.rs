@@ -38,6 +38,7 @@ static inline float __uint_as_float(u32 b) { return bits_f32(b); }
 static inline int min(int a, int b) { return a < b ? a : b; }
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
+struct uint2 { u32 x, y; };
 #define NEG_INF __int_as_float(0xff800000)
 // IEEE half to float, exact (what cvt.f32.f16 computes).
 static inline float f16_to_f32(u16 h) {
@@ -55,6 +56,10 @@ static inline u16 f32_to_f16(float f) { _Float16 h = (_Float16)f; u16 b; memcpy(
 static inline float bf16_to_f32(u16 h) { return bits_f32((u32)h << 16); }
 static inline u16 ld_u16(const u8* p) { return (u16)p[0] | (u16)((u16)p[1] << 8); }
 static inline float ld_f16(const u8* p) { return f16_to_f32(ld_u16(p)); }
+static inline int dot4_i8(u32 a, u32 b, int c) {
+    for (int i = 0; i < 32; i += 8) c += (int)(signed char)(a >> i) * (int)(signed char)(b >> i);
+    return c;
+}
 
 // ---- the emulator ----
 struct dim3_ { unsigned x, y, z; };
@@ -146,6 +151,8 @@ pub fn compile(dir: &str, tag: &str, files: &[&str], extra: &str) -> Option<Path
 pub fn params(prog: &str, kernel: &str) -> Vec<char> {
     let keys = if kernel.starts_with("gemv_") {
         vec!["gemv_##NAME(".to_string()]
+    } else if kernel.starts_with("gemvq_") {
+        vec!["gemvq_##NAME(".to_string()]
     } else if kernel.starts_with("gemm_") {
         vec!["gemm_##NAME(".to_string()]
     } else {

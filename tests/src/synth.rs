@@ -37,6 +37,9 @@ pub enum Shape {
     /// Qwen3-8B: 36 layers, 4096 wide, 32 heads of 128 over 8 KV heads, 12288 feed-forward,
     /// 151936 ids, separate head, q/k norms.
     Qwen3_8B,
+    /// A Qwen3-like model small enough for the CUDA emulator of the host tests: 2 layers, 128
+    /// wide, 2 heads of 64 over 1 KV head, 256 feed-forward, the fixtures' 320 ids.
+    Tiny,
 }
 
 impl Shape {
@@ -45,7 +48,10 @@ impl Shape {
         match s {
             "smollm2-135m" => Ok(Shape::SmolLM2_135M),
             "qwen3-8b" => Ok(Shape::Qwen3_8B),
-            _ => Err(anyhow!("unknown shape '{s}' (smollm2-135m, qwen3-8b)")),
+            "tiny" => Ok(Shape::Tiny),
+            _ => Err(anyhow!(
+                "unknown shape '{s}' (smollm2-135m, qwen3-8b, tiny)"
+            )),
         }
     }
 
@@ -54,7 +60,7 @@ impl Shape {
     fn fixture(self) -> &'static str {
         match self {
             Shape::SmolLM2_135M => "llama",
-            Shape::Qwen3_8B => "qwen3",
+            Shape::Qwen3_8B | Shape::Tiny => "qwen3",
         }
     }
 
@@ -64,6 +70,7 @@ impl Shape {
         let (n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab) = match self {
             Shape::SmolLM2_135M => (30, 576, 9, 3, 64, 1536, 49152),
             Shape::Qwen3_8B => (36, 4096, 32, 8, 128, 12288, 151936),
+            Shape::Tiny => (2, 128, 2, 1, 64, 256, 320),
         };
         c.n_layers = layers.unwrap_or(n_layers);
         c.d_model = d_model;
@@ -80,7 +87,7 @@ impl Shape {
                 c.norm_eps = 1e-5;
                 c.tied_embeddings = true;
             }
-            Shape::Qwen3_8B => {
+            Shape::Qwen3_8B | Shape::Tiny => {
                 c.train_ctx = 40960;
                 c.rope_theta = 1_000_000.0;
                 c.norm_eps = 1e-6;

@@ -14,9 +14,10 @@ use vspec_core::kernels::KernelTable;
 use vspec_core::kv::KvType;
 use vspec_core::plan::Plan;
 use vspec_cuda::kernels;
-use vspec_cuda::launch::{Arg, Launcher};
+use vspec_cuda::launch::{Arg, GemvActivations, Launcher};
 use vspec_host::{Engine, ModelFile};
 use vspec_tests::cuda_host::{compile, params};
+use vspec_tests::synth::{self, Shape};
 use vspec_tests::{fixtures, rel_max_abs};
 
 /// The fake device address of the allocation's first byte (the harness maps it to its buffer).
@@ -24,6 +25,8 @@ const BASE: u64 = 1 << 40;
 /// Logits within this of the CPU's (max-abs relative): same f16 cache, f32 arithmetic in another
 /// order. Measured worst over the fixtures: printed by the test.
 const TOL: f64 = 1e-3;
+/// 8-bit activations against the f32 reference (as the CPU fast path: `fast_path.rs`).
+const TOL_INT8: f64 = 0.08;
 
 const MAIN: &str = r#"
 struct AnyPtr {
@@ -136,89 +139,130 @@ impl Harness {
     }
 }
 
-#[test]
-fn fixtures_through_the_session_path_match_the_cpu_session() {
-    let Some(exe) = compile(
+fn exe() -> Option<std::path::PathBuf> {
+    compile(
         env!("CARGO_TARGET_TMPDIR"),
         "model",
         &[],
         &format!("{MAIN}\n{}", dispatcher()),
-    ) else {
-        return;
+    )
+}
+
+/// Runs `model` through the emulated session (8-bit activation GEMVs if `int8`) and the CPU
+/// scalar session side by side; every step's logits within `tol`. Returns the worst error.
+fn through_the_session_path(
+    exe: &std::path::Path,
+    model: &ModelFile,
+    name: &str,
+    int8: bool,
+    tol: f64,
+) -> f64 {
+    let lim = Limits {
+        max_ctx: 160,
+        max_tokens: 8,
+        all_logits: true,
     };
+    let mut engine = Engine::build(model, lim, KvType::F16, 1, KernelTable::scalar()).unwrap();
+    let mut cpu = engine.session().unwrap();
+    let (graph, weights) = model.bind_kv(lim, KvType::F16).unwrap();
+    let plan = Plan::new(&graph).unwrap();
+    let layout = vspec_cuda::layout::layout(&graph, &plan).unwrap();
+    let contents = vspec_cuda::layout::contents(&graph, &layout, &weights).unwrap();
+    let mut launcher = Launcher::new(&graph, &plan, layout.clone(), BASE).unwrap();
+    launcher.set_gemv_activations(if int8 {
+        GemvActivations::Int8
+    } else {
+        GemvActivations::F32
+    });
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut h = Harness {
+        child,
+        stdin,
+        stdout,
+    };
+    h.w(&(layout.total as u64).to_le_bytes());
+    h.w(&BASE.to_le_bytes());
+    for (at, bytes, _) in &contents {
+        h.write(*at, bytes);
+    }
+    let vocab = model.config.vocab;
+    let ids: Vec<u32> = (0..22u32).map(|i| (i * 53 + 7) % vocab as u32).collect();
+    // Prefill 8 + 8 + 3 tokens (GEMM, several rows per step), then 3 single tokens (GEMV, the
+    // decode launch list with its fixed split count). Attention with several non-empty
+    // splits is covered by `cuda_kernels_host.rs`.
+    let mut steps: Vec<&[u32]> = ids[..16].chunks(8).collect();
+    steps.push(&ids[16..19]);
+    steps.extend(ids[19..].chunks(1));
+    let (mut pos, mut worst) = (0usize, 0f64);
+    for step in steps {
+        let n = step.len();
+        let mut block = vec![0u8; 8 + 4 * n];
+        block[..4].copy_from_slice(&(pos as i32).to_le_bytes());
+        for (i, t) in step.iter().enumerate() {
+            block[8 + 4 * i..12 + 4 * i].copy_from_slice(&t.to_le_bytes());
+        }
+        h.write(layout.step.start, &block);
+        for l in launcher.step(n, pos).unwrap() {
+            h.launch(&l);
+        }
+        let out = graph.output;
+        let got = h.read_f32(
+            layout.arena.start + plan.arena.offsets[out],
+            graph.tensors[out].activation_len(n),
+        );
+        let want = cpu.forward(step).unwrap();
+        for (t, (g, c)) in got
+            .chunks_exact(vocab)
+            .zip(want.chunks_exact(vocab))
+            .enumerate()
+        {
+            let e = rel_max_abs(g, c);
+            worst = worst.max(e);
+            assert!(e <= tol, "{name} pos {pos} token {t}: rel max-abs {e:.2e}");
+        }
+        pos += n;
+    }
+    h.w(b"Q");
+    drop(h.stdin);
+    assert!(h.child.wait().unwrap().success());
+    println!("{name}: {pos} positions through the emulated session, worst rel max-abs {worst:.1e}");
+    worst
+}
+
+#[test]
+fn fixtures_through_the_session_path_match_the_cpu_session() {
+    let Some(exe) = exe() else { return };
     for name in ["llama", "qwen2", "qwen3"] {
         let model = ModelFile::open(&fixtures().join("hf").join(name)).unwrap();
-        let lim = Limits {
-            max_ctx: 160,
-            max_tokens: 8,
-            all_logits: true,
-        };
-        let mut engine = Engine::build(&model, lim, KvType::F16, 1, KernelTable::scalar()).unwrap();
-        let mut cpu = engine.session().unwrap();
-        let (graph, weights) = model.bind_kv(lim, KvType::F16).unwrap();
-        let plan = Plan::new(&graph).unwrap();
-        let layout = vspec_cuda::layout::layout(&graph, &plan).unwrap();
-        let contents = vspec_cuda::layout::contents(&graph, &layout, &weights).unwrap();
-        let launcher = Launcher::new(&graph, &plan, layout.clone(), BASE).unwrap();
-        let mut child = Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut h = Harness {
-            child,
-            stdin,
-            stdout,
-        };
-        h.w(&(layout.total as u64).to_le_bytes());
-        h.w(&BASE.to_le_bytes());
-        for (at, bytes, _) in &contents {
-            h.write(*at, bytes);
-        }
-        let vocab = model.config.vocab;
-        let ids: Vec<u32> = (0..22u32).map(|i| (i * 53 + 7) % vocab as u32).collect();
-        // Prefill 8 + 8 + 3 tokens (GEMM, several rows per step), then 3 single tokens (GEMV, the
-        // decode launch list with its fixed split count). Attention with several non-empty
-        // splits is covered by `cuda_kernels_host.rs`; here each decode has 2 splits, one empty.
-        let mut steps: Vec<&[u32]> = ids[..16].chunks(8).collect();
-        steps.push(&ids[16..19]);
-        steps.extend(ids[19..].chunks(1));
-        let (mut pos, mut worst) = (0usize, 0f64);
-        for step in steps {
-            let n = step.len();
-            let mut block = vec![0u8; 8 + 4 * n];
-            block[..4].copy_from_slice(&(pos as i32).to_le_bytes());
-            for (i, t) in step.iter().enumerate() {
-                block[8 + 4 * i..12 + 4 * i].copy_from_slice(&t.to_le_bytes());
-            }
-            h.write(layout.step.start, &block);
-            for l in launcher.step(n, pos).unwrap() {
-                h.launch(&l);
-            }
-            let out = graph.output;
-            let got = h.read_f32(
-                layout.arena.start + plan.arena.offsets[out],
-                graph.tensors[out].activation_len(n),
-            );
-            let want = cpu.forward(step).unwrap();
-            for (t, (g, c)) in got
-                .chunks_exact(vocab)
-                .zip(want.chunks_exact(vocab))
-                .enumerate()
-            {
-                let e = rel_max_abs(g, c);
-                worst = worst.max(e);
-                assert!(e <= TOL, "{name} pos {pos} token {t}: rel max-abs {e:.2e}");
-            }
-            pos += n;
-        }
-        h.w(b"Q");
-        drop(h.stdin);
-        assert!(h.child.wait().unwrap().success());
-        println!(
-            "{name}: {pos} positions through the emulated session, worst rel max-abs {worst:.1e}"
-        );
+        through_the_session_path(&exe, &model, name, true, TOL);
     }
+}
+
+/// Small random models in every `--bits` tier's formats (TQ2/3/4; VQ3/VQ4; VQ4 and Q5_1; Q8_0):
+/// the formats without an 8-bit activation GEMV with f32 activations within [`TOL`] of the CPU
+/// scalar session, the others with the 8-bit activation GEMVs (the default) within
+/// [`TOL_INT8`], the tolerance the CPU's own fast path is held to (`fast_path.rs`). (The
+/// emulator takes about a minute per run, so each tier runs in one mode.)
+#[test]
+fn quantized_tiers_through_the_session_path_match_the_cpu_session() {
+    let Some(exe) = exe() else { return };
+    let dir = std::env::temp_dir().join(format!("vspec-cuda-host-tiers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (bits, int8) in [(2, false), (3, true), (4, true), (8, true)] {
+        let path = dir.join(format!("tiny-{bits}.vspec"));
+        synth::write(&path, Shape::Tiny, None, bits, 11).unwrap();
+        let model = ModelFile::open(&path).unwrap();
+        let (name, tol) = match int8 {
+            true => (format!("tiny --bits {bits}, 8-bit activations"), TOL_INT8),
+            false => (format!("tiny --bits {bits}"), TOL),
+        };
+        through_the_session_path(&exe, &model, &name, int8, tol);
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
