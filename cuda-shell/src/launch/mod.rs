@@ -4,6 +4,10 @@
 //! launch's arguments with the kernel's parameter list in the sources and keeps every address
 //! inside the allocation); the session only replays the list on its stream.
 
+mod matmul;
+
+pub use matmul::{gemv_split, GemvActivations, GEMV_WARPS, INT8_MIN_COLS};
+
 use crate::kernels::{self, FormatId};
 use crate::layout::{DeviceLayout, DECODE_SPLIT, PREFILL_SPLITS};
 use vspec_core::format::Format;
@@ -55,24 +59,6 @@ pub struct DevWeight {
     pub lut: u64,
 }
 
-/// Warps per block of a one-token GEMV (`GEMV_WARPS` in matmul.cu).
-pub const GEMV_WARPS: usize = 4;
-
-/// Warps that share one output row of a one-token GEMV (summed in shared memory). Measured on
-/// an H200 (`cuda_bench --kernels`, Qwen3-8B's layer shapes): a matrix of few rows has too few
-/// warps to fill the GPU (1024 × 4096: 6.1 µs with a warp per row, 4.8 with four), many rows
-/// fill it anyway and the sharing costs (12288 × 4096: 22.0 µs, 25.6 with four), in between two
-/// gain a little; rows shorter than 1024 columns are too short to share.
-pub fn gemv_split(rows: usize, cols: usize) -> usize {
-    if cols < 1024 || rows >= 8192 {
-        1
-    } else if rows <= 2048 {
-        4
-    } else {
-        2
-    }
-}
-
 fn i32_of(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v)
         .map_err(|_| Error::invalid(what.to_string(), "exceeds the device's 32-bit indices"))
@@ -88,25 +74,6 @@ pub struct Launcher<'a> {
     base: u64,
     activations: GemvActivations,
 }
-
-/// What a one-token matmul multiplies its weights with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GemvActivations {
-    /// f32 activations (the scalar reference's arithmetic) everywhere.
-    F32,
-    /// 8-bit activations (gemv_q8.cu: the CPU fast path's arithmetic) for every weight whose
-    /// format has such a GEMV ([`kernels::has_int8_gemv`]), f32 for the others.
-    Int8,
-    /// [`GemvActivations::Int8`] for rows of at least [`INT8_MIN_COLS`] columns, f32 below: the
-    /// default. Quantizing the input is a launch of its own (about 2.5 µs on an H200), which a
-    /// matmul of short rows does not win back: on SmolLM2's shapes (576 and 1536 columns) decode
-    /// ran 626 tok/s with f32 activations and 595 with 8-bit ones, on Qwen3-8B's (4096 and
-    /// 12288) 178 and 232.
-    Auto,
-}
-
-/// The shortest rows [`GemvActivations::Auto`] runs on 8-bit activations.
-pub const INT8_MIN_COLS: usize = 2048;
 
 impl<'a> Launcher<'a> {
     /// The launcher of `graph` under `plan`, laid out by [`crate::layout::layout`], its
@@ -154,55 +121,6 @@ impl<'a> Launcher<'a> {
     /// What one-token matmuls multiply with ([`GemvActivations::Auto`] unless set).
     pub fn set_gemv_activations(&mut self, activations: GemvActivations) {
         self.activations = activations;
-    }
-
-    /// The 8-bit scratch's address when op `op_index`'s output `y` (one token of `cols`) is the
-    /// input of the next op, a matmul on 8-bit activations: the op then writes its output there
-    /// too (RMSNorm, SwiGLU, attention's combine), which saves the matmul's quantize_act
-    /// launch, and `quantized` records it. Else 0, the kernels' "none".
-    fn fused_quantize(
-        &self,
-        op_index: usize,
-        n: usize,
-        y: TensorId,
-        cols: usize,
-        quantized: &mut Option<TensorId>,
-    ) -> u64 {
-        let g = self.graph;
-        let Some(next) = g.ops.get(op_index + 1) else {
-            return 0;
-        };
-        let is_weight = |i: &&TensorId| g.tensors[**i].role == Role::Weight;
-        let input = next.inputs.iter().find(|i| !is_weight(i));
-        let weight = next
-            .inputs
-            .iter()
-            .find(is_weight)
-            .and_then(|&w| self.weights[w]);
-        let feeds = matches!(next.kind, OpKind::MatMul)
-            && input == Some(&y)
-            && weight.is_some_and(|w| self.int8_gemv(&w));
-        if n != 1 || !feeds || !cols.is_multiple_of(32) {
-            return 0;
-        }
-        *quantized = Some(y);
-        self.act_q8()
-    }
-
-    /// Device address of the 8-bit activation scratch (the plan's, inside the arena; the layout
-    /// of gemv_q8.cu fits in its `BlockQ8Act` bytes).
-    fn act_q8(&self) -> u64 {
-        self.base + (self.layout.arena.start + self.plan.act_q8.start) as u64
-    }
-
-    /// Whether a one-token matmul by `w` runs on 8-bit activations.
-    fn int8_gemv(&self, w: &DevWeight) -> bool {
-        kernels::has_int8_gemv(w.format)
-            && match self.activations {
-                GemvActivations::F32 => false,
-                GemvActivations::Int8 => true,
-                GemvActivations::Auto => w.cols >= INT8_MIN_COLS,
-            }
     }
 
     /// Every launch of a step of `n` tokens starting at position `pos`, in order.
@@ -396,69 +314,7 @@ impl<'a> Launcher<'a> {
                     ],
                 )
             }
-            OpKind::MatMul => {
-                let w = self.weight(ws[0])?;
-                let (bias, bias_fmt) = match ws.get(1) {
-                    Some(&b) => {
-                        let b = self.weight(b)?;
-                        (b.at, b.id.id)
-                    }
-                    None => (0, 0),
-                };
-                let common = [
-                    Arg::Ptr(self.act(acts[0])),
-                    Arg::Ptr(w.at),
-                    Arg::Ptr(w.lut),
-                    Arg::Ptr(bias),
-                    Arg::I32(bias_fmt),
-                    Arg::Ptr(self.act(y)),
-                    Arg::I32(i32_of(w.rows, "rows")?),
-                    Arg::I32(i32_of(w.cols, "cols")?),
-                    Arg::I32(i32_of(w.row_bytes, "row bytes")?),
-                ];
-                if out_rows == 1 {
-                    let split = gemv_split(w.rows, w.cols);
-                    let mut args = common.to_vec();
-                    args.push(Arg::I32(split as i32));
-                    let mut kernel = format!("gemv_{}", w.id.name);
-                    if self.int8_gemv(&w) {
-                        let act = self.act_q8();
-                        if *quantized != Some(acts[0]) {
-                            self.push(
-                                out,
-                                "quantize_act",
-                                (w.cols.div_ceil(256) as u32, 1, 1),
-                                256,
-                                &[
-                                    Arg::Ptr(self.act(acts[0])),
-                                    Arg::Ptr(act),
-                                    Arg::I32(i32_of(w.cols, "cols")?),
-                                ],
-                            )?;
-                            *quantized = Some(acts[0]);
-                        }
-                        args[0] = Arg::Ptr(act);
-                        kernel = format!("gemvq_{}", w.id.name);
-                    }
-                    self.push(
-                        out,
-                        &kernel,
-                        (w.rows.div_ceil(GEMV_WARPS / split) as u32, 1, 1),
-                        32 * GEMV_WARPS as u32,
-                        &args,
-                    )
-                } else {
-                    let mut args = common.to_vec();
-                    args.push(Arg::I32(i32_of(out_rows, "tokens")?));
-                    self.push(
-                        out,
-                        &format!("gemm_{}", w.id.name),
-                        (w.rows.div_ceil(64) as u32, out_rows.div_ceil(64) as u32, 1),
-                        256,
-                        &args,
-                    )
-                }
-            }
+            OpKind::MatMul => self.matmul(&ws, &acts, y, out_rows, quantized, out),
             OpKind::HeadRmsNorm { eps, head_dim } => {
                 let w = self.weight(ws[0])?;
                 let heads = len_of(acts[0]) / head_dim;
