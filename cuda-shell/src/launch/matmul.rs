@@ -34,10 +34,10 @@ pub enum GemvActivations {
     /// format has such a GEMV ([`kernels::has_int8_gemv`]), f32 for the others.
     Int8,
     /// [`GemvActivations::Int8`] for rows of at least [`INT8_MIN_COLS`] columns, f32 below: the
-    /// default. Quantizing the input is a launch of its own (about 2.5 µs on an H200), which a
-    /// matmul of short rows does not win back: on SmolLM2's shapes (576 and 1536 columns) decode
-    /// ran 626 tok/s with f32 activations and 595 with 8-bit ones, on Qwen3-8B's (4096 and
-    /// 12288) 178 and 232.
+    /// default. Measured on an H200 (`cuda_bench`, decode after 512 tokens): Qwen3-8B's shapes
+    /// (4096 and 12288 columns) 184 tok/s with f32 activations, 267 with 8-bit ones; SmolLM2's
+    /// (576 and 1536) 604–643 and 605–656, the same within the runs' spread, so short rows keep
+    /// f32, whose results are the reference's to 1e-4 rather than 1e-2.
     Auto,
 }
 
