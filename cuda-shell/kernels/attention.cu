@@ -76,29 +76,48 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 
 // grid: (n_heads, tokens); block: ATT_THREADS. out: [tokens, n_heads*hd]. Only the splits that
 // hold positions of token t are read: a decode step launches ceil(max_ctx / split_len) of them
-// at every position, and at long max_ctx most are empty. `act` (null for none): one token with
-// `hd` a multiple of 32 also writes its output as the next matmul's 8-bit activations.
+// at every position, and at long max_ctx most are empty. Each split's weight exp(m_s - max) is
+// computed once (by one thread, into shared memory, ATT_THREADS splits at a time), not per
+// element. `act` (null for none): one token with `hd` a multiple of 32 also writes its output
+// as the next matmul's 8-bit activations.
 extern "C" __global__ void attn_combine(const float* part, float* out, const int* step,
                                         int n_heads, int hd, int n_splits, int split_len,
                                         u8* act) {
-    int h = blockIdx.x, t = blockIdx.y;
+    __shared__ float red[32];
+    __shared__ float weight[ATT_THREADS];
+    int h = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
     int live = min(n_splits, (step[0] + t + split_len) / split_len);
     const float* recs = part + (size_t)(t * n_heads + h) * n_splits * (hd + 2);
     float mx = NEG_INF;
-    for (int s = 0; s < live; ++s) mx = fmaxf(mx, recs[(size_t)s * (hd + 2)]);
+    for (int s = tid; s < live; s += ATT_THREADS) mx = fmaxf(mx, recs[(size_t)s * (hd + 2)]);
+    mx = block_max(mx, red);
+    __syncthreads();  // `red` is reused below
     float l = 0.0f;
-    for (int s = 0; s < live; ++s) {
+    for (int s = tid; s < live; s += ATT_THREADS) {
         const float* r = recs + (size_t)s * (hd + 2);
         if (r[1] > 0.0f) l += r[1] * expf(r[0] - mx);
     }
-    float inv = 1.0f / l;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < live; ++s) {
-            const float* r = recs + (size_t)s * (hd + 2);
-            if (r[1] > 0.0f) acc += r[2 + d] * expf(r[0] - mx);
+    float inv = 1.0f / block_sum(l, red);
+    float acc[MAX_HD / ATT_THREADS];
+    for (int a = 0; a < MAX_HD / ATT_THREADS; ++a) acc[a] = 0.0f;
+    for (int s0 = 0; s0 < live; s0 += ATT_THREADS) {
+        __syncthreads();  // the previous chunk's weights are read
+        int s = s0 + tid;
+        const float* r = recs + (size_t)s * (hd + 2);
+        weight[tid] = s < live && r[1] > 0.0f ? expf(r[0] - mx) : 0.0f;
+        __syncthreads();
+        int n = min(ATT_THREADS, live - s0);
+        for (int a = 0; a * ATT_THREADS + tid < hd; ++a) {
+            const float* o = recs + (size_t)s0 * (hd + 2) + 2 + a * ATT_THREADS + tid;
+            float sum = acc[a];
+            for (int j = 0; j < n; ++j) sum += weight[j] * o[(size_t)j * (hd + 2)];
+            acc[a] = sum;
         }
-        out[(size_t)t * n_heads * hd + (size_t)h * hd + d] = acc * inv;
-        if (act) quantize_block32(acc * inv, act, n_heads * hd, (h * hd + d) >> 5);
+    }
+    for (int a = 0; a * ATT_THREADS + tid < hd; ++a) {
+        int d = a * ATT_THREADS + tid;
+        float v = acc[a] * inv;
+        out[(size_t)t * n_heads * hd + (size_t)h * hd + d] = v;
+        if (act) quantize_block32(v, act, n_heads * hd, (h * hd + d) >> 5);
     }
 }

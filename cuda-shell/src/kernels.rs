@@ -103,6 +103,7 @@ pub fn kernel_names() -> Vec<String> {
         "add_rms_norm",
         "head_rms_norm",
         "rope",
+        "head_rms_norm_rope",
         "swiglu",
         "add",
         "embed",

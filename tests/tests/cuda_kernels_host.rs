@@ -79,6 +79,22 @@ int main(int argc, char** argv) {
                sum.data(), (const u8*)w.data(), 0, eps, y.data(), cols, (u8*)0);
         put(sum);
         put(y);
+    } else if (!strcmp(op, "head_norm_rope")) {
+        // The fused launch and the two it replaces; both outputs.
+        int tokens = atoi(argv[2]), width = atoi(argv[3]), hd = atoi(argv[4]);
+        int layout = atoi(argv[5]), pos0 = atoi(argv[6]);
+        std::vector<float> x = fblob(), w = fblob(), f = fblob();
+        std::vector<float> fused(x.size()), normed(x.size()), twice(x.size());
+        int step[2] = {pos0, 0};
+        unsigned heads = (unsigned)(tokens * width / hd);
+        launch(head_rms_norm_rope, {heads, 1, 1}, 128, x.data(), (const u8*)w.data(), 0, 1e-6f,
+               fused.data(), hd, step, width, layout, f.data(), (int)f.size());
+        launch(head_rms_norm, {heads, 1, 1}, 128, x.data(), (const u8*)w.data(), 0, 1e-6f,
+               normed.data(), hd);
+        launch(rope, {(unsigned)tokens, 2, 1}, 64, normed.data(), twice.data(), step, width, hd,
+               layout, f.data(), (int)f.size());
+        put(fused);
+        put(twice);
     } else if (!strcmp(op, "rope")) {
         int tokens = atoi(argv[2]), width = atoi(argv[3]), hd = atoi(argv[4]);
         int layout = atoi(argv[5]), pos0 = atoi(argv[6]), blocks = atoi(argv[7]);
@@ -413,6 +429,32 @@ fn rms_norm_rope_and_swiglu_match_the_cpu_references() {
                 &f,
             );
         }
+        // Qwen3's head norm then RoPE as one launch: the two launches' bits.
+        let w = values(hd, 21);
+        let got = run(
+            &args(&[&"head_norm_rope", &tokens, &width, &hd, &lid, &pos0]),
+            &[&bytes(&x), &bytes(&w), &bytes(&f)],
+        );
+        let (fused, twice) = got.split_at(tokens * width);
+        assert!(
+            fused
+                .iter()
+                .zip(twice)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "head_rms_norm_rope {layout:?}: not the bits of head_rms_norm then rope"
+        );
+        let mut normed = vec![0f32; tokens * width];
+        for (xs, ys) in x.chunks_exact(hd).zip(normed.chunks_exact_mut(hd)) {
+            vspec_core::kernels::norm::rms_norm_row(xs, &w, 1e-6, ys);
+        }
+        let mut want_fused = vec![0f32; tokens * width];
+        for t in 0..tokens {
+            let r = t * width..(t + 1) * width;
+            let (src, dst) = (&normed[r.clone()], &mut want_fused[r]);
+            vspec_core::kernels::rope::rope_row(src, dst, pos0 + t, hd, layout, &f);
+        }
+        let e = rel(fused, &want_fused);
+        assert!(e < 1e-5, "head_rms_norm_rope {layout:?}: {e:.2e}");
         // One block of 64 threads per token (a grid-stride loop), two, and one per 64 elements.
         for blocks in [1, 2, width / 64] {
             let got = run(

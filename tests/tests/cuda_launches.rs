@@ -98,6 +98,40 @@ fn fixture_launches_match_the_kernel_sources() {
     }
 }
 
+/// The fusions happen where the graph allows them: a decode step of the qwen3 fixture (q/k head
+/// norms, two layers) launches every residual add with the norm after it, and each head norm
+/// with its RoPE, so no plain rope, head_rms_norm or add is left but the last add (before the
+/// output's row pick, not a norm).
+#[test]
+fn a_qwen3_decode_step_launches_its_fused_kernels() {
+    let model = ModelFile::open(&fixtures().join("hf").join("qwen3")).unwrap();
+    let lim = Limits {
+        max_ctx: 300,
+        max_tokens: 16,
+        all_logits: false,
+    };
+    let (graph, _weights) = model.bind_kv(lim, KvType::F16).unwrap();
+    let plan = Plan::new(&graph).unwrap();
+    let layout = vspec_cuda::layout::layout(&graph, &plan).unwrap();
+    let launcher = Launcher::new(&graph, &plan, layout, BASE).unwrap();
+    let step = launcher.step(1, 7).unwrap();
+    let count = |k: &str| step.iter().filter(|l| l.kernel == k).count();
+    let layers = model.config.n_layers;
+    assert_eq!(
+        count("head_rms_norm_rope"),
+        2 * layers,
+        "{:?}",
+        kinds(&step)
+    );
+    assert_eq!(count("rope") + count("head_rms_norm"), 0);
+    assert_eq!(count("add_rms_norm"), 2 * layers - 1);
+    assert_eq!(count("add"), 1);
+}
+
+fn kinds(step: &[vspec_cuda::launch::Launch]) -> Vec<&str> {
+    step.iter().map(|l| l.kernel.as_str()).collect()
+}
+
 #[test]
 fn smollm2_launches_match_the_kernel_sources() {
     let Some(path) = vspec_tests::smollm2_gguf() else {

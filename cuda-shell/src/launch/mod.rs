@@ -4,6 +4,7 @@
 //! launch's arguments with the kernel's parameter list in the sources and keeps every address
 //! inside the allocation); the session only replays the list on its stream.
 
+mod fuse;
 mod matmul;
 
 pub use matmul::{gemv_split, GemvActivations, GEMV_WARPS, INT8_MIN_COLS};
@@ -57,6 +58,14 @@ pub struct DevWeight {
     pub at: u64,
     /// Device address of its format's codebook (0 for formats without one).
     pub lut: u64,
+}
+
+/// The kernels' `layout` argument of a RoPE layout.
+fn rope_layout_id(layout: RopeLayout) -> i32 {
+    match layout {
+        RopeLayout::Interleaved => 0,
+        RopeLayout::Neox => 1,
+    }
 }
 
 fn i32_of(v: usize, what: &str) -> Result<i32> {
@@ -129,21 +138,22 @@ impl<'a> Launcher<'a> {
         // The activation whose 8-bit blocks the scratch holds (Q, K and V share one; the graph
         // writes every tensor once per step, so it stays valid until the next quantize_act).
         let mut quantized = None;
-        let mut op_index = 0;
-        while op_index < self.graph.ops.len() {
-            // An op may launch the next one with it (a residual add and the norm after it).
-            let ops = self.op(op_index, n, pos, &mut quantized, &mut out)?;
-            op_index += ops;
+        // Ops already launched with an earlier one (fuse.rs).
+        let mut done = vec![false; self.graph.ops.len()];
+        for op_index in 0..self.graph.ops.len() {
+            if !done[op_index] {
+                self.op(op_index, n, pos, &mut quantized, &mut done, &mut out)?;
+            }
         }
         Ok(out)
     }
 
     /// Device address of activation `id`.
-    fn act(&self, id: TensorId) -> u64 {
+    pub(super) fn act(&self, id: TensorId) -> u64 {
         self.base + (self.layout.arena.start + self.plan.arena.offsets[id]) as u64
     }
 
-    fn weight(&self, id: TensorId) -> Result<DevWeight> {
+    pub(super) fn weight(&self, id: TensorId) -> Result<DevWeight> {
         self.weights[id]
             .ok_or_else(|| Error::missing(format!("tensor '{}'", self.graph.tensors[id].name)))
     }
@@ -171,79 +181,33 @@ impl<'a> Launcher<'a> {
     }
 
     /// Appends the launches of op `op_index` for a step of `n` tokens at position `pos`;
-    /// `quantized` is the activation the 8-bit scratch holds. Returns how many ops the launches
-    /// cover (2 when an add launched the norm after it too).
+    /// `quantized` is the activation the 8-bit scratch holds, `done` marks later ops launched
+    /// with this one.
     fn op(
         &self,
         op_index: usize,
         n: usize,
         pos: usize,
         quantized: &mut Option<TensorId>,
+        done: &mut [bool],
         out: &mut Vec<Launch>,
-    ) -> Result<usize> {
-        if let Some(launch) = self.add_then_norm(op_index, n, quantized)? {
+    ) -> Result<()> {
+        if let Some((launch, with)) = self.fused(op_index, n, quantized)? {
             out.push(launch);
-            return Ok(2);
+            done[with] = true;
+            return Ok(());
         }
-        self.one_op(op_index, n, pos, quantized, out)?;
-        Ok(1)
+        self.one_op(op_index, n, pos, quantized, out)
     }
 
     /// The rms_norm launch's block size for rows of `cols`: a decode step's one row is one
     /// block, so its threads are all the parallelism there is.
-    fn norm_block(cols: usize) -> u32 {
+    pub(super) fn norm_block(cols: usize) -> u32 {
         if cols >= 2048 {
             1024
         } else {
             256
         }
-    }
-
-    /// Op `op_index` as one add_rms_norm launch with the op after it, when that is an RMSNorm
-    /// of the add's output (the residual stream, which add_rms_norm still writes).
-    fn add_then_norm(
-        &self,
-        op_index: usize,
-        n: usize,
-        quantized: &mut Option<TensorId>,
-    ) -> Result<Option<Launch>> {
-        let g = self.graph;
-        let (op, Some(next)) = (&g.ops[op_index], g.ops.get(op_index + 1)) else {
-            return Ok(None);
-        };
-        let (OpKind::Add, OpKind::RmsNorm { eps }) = (&op.kind, &next.kind) else {
-            return Ok(None);
-        };
-        let sum = op.outputs[0];
-        let (norm_in, norm_w): (Vec<TensorId>, Vec<TensorId>) = next
-            .inputs
-            .iter()
-            .partition(|&&i| g.tensors[i].role != Role::Weight);
-        if norm_in != [sum] || op.inputs.len() != 2 || norm_w.len() != 1 {
-            return Ok(None);
-        }
-        let w = self.weight(norm_w[0])?;
-        let y = next.outputs[0];
-        let rows = match g.tensors[y].rows {
-            Rows::Tokens => n,
-            Rows::One => 1,
-        };
-        Ok(Some(Launch {
-            kernel: "add_rms_norm".to_string(),
-            grid: (rows as u32, 1, 1),
-            block: Self::norm_block(w.cols),
-            args: vec![
-                Arg::Ptr(self.act(op.inputs[0])),
-                Arg::Ptr(self.act(op.inputs[1])),
-                Arg::Ptr(self.act(sum)),
-                Arg::Ptr(w.at),
-                Arg::I32(w.id.id),
-                Arg::F32(*eps),
-                Arg::Ptr(self.act(y)),
-                Arg::I32(i32_of(w.cols, "cols")?),
-                Arg::Ptr(self.fused_quantize(op_index + 1, n, y, w.cols, quantized)),
-            ],
-        }))
     }
 
     /// Appends the launches of op `op_index` alone.
@@ -353,10 +317,7 @@ impl<'a> Launcher<'a> {
                         Arg::Ptr(self.step_ptr()),
                         Arg::I32(i32_of(width, "width")?),
                         Arg::I32(*head_dim as i32),
-                        Arg::I32(match layout {
-                            RopeLayout::Interleaved => 0,
-                            RopeLayout::Neox => 1,
-                        }),
+                        Arg::I32(rope_layout_id(*layout)),
                         Arg::Ptr(self.base + r.start as u64),
                         Arg::I32(inv_freq.len() as i32),
                     ],
