@@ -8,8 +8,9 @@
 # else the CUDA toolkit's or a pip wheel's, found below). Builds with cargo, or, on a machine
 # without a Rust toolchain, runs the programs `cuda-shell/pack.sh` built elsewhere:
 # VSPEC_CHECK_BIN=DIR/bin. Optional: VSPEC_SMOLLM2_GGUF (a real SmolLM2 file),
-# VSPEC_CHECK_SKIP_8B=1, VSPEC_CHECK_NCU=1 (per-kernel times of a decode step). Everything goes to
-# stdout; tee it where the log should stay.
+# VSPEC_CHECK_SKIP_8B=1, VSPEC_CHECK_8B_BITS (the Qwen3-8B-shaped tiers timed, default "4 3"),
+# VSPEC_CHECK_NCU=1 (per-kernel times of a decode step). Everything goes to stdout; tee it where
+# the log should stay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -71,10 +72,13 @@ if [ -n "${VSPEC_SMOLLM2_GGUF:-}" ] && [ -f "$VSPEC_SMOLLM2_GGUF" ]; then
         -n 24 --temp 0 || status=1
 fi
 if [ "${VSPEC_CHECK_SKIP_8B:-0}" != 1 ]; then
-    m=$work/qwen3-8b-shaped-bits4.vspec
-    "$bin"/synth_model qwen3-8b 4 "$m"
-    "$bin"/vspec plan -m "$m" --device cuda --ctx 640 || true
-    timeout 120 "$bin"/cuda_bench "$m" || status=1
+    for bits in ${VSPEC_CHECK_8B_BITS:-4 3}; do
+        m=$work/qwen3-8b-shaped-bits$bits.vspec
+        "$bin"/synth_model qwen3-8b "$bits" "$m"
+        [ "$bits" = 4 ] && { "$bin"/vspec plan -m "$m" --device cuda --ctx 640 || true; }
+        timeout 120 "$bin"/cuda_bench "$m" || status=1
+        rm -f "$m"
+    done
 fi
 if [ -n "${VSPEC_CHECK_NCU:-}" ]; then
     # Per-kernel times of a decode step (a 2-layer Qwen3-8B-shaped model: every layer runs the

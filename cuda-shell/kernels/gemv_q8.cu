@@ -178,6 +178,80 @@ GEMVQ_KERNEL(vq4) {
     gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, 0);
 }
 
+// ---- VQ2 and VQ3: 64-weight blocks, byte i of the low bits holding weights i, i + 16, i + 32,
+// i + 48 (two bits each). Four lanes per block, lane k: low-bit bytes 4k..4k+4, that is weights
+// 4k.. + 16g for g < 4, at 16g + 4k of the block's 64 activations (blocks 2b and 2b + 1).
+// Eight blocks per warp step. Value d q + m.
+
+// The lane's Σ q·a over activation block 2b (g = 0, 1) and 2b + 1 (g = 2, 3): q the 2-bit
+// fields g of `lo` with VQ3's third bits `hi(g)` (at bit 2 of each byte; 0 for VQ2).
+template <class Hi>
+__device__ __forceinline__ int2 dot_crumbs_q8(u32 lo, Hi hi, const u8* a, int k) {
+    int s[4];
+#pragma unroll
+    for (int g = 0; g < 4; ++g)
+        s[g] = dot4_i8(((lo >> (2 * g)) & 0x03030303u) | hi(g), ld_w32(a + 16 * g + 4 * k), 0);
+    int2 r;
+    r.x = s[0] + s[1];
+    r.y = s[2] + s[3];
+    return r;
+}
+
+// The block's d·Σ_b d_b·Σ q·a + m·Σ_b d_b·Σ a, the min term taken by lane k = 0.
+__device__ __forceinline__ float crumbs_block(u32 h, int2 s, const float* ad, const int* as,
+                                              int b, int k) {
+    float2 d = ld_f2(ad + 2 * b);
+    float v = f16_lo(h) * (d.x * (float)s.x + d.y * (float)s.y);
+    if (k == 0) v += f16_hi(h) * (d.x * (float)as[2 * b] + d.y * (float)as[2 * b + 1]);
+    return v;
+}
+
+struct NoThirdBits {
+    __device__ __forceinline__ u32 operator()(int) const { return 0; }
+};
+
+// VQ3's third bits of the lane's weights 4k + i + 16g (i < 4): bit (k / 2) + 2g of byte
+// 4 (k % 2) + i of qh, that is of the 32-bit word `w` = qh word k % 2, moved to bit 2.
+struct ThirdBits {
+    u32 w;
+    int k;
+    __device__ __forceinline__ u32 operator()(int g) const {
+        return ((w >> ((k >> 1) + 2 * g)) & 0x01010101u) << 2;
+    }
+};
+
+// VQ2: 20 bytes, f16 d, f16 m, qs[16].
+GEMVQ_KERNEL(vq2) {
+    GEMVQ_ROW;
+    int k = lane & 3;
+#pragma unroll 4
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 6); b += 8 * split) {
+        const u8* blk = wr + b * 20;
+        u32 h = ld_w32(blk), lo = ld_w32(blk + 4 + 4 * k);
+        int2 s = dot_crumbs_q8(lo, NoThirdBits(), aq + b * 64, k);
+        acc += crumbs_block(h, s, ad, as, b, k);
+    }
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, 0);
+}
+
+// VQ3: 28 bytes, f16 d, f16 m, ql[16] (as VQ2), qh[8] (bit j / 8 of byte j % 8: weight j's
+// third bit).
+GEMVQ_KERNEL(vq3) {
+    GEMVQ_ROW;
+    int k = lane & 3;
+#pragma unroll 4
+    for (int b = (lane >> 2) + 8 * part; b < (live_cols >> 6); b += 8 * split) {
+        const u8* blk = wr + b * 28;
+        u32 h = ld_w32(blk), lo = ld_w32(blk + 4 + 4 * k);
+        ThirdBits hi;
+        hi.w = ld_w32(blk + 20 + 4 * (k & 1));
+        hi.k = k;
+        int2 s = dot_crumbs_q8(lo, hi, aq + b * 64, k);
+        acc += crumbs_block(h, s, ad, as, b, k);
+    }
+    gemv_store(acc, split, lut, bias, bias_fmt, y, rows, r, 0);
+}
+
 // ---- 256-weight super-blocks, one per warp step; every sub-block of 32 weights is one
 // activation block (8b + s).
 

@@ -138,6 +138,8 @@ pub fn has_int8_gemv(format: Format) -> bool {
             | Format::Q8_0
             | Format::Q4_K
             | Format::Q6_K
+            | Format::VQ2
+            | Format::VQ3
             | Format::VQ4
     )
 }

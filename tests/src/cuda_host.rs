@@ -39,6 +39,7 @@ static inline int min(int a, int b) { return a < b ? a : b; }
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct uint2 { u32 x, y; };
+struct int2 { int x, y; };
 #define NEG_INF __int_as_float(0xff800000)
 // IEEE half to float, exact (what cvt.f32.f16 computes).
 static inline float f16_to_f32(u16 h) {
