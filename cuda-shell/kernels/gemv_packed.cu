@@ -257,6 +257,19 @@ GEMV_KERNEL(tq4) { gemv_tq<4>(x, w, lut, bias, bias_fmt, y, rows, cols, row_byte
 
 // ---- 256-weight super-blocks: one per warp step.
 
+// Q4_K's 6-bit scale and min of sub-block `s` (< 8) from its 12 packed bytes `sc`: sub-blocks
+// 0..4 in the low six bits of bytes s and s + 4, 4..8 in the nibbles of byte s + 4 and the top
+// two bits of bytes s - 4 and s.
+__device__ __forceinline__ void q4_k_scale_min(const u8* sc, int s, int* scale, int* min) {
+    if (s < 4) {
+        *scale = sc[s] & 63;
+        *min = sc[s + 4] & 63;
+    } else {
+        *scale = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
+        *min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
+    }
+}
+
 // Q4_K: 144 bytes, f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles
 // (sub-block s: nibble s % 2 of bytes 16 + 32 (s / 2) ..). Lane l: p = l / 8 picks sub-blocks 2p
 // (low nibbles) and 2p + 1 (high), k = l % 8 their weights 4k..4k+4. Value d sc q - dmin m.
@@ -266,17 +279,9 @@ GEMV_KERNEL(q4_k) {
     for (int b = part; b < (live_cols >> 8); b += split) {
         const u8* blk = wr + b * 144;
         u32 h = ld_w32(blk), q = ld_w32(blk + 16 + 32 * p + 4 * k);
-        const u8* sc = blk + 4;
         int s0 = 2 * p, s1 = 2 * p + 1, sc0, m0, sc1, m1;
-        if (p < 2) {
-            sc0 = sc[s0] & 63, m0 = sc[s0 + 4] & 63;
-            sc1 = sc[s1] & 63, m1 = sc[s1 + 4] & 63;
-        } else {
-            sc0 = (sc[s0 + 4] & 15) | ((sc[s0 - 4] >> 6) << 4);
-            m0 = (sc[s0 + 4] >> 4) | ((sc[s0] >> 6) << 4);
-            sc1 = (sc[s1 + 4] & 15) | ((sc[s1 - 4] >> 6) << 4);
-            m1 = (sc[s1 + 4] >> 4) | ((sc[s1] >> 6) << 4);
-        }
+        q4_k_scale_min(blk + 4, s0, &sc0, &m0);
+        q4_k_scale_min(blk + 4, s1, &sc1, &m1);
         float4 lo = ld_f4(xt + b * 256 + 64 * p + 4 * k);
         float4 hi = ld_f4(xt + b * 256 + 64 * p + 32 + 4 * k);
         float d = f16_lo(h), dmin = f16_hi(h);

@@ -263,17 +263,9 @@ GEMVQ_KERNEL(q4_k) {
     for (int b = part; b < (live_cols >> 8); b += split) {
         const u8* blk = wr + b * 144;
         u32 h = ld_w32(blk), q = ld_w32(blk + 16 + 32 * p + 4 * k);
-        const u8* sc = blk + 4;
         int s0 = 2 * p, s1 = 2 * p + 1, sc0, m0, sc1, m1;
-        if (p < 2) {
-            sc0 = sc[s0] & 63, m0 = sc[s0 + 4] & 63;
-            sc1 = sc[s1] & 63, m1 = sc[s1 + 4] & 63;
-        } else {
-            sc0 = (sc[s0 + 4] & 15) | ((sc[s0 - 4] >> 6) << 4);
-            m0 = (sc[s0 + 4] >> 4) | ((sc[s0] >> 6) << 4);
-            sc1 = (sc[s1 + 4] & 15) | ((sc[s1 - 4] >> 6) << 4);
-            m1 = (sc[s1 + 4] >> 4) | ((sc[s1] >> 6) << 4);
-        }
+        q4_k_scale_min(blk + 4, s0, &sc0, &m0);
+        q4_k_scale_min(blk + 4, s1, &sc1, &m1);
         int a0 = 8 * b + s0, a1 = 8 * b + s1;
         int i0 = dot4_i8(lo_nibbles(q), ld_w32(aq + 32 * a0 + 4 * k), 0);
         int i1 = dot4_i8(hi_nibbles(q), ld_w32(aq + 32 * a1 + 4 * k), 0);

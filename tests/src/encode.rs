@@ -44,3 +44,34 @@ pub fn encode(format: Format, x: &[f32]) -> Vec<u8> {
             .unwrap_or_else(|| panic!("no encoder for {format:?}")),
     }
 }
+
+/// `row` (whole blocks of `format`) decoded by the format's scalar decoder.
+pub fn decode(format: Format, row: &[u8]) -> Vec<f32> {
+    let spec = format.spec();
+    let mut out = vec![0f32; row.len() / spec.block_bytes * spec.block_elems];
+    for (b, o) in row
+        .chunks_exact(spec.block_bytes)
+        .zip(out.chunks_exact_mut(spec.block_elems))
+    {
+        (spec.decode)(b, o);
+    }
+    out
+}
+
+/// `x` (whole blocks of 32) as the 8-bit activation kernels see it: quantized to the CPU's
+/// `BlockQ8Act` and decoded back.
+pub fn through_q8(x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (xs, o) in x.chunks_exact(32).zip(out.chunks_exact_mut(32)) {
+        vspec_core::quant::act_q8::BlockQ8Act::quantize(xs).dequantize(o);
+    }
+    out
+}
+
+/// `Σ a·b` in f64, rounded once to f32: the reference a kernel's reassociated sums are held to.
+pub fn dot_f64(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum::<f64>() as f32
+}

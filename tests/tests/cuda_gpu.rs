@@ -20,12 +20,11 @@ use vspec_core::graph::Limits;
 use vspec_core::kernels::KernelTable;
 use vspec_core::kv::KvType;
 use vspec_core::plan::Plan;
-use vspec_core::quant::act_q8::BlockQ8Act;
 use vspec_cuda::launch::GemvActivations;
 use vspec_cuda::probe::GemvVariant;
 use vspec_cuda::{CudaSession, Device, Probe};
 use vspec_host::{Engine, ModelFile};
-use vspec_tests::encode::{encode, values};
+use vspec_tests::encode::{decode, dot_f64, encode, through_q8, values};
 use vspec_tests::synth::{self, Shape};
 use vspec_tests::{fixtures, rel_max_abs, smollm2_gguf};
 
@@ -101,32 +100,16 @@ fn every_gemv_split_matches_an_f64_reference() {
     let (rows, cols) = (37, 1280);
     let x = values(cols, 99);
     // The activations as the 8-bit GEMVs see them (the CPU's quantization, dequantized).
-    let mut xq = vec![0f32; cols];
-    for (xs, o) in x.chunks_exact(32).zip(xq.chunks_exact_mut(32)) {
-        BlockQ8Act::quantize(xs).dequantize(o);
-    }
+    let xq = through_q8(&x);
     for format in vspec_cuda::kernels::device_formats() {
-        let spec = format.spec();
         let mut w = Vec::new();
         let mut want = Vec::new();
         let mut want_q8 = Vec::new();
         for r in 0..rows {
             let row = encode(format, &values(cols, (r * 31 + format as usize) as u64));
-            let mut wf = vec![0f32; cols];
-            for (b, o) in row
-                .chunks_exact(spec.block_bytes)
-                .zip(wf.chunks_exact_mut(spec.block_elems))
-            {
-                (spec.decode)(b, o);
-            }
-            let dot = |x: &[f32]| -> f32 {
-                wf.iter()
-                    .zip(x)
-                    .map(|(&a, &b)| a as f64 * b as f64)
-                    .sum::<f64>() as f32
-            };
-            want.push(dot(&x));
-            want_q8.push(dot(&xq));
+            let wf = decode(format, &row);
+            want.push(dot_f64(&wf, &x));
+            want_q8.push(dot_f64(&wf, &xq));
             w.extend(row);
         }
         for split in [1, 2, 4] {

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use vspec_core::format::Format;
 use vspec_core::quant::act_q8::BlockQ8Act;
 use vspec_cuda::kernels;
-use vspec_tests::encode::{encode, values};
+use vspec_tests::encode::{decode, dot_f64, encode, through_q8, values};
 
 const MAIN: &str = r#"
 static std::vector<u8> blob() {
@@ -321,31 +321,15 @@ fn int8_gemv_matches_an_f64_reference_on_quantized_activations() {
     }
     let (rows, cols) = (70, 1280);
     let x = values(cols, 77);
-    let mut xq = vec![0f32; cols];
-    for (xs, o) in x.chunks_exact(32).zip(xq.chunks_exact_mut(32)) {
-        BlockQ8Act::quantize(xs).dequantize(o);
-    }
+    let xq = through_q8(&x);
     let mut tested = 0;
     for format in kernels::device_formats().filter(|&f| kernels::has_int8_gemv(f)) {
-        let spec = format.spec();
         let name = kernels::format_id(format).unwrap().name;
         let mut w = Vec::new();
         let mut want = Vec::new();
         for r in 0..rows {
             let row = encode(format, &values(cols, (r * 17 + format as usize) as u64));
-            let mut wf = vec![0f32; cols];
-            for (b, o) in row
-                .chunks_exact(spec.block_bytes)
-                .zip(wf.chunks_exact_mut(spec.block_elems))
-            {
-                (spec.decode)(b, o);
-            }
-            want.push(
-                wf.iter()
-                    .zip(&xq)
-                    .map(|(&a, &b)| a as f64 * b as f64)
-                    .sum::<f64>() as f32,
-            );
+            want.push(dot_f64(&decode(format, &row), &xq));
             w.extend(row);
         }
         let row_bytes = w.len() / rows;
