@@ -2,6 +2,15 @@
 // reference: y = x * (1 / sqrt(mean(x²) + eps)) * w. The sum of squares is a tree here, a
 // running sum on the CPU: equal within float rounding, not bit for bit.
 
+// 1 / sqrt(mean(x²) + eps) over the `n` values of `xr`, as a block-stride sum then a block tree
+// (every thread of the block calls it and gets the result). `red`: 32 floats of shared memory.
+__device__ __forceinline__ float inv_rms(const float* xr, int n, float eps, float* red) {
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < n; c += blockDim.x) ss += xr[c] * xr[c];
+    ss = block_sum(ss, red);
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
 // grid: rows; block: 256, or 1024 for long rows (a decode step's one row is one block, so
 // its threads are all the parallelism there is). x, y: [rows, cols]; w: a vector weight in `wfmt`.
 // `act` (null for none): a one-row norm (grid 1, `cols` a multiple of 32) also writes its output
@@ -11,10 +20,7 @@ extern "C" __global__ void rms_norm(const float* x, const u8* w, int wfmt, float
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * cols;
     float* yr = y + (size_t)blockIdx.x * cols;
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = block_sum(ss, red);
-    float inv = 1.0f / sqrtf(ss / (float)cols + eps);
+    float inv = inv_rms(xr, cols, eps, red);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         float v = xr[c] * inv * dq_any(wfmt, w, c, 0);
         yr[c] = v;
@@ -50,10 +56,7 @@ extern "C" __global__ void head_rms_norm(const float* x, const u8* w, int wfmt, 
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * head_dim;
     float* yr = y + (size_t)blockIdx.x * head_dim;
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < head_dim; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = block_sum(ss, red);
-    float inv = 1.0f / sqrtf(ss / (float)head_dim + eps);
+    float inv = inv_rms(xr, head_dim, eps, red);
     for (int c = threadIdx.x; c < head_dim; c += blockDim.x)
         yr[c] = xr[c] * inv * dq_any(wfmt, w, c, 0);
 }

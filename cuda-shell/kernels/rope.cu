@@ -52,10 +52,7 @@ extern "C" __global__ void head_rms_norm_rope(const float* x, const u8* w, int w
     const float* xr = x + (size_t)blockIdx.x * head_dim;
     float* yr = y + (size_t)blockIdx.x * head_dim;
     int t = (int)(((size_t)blockIdx.x * head_dim) / width);
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < head_dim; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = block_sum(ss, red);
-    float inv = 1.0f / sqrtf(ss / (float)head_dim + eps);
+    float inv = inv_rms(xr, head_dim, eps, red);
     for (int c = threadIdx.x; c < head_dim; c += blockDim.x)
         normed[c] = xr[c] * inv * dq_any(wfmt, w, c, 0);
     __syncthreads();

@@ -5,7 +5,7 @@
 //! same bits.
 
 use super::{i32_of, rope_layout_id, Arg, Launch, Launcher};
-use vspec_core::graph::{OpKind, Role, Rows, TensorId};
+use vspec_core::graph::{OpKind, TensorId};
 use vspec_core::{Error, Result};
 
 impl Launcher<'_> {
@@ -38,10 +38,7 @@ impl Launcher<'_> {
             return Ok(None);
         };
         let sum = op.outputs[0];
-        let (norm_in, norm_w): (Vec<TensorId>, Vec<TensorId>) = next
-            .inputs
-            .iter()
-            .partition(|&&i| g.tensors[i].role != Role::Weight);
+        let (norm_in, norm_w) = self.inputs(op_index + 1);
         let y = next.outputs[0];
         // The norm's output is written one op early, where the plan may have reused the bytes
         // of the add's inputs (their lives end at the add).
@@ -50,10 +47,7 @@ impl Launcher<'_> {
             return Ok(None);
         }
         let w = self.weight(norm_w[0])?;
-        let rows = match g.tensors[y].rows {
-            Rows::Tokens => n,
-            Rows::One => 1,
-        };
+        let rows = self.rows(y, n);
         let launch = Launch {
             kernel: "add_rms_norm".to_string(),
             grid: (rows as u32, 1, 1),
@@ -98,11 +92,7 @@ impl Launcher<'_> {
             return Ok(None);
         };
         let y = rope.outputs[0];
-        let (x, w) = match op
-            .inputs
-            .iter()
-            .partition::<Vec<TensorId>, _>(|&&i| g.tensors[i].role != Role::Weight)
-        {
+        let (x, w) = match self.inputs(op_index) {
             (x, w) if x.len() == 1 && w.len() == 1 => (x[0], self.weight(w[0])?),
             _ => return Ok(None),
         };
@@ -114,10 +104,7 @@ impl Launcher<'_> {
         {
             return Ok(None);
         }
-        let rows = match g.tensors[y].rows {
-            Rows::Tokens => n,
-            Rows::One => 1,
-        };
+        let rows = self.rows(y, n);
         let width = g.tensors[y].cols;
         let table = self.layout.rope[j]
             .clone()

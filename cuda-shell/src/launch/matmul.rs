@@ -4,7 +4,7 @@
 
 use super::{i32_of, Arg, DevWeight, Launch, Launcher};
 use crate::kernels;
-use vspec_core::graph::{OpKind, Role, TensorId};
+use vspec_core::graph::{OpKind, TensorId};
 use vspec_core::Result;
 
 /// Warps per block of a one-token GEMV (`GEMV_WARPS` in matmul.cu).
@@ -135,15 +135,10 @@ impl Launcher<'_> {
         let Some(next) = g.ops.get(op_index + 1) else {
             return 0;
         };
-        let is_weight = |i: &&TensorId| g.tensors[**i].role == Role::Weight;
-        let input = next.inputs.iter().find(|i| !is_weight(i));
-        let weight = next
-            .inputs
-            .iter()
-            .find(is_weight)
-            .and_then(|&w| self.weights[w]);
+        let (inputs, weights) = self.inputs(op_index + 1);
+        let weight = weights.first().and_then(|&w| self.weights[w]);
         let feeds = matches!(next.kind, OpKind::MatMul)
-            && input == Some(&y)
+            && inputs.first() == Some(&y)
             && weight.is_some_and(|w| self.int8_gemv(&w));
         if n != 1 || !feeds || !cols.is_multiple_of(32) {
             return 0;

@@ -1,6 +1,6 @@
 //! The kernel launches of a step, as data: which kernel, grid, block and arguments, op by op in
 //! graph order. A pure function of the graph, plan, device layout and the allocation's base
-//! address, so the host side can be checked without a GPU (`tests/launches.rs` compares every
+//! address, so the host side can be checked without a GPU (`tests/tests/cuda_launches.rs` compares every
 //! launch's arguments with the kernel's parameter list in the sources and keeps every address
 //! inside the allocation); the session only replays the list on its stream.
 
@@ -148,6 +148,23 @@ impl<'a> Launcher<'a> {
         Ok(out)
     }
 
+    /// Op `op_index`'s inputs: its activations, then its weights, each in input order.
+    pub(super) fn inputs(&self, op_index: usize) -> (Vec<TensorId>, Vec<TensorId>) {
+        let g = self.graph;
+        g.ops[op_index]
+            .inputs
+            .iter()
+            .partition(|&&i| g.tensors[i].role != Role::Weight)
+    }
+
+    /// Rows of tensor `id` in a step of `n` tokens.
+    pub(super) fn rows(&self, id: TensorId, n: usize) -> usize {
+        match self.graph.tensors[id].rows {
+            Rows::Tokens => n,
+            Rows::One => 1,
+        }
+    }
+
     /// Device address of activation `id`.
     pub(super) fn act(&self, id: TensorId) -> u64 {
         self.base + (self.layout.arena.start + self.plan.arena.offsets[id]) as u64
@@ -221,24 +238,9 @@ impl<'a> Launcher<'a> {
     ) -> Result<()> {
         let g = self.graph;
         let op = &g.ops[op_index];
-        let rows = |id: TensorId| match g.tensors[id].rows {
-            Rows::Tokens => n,
-            Rows::One => 1,
-        };
-        let acts: Vec<TensorId> = op
-            .inputs
-            .iter()
-            .copied()
-            .filter(|&i| g.tensors[i].role != Role::Weight)
-            .collect();
-        let ws: Vec<TensorId> = op
-            .inputs
-            .iter()
-            .copied()
-            .filter(|&i| g.tensors[i].role == Role::Weight)
-            .collect();
+        let (acts, ws) = self.inputs(op_index);
         let y = op.outputs[0];
-        let out_rows = rows(y);
+        let out_rows = self.rows(y, n);
         let len_of = |id: TensorId| g.tensors[id].activation_len(n);
         let grid1 = |elems: usize| (elems.div_ceil(256).clamp(1, 65535) as u32, 1, 1);
         match &op.kind {
