@@ -5,7 +5,8 @@
 //!
 //!   cargo run --release -p vspec-bench --example matmul_min -- [TOKENS] [FORMAT,...]
 //!
-//! Environment: `TIER` = `scalar`, `avx2` or `avx512` (default: the best this CPU has), `ROWS`
+//! Environment: `TIER` = `scalar`, `avx2`, `avx512` or `avx512-split` (the AVX-512 tier as on a
+//! Zen 4; default: the best this CPU has, without the split), `ROWS`
 //! (default 1536; the matrix is ROWS × 576, SmolLM2's FFN shape; the 256-weight super-block
 //! formats, whose rows must hold whole super-blocks, take the transposed 576 × 1536 instead),
 //! `ACT=f32` to time the format's f32-activation kernel rather than the preferred one.

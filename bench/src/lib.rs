@@ -52,8 +52,9 @@ pub fn random_weights(format: Format, rows: usize, cols: usize, rng: &mut Rng) -
     }
 }
 
-/// The table of tier `tier` (`scalar`, `avx2`, `avx512`, or `""` for the best this CPU has),
-/// or `None` when this CPU lacks it.
+/// The table of tier `tier` (`scalar`, `avx2`, `avx512`, `avx512-split` (the AVX-512 tier as
+/// installed for CPUs that split 512-bit operations, such as Zen 4), or `""` for the best this
+/// CPU has), or `None` when this CPU lacks it.
 pub fn tier_table(tier: &str) -> Option<KernelTable> {
     if tier == "scalar" {
         return Some(KernelTable::scalar());
@@ -72,10 +73,11 @@ pub fn tier_table(tier: &str) -> Option<KernelTable> {
         let features = unsafe { CpuFeatures::assume_detected(avx2) };
         match tier {
             "avx2" if avx2 => return Some(KernelTable::select(&features).0),
-            "avx512" | "" if avx512 => {
+            "avx512" | "avx512-split" | "" if avx512 => {
                 // SAFETY: `avx512` is true only when the CPU reported the five AVX-512 features.
                 let features = unsafe { features.assume_avx512() };
-                return Some(KernelTable::select(&features).0);
+                let split = tier == "avx512-split";
+                return Some(KernelTable::select(&features.with_split_512(split)).0);
             }
             "" if avx2 => return Some(KernelTable::select(&features).0),
             _ => {}

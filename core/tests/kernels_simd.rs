@@ -633,7 +633,9 @@ fn avx2_table() -> Option<KernelTable> {
 }
 
 /// The AVX-512 tier, when this CPU has it.
-fn avx512_table() -> Option<KernelTable> {
+/// The AVX-512 tier, as installed for a CPU that issues 512-bit operations in two halves
+/// (`split_512`: one-token Q4_0 and Q4_1 on the AVX2 tier's driver) or not.
+fn avx512_table(split_512: bool) -> Option<KernelTable> {
     #[cfg(target_arch = "x86_64")]
     if avx2_table().is_some()
         && is_x86_feature_detected!("avx512f")
@@ -644,8 +646,9 @@ fn avx512_table() -> Option<KernelTable> {
     {
         // SAFETY: the AVX2 tier's features and all five AVX-512 ones were just detected.
         let features = unsafe { CpuFeatures::assume_detected(true).assume_avx512() };
-        let (t, log) = KernelTable::select(&features);
+        let (t, log) = KernelTable::select(&features.with_split_512(split_512));
         assert!(log.contains("avx512"), "{log}");
+        assert_eq!(log.contains("decode_avx2"), split_512, "{log}");
         return Some(t);
     }
     if required("avx512") {
@@ -687,7 +690,8 @@ macro_rules! tier_suite {
 
 tier_suite!(scalar, Some(KernelTable::scalar()));
 tier_suite!(avx2, avx2_table());
-tier_suite!(avx512, avx512_table());
+tier_suite!(avx512, avx512_table(false));
+tier_suite!(avx512_split, avx512_table(true));
 
 #[test]
 fn avx2_tier_reads_8_bit_activations_where_it_has_a_kernel() {

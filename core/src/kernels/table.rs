@@ -421,6 +421,7 @@ impl Default for KernelTable {
 pub struct CpuFeatures {
     pub(crate) avx2_fma: bool,
     pub(crate) avx512: bool,
+    pub(crate) split_512: bool,
 }
 
 impl CpuFeatures {
@@ -440,6 +441,7 @@ impl CpuFeatures {
         CpuFeatures {
             avx2_fma,
             avx512: false,
+            split_512: false,
         }
     }
 
@@ -453,7 +455,16 @@ impl CpuFeatures {
         CpuFeatures {
             avx2_fma: true,
             avx512: true,
+            ..self
         }
+    }
+
+    /// These features, noting whether the CPU issues a 512-bit operation as two 256-bit halves
+    /// (AMD Zen 4; Zen 5 and Intel's AVX-512 cores have full-width units). A performance hint
+    /// only, hence safe: with it the AVX-512 tier decodes one token of Q4_0 and Q4_1 on the
+    /// AVX2 tier's driver, which spends fewer 256-bit slots per weight there, with the same bits.
+    pub fn with_split_512(self, split_512: bool) -> Self {
+        CpuFeatures { split_512, ..self }
     }
 
     /// AVX2 and FMA (x86-64).
@@ -464,6 +475,11 @@ impl CpuFeatures {
     /// The AVX-512 tier's features (see [`CpuFeatures::assume_avx512`]).
     pub fn avx512(&self) -> bool {
         self.avx512
+    }
+
+    /// Whether 512-bit operations are split in two (see [`CpuFeatures::with_split_512`]).
+    pub fn split_512(&self) -> bool {
+        self.split_512
     }
 }
 

@@ -32,7 +32,8 @@ unsafe fn matmul_f32_avx2(
 }
 
 /// An 8-bit matmul entry for format type `$fmt` on driver `$tier` (`lanes8`, the AVX2 default,
-/// `avx512`, or `kquant_lanes8` / `kquant_wide` for the super-block formats on AVX2 / AVX-512).
+/// `avx512`, `split512` (AVX-512 on CPUs that split 512-bit operations), or `kquant_lanes8` /
+/// `kquant_wide` for the super-block formats on AVX2 / AVX-512).
 macro_rules! q8_entry {
     ($fmt:ty, $name:literal) => {
         q8_entry!(lanes8, $fmt, $name)
@@ -158,6 +159,26 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
             table.set_matmul(f, entry, true);
             // The VBMI trellis decoders run near the other formats' rate: nothing to rewrite.
             table.set_expansion(f, None);
+        }
+    }
+    if features.split_512 {
+        // 512-bit operations issued as two 256-bit halves (Zen 4): these formats decode one
+        // token faster on the AVX2 tier's driver (`q8::split512`), the same bits.
+        for (f, entry) in [
+            (
+                Format::Q4_0,
+                q8_entry!(split512, q8::Q4_0, "avx512_matmul_q4_0_q8_decode_avx2"),
+            ),
+            (
+                Format::Q4_1,
+                q8_entry!(split512, q8::Q4_1, "avx512_matmul_q4_1_q8_decode_avx2"),
+            ),
+        ] {
+            let entry = MatMulEntry {
+                row_multiple: q8::avx512::ROWS_PER_GROUP,
+                ..entry
+            };
+            table.set_matmul(f, entry, true);
         }
     }
     // The AVX2 attention with 16-lane scores and value sums for prefill tiles (the same bits).

@@ -21,6 +21,7 @@ pub(crate) mod lanes8;
 mod legacy;
 pub(crate) mod rows8;
 mod segmented;
+pub(crate) mod split512;
 mod trellis;
 
 use crate::quant::act_q8::{BlockQ8Act, QK8};
