@@ -52,7 +52,7 @@ const fn sign_moved<F: Q8Format>() -> bool {
 /// Takes `F`'s offset back from a token's integer sums: `Σ(q − o)·a = Σq·a − o·Σa`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn unoffset<F: Q8Format>(s: __m256i, a: &BlockQ8Act) -> __m256i {
+pub(super) fn unoffset<F: Q8Format>(s: __m256i, a: &BlockQ8Act) -> __m256i {
     if F::OFFSET == 0 {
         s
     } else {
@@ -104,7 +104,7 @@ fn decode_group_block<F: Q8Format>(
 /// asking for their share of `next` meanwhile.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn decode_pair_halves_of_group<F: Q8Format>(
+pub(super) fn decode_pair_halves_of_group<F: Q8Format>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],

@@ -48,7 +48,7 @@ const SEGMENT_MIN_TOKENS: usize = 8;
 /// token's quants `a`: lane `i` is row `i`'s.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i {
+pub(super) fn sums_one_token(w: &[__m256i; GROUP], a: &BlockQ8Act, signed: bool) -> __m256i {
     let zero = _mm256_setzero_si256();
     // SAFETY: `a.qs` is 32 readable bytes; loadu needs no alignment.
     let av = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };

@@ -1,31 +1,107 @@
-//! The AVX-512 tier's matmul for CPUs that issue a 512-bit operation as two 256-bit halves
-//! (AMD Zen 4): one-token steps through the AVX2 tier's eight-row driver ([`super::lanes8`]),
-//! steps of more tokens through [`super::rows8`].
+//! The AVX-512 tier's one-token matmul for CPUs that issue a 512-bit operation as two 256-bit
+//! halves (AMD Zen 4), for the formats whose blocks decode two 32-weight chunks as halves
+//! ([`Q8Format::PAIR_HALVES`]: Q4_0, Q4_1, Q5_0, Q5_1, VQ2, VQ3, VQ4); steps of more tokens, and
+//! the other formats, stay on [`super::rows8`].
 //!
 //! On such a CPU a 512-bit instruction costs what two 256-bit ones do, so a driver wins by
-//! spending fewer 256-bit slots per weight, not fewer instructions. For Q4_0 and Q4_1 one token
-//! costs the AVX2 driver about ten 256-bit operations per row and 64 weights (two
-//! `vpmaddubsw` added in 16 bits, one `vpmaddwd` shared by two chunks), where `rows8` spends
-//! about eight 512-bit ones (sixteen slots). `TIER=avx2|avx512 ROWS=120000 matmul_min 1` on a
-//! Zen 4 (2026-12-04, three alternating rounds, G weights/s, streamed from memory): Q4_0 31.3–32.0
-//! against 27.0–27.5, Q4_1 28.8–30.2 against 26.2–27.7; every other format of 32 or 64 weights
-//! was as fast or faster on `rows8`, and every format's prefill (8+ tokens) twice as fast there.
+//! spending fewer 256-bit slots per weight, not fewer instructions. This one is the AVX2 tier's
+//! one-token pair path ([`super::lanes8`]: per row, weights 0..16 of two chunks in one vector and
+//! 16..32 in another, each 128-bit half one chunk) with its `vpmaddubsw` reduction replaced by
+//! two 256-bit `vpdpbusd` per row and one `vphaddd` tree per eight rows: 24 instructions per
+//! eight rows and 64 weights where `vpmaddubsw` spent 34 and `rows8`'s 512-bit pairs about
+//! twice their count in slots. `ROWS=120000 matmul_min 1` on a Zen 4 (2026-12-04 21:05 UTC, two
+//! alternating rounds, G weights/s streamed from memory, `TIER=avx512` → `avx512-split`): Q4_0
+//! 25.3–26.3 → 32.0–32.3, Q4_1 20.7–22.8 → 27.7–29.0, Q5_0 19.2–20.1 → 24.3, Q5_1 18.7–19.2 →
+//! 24.3–24.7, VQ2 35.5 → 41.4, VQ3 29.3–29.5 → 31.2–31.4, VQ4 30.0–30.6 → 32.8–34.0 (the AVX2
+//! tier: 29.0–29.6, 28.0–28.2, 18.1–18.6, 18.3, 37.0–37.2, 23.5–24.1, 29.5–30.4). Prefill is
+//! twice as fast on `rows8`'s 512-bit path on the same CPU.
 //!
-//! Both drivers end each 32-weight chunk with the same exact integer sum and hand it to the
+//! Every chunk ends with the same exact integer sum as on the other drivers and goes through the
 //! same float arithmetic ([`super::rows8::accumulate`], chunk by chunk on two chains), so an
-//! output has the same bits whichever driver computed it: decoding token by token still gives
-//! a prefill's bits (the SIMD suite's one-token check, stamped on this table too).
+//! output has the same bits whichever driver computed it: decoding token by token still gives a
+//! prefill's bits (the SIMD suite is stamped on this table too, and its one-token check compares
+//! the two drivers).
 
-use super::{lanes8, rows8, BlockQ8Act, Q8Format};
+use super::lanes8::{decode_pair_halves_of_group, finish, unoffset, GROUP};
+use super::rows8::{accumulate, prefetch_head, rows_ahead, rows_of, write_lanes, Acc};
+use super::{rows8, sum_lanes8_halves, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
+use core::arch::x86_64::*;
 use core::ops::Range;
 
-/// The 8-bit matmul for format `F` over rows `rows`: [`lanes8::matmul`] for one token,
-/// [`rows8::matmul`] otherwise.
+/// The exact i32 sums of two consecutive chunks of eight rows (`w` as
+/// [`decode_pair_halves_of_group`] gives them: per row, weights 0..16 of both chunks, then
+/// 16..32 of both, as unsigned quants) with one token's quants `a0`, `a1`: per chunk, lane `i`
+/// is row `i`'s. Two 256-bit `vpdpbusd` per row leave its first chunk's partial sums in the low
+/// 128-bit half and its second's in the high one, and one `vphaddd` tree sums both chunks of
+/// eight rows: 24 instructions per eight rows and 64 weights where the AVX2 tier's `vpmaddubsw`
+/// path (`lanes8::sums_pair_halves`) spends 34.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn sums_pair_halves_vnni(
+    w: &[[__m256i; GROUP]; 2],
+    a0: &BlockQ8Act,
+    a1: &BlockQ8Act,
+) -> [__m256i; 2] {
+    // SAFETY: each `qs` is 32 readable bytes: unaligned 16-byte reads at 0 and 16.
+    let (low, high) = unsafe {
+        let (q0, q1) = (a0.qs.as_ptr(), a1.qs.as_ptr());
+        (
+            _mm256_loadu2_m128i(q1.cast(), q0.cast()),
+            _mm256_loadu2_m128i(q1.add(16).cast(), q0.add(16).cast()),
+        )
+    };
+    let zero = _mm256_setzero_si256();
+    let p: [__m256i; GROUP] = core::array::from_fn(|i| {
+        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, w[0][i], low), w[1][i], high)
+    });
+    sum_lanes8_halves(&p)
+}
+
+/// One token's outputs of eight rows (lane `i`: `rows[i]`), two chunks at a time by
+/// [`sums_pair_halves_vnni`]; a block left over (an odd count of 32-weight blocks) goes
+/// through `rows8`'s one-chunk sums. The float arithmetic is `lanes8`'s and `rows8`'s.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8Act]) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    let mut acc = Acc {
+        sum: [zero; 2],
+        min: [zero; 2],
+    };
+    let halves = F::ELEMS / QK8;
+    let blocks = rows[0].len() / F::BYTES;
+    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
+    // Blocks per two chunks: two of 32 weights, or one of 64.
+    let step = 64 / F::ELEMS;
+    let mut b = 0;
+    while b + step <= blocks {
+        let (w, [(d0, m0), (d1, m1)]) =
+            decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
+        let (a0, a1) = (&x[b * halves], &x[b * halves + 1]);
+        let [s0, s1] = sums_pair_halves_vnni(&w, a0, a1);
+        let (m0, m1) = ((!F::SIGNED).then_some(m0), (!F::SIGNED).then_some(m1));
+        accumulate(&mut acc, 0, unoffset::<F>(s0, a0), d0, m0, a0);
+        accumulate(&mut acc, 1, unoffset::<F>(s1, a1), d1, m1, a1);
+        b += step;
+    }
+    if b < blocks {
+        // One 32-weight block: chunk `b`, even, so chain 0.
+        let (w, d, m) = rows8::decode_block_of_group::<F>(rows, b, next, lines_per_block);
+        let a = &x[b];
+        let s = rows8::sums_one_token(&w[0], a, F::SIGNED);
+        accumulate(&mut acc, 0, s, d, (!F::SIGNED).then_some(m), a);
+    }
+    finish(&acc)
+}
+
+/// The 8-bit matmul for format `F` over rows `rows`: one token eight rows at a time by
+/// [`group_one_token`] where `F` decodes two chunks as halves ([`Q8Format::PAIR_HALVES`]), every
+/// other step by [`rows8::matmul`].
 ///
 /// # Safety
-/// As [`rows8::matmul`] (whose features include [`lanes8::matmul`]'s).
+/// As [`rows8::matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 pub(crate) unsafe fn matmul<F: Q8Format>(
     w: &WeightView<'_>,
@@ -34,11 +110,21 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     rows: Range<usize>,
     out: &SharedOut<'_>,
 ) {
-    if tokens == 1 {
-        // SAFETY: this function's contract, which includes AVX2, FMA and F16C.
-        unsafe { lanes8::matmul::<F>(w, x, tokens, rows, out) }
-    } else {
+    if tokens != 1 || !F::PAIR_HALVES {
         // SAFETY: this function's contract.
-        unsafe { rows8::matmul::<F>(w, x, tokens, rows, out) }
+        return unsafe { rows8::matmul::<F>(w, x, tokens, rows, out) };
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let last = rows.end - 1;
+    prefetch_head(w, &rows, GROUP);
+    for first in rows.clone().step_by(GROUP) {
+        let count = (rows.end - first).min(GROUP);
+        // Rows past the range repeat its last row; their lanes are computed, not written.
+        let group: [&[u8]; GROUP] = rows_of(w, first, last);
+        let v = group_one_token::<F>(&group, rows_ahead(w, first, GROUP), x);
+        // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
+        unsafe { write_lanes(out, v, 0, w.rows, first, count) };
     }
 }
