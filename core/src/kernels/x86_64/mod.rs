@@ -194,6 +194,18 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
                 Format::VQ4,
                 q8_entry!(split512, q8::Vq4, "avx512_matmul_vq4_q8_split"),
             ),
+            (
+                Format::Q8_0,
+                q8_entry!(split512, q8::Q8_0, "avx512_matmul_q8_0_q8_split"),
+            ),
+            (
+                Format::IQ4_NL,
+                q8_entry!(split512, q8::Iq4Nl, "avx512_matmul_iq4_nl_q8_split"),
+            ),
+            (
+                Format::NQ3,
+                q8_entry!(split512, q8::Nq3, "avx512_matmul_nq3_q8_split"),
+            ),
         ] {
             let entry = MatMulEntry {
                 row_multiple: q8::avx512::ROWS_PER_GROUP,

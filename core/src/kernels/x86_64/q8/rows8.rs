@@ -471,7 +471,17 @@ pub(super) fn prefetch(bytes: &[u8], offset: usize) {
 /// asked for while that group is worked on, past the end of the caller's range too: a thread
 /// pool hands a thread contiguous pieces, so those rows are usually its next call's.
 pub(super) fn rows_ahead<'w>(w: &WeightView<'w>, first: usize, width: usize) -> &'w [u8] {
-    let start = first + PREFETCH_AHEAD * width;
+    rows_ahead_by(w, first, width, PREFETCH_AHEAD)
+}
+
+/// [`rows_ahead`] `ahead` groups on instead of [`PREFETCH_AHEAD`].
+pub(super) fn rows_ahead_by<'w>(
+    w: &WeightView<'w>,
+    first: usize,
+    width: usize,
+    ahead: usize,
+) -> &'w [u8] {
+    let start = first + ahead * width;
     let end = (start + width).min(w.rows).max(start);
     w.data
         .get(start * w.row_bytes..end * w.row_bytes)
@@ -534,10 +544,29 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     if tokens >= SEGMENT_MIN_TOKENS {
         let mut scratch = Scratch::<TOKEN_TILE>::new();
         // SAFETY: this function's contract, passed on.
-        unsafe { tiles::<F>(w, x, tokens, rows, out, Some(&mut scratch)) }
+        unsafe { tiles::<F>(w, x, tokens, rows, out, Some(&mut scratch), PREFETCH_AHEAD) }
     } else {
         // SAFETY: as above.
-        unsafe { tiles::<F>(w, x, tokens, rows, out, None) }
+        unsafe { tiles::<F>(w, x, tokens, rows, out, None, PREFETCH_AHEAD) }
+    }
+}
+
+/// [`matmul`] for one token, each row group's successors asked for `ahead` groups on (see
+/// [`super::split512`]).
+///
+/// # Safety
+/// As [`matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(super) unsafe fn one_token_ahead<F: Q8Format>(
+    w: &WeightView<'_>,
+    x: &[BlockQ8Act],
+    rows: Range<usize>,
+    out: &SharedOut<'_>,
+    ahead: usize,
+) {
+    if !rows.is_empty() {
+        // SAFETY: this function's contract.
+        unsafe { tiles::<F>(w, x, 1, rows, out, None, ahead) }
     }
 }
 
@@ -554,12 +583,13 @@ unsafe fn tiles<F: Q8Format>(
     rows: Range<usize>,
     out: &SharedOut<'_>,
     mut scratch: Option<&mut Scratch<TOKEN_TILE>>,
+    ahead: usize,
 ) {
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
     prefetch_head(w, &rows, WIDE);
-    let next_rows = |first: usize, width: usize| rows_ahead(w, first, width);
+    let next_rows = |first: usize, width: usize| rows_ahead_by(w, first, width, ahead);
     let mut tile = 0;
     while tile < tokens {
         let tile_end = (tile + TOKEN_TILE).min(tokens);

@@ -23,7 +23,7 @@
 //! the two drivers).
 
 use super::lanes8::{decode_pair_halves_of_group, finish, unoffset, GROUP};
-use super::rows8::{accumulate, prefetch_head, rows_ahead, rows_of, write_lanes, Acc};
+use super::rows8::{accumulate, prefetch_head, rows_ahead_by, rows_of, write_lanes, Acc};
 use super::{rows8, sum_lanes8_halves, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
 use crate::model::WeightView;
@@ -96,6 +96,19 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     finish(&acc)
 }
 
+/// Bytes of weights asked for ahead of the row group being decoded, one token at a time.
+const BYTES_AHEAD: usize = 8 << 10;
+
+/// How many eight-row groups of `row_bytes` rows ahead one token's decode asks for: as many as
+/// fit in [`BYTES_AHEAD`], one to [`rows8::PREFETCH_AHEAD`]. Zen 4's L1 data cache is 32 KiB
+/// (Zen 5's 48): four groups of Q8_0 rows (20 KiB at 576 columns) asked for at once streamed
+/// Q8_0 at 14.0–15.5 G weights/s, one group at 22.3–24.6, two at 19.7–21.5; Q4_0 (2.6 KiB per
+/// group) read the same with two to four and lost with one (`TIER=avx512-split ROWS=120000
+/// matmul_min 1`, two rounds, 2026-12-04 21:50 UTC).
+fn groups_ahead(row_bytes: usize) -> usize {
+    (BYTES_AHEAD / (GROUP * row_bytes).max(1)).clamp(1, rows8::PREFETCH_AHEAD)
+}
+
 /// The 8-bit matmul for format `F` over rows `rows`: one token eight rows at a time by
 /// [`group_one_token`] where `F` decodes two chunks as halves ([`Q8Format::PAIR_HALVES`]), every
 /// other step by [`rows8::matmul`].
@@ -110,9 +123,14 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     rows: Range<usize>,
     out: &SharedOut<'_>,
 ) {
-    if tokens != 1 || !F::PAIR_HALVES {
+    if tokens != 1 {
         // SAFETY: this function's contract.
         return unsafe { rows8::matmul::<F>(w, x, tokens, rows, out) };
+    }
+    let ahead = groups_ahead(w.row_bytes);
+    if !F::PAIR_HALVES {
+        // SAFETY: this function's contract.
+        return unsafe { rows8::one_token_ahead::<F>(w, x, rows, out, ahead) };
     }
     if rows.is_empty() {
         return;
@@ -123,7 +141,7 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
         let count = (rows.end - first).min(GROUP);
         // Rows past the range repeat its last row; their lanes are computed, not written.
         let group: [&[u8]; GROUP] = rows_of(w, first, last);
-        let v = group_one_token::<F>(&group, rows_ahead(w, first, GROUP), x);
+        let v = group_one_token::<F>(&group, rows_ahead_by(w, first, GROUP, ahead), x);
         // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
         unsafe { write_lanes(out, v, 0, w.rows, first, count) };
     }
