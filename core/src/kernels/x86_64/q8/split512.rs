@@ -1,7 +1,8 @@
 //! The AVX-512 tier's one-token matmul for CPUs that issue a 512-bit operation as two 256-bit
-//! halves (AMD Zen 4), for the formats whose blocks decode two 32-weight chunks as halves
-//! ([`Q8Format::PAIR_HALVES`]: Q4_0, Q4_1, Q5_0, Q5_1, VQ2, VQ3, VQ4); steps of more tokens, and
-//! the other formats, stay on [`super::rows8`].
+//! halves (AMD Zen 4): 256-bit `vpdpbusd` pairs for the formats whose blocks decode two
+//! 32-weight chunks as halves ([`Q8Format::PAIR_HALVES`]: Q4_0, Q4_1, Q5_0, Q5_1, VQ2, VQ3,
+//! VQ4), [`super::rows8`]'s kernel for Q8_0, IQ4_NL and NQ3, both asking for fewer rows ahead
+//! ([`groups_ahead`]); steps of more tokens stay on [`super::rows8`].
 //!
 //! On such a CPU a 512-bit instruction costs what two 256-bit ones do, so a driver wins by
 //! spending fewer 256-bit slots per weight, not fewer instructions. This one is the AVX2 tier's
