@@ -632,9 +632,8 @@ fn avx2_table() -> Option<KernelTable> {
     None
 }
 
-/// The AVX-512 tier, when this CPU has it.
-/// The AVX-512 tier, as installed for a CPU that issues 512-bit operations in two halves
-/// (`split_512`: one-token Q4_0 and Q4_1 on the AVX2 tier's driver) or not.
+/// The AVX-512 tier, when this CPU has it, as installed for a CPU that issues 512-bit operations
+/// in two halves (`split_512`: one-token steps on `q8::split512`) or not.
 fn avx512_table(split_512: bool) -> Option<KernelTable> {
     #[cfg(target_arch = "x86_64")]
     if avx2_table().is_some()

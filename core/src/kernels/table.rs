@@ -463,7 +463,8 @@ impl CpuFeatures {
     /// (AMD Zen 4; Zen 5 and Intel's AVX-512 cores have full-width units). A performance hint
     /// only, hence safe: with it the AVX-512 tier decodes one token of the formats with two
     /// chunks per decode (Q4_0, Q4_1, Q5_0, Q5_1, VQ2–VQ4) with 256-bit `vpdpbusd`, which spends
-    /// fewer 256-bit slots per weight there, with the same bits.
+    /// fewer 256-bit slots per weight there, and asks for fewer rows ahead (Q8_0, IQ4_NL and NQ3
+    /// too), with the same bits.
     pub fn with_split_512(self, split_512: bool) -> Self {
         CpuFeatures { split_512, ..self }
     }

@@ -111,8 +111,8 @@ fn groups_ahead(row_bytes: usize) -> usize {
 }
 
 /// The 8-bit matmul for format `F` over rows `rows`: one token eight rows at a time by
-/// [`group_one_token`] where `F` decodes two chunks as halves ([`Q8Format::PAIR_HALVES`]), every
-/// other step by [`rows8::matmul`].
+/// [`group_one_token`] where `F` decodes two chunks as halves ([`Q8Format::PAIR_HALVES`]), else
+/// by `rows8`'s kernel, both [`groups_ahead`] groups ahead; more tokens by [`rows8::matmul`].
 ///
 /// # Safety
 /// As [`rows8::matmul`].
