@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Host replacements for `prelude.cu`, plus the emulator.
 pub const HOST_PRELUDE: &str = r#"
@@ -124,12 +125,22 @@ pub fn compile(dir: &str, tag: &str, files: &[&str], extra: &str) -> Option<Path
     }
     src.push_str("#line 1 \"harness\"\n");
     src.push_str(extra);
-    let cpp = dir.join(format!("{tag}.cpp"));
+    // Tests of one binary run in parallel and may compile the same `tag`: each call writes and
+    // links under names of its own, then renames the finished executable into place (atomic), so
+    // no test ever executes a file a linker is still writing (`ETXTBSY`) or half-written source.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let unique = format!(
+        "{tag}.{}.{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    );
+    let cpp = dir.join(format!("{unique}.cpp"));
     std::fs::write(&cpp, src).unwrap();
+    let linked = dir.join(&unique);
     let exe = dir.join(tag);
     let out = match Command::new(&cxx)
         .args(["-std=c++20", "-O1", "-ffp-contract=off", "-pthread", "-o"])
-        .arg(&exe)
+        .arg(&linked)
         .arg(&cpp)
         .output()
     {
@@ -145,6 +156,8 @@ pub fn compile(dir: &str, tag: &str, files: &[&str], extra: &str) -> Option<Path
         cpp.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    std::fs::rename(&linked, &exe).unwrap();
+    std::fs::rename(&cpp, dir.join(format!("{tag}.cpp"))).unwrap();
     Some(exe)
 }
 

@@ -139,13 +139,18 @@ impl Harness {
     }
 }
 
+/// The emulated device, compiled once for both tests.
 fn exe() -> Option<std::path::PathBuf> {
-    compile(
-        env!("CARGO_TARGET_TMPDIR"),
-        "model",
-        &[],
-        &format!("{MAIN}\n{}", dispatcher()),
-    )
+    static EXE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        compile(
+            env!("CARGO_TARGET_TMPDIR"),
+            "model",
+            &[],
+            &format!("{MAIN}\n{}", dispatcher()),
+        )
+    })
+    .clone()
 }
 
 /// Runs `model` through the emulated session (8-bit activation GEMVs if `int8`) and the CPU
