@@ -80,6 +80,27 @@ pub(crate) trait Q8Format {
         join_i(dec.w[0], dec.w[1])
     }
 
+    /// Whether [`Q8Format::decode_biased_halves_512`] costs no more than
+    /// [`Q8Format::decode_biased_512`] (the VBMI trellis decoders gather their windows in either
+    /// order): the driver for CPUs that split 512-bit operations (`split512`) then takes one
+    /// token of these 64-weight blocks as 256-bit pairs.
+    const HALVES_512: bool = false;
+
+    /// [`Q8Format::decode_biased_512`] with each chunk's halves apart: the low 256 bits hold
+    /// weights 0..16 then 32..48, the high 256 bits 16..32 then 48..64 (per 128-bit lane one
+    /// chunk's half, as [`Q8Format::decode_halves`] lays them out). This default moves the
+    /// 128-bit lanes of the plain decode.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode_biased_512`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_biased_halves_512(block: &[u8]) -> __m512i {
+        // SAFETY: this function's contract is decode_biased_512's.
+        let v = unsafe { Self::decode_biased_512(block) };
+        _mm512_shuffle_i64x2::<0b11_01_10_00>(v, v)
+    }
+
     /// [`Q8Format::decode_biased`] of two consecutive 32-weight blocks as one 512-bit vector
     /// (`b0`'s weights in the low half), for the AVX-512 tier's one-token path. This default
     /// joins the two decodes; decoders with a 512-bit form (Q4_0, Q4_1, IQ4_NL) override it.

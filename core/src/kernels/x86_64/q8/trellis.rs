@@ -183,27 +183,36 @@ fn decode_block<const K: usize>(codebook: &[i8; STATES], block: &[u8]) -> Decode
 /// it stands for the zero bits before the stream). Byte `8g + j` of the multishift control is
 /// `K(j + 1)`, where weight `8g + j`'s window starts in that qword (see [`window_layout`]);
 /// windows end by bit `8K + 8 <= 40`, inside the qword.
-const fn vbmi_layout<const K: usize>() -> ([u8; 64], [u8; 64]) {
+///
+/// With `halves`, qword `q` holds group [`HALVES_ORDER`]`[q]` instead, so that the decoded vector
+/// comes out as [`Q8Format::decode_biased_halves_512`] lays it out.
+const fn vbmi_layout<const K: usize>(halves: bool) -> ([u8; 64], [u8; 64]) {
     let mut gather = [0u8; 64];
     let mut shift = [0u8; 64];
-    let mut g = 0;
-    while g < 8 {
+    let mut q = 0;
+    while q < 8 {
+        let g = if halves { HALVES_ORDER[q] } else { q };
         let mut j = 0;
         while j < 8 {
-            gather[8 * g + j] = (1 + K * g + j) as u8;
-            shift[8 * g + j] = (K * (j + 1)) as u8;
+            gather[8 * q + j] = (1 + K * g + j) as u8;
+            shift[8 * q + j] = (K * (j + 1)) as u8;
             j += 1;
         }
-        g += 1;
+        q += 1;
     }
     (gather, shift)
 }
 
-/// The block's 64 states, one per byte, from one masked load, `vpermb` and `vpmultishiftqb`.
+/// The eight-weight groups in the order of [`Q8Format::decode_biased_halves_512`]: weights 0..16
+/// (groups 0, 1), 32..48 (4, 5), 16..32 (2, 3), 48..64 (6, 7).
+const HALVES_ORDER: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
+
+/// The block's 64 states, one per byte, from one masked load, `vpermb` and `vpmultishiftqb`
+/// (in weight order, or with `HALVES` in [`HALVES_ORDER`]'s).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
 #[inline]
-fn states_64<const K: usize>(block: &[u8]) -> __m512i {
-    let (gather, shift) = const { vbmi_layout::<K>() };
+fn states_64<const K: usize, const HALVES: bool>(block: &[u8]) -> __m512i {
+    let (gather, shift) = const { vbmi_layout::<K>(HALVES) };
     let len = 2 + 8 * K;
     assert!(block.len() >= len);
     // Bytes 2 .. 2 + 8K: the stream; the scale's bytes and everything after read as zero.
@@ -248,7 +257,7 @@ fn lookup_64(codebook: &[i8; STATES], states: __m512i) -> __m512i {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
 #[inline]
 fn decode_block_vbmi<const K: usize>(codebook: &[i8; STATES], block: &[u8]) -> Decoded {
-    let w = lookup_64(codebook, states_64::<K>(block));
+    let w = lookup_64(codebook, states_64::<K, false>(block));
     Decoded {
         w: [_mm512_castsi512_si256(w), _mm512_extracti64x4_epi64::<1>(w)],
     }
@@ -283,7 +292,15 @@ macro_rules! vbmi_format {
             )]
             #[inline]
             unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
-                lookup_64(const { &biased(&$codebook) }, states_64::<$k>(block))
+                lookup_64(const { &biased(&$codebook) }, states_64::<$k, false>(block))
+            }
+            const HALVES_512: bool = true;
+            #[target_feature(
+                enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi"
+            )]
+            #[inline]
+            unsafe fn decode_biased_halves_512(block: &[u8]) -> __m512i {
+                lookup_64(const { &biased(&$codebook) }, states_64::<$k, true>(block))
             }
         }
     };
