@@ -148,6 +148,41 @@ impl Q8Format for Vq3 {
         let [h0, h1] = third_bit_halves(load8(block, 20));
         [_mm256_or_si256(l0, h0), _mm256_or_si256(l1, h1)]
     }
+    const HALVES_VNNI_SHIFT: i32 = 4;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn decode_halves_vnni(block: &[u8]) -> [__m256i; 2] {
+        // The second chunk's 3-bit quants (upper lane) as 16 · q: its crumbs stay at bits 4–5,
+        // where they lie, and its third bits go to bit 6. Per vector one mask of the crumbs
+        // and one rotate and `vpternlogq` for the third bits (bit `p / 8` of plane byte `p % 8`
+        // for weight `p`: qword `j` of the first vector takes bit 0, 1, 4, 5 to bit 2, 2, 6, 6,
+        // of the second bit 2, 3, 6, 7), where `decode_halves` shifts every field down.
+        let crumbs = _mm256_setr_epi64x(
+            0x0303_0303_0303_0303,
+            0x0303_0303_0303_0303,
+            0x3030_3030_3030_3030,
+            0x3030_3030_3030_3030,
+        );
+        let third = _mm256_setr_epi64x(
+            0x0404_0404_0404_0404,
+            0x0404_0404_0404_0404,
+            0x4040_4040_4040_4040,
+            0x4040_4040_4040_4040,
+        );
+        let v = _mm256_broadcastsi128_si256(load16(block, 4));
+        let plane = _mm256_broadcastq_epi64(load8(block, 20));
+        let with_third = |low: __m256i, rot: __m256i| {
+            // 0xF8: `a | (b & c)`.
+            _mm256_ternarylogic_epi64::<0xF8>(low, _mm256_rolv_epi64(plane, rot), third)
+        };
+        [
+            with_third(_mm256_and_si256(v, crumbs), _mm256_setr_epi64x(2, 1, 2, 1)),
+            with_third(
+                _mm256_and_si256(_mm256_srli_epi16::<2>(v), crumbs),
+                _mm256_setr_epi64x(0, 63, 0, 63),
+            ),
+        ]
+    }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
     unsafe fn decode_biased_512(block: &[u8]) -> __m512i {
@@ -187,6 +222,23 @@ impl Q8Format for Vq4 {
         [
             _mm256_and_si256(_mm256_srlv_epi64(v0, shifts), nib),
             _mm256_and_si256(_mm256_srlv_epi64(v1, shifts), nib),
+        ]
+    }
+    const HALVES_VNNI_SHIFT: i32 = 4;
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn decode_halves_vnni(block: &[u8]) -> [__m256i; 2] {
+        // The high nibbles (the second chunk, upper lane) stay in place, as 16 · q: one mask per
+        // vector instead of a shift and a mask.
+        let nibbles = _mm256_setr_epi64x(
+            0x0F0F_0F0F_0F0F_0F0F,
+            0x0F0F_0F0F_0F0F_0F0F,
+            0xF0F0_F0F0_F0F0_F0F0_u64 as i64,
+            0xF0F0_F0F0_F0F0_F0F0_u64 as i64,
+        );
+        [
+            _mm256_and_si256(_mm256_broadcastsi128_si256(load16(block, 4)), nibbles),
+            _mm256_and_si256(_mm256_broadcastsi128_si256(load16(block, 20)), nibbles),
         ]
     }
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]

@@ -104,7 +104,7 @@ fn decode_group_block<F: Q8Format>(
 /// asking for their share of `next` meanwhile.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn decode_pair_halves_of_group<F: Q8Format>(
+pub(super) fn decode_pair_halves_of_group<F: Q8Format, const VNNI: bool>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
@@ -129,7 +129,13 @@ pub(super) fn decode_pair_halves_of_group<F: Q8Format>(
             heads[1][i] = super::load16(b1, 0);
         } else {
             // SAFETY: see above.
-            [w[0][i], w[1][i]] = unsafe { F::decode_halves(both) };
+            [w[0][i], w[1][i]] = unsafe {
+                if VNNI {
+                    F::decode_halves_vnni(both)
+                } else {
+                    F::decode_halves(both)
+                }
+            };
             heads[0][i] = super::load16(both, 0);
         }
     }
@@ -289,7 +295,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
         while first + step <= blocks {
             let b = first;
             let (w, [(d0, m0), (d1, m1)]) =
-                decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
+                decode_pair_halves_of_group::<F, false>(rows, b, next, lines_per_block);
             let chunk = t0 * acts_per_token + b * halves;
             let (a0, a1) = (&x[chunk], &x[chunk + 1]);
             let [s0, s1] = sums_pair_halves(&w, a0, a1, F::PAIR_QUANT_BITS);

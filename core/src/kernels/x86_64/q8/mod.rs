@@ -146,6 +146,25 @@ pub(crate) trait Q8Format {
         }
     }
 
+    /// How many bits up [`Q8Format::decode_halves_vnni`] leaves the second chunk's quants (the
+    /// upper 128-bit lane of both vectors): the VNNI one-token path (`split512`) shifts that
+    /// chunk's integer sums back down, exactly (every product is a multiple of `2^k`). 0 where
+    /// the decode is [`Q8Format::decode_halves`] itself.
+    const HALVES_VNNI_SHIFT: i32 = 0;
+
+    /// [`Q8Format::decode_halves`] for `vpdpbusd`, whose 32-bit sums have room for quants
+    /// scaled up: the second chunk's quants may come multiplied by `2^HALVES_VNNI_SHIFT`
+    /// where that saves instructions (VQ4: a nibble's high half kept in place). This default is
+    /// `decode_halves`.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`], and the CPU has AVX-512 F, BW and VL.
+    #[inline(always)]
+    unsafe fn decode_halves_vnni(block: &[u8]) -> [__m256i; 2] {
+        // SAFETY: this function's contract includes decode_halves'.
+        unsafe { Self::decode_halves(block) }
+    }
+
     /// Two consecutive 32-weight blocks as their unsigned quants (plus [`Q8Format::OFFSET`]),
     /// halves together: the first vector holds weights 0..16 of `b0` then of `b1`, the second
     /// weights 16..32 of each, for the AVX2 tier's one-token path where

@@ -84,9 +84,15 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     let mut b = 0;
     while b + step <= blocks {
         let (w, [(d0, m0), (d1, m1)]) =
-            decode_pair_halves_of_group::<F>(rows, b, next, lines_per_block);
+            decode_pair_halves_of_group::<F, true>(rows, b, next, lines_per_block);
         let (a0, a1) = (&x[b * halves], &x[b * halves + 1]);
         let [s0, s1] = sums_pair_halves_vnni(&w, a0, a1);
+        // Exact: every product of the second chunk is a multiple of 2^HALVES_VNNI_SHIFT.
+        let s1 = if F::HALVES_VNNI_SHIFT != 0 {
+            _mm256_sra_epi32(s1, _mm_set_epi64x(0, F::HALVES_VNNI_SHIFT.into()))
+        } else {
+            s1
+        };
         let (m0, m1) = ((!F::SIGNED).then_some(m0), (!F::SIGNED).then_some(m1));
         accumulate(&mut acc, 0, unoffset::<F>(s0, a0), d0, m0, a0);
         accumulate(&mut acc, 1, unoffset::<F>(s1, a1), d1, m1, a1);
