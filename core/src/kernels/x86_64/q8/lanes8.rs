@@ -124,7 +124,13 @@ pub(super) fn decode_pair_halves_of_group<F: Q8Format, const VNNI: bool>(
         if F::ELEMS == 32 {
             let (b0, b1) = both.split_at(F::BYTES);
             // SAFETY: see above.
-            [w[0][i], w[1][i]] = unsafe { F::decode_pair_halves(b0, b1) };
+            [w[0][i], w[1][i]] = unsafe {
+                if VNNI {
+                    F::decode_pair_halves_vnni(b0, b1)
+                } else {
+                    F::decode_pair_halves(b0, b1)
+                }
+            };
             heads[0][i] = super::load16(b0, 0);
             heads[1][i] = super::load16(b1, 0);
         } else {

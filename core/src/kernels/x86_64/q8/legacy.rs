@@ -165,6 +165,11 @@ impl Q8Format for Q5_0 {
     unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
         five_bit_halves(b0, b1, 6, 2)
     }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_halves_vnni(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        five_bit_halves_vbmi(b0, b1, 6, 2)
+    }
 }
 
 impl Q8Format for Q5_1 {
@@ -189,6 +194,11 @@ impl Q8Format for Q5_1 {
     #[inline]
     unsafe fn decode_pair_halves(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
         five_bit_halves(b0, b1, 8, 4)
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn decode_pair_halves_vnni(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        five_bit_halves_vbmi(b0, b1, 8, 4)
     }
 }
 
@@ -216,6 +226,34 @@ fn five_bit_halves(b0: &[u8], b1: &[u8], off: usize, qh: usize) -> [__m256i; 2] 
         _mm256_or_si256(low, fifth_bit_bytes(bits, first)),
         _mm256_or_si256(high, fifth_bit_bytes(bits, second)),
     ]
+}
+
+/// [`five_bit_halves`] with AVX-512 VBMI: each block's bit word copied to both qwords of its
+/// 128-bit lane by one permute, then per vector one `vpmultishiftqb` that brings weight `i`'s
+/// bit to bit 4 of its byte (the byte taken from bit `i − 4` of the word, rotating) and one
+/// `vpternlogq` that merges it under `0x10`: five vector instructions for both vectors where
+/// the shuffle, test and merge took ten. (Adding `0x10` under masks built from the words with
+/// integer instructions measured slower: Q5_1 26.7 → 21.0 G weights/s on a Zen 4.)
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
+#[inline]
+fn five_bit_halves_vbmi(b0: &[u8], b1: &[u8], off: usize, qh: usize) -> [__m256i; 2] {
+    let [low, high] = nibble_halves(b0, b1, off);
+    let bits = _mm256_set_m128i(load16(b1, qh), load16(b0, qh));
+    // Qwords 0, 1: b0's bytes qh..qh + 8 (its word in bits 0..32); 2, 3: b1's.
+    let words = _mm256_permute4x64_epi64::<0b10_10_00_00>(bits);
+    // Byte p of each lane is weight p (first vector) or 16 + p (second) of the lane's block.
+    let control = |first: i8| {
+        let c: [i8; 32] = core::array::from_fn(|b| (first + (b % 16) as i8 - 4) & 63);
+        // SAFETY: `c` is 32 readable bytes; loadu needs no alignment.
+        unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }
+    };
+    let sixteen = _mm256_set1_epi8(0x10);
+    let merge = |nibbles: __m256i, first: i8| {
+        let moved = _mm256_multishift_epi64_epi8(control(first), words);
+        // 0xF8: `a | (b & c)`.
+        _mm256_ternarylogic_epi64::<0xF8>(nibbles, moved, sixteen)
+    };
+    [merge(low, 0), merge(high, 16)]
 }
 
 impl Q8Format for Q8_0 {

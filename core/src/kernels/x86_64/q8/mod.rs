@@ -165,6 +165,18 @@ pub(crate) trait Q8Format {
         unsafe { Self::decode_halves(block) }
     }
 
+    /// [`Q8Format::decode_pair_halves`] with AVX-512 VBMI at hand (the VNNI one-token path,
+    /// `split512`): the same bytes, where its instructions save some (Q5_0, Q5_1: the fifth
+    /// bits moved into place by `vpmultishiftqb`). This default is `decode_pair_halves`.
+    ///
+    /// # Safety
+    /// As [`Q8Format::decode`] (for both blocks), and the CPU has AVX-512 F, BW, VL and VBMI.
+    #[inline(always)]
+    unsafe fn decode_pair_halves_vnni(b0: &[u8], b1: &[u8]) -> [__m256i; 2] {
+        // SAFETY: this function's contract includes decode_pair_halves'.
+        unsafe { Self::decode_pair_halves(b0, b1) }
+    }
+
     /// Two consecutive 32-weight blocks as their unsigned quants (plus [`Q8Format::OFFSET`]),
     /// halves together: the first vector holds weights 0..16 of `b0` then of `b1`, the second
     /// weights 16..32 of each, for the AVX2 tier's one-token path where
