@@ -24,8 +24,8 @@
 
 pub(crate) use super::rows8::GROUP;
 use super::rows8::{
-    accumulate, act_quad, prefetch, prefetch_head, rows_ahead, rows_of, scales_and_mins,
-    transpose_quads, write_lanes, Acc,
+    accumulate, act_quad, prefetch, prefetch_head, prefetch_with, rows_ahead, rows_of,
+    scales_and_mins, transpose_quads, write_lanes, Acc,
 };
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -112,7 +112,7 @@ pub(super) fn decode_pair_halves_of_group<F: Q8Format, const VNNI: bool>(
 ) -> ([[__m256i; GROUP]; 2], [(__m256, __m256); 2]) {
     let blocks = 64 / F::ELEMS;
     for line in b * lines_per_block..(b + blocks) * lines_per_block {
-        prefetch(next, line * 64);
+        prefetch_with::<VNNI>(next, line * 64);
     }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [[_mm_setzero_si128(); GROUP]; 2];

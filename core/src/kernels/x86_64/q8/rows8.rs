@@ -263,7 +263,7 @@ pub(super) fn accumulate_mins16(
 /// Outputs of eight rows (`rows[i]`, lane `i`) for tokens `t0 .. t0 + N`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-fn group_tokens<F: Q8Format, const N: usize>(
+fn group_tokens<F: Q8Format, const N: usize, const NTA: bool>(
     rows: &[&[u8]; GROUP],
     next: &[u8],
     x: &[BlockQ8Act],
@@ -285,7 +285,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
         // the even and the odd chain, b being even).
         while b + 2 <= blocks {
             let (w, [(d0, m0), (d1, m1)]) =
-                decode_pair_of_group::<F>(rows, b, next, lines_per_block);
+                decode_pair_of_group::<F, NTA>(rows, b, next, lines_per_block);
             let (a0, a1) = (&x[t0 * acts_per_token + b], &x[t0 * acts_per_token + b + 1]);
             let [s0, s1] = sums_one_token_pair(&w, a0, a1, F::SIGNED);
             accumulate(&mut acc[0], 0, s0, d0, (!F::SIGNED).then_some(m0), a0);
@@ -297,7 +297,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
         // Both chunks of a 64-weight block at once, 512 bits per row, decoded as one 512-bit
         // vector (chunk 2b is even, 2b + 1 odd: one chain each, as below).
         for b in 0..blocks {
-            let (w, d, m) = decode_wide_block_of_group::<F>(rows, b, next, lines_per_block);
+            let (w, d, m) = decode_wide_block_of_group::<F, NTA>(rows, b, next, lines_per_block);
             let m = (!F::SIGNED).then_some(m);
             let (a0, a1) = (
                 &x[t0 * acts_per_token + 2 * b],
@@ -310,7 +310,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
         b = blocks;
     }
     for b in b..blocks {
-        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
+        let (w, d, m) = decode_block_of_group::<F, NTA>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;
@@ -343,14 +343,14 @@ fn group_tokens<F: Q8Format, const N: usize>(
 /// rows, `lines_per_block` cache lines per block) meanwhile.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-pub(super) fn decode_block_of_group<F: Q8Format>(
+pub(super) fn decode_block_of_group<F: Q8Format, const NTA: bool>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
     lines_per_block: usize,
 ) -> ([[__m256i; GROUP]; 2], __m256, __m256) {
     for line in b * lines_per_block..(b + 1) * lines_per_block {
-        prefetch(next, line * 64);
+        prefetch_with::<NTA>(next, line * 64);
     }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [_mm_setzero_si128(); GROUP];
@@ -371,14 +371,14 @@ pub(super) fn decode_block_of_group<F: Q8Format>(
 /// ([`Q8Format::decode_biased_512`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-fn decode_wide_block_of_group<F: Q8Format>(
+fn decode_wide_block_of_group<F: Q8Format, const NTA: bool>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
     lines_per_block: usize,
 ) -> ([__m512i; GROUP], __m256, __m256) {
     for line in b * lines_per_block..(b + 1) * lines_per_block {
-        prefetch(next, line * 64);
+        prefetch_with::<NTA>(next, line * 64);
     }
     let mut w = [_mm512_setzero_si512(); GROUP];
     let mut heads = [_mm_setzero_si128(); GROUP];
@@ -397,14 +397,14 @@ fn decode_wide_block_of_group<F: Q8Format>(
 /// vector ([`Q8Format::decode_pair_biased_512`]), and both blocks' scales and mins.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-fn decode_pair_of_group<F: Q8Format>(
+fn decode_pair_of_group<F: Q8Format, const NTA: bool>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
     lines_per_block: usize,
 ) -> ([__m512i; GROUP], [(__m256, __m256); 2]) {
     for line in b * lines_per_block..(b + 2) * lines_per_block {
-        prefetch(next, line * 64);
+        prefetch_with::<NTA>(next, line * 64);
     }
     let mut w = [_mm512_setzero_si512(); GROUP];
     let mut heads = [[_mm_setzero_si128(); GROUP]; 2];
@@ -460,10 +460,28 @@ pub(super) fn rows_of<'w, const N: usize>(
 /// 5.8 G weights/s without this against 27 with the matrix in cache.
 #[inline(always)]
 pub(super) fn prefetch(bytes: &[u8], offset: usize) {
+    prefetch_with::<false>(bytes, offset)
+}
+
+/// [`prefetch`], with `NTA` as a non-temporal hint (`prefetchnta`): the line comes to L1 without
+/// displacing what the outer caches hold. The one-token path of CPUs that split 512-bit
+/// operations uses it (`split512`): weights are read once per token, and on a Zen 4 the
+/// non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against 22–24 with `T0`
+/// (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:30 UTC), the other formats the
+/// same within noise.
+#[inline(always)]
+pub(super) fn prefetch_with<const NTA: bool>(bytes: &[u8], offset: usize) {
     if let Some(b) = bytes.get(offset) {
+        let p: *const i8 = (b as *const u8).cast();
         // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; the
         // address is inside `bytes` anyway. SSE is part of x86-64.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast()) };
+        unsafe {
+            if NTA {
+                _mm_prefetch::<_MM_HINT_NTA>(p)
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(p)
+            }
+        }
     }
 }
 
@@ -544,15 +562,15 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     if tokens >= SEGMENT_MIN_TOKENS {
         let mut scratch = Scratch::<TOKEN_TILE>::new();
         // SAFETY: this function's contract, passed on.
-        unsafe { tiles::<F>(w, x, tokens, rows, out, Some(&mut scratch), PREFETCH_AHEAD) }
+        unsafe { tiles::<F, false>(w, x, tokens, rows, out, Some(&mut scratch), PREFETCH_AHEAD) }
     } else {
         // SAFETY: as above.
-        unsafe { tiles::<F>(w, x, tokens, rows, out, None, PREFETCH_AHEAD) }
+        unsafe { tiles::<F, false>(w, x, tokens, rows, out, None, PREFETCH_AHEAD) }
     }
 }
 
-/// [`matmul`] for one token, each row group's successors asked for `ahead` groups on (see
-/// [`super::split512`]).
+/// [`matmul`] for one token, each row group's successors asked for `ahead` groups on, with the
+/// non-temporal hint ([`prefetch_with`]; see [`super::split512`]).
 ///
 /// # Safety
 /// As [`matmul`].
@@ -566,7 +584,7 @@ pub(super) unsafe fn one_token_ahead<F: Q8Format>(
 ) {
     if !rows.is_empty() {
         // SAFETY: this function's contract.
-        unsafe { tiles::<F>(w, x, 1, rows, out, None, ahead) }
+        unsafe { tiles::<F, true>(w, x, 1, rows, out, None, ahead) }
     }
 }
 
@@ -576,7 +594,7 @@ pub(super) unsafe fn one_token_ahead<F: Q8Format>(
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn tiles<F: Q8Format>(
+unsafe fn tiles<F: Q8Format, const NTA: bool>(
     w: &WeightView<'_>,
     x: &[BlockQ8Act],
     tokens: usize,
@@ -628,7 +646,7 @@ unsafe fn tiles<F: Q8Format>(
             let next = next_rows(first, GROUP);
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
-                let v = group_tokens::<F, TOKENS>(&group, next, x, acts_per_token, t0);
+                let v = group_tokens::<F, TOKENS, NTA>(&group, next, x, acts_per_token, t0);
                 for (t, v) in v.into_iter().enumerate() {
                     // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
                     unsafe { write_lanes(out, v, t0 + t, n, first, count) };
@@ -636,7 +654,7 @@ unsafe fn tiles<F: Q8Format>(
                 t0 += TOKENS;
             }
             while t0 < tile_end {
-                let [v] = group_tokens::<F, 1>(&group, next, x, acts_per_token, t0);
+                let [v] = group_tokens::<F, 1, NTA>(&group, next, x, acts_per_token, t0);
                 // SAFETY: as above.
                 unsafe { write_lanes(out, v, t0, n, first, count) };
                 t0 += 1;

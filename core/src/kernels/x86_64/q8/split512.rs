@@ -4,8 +4,8 @@
 //! VQ4) and for the trellis formats after their 512-bit VBMI decode
 //! ([`Q8Format::HALVES_512`]: TQ2, TQ3, TQ4; 24.4 → 26.4 G weights/s for TQ3, the 512-bit
 //! codebook lookup being most of what is left), [`super::rows8`]'s kernel for Q8_0, IQ4_NL and
-//! NQ3, all asking for fewer rows ahead ([`groups_ahead`]); steps of more tokens stay on
-//! [`super::rows8`].
+//! NQ3, all asking for fewer rows ahead ([`groups_ahead`]) and with the non-temporal hint
+//! ([`super::rows8::prefetch_with`]); steps of more tokens stay on [`super::rows8`].
 //!
 //! On such a CPU a 512-bit instruction costs what two 256-bit ones do, so a driver wins by
 //! spending fewer 256-bit slots per weight, not fewer instructions. This one is the AVX2 tier's
@@ -28,7 +28,8 @@
 
 use super::lanes8::{decode_pair_halves_of_group, finish, unoffset, GROUP};
 use super::rows8::{
-    accumulate, prefetch, prefetch_head, rows_ahead_by, rows_of, scales_and_mins, write_lanes, Acc,
+    accumulate, prefetch_head, prefetch_with, rows_ahead_by, rows_of, scales_and_mins, write_lanes,
+    Acc,
 };
 use super::{rows8, sum_lanes8_halves, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -100,7 +101,7 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     }
     if b < blocks {
         // One 32-weight block: chunk `b`, even, so chain 0.
-        let (w, d, m) = rows8::decode_block_of_group::<F>(rows, b, next, lines_per_block);
+        let (w, d, m) = rows8::decode_block_of_group::<F, true>(rows, b, next, lines_per_block);
         let a = &x[b];
         let s = rows8::sums_one_token(&w[0], a, F::SIGNED);
         accumulate(&mut acc, 0, s, d, (!F::SIGNED).then_some(m), a);
@@ -120,7 +121,7 @@ fn decode_halves_512_of_group<F: Q8Format>(
     lines_per_block: usize,
 ) -> ([[__m256i; GROUP]; 2], __m256) {
     for line in b * lines_per_block..(b + 1) * lines_per_block {
-        prefetch(next, line * 64);
+        prefetch_with::<true>(next, line * 64);
     }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [_mm_setzero_si128(); GROUP];
