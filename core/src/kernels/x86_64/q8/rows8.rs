@@ -467,7 +467,7 @@ pub(super) fn prefetch(bytes: &[u8], offset: usize) {
 /// displacing what the outer caches hold. The one-token path of CPUs that split 512-bit
 /// operations uses it (`split512`): weights are read once per token, and on a Zen 4 the
 /// non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against 22–24 with `T0`
-/// (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:30 UTC), the other formats the
+/// (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:10–00:20 UTC), the other formats the
 /// same within noise.
 #[inline(always)]
 pub(super) fn prefetch_with<const NTA: bool>(bytes: &[u8], offset: usize) {
