@@ -462,9 +462,10 @@ impl CpuFeatures {
     /// These features, noting whether the CPU issues a 512-bit operation as two 256-bit halves
     /// (AMD Zen 4; Zen 5 and Intel's AVX-512 cores have full-width units). A performance hint
     /// only, hence safe: with it the AVX-512 tier decodes one token of the formats with two
-    /// chunks per decode (Q4_0, Q4_1, Q5_0, Q5_1, VQ2–VQ4) with 256-bit `vpdpbusd`, which spends
-    /// fewer 256-bit slots per weight there, and asks for fewer rows ahead (Q8_0, IQ4_NL and NQ3
-    /// too), with the same bits.
+    /// chunks per decode (Q4_0, Q4_1, Q5_0, Q5_1, VQ2–VQ4) and of the trellis formats (TQ2–TQ4,
+    /// after their 512-bit lookup) with 256-bit `vpdpbusd`, which spends fewer 256-bit slots per
+    /// weight there, and asks for fewer rows ahead with a non-temporal hint (Q8_0, IQ4_NL and
+    /// NQ3 too), with the same bits.
     pub fn with_split_512(self, split_512: bool) -> Self {
         CpuFeatures { split_512, ..self }
     }

@@ -241,19 +241,31 @@ fn five_bit_halves_vbmi(b0: &[u8], b1: &[u8], off: usize, qh: usize) -> [__m256i
     let bits = _mm256_set_m128i(load16(b1, qh), load16(b0, qh));
     // Qwords 0, 1: b0's bytes qh..qh + 8 (its word in bits 0..32); 2, 3: b1's.
     let words = _mm256_permute4x64_epi64::<0b10_10_00_00>(bits);
-    // Byte p of each lane is weight p (first vector) or 16 + p (second) of the lane's block.
-    let control = |first: i8| {
-        let c: [i8; 32] = core::array::from_fn(|b| (first + (b % 16) as i8 - 4) & 63);
-        // SAFETY: `c` is 32 readable bytes; loadu needs no alignment.
-        unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }
-    };
     let sixteen = _mm256_set1_epi8(0x10);
-    let merge = |nibbles: __m256i, first: i8| {
-        let moved = _mm256_multishift_epi64_epi8(control(first), words);
+    let merge = |nibbles: __m256i, control: &[i8; 32]| {
+        // SAFETY: `control` is 32 readable bytes; loadu needs no alignment.
+        let control = unsafe { _mm256_loadu_si256(control.as_ptr().cast()) };
+        let moved = _mm256_multishift_epi64_epi8(control, words);
         // 0xF8: `a | (b & c)`.
         _mm256_ternarylogic_epi64::<0xF8>(nibbles, moved, sixteen)
     };
-    [merge(low, 0), merge(high, 16)]
+    [
+        merge(low, const { &fifth_bit_control(0) }),
+        merge(high, const { &fifth_bit_control(16) }),
+    ]
+}
+
+/// The `vpmultishiftqb` control of [`five_bit_halves_vbmi`]: byte `p` of each lane is weight
+/// `first + p` of the lane's block, whose bit `first + p` of the word lands on bit 4 when the
+/// byte is taken from bit `first + p − 4` (modulo 64: the shift rotates within the qword).
+const fn fifth_bit_control(first: i8) -> [i8; 32] {
+    let mut c = [0i8; 32];
+    let mut b = 0;
+    while b < 32 {
+        c[b] = (first + (b % 16) as i8 - 4) & 63;
+        b += 1;
+    }
+    c
 }
 
 impl Q8Format for Q8_0 {
