@@ -559,32 +559,56 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     if rows.is_empty() {
         return;
     }
+    if tokens == 1 {
+        // SAFETY: this function's contract, passed on.
+        return unsafe { one_token::<F>(w, x, rows, out, PREFETCH_AHEAD) };
+    }
     if tokens >= SEGMENT_MIN_TOKENS {
         let mut scratch = Scratch::<TOKEN_TILE>::new();
         // SAFETY: this function's contract, passed on.
-        unsafe { tiles::<F, false>(w, x, tokens, rows, out, Some(&mut scratch), PREFETCH_AHEAD) }
+        unsafe { tiles::<F>(w, x, tokens, rows, out, Some(&mut scratch)) }
     } else {
         // SAFETY: as above.
-        unsafe { tiles::<F, false>(w, x, tokens, rows, out, None, PREFETCH_AHEAD) }
+        unsafe { tiles::<F>(w, x, tokens, rows, out, None) }
     }
 }
 
-/// [`matmul`] for one token, each row group's successors asked for `ahead` groups on, with the
-/// non-temporal hint ([`prefetch_with`]; see [`super::split512`]).
+/// [`matmul`] for one token (a decode step): eight rows at a time, each row group's successors
+/// asked for `ahead` groups on with the non-temporal hint ([`prefetch_with`]).
+///
+/// A loop of its own rather than [`tiles`] with a token count of one: with the count known,
+/// the compiler keeps the loop's state in registers, where the general driver spilled it to the
+/// stack. On a Zen 5 (`TIER=avx512 matmul_min 1`, two alternating rounds, 2026-12-05 04:10
+/// UTC, G weights/s in cache, then streamed with `ROWS=120000`): Q4_0 49.2–50.7 → 56.1–56.5,
+/// 49.5–50.0 → 53.5–54.5; Q8_0 44.9–49.7 → 55.1–57.1, 41.3–45.5 → 45.8–48.4; VQ4 62.7–64.9 →
+/// 75.2–75.6, 62.7–63.1 → 69.7–71.6; TQ3 45.1–46.8 → 53.1, 46.1–46.2 → 51.8–52.0; NQ3
+/// 32.4–34.6 → 65.2–66.2. The hint alone (this loop with `T0`) read about the same in cache and
+/// 0–5 % less streamed.
 ///
 /// # Safety
-/// As [`matmul`].
+/// As [`matmul`], with one token.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-pub(super) unsafe fn one_token_ahead<F: Q8Format>(
+pub(super) unsafe fn one_token<F: Q8Format>(
     w: &WeightView<'_>,
     x: &[BlockQ8Act],
     rows: Range<usize>,
     out: &SharedOut<'_>,
     ahead: usize,
 ) {
-    if !rows.is_empty() {
-        // SAFETY: this function's contract.
-        unsafe { tiles::<F, true>(w, x, 1, rows, out, None, ahead) }
+    if rows.is_empty() {
+        return;
+    }
+    let acts_per_token = w.cols / QK8;
+    let last = rows.end - 1;
+    prefetch_head(w, &rows, GROUP);
+    for first in rows.clone().step_by(GROUP) {
+        let count = (rows.end - first).min(GROUP);
+        // Rows past the range repeat its last row; their lanes are computed, not written.
+        let group: [&[u8]; GROUP] = rows_of(w, first, last);
+        let next = rows_ahead_by(w, first, GROUP, ahead);
+        let [v] = group_tokens::<F, 1, true>(&group, next, x, acts_per_token, 0);
+        // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
+        unsafe { write_lanes(out, v, 0, w.rows, first, count) };
     }
 }
 
@@ -594,20 +618,19 @@ pub(super) unsafe fn one_token_ahead<F: Q8Format>(
 /// # Safety
 /// As [`matmul`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn tiles<F: Q8Format, const NTA: bool>(
+unsafe fn tiles<F: Q8Format>(
     w: &WeightView<'_>,
     x: &[BlockQ8Act],
     tokens: usize,
     rows: Range<usize>,
     out: &SharedOut<'_>,
     mut scratch: Option<&mut Scratch<TOKEN_TILE>>,
-    ahead: usize,
 ) {
     let acts_per_token = w.cols / QK8;
     let n = w.rows;
     let last = rows.end - 1;
     prefetch_head(w, &rows, WIDE);
-    let next_rows = |first: usize, width: usize| rows_ahead_by(w, first, width, ahead);
+    let next_rows = |first: usize, width: usize| rows_ahead(w, first, width);
     let mut tile = 0;
     while tile < tokens {
         let tile_end = (tile + TOKEN_TILE).min(tokens);
@@ -646,7 +669,7 @@ unsafe fn tiles<F: Q8Format, const NTA: bool>(
             let next = next_rows(first, GROUP);
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
-                let v = group_tokens::<F, TOKENS, NTA>(&group, next, x, acts_per_token, t0);
+                let v = group_tokens::<F, TOKENS, false>(&group, next, x, acts_per_token, t0);
                 for (t, v) in v.into_iter().enumerate() {
                     // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
                     unsafe { write_lanes(out, v, t0 + t, n, first, count) };
@@ -654,7 +677,7 @@ unsafe fn tiles<F: Q8Format, const NTA: bool>(
                 t0 += TOKENS;
             }
             while t0 < tile_end {
-                let [v] = group_tokens::<F, 1, NTA>(&group, next, x, acts_per_token, t0);
+                let [v] = group_tokens::<F, 1, false>(&group, next, x, acts_per_token, t0);
                 // SAFETY: as above.
                 unsafe { write_lanes(out, v, t0, n, first, count) };
                 t0 += 1;
