@@ -249,9 +249,12 @@ fn lookup_64(codebook: &[i8; STATES], states: __m512i) -> __m512i {
     // SAFETY: each quarter of `codebook` is 64 readable bytes; no alignment is needed.
     let t: [__m512i; 4] =
         core::array::from_fn(|q| unsafe { _mm512_loadu_si512(codebook[64 * q..].as_ptr().cast()) });
+    // The mask taken first, so that the second lookup may overwrite `states` (`vpermi2b`):
+    // one table copy per block fewer (TQ2–TQ4 +0–2 % at one token, 2026-12-05).
+    let upper = _mm512_movepi8_mask(states);
     let low = _mm512_permutex2var_epi8(t[0], states, t[1]);
     let high = _mm512_permutex2var_epi8(t[2], states, t[3]);
-    _mm512_mask_blend_epi8(_mm512_movepi8_mask(states), low, high)
+    _mm512_mask_blend_epi8(upper, low, high)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
