@@ -176,7 +176,6 @@ unsafe fn attention_avx2(
 ) {
     let hd = s.head_dim;
     assert!(hd <= MAX_HEAD_DIM, "head_dim {hd} above {MAX_HEAD_DIM}");
-    let q_width = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
     let (chunks, sink) = match s.span {
         AttnSpan::Whole => {
@@ -205,7 +204,56 @@ unsafe fn attention_avx2(
         wide: zeroed_prefix::<f32, { POS_STEP * MAX_HEAD_DIM }>(&mut wide_mem, POS_STEP * hd),
         lanes,
     };
-    let work = zeroed_prefix::<f32, WORK_FLOATS>(&mut work_mem, tile_rows * hd);
+    // One token: every head's tile walks the cached positions chunk by chunk together, so each
+    // chunk's K and V rows are read whole (all KV heads' values of a position lie side by side)
+    // instead of one head's slice of every position, then the next head's.
+    let interleave = s.tokens == 1 && heads.len() <= MAX_ROWS && heads.len() * hd <= WORK_FLOATS;
+    let work_rows = if interleave { heads.len() } else { tile_rows };
+    let work = zeroed_prefix::<f32, WORK_FLOATS>(&mut work_mem, work_rows * hd);
+    let mut works = work.chunks_exact_mut(hd);
+    if interleave {
+        let mut rows: heapless::Vec<Row<'_>, MAX_ROWS> = heapless::Vec::new();
+        // Each tile's KV head and rows.
+        let mut tiles: heapless::Vec<(usize, Range<usize>), MAX_ROWS> = heapless::Vec::new();
+        let mut h0 = heads.start;
+        while h0 < heads.end {
+            let kvh = h0 / group;
+            let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
+            let first = rows.len();
+            for h in h0..h1 {
+                // At most MAX_ROWS heads (checked above), and `work` holds a row per head.
+                let work = works.next().expect("a work row per head");
+                // SAFETY: as below.
+                let _ = rows.push(unsafe { new_row(s, out, sink, 0, h, work) });
+            }
+            let _ = tiles.push((kvh, first..rows.len()));
+            h0 = h1;
+        }
+        for c in chunks {
+            for (kvh, tile) in tiles.iter() {
+                // SAFETY: as below.
+                unsafe {
+                    attend_chunk(
+                        s,
+                        q,
+                        &k,
+                        &v,
+                        *kvh,
+                        c,
+                        &mut rows[tile.clone()],
+                        &mut scratch,
+                        sink,
+                    )
+                };
+            }
+        }
+        if let Sink::Fold = sink {
+            for r in rows.iter_mut() {
+                finish_row(r.out, r.acc);
+            }
+        }
+        return;
+    }
     let mut h0 = heads.start;
     while h0 < heads.end {
         let kvh = h0 / group;
@@ -217,26 +265,11 @@ unsafe fn attention_avx2(
             let mut works = work.chunks_exact_mut(hd);
             for t in t0..t1 {
                 for h in h0..h1 {
-                    let cols = t * q_width + h * hd..t * q_width + (h + 1) * hd;
-                    let o: &mut [f32] = match sink {
-                        // SAFETY: head h's columns in token t belong to this call alone
-                        // (caller's contract), and distinct (token, head) pairs' columns are
-                        // disjoint.
-                        Sink::Fold => unsafe { out.slice_mut(cols.clone()) },
-                        Sink::Partials(_) => &mut [],
-                    };
-                    let row = Row {
-                        q: cols,
-                        head: h,
-                        out: o,
-                        // At most max_rows rows per tile, and `work` holds tile_rows of hd.
-                        work: works.next().expect("a work row per tile row"),
-                        n_pos: s.pos0 + t + 1,
-                        chunk: RowState::EMPTY,
-                        acc: RowState::EMPTY,
-                    };
-                    // At most max_rows / (h1 − h0) tokens × (h1 − h0) heads.
-                    let _ = rows.push(row);
+                    // At most max_rows tokens × heads per tile, and `work` holds tile_rows of hd.
+                    let work = works.next().expect("a work row per tile row");
+                    // SAFETY: head h's columns in token t belong to this call alone (caller's
+                    // contract), and distinct (token, head) pairs' columns are disjoint.
+                    let _ = rows.push(unsafe { new_row(s, out, sink, t, h, work) });
                 }
             }
             for c in chunks.clone() {
@@ -252,6 +285,37 @@ unsafe fn attention_avx2(
             t0 = t1;
         }
         h0 = h1;
+    }
+}
+
+/// The tile row of head `h` in token `t`, its chunk output in `work`.
+///
+/// # Safety
+/// With [`Sink::Fold`], head `h`'s columns in token `t` of `out` belong to the caller alone.
+unsafe fn new_row<'o>(
+    s: &AttnShape,
+    out: &'o SharedOut<'_>,
+    sink: Sink<'_, '_>,
+    t: usize,
+    h: usize,
+    work: &'o mut [f32],
+) -> Row<'o> {
+    let hd = s.head_dim;
+    let q_width = s.n_heads * hd;
+    let cols = t * q_width + h * hd..t * q_width + (h + 1) * hd;
+    let o: &mut [f32] = match sink {
+        // SAFETY: this function's contract.
+        Sink::Fold => unsafe { out.slice_mut(cols.clone()) },
+        Sink::Partials(_) => &mut [],
+    };
+    Row {
+        q: cols,
+        head: h,
+        out: o,
+        work,
+        n_pos: s.pos0 + t + 1,
+        chunk: RowState::EMPTY,
+        acc: RowState::EMPTY,
     }
 }
 
