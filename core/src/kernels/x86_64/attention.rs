@@ -17,7 +17,10 @@
 //! state starts afresh and the finished chunk is folded into the running one
 //! ([`crate::kernels::attention::fold_chunk`]), or, when the session splits a decoded token by
 //! positions ([`AttnSpan::Chunks`]), left in the partials scratch for it to fold in the same
-//! order. The output is divided by the folded `l` at the end.
+//! order. The output is divided by the folded `l` at the end. A one-token call (a decode step)
+//! builds every GQA group's tile first and runs each chunk through all of them in turn, so a
+//! chunk's K and V rows (every KV head's values of a position side by side) are read whole,
+//! not one head's slice of every position and then the next head's.
 //!
 //! Every row's arithmetic depends only on its own query and positions, never on which other rows
 //! share its tile, so a token gives the same bits in a prefill tile as when decoded alone, and
@@ -102,7 +105,8 @@ struct Scratch<'s> {
 }
 
 /// f32 of stack for the tile rows' chunk outputs: caps a tile at `WORK_FLOATS / head_dim` rows
-/// (all [`MAX_ROWS`] up to head_dim 128, 8 at 512).
+/// (all [`MAX_ROWS`] up to head_dim 128, 8 at 512). A one-token call whose heads' rows all fit
+/// holds every head's row at once (its tiles walk the chunks together).
 const WORK_FLOATS: usize = 4096;
 
 /// The first `n` elements of `mem`, zeroed; the rest stays uninitialized and out of reach.
@@ -210,8 +214,8 @@ unsafe fn attention_avx2(
     let interleave = s.tokens == 1 && heads.len() <= MAX_ROWS && heads.len() * hd <= WORK_FLOATS;
     let work_rows = if interleave { heads.len() } else { tile_rows };
     let work = zeroed_prefix::<f32, WORK_FLOATS>(&mut work_mem, work_rows * hd);
-    let mut works = work.chunks_exact_mut(hd);
     if interleave {
+        let mut works = work.chunks_exact_mut(hd);
         let mut rows: heapless::Vec<Row<'_>, MAX_ROWS> = heapless::Vec::new();
         // Each tile's KV head and rows.
         let mut tiles: heapless::Vec<(usize, Range<usize>), MAX_ROWS> = heapless::Vec::new();
@@ -223,7 +227,8 @@ unsafe fn attention_avx2(
             for h in h0..h1 {
                 // At most MAX_ROWS heads (checked above), and `work` holds a row per head.
                 let work = works.next().expect("a work row per head");
-                // SAFETY: as below.
+                // SAFETY: head h's columns of the token belong to this call alone (caller's
+                // contract), and distinct heads' columns are disjoint.
                 let _ = rows.push(unsafe { new_row(s, out, sink, 0, h, work) });
             }
             let _ = tiles.push((kvh, first..rows.len()));
@@ -231,7 +236,8 @@ unsafe fn attention_avx2(
         }
         for c in chunks {
             for (kvh, tile) in tiles.iter() {
-                // SAFETY: as below.
+                // SAFETY: with `Partials`, these heads' states of these chunks belong to this
+                // call alone (caller's contract).
                 unsafe {
                     attend_chunk(
                         s,

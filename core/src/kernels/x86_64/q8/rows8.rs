@@ -464,8 +464,8 @@ pub(super) fn prefetch(bytes: &[u8], offset: usize) {
 }
 
 /// [`prefetch`], with `NTA` as a non-temporal hint (`prefetchnta`): the line comes to L1 without
-/// displacing what the outer caches hold. The one-token path of CPUs that split 512-bit
-/// operations uses it (`split512`): weights are read once per token, and on a Zen 4 the
+/// displacing what the outer caches hold. Every one-token step of this tier uses it
+/// ([`one_token`], and `split512`'s paths): weights are read once per token, and on a Zen 4 the
 /// non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against 22–24 with `T0`
 /// (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:10–00:20 UTC), the other formats the
 /// same within noise.
@@ -583,7 +583,8 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
 /// 49.5–50.0 → 53.5–54.5; Q8_0 44.9–49.7 → 55.1–57.1, 41.3–45.5 → 45.8–48.4; VQ4 62.7–64.9 →
 /// 75.2–75.6, 62.7–63.1 → 69.7–71.6; TQ3 45.1–46.8 → 53.1, 46.1–46.2 → 51.8–52.0; NQ3
 /// 32.4–34.6 → 65.2–66.2. The hint alone (this loop with `T0`) read about the same in cache and
-/// 0–5 % less streamed.
+/// 0–5 % less streamed. The range's head is asked for in groups of eight rows (the general
+/// driver asks for sixteen-row groups, its prefill width).
 ///
 /// # Safety
 /// As [`matmul`], with one token.
