@@ -222,7 +222,7 @@ unsafe fn attention_avx2(
         let mut h0 = heads.start;
         while h0 < heads.end {
             let kvh = h0 / group;
-            let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
+            let h1 = tile_heads_end(h0, group, heads.end);
             let first = rows.len();
             for h in h0..h1 {
                 // At most MAX_ROWS heads (checked above), and `work` holds a row per head.
@@ -253,17 +253,13 @@ unsafe fn attention_avx2(
                 };
             }
         }
-        if let Sink::Fold = sink {
-            for r in rows.iter_mut() {
-                finish_row(r.out, r.acc);
-            }
-        }
+        finish_rows(&mut rows, sink);
         return;
     }
     let mut h0 = heads.start;
     while h0 < heads.end {
         let kvh = h0 / group;
-        let h1 = ((kvh + 1) * group).min(heads.end).min(h0 + MAX_GROUP);
+        let h1 = tile_heads_end(h0, group, heads.end);
         let mut t0 = 0;
         while t0 < s.tokens {
             let t1 = (t0 + (max_rows / (h1 - h0)).max(1)).min(s.tokens);
@@ -283,14 +279,27 @@ unsafe fn attention_avx2(
                 // call alone (caller's contract).
                 unsafe { attend_chunk(s, q, &k, &v, kvh, c, &mut rows, &mut scratch, sink) };
             }
-            if let Sink::Fold = sink {
-                for r in rows.iter_mut() {
-                    finish_row(r.out, r.acc);
-                }
-            }
+            finish_rows(&mut rows, sink);
             t0 = t1;
         }
         h0 = h1;
+    }
+}
+
+/// The end of the tile of heads starting at `h0`: the rest of its GQA group (groups of `group`
+/// heads), at most [`MAX_GROUP`] heads and none past `heads_end`.
+fn tile_heads_end(h0: usize, group: usize, heads_end: usize) -> usize {
+    ((h0 / group + 1) * group)
+        .min(heads_end)
+        .min(h0 + MAX_GROUP)
+}
+
+/// Writes each row's folded output (nothing when the chunk states went to the partials).
+fn finish_rows(rows: &mut [Row<'_>], sink: Sink<'_, '_>) {
+    if let Sink::Fold = sink {
+        for r in rows.iter_mut() {
+            finish_row(r.out, r.acc);
+        }
     }
 }
 
