@@ -19,6 +19,7 @@ pub(crate) mod kquant_lanes8;
 pub(crate) mod kquant_wide;
 pub(crate) mod lanes8;
 mod legacy;
+mod one_token;
 pub(crate) mod rows8;
 mod segmented;
 pub(crate) mod split512;

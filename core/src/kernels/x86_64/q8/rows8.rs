@@ -20,6 +20,7 @@
 //! (rows past the end of a range repeat its last row and are not written), so results are
 //! bit-identical for any row split and any number of tokens per step.
 
+use super::one_token::group_outputs;
 use super::segmented::{group_tile, Blocks, Scratch, WIDE};
 use super::{join_i, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -263,7 +264,7 @@ pub(super) fn accumulate_mins16(
 /// Outputs of eight rows (`rows[i]`, lane `i`) for tokens `t0 .. t0 + N`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-fn group_tokens<F: Q8Format, const N: usize, const NTA: bool>(
+fn group_tokens<F: Q8Format, const N: usize>(
     rows: &[&[u8]; GROUP],
     next: &[u8],
     x: &[BlockQ8Act],
@@ -279,53 +280,17 @@ fn group_tokens<F: Q8Format, const N: usize, const NTA: bool>(
     let blocks = rows[0].len() / F::BYTES;
     // Cache lines of the next group to ask for while this block is worked on.
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
-    let mut b = 0;
-    if N == 1 && halves == 1 {
-        // 32-weight blocks two at a time, as one 64-weight pair per row (chunks b and b + 1:
-        // the even and the odd chain, b being even).
-        while b + 2 <= blocks {
-            let (w, [(d0, m0), (d1, m1)]) =
-                decode_pair_of_group::<F, NTA>(rows, b, next, lines_per_block);
-            let (a0, a1) = (&x[t0 * acts_per_token + b], &x[t0 * acts_per_token + b + 1]);
-            let [s0, s1] = sums_one_token_pair(&w, a0, a1, F::SIGNED);
-            accumulate(&mut acc[0], 0, s0, d0, (!F::SIGNED).then_some(m0), a0);
-            accumulate(&mut acc[0], 1, s1, d1, (!F::SIGNED).then_some(m1), a1);
-            b += 2;
-        }
-    }
-    if N == 1 && halves == 2 {
-        // Both chunks of a 64-weight block at once, 512 bits per row, decoded as one 512-bit
-        // vector (chunk 2b is even, 2b + 1 odd: one chain each, as below).
-        for b in 0..blocks {
-            let (w, d, m) = decode_wide_block_of_group::<F, NTA>(rows, b, next, lines_per_block);
-            let m = (!F::SIGNED).then_some(m);
-            let (a0, a1) = (
-                &x[t0 * acts_per_token + 2 * b],
-                &x[t0 * acts_per_token + 2 * b + 1],
-            );
-            let [s0, s1] = sums_one_token_pair(&w, a0, a1, F::SIGNED);
-            accumulate(&mut acc[0], 0, s0, d, m, a0);
-            accumulate(&mut acc[0], 1, s1, d, m, a1);
-        }
-        b = blocks;
-    }
-    for b in b..blocks {
-        let (w, d, m) = decode_block_of_group::<F, NTA>(rows, b, next, lines_per_block);
+    for b in 0..blocks {
+        let (w, d, m) = decode_block_of_group::<F, false>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;
             let chain = chunk & 1;
-            if N == 1 {
-                let a = &x[t0 * acts_per_token + chunk];
-                let s = sums_one_token(w, a, F::SIGNED);
-                accumulate(&mut acc[0], chain, s, d, m, a);
-            } else {
-                let v = transpose_quads(w);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let a = &x[(t0 + t) * acts_per_token + chunk];
-                    let s = sums_transposed(&v, a, F::SIGNED);
-                    accumulate(acc, chain, s, d, m, a);
-                }
+            let v = transpose_quads(w);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let a = &x[(t0 + t) * acts_per_token + chunk];
+                let s = sums_transposed(&v, a, F::SIGNED);
+                accumulate(acc, chain, s, d, m, a);
             }
         }
     }
@@ -365,59 +330,6 @@ pub(super) fn decode_block_of_group<F: Q8Format, const NTA: bool>(
     }
     let (d, m) = scales_and_mins(&heads);
     (w, d, m)
-}
-
-/// [`decode_block_of_group`] for 64-weight blocks, each row's block as one 512-bit vector
-/// ([`Q8Format::decode_biased_512`]).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-#[inline]
-fn decode_wide_block_of_group<F: Q8Format, const NTA: bool>(
-    rows: &[&[u8]; GROUP],
-    b: usize,
-    next: &[u8],
-    lines_per_block: usize,
-) -> ([__m512i; GROUP], __m256, __m256) {
-    for line in b * lines_per_block..(b + 1) * lines_per_block {
-        prefetch_with::<NTA>(next, line * 64);
-    }
-    let mut w = [_mm512_setzero_si512(); GROUP];
-    let mut heads = [_mm_setzero_si128(); GROUP];
-    for i in 0..GROUP {
-        let block = &rows[i][b * F::BYTES..(b + 1) * F::BYTES];
-        // SAFETY: this tier's table installs `F` only where the CPU has the features its
-        // decoder needs, all enabled here (target_feature).
-        w[i] = unsafe { F::decode_biased_512(block) };
-        heads[i] = super::load16(block, 0);
-    }
-    let (d, m) = scales_and_mins(&heads);
-    (w, d, m)
-}
-
-/// Blocks `b` and `b + 1` of the eight rows (32 weights each), each row's pair as one 512-bit
-/// vector ([`Q8Format::decode_pair_biased_512`]), and both blocks' scales and mins.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-#[inline]
-fn decode_pair_of_group<F: Q8Format, const NTA: bool>(
-    rows: &[&[u8]; GROUP],
-    b: usize,
-    next: &[u8],
-    lines_per_block: usize,
-) -> ([__m512i; GROUP], [(__m256, __m256); 2]) {
-    for line in b * lines_per_block..(b + 2) * lines_per_block {
-        prefetch_with::<NTA>(next, line * 64);
-    }
-    let mut w = [_mm512_setzero_si512(); GROUP];
-    let mut heads = [[_mm_setzero_si128(); GROUP]; 2];
-    for i in 0..GROUP {
-        let pair = &rows[i][b * F::BYTES..(b + 2) * F::BYTES];
-        let (b0, b1) = pair.split_at(F::BYTES);
-        // SAFETY: this tier's table installs `F` only where the CPU has the features its
-        // decoder needs, all enabled here (target_feature).
-        w[i] = unsafe { F::decode_pair_biased_512(b0, b1) };
-        heads[0][i] = super::load16(b0, 0);
-        heads[1][i] = super::load16(b1, 0);
-    }
-    (w, [scales_and_mins(&heads[0]), scales_and_mins(&heads[1])])
 }
 
 /// The eight rows' block scales and mins as f32 lanes, from each block's first 16 bytes: every
@@ -561,7 +473,7 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     }
     if tokens == 1 {
         // SAFETY: this function's contract, passed on.
-        return unsafe { one_token::<F>(w, x, rows, out, PREFETCH_AHEAD) };
+        return unsafe { super::one_token::matmul::<F>(w, x, rows, out, PREFETCH_AHEAD) };
     }
     if tokens >= SEGMENT_MIN_TOKENS {
         let mut scratch = Scratch::<TOKEN_TILE>::new();
@@ -570,46 +482,6 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     } else {
         // SAFETY: as above.
         unsafe { tiles::<F>(w, x, tokens, rows, out, None) }
-    }
-}
-
-/// [`matmul`] for one token (a decode step): eight rows at a time, each row group's successors
-/// asked for `ahead` groups on with the non-temporal hint ([`prefetch_with`]).
-///
-/// A loop of its own rather than [`tiles`] with a token count of one: with the count known,
-/// the compiler keeps the loop's state in registers, where the general driver spilled it to the
-/// stack. On a Zen 5 (`TIER=avx512 matmul_min 1`, two alternating rounds, 2026-12-05 04:10
-/// UTC, G weights/s in cache, then streamed with `ROWS=120000`): Q4_0 49.2–50.7 → 56.1–56.5,
-/// 49.5–50.0 → 53.5–54.5; Q8_0 44.9–49.7 → 55.1–57.1, 41.3–45.5 → 45.8–48.4; VQ4 62.7–64.9 →
-/// 75.2–75.6, 62.7–63.1 → 69.7–71.6; TQ3 45.1–46.8 → 53.1, 46.1–46.2 → 51.8–52.0; NQ3
-/// 32.4–34.6 → 65.2–66.2. The hint alone (this loop with `T0`) read about the same in cache and
-/// 0–5 % less streamed. The range's head is asked for in groups of eight rows (the general
-/// driver asks for sixteen-row groups, its prefill width).
-///
-/// # Safety
-/// As [`matmul`], with one token.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-pub(super) unsafe fn one_token<F: Q8Format>(
-    w: &WeightView<'_>,
-    x: &[BlockQ8Act],
-    rows: Range<usize>,
-    out: &SharedOut<'_>,
-    ahead: usize,
-) {
-    if rows.is_empty() {
-        return;
-    }
-    let acts_per_token = w.cols / QK8;
-    let last = rows.end - 1;
-    prefetch_head(w, &rows, GROUP);
-    for first in rows.clone().step_by(GROUP) {
-        let count = (rows.end - first).min(GROUP);
-        // Rows past the range repeat its last row; their lanes are computed, not written.
-        let group: [&[u8]; GROUP] = rows_of(w, first, last);
-        let next = rows_ahead_by(w, first, GROUP, ahead);
-        let [v] = group_tokens::<F, 1, true>(&group, next, x, acts_per_token, 0);
-        // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
-        unsafe { write_lanes(out, v, 0, w.rows, first, count) };
     }
 }
 
@@ -670,7 +542,7 @@ unsafe fn tiles<F: Q8Format>(
             let next = next_rows(first, GROUP);
             let mut t0 = tile;
             while t0 + TOKENS <= tile_end {
-                let v = group_tokens::<F, TOKENS, false>(&group, next, x, acts_per_token, t0);
+                let v = group_tokens::<F, TOKENS>(&group, next, x, acts_per_token, t0);
                 for (t, v) in v.into_iter().enumerate() {
                     // SAFETY: rows `first .. first + count` lie in `rows`, owned by this call.
                     unsafe { write_lanes(out, v, t0 + t, n, first, count) };
@@ -678,7 +550,8 @@ unsafe fn tiles<F: Q8Format>(
                 t0 += TOKENS;
             }
             while t0 < tile_end {
-                let [v] = group_tokens::<F, 1, false>(&group, next, x, acts_per_token, t0);
+                let acts = &x[t0 * acts_per_token..(t0 + 1) * acts_per_token];
+                let v = group_outputs::<F, false>(&group, next, acts);
                 // SAFETY: as above.
                 unsafe { write_lanes(out, v, t0, n, first, count) };
                 t0 += 1;

@@ -206,7 +206,7 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     let halves_512 = F::HALVES_512 && F::SIGNED && F::ELEMS == 64;
     if !F::PAIR_HALVES && !halves_512 {
         // SAFETY: this function's contract.
-        return unsafe { rows8::one_token::<F>(w, x, rows, out, ahead) };
+        return unsafe { super::one_token::matmul::<F>(w, x, rows, out, ahead) };
     }
     if rows.is_empty() {
         return;
