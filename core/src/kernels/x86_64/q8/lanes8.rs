@@ -24,8 +24,8 @@
 
 pub(crate) use super::rows8::GROUP;
 use super::rows8::{
-    accumulate, act_quad, prefetch, prefetch_head, prefetch_with, rows_ahead, rows_of,
-    scales_and_mins, transpose_quads, write_lanes, Acc,
+    accumulate, act_quad, prefetch, prefetch_head, prefetch_share, prefetch_with, rows_ahead,
+    rows_of, scales_and_mins, transpose_quads, write_lanes, Acc,
 };
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -292,7 +292,13 @@ fn group_tokens<F: Q8Format, const N: usize>(
         min: [zero; 2],
     }; N];
     let blocks = rows[0].len() / F::BYTES;
-    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
+    // One token asks for its share of `next` at a fixed count of lines per block
+    // (`prefetch_share`); more tokens spread the lines over the blocks.
+    let lines_per_block = if N == 1 {
+        0
+    } else {
+        next.len().div_ceil(64).div_ceil(blocks.max(1))
+    };
     let mut first = 0;
     if N == 1 && F::PAIR_HALVES {
         // Two chunks at a time (chains 0 and 1): blocks b and b + 1 of 32 weights (b even),
@@ -300,6 +306,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
         let step = 64 / F::ELEMS;
         while first + step <= blocks {
             let b = first;
+            prefetch_share::<false>(next, b * GROUP * F::BYTES, step * GROUP * F::BYTES);
             let (w, [(d0, m0), (d1, m1)]) =
                 decode_pair_halves_of_group::<F, false>(rows, b, next, lines_per_block);
             let chunk = t0 * acts_per_token + b * halves;
@@ -312,6 +319,9 @@ fn group_tokens<F: Q8Format, const N: usize>(
         }
     }
     for b in first..blocks {
+        if N == 1 {
+            prefetch_share::<false>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
+        }
         let (w, d, m) = decode_group_block::<F>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {
@@ -482,7 +492,7 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     prefetch_head(w, &rows, GROUP);
     let next_rows = |first: usize| rows_ahead(w, first, GROUP);
     if tokens == 1 {
-        // One token (a decode step) in a loop of its own, as in `rows8::one_token`: on a Zen 5
+        // One token (a decode step) in a loop of its own, as in `one_token::matmul`: on a Zen 5
         // (`TIER=avx2 matmul_min 1`, two rounds, 2026-12-05 04:15 UTC) Q8_0 28.7 → 32.2–32.5,
         // Q4_0 44.9–46.6 → 48.7–49.4, IQ4_NL 30.1–31.0 → 33.4–34.7 G weights/s, NQ3 −4 %.
         for first in rows.clone().step_by(GROUP) {

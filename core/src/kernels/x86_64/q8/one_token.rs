@@ -16,8 +16,8 @@
 //! bounds check per line.
 
 use super::rows8::{
-    accumulate, chunk_sums, decode_block_of_group, join_acts, prefetch_head, quarter_sums,
-    rows_ahead_by, rows_of, sums_one_token, write_lanes, Acc, GROUP,
+    accumulate, chunk_sums, decode_block_of_group, join_acts, prefetch_head, prefetch_share,
+    quarter_sums, rows_ahead_by, rows_of, sums_one_token, write_lanes, Acc, GROUP,
 };
 use super::{load16, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -210,31 +210,6 @@ fn scales_and_mins_16(heads: &[__m256i; GROUP]) -> (__m512, __m512) {
         _mm512_cvtph_ps(_mm256_unpacklo_epi64(lo, hi)),
         _mm512_cvtph_ps(_mm256_unpackhi_epi64(lo, hi)),
     )
-}
-
-/// Asks for `next[start .. start + len]`, one line per 64 bytes from `start` (the line holding
-/// the range's last bytes is the next call's first, when it is not this call's).
-///
-/// `len` is a constant of the caller's format, so the loop unrolls and no line is checked
-/// against `next`'s end: a prefetch reads nothing architecturally and cannot fault, whatever
-/// the address.
-#[inline(always)]
-fn prefetch_share<const NTA: bool>(next: &[u8], start: usize, len: usize) {
-    if next.is_empty() {
-        return;
-    }
-    for line in 0..len.div_ceil(64) {
-        let p: *const i8 = next.as_ptr().wrapping_add(start + 64 * line).cast();
-        // SAFETY: a prefetch is a hint that cannot fault, for any address; SSE is part of
-        // x86-64.
-        unsafe {
-            if NTA {
-                _mm_prefetch::<_MM_HINT_NTA>(p)
-            } else {
-                _mm_prefetch::<_MM_HINT_T0>(p)
-            }
-        }
-    }
 }
 
 #[target_feature(enable = "avx512f")]

@@ -377,16 +377,46 @@ pub(super) fn prefetch(bytes: &[u8], offset: usize) {
 
 /// [`prefetch`], with `NTA` as a non-temporal hint (`prefetchnta`): the line comes to L1 without
 /// displacing what the outer caches hold. Every one-token step of this tier uses it
-/// ([`one_token`], and `split512`'s paths): weights are read once per token, and on a Zen 4 the
-/// non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against 22–24 with `T0`
-/// (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:10–00:20 UTC), the other formats the
-/// same within noise.
+/// (`one_token::matmul`, and `split512`'s paths): weights are read once per token, and on a
+/// Zen 4 the non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against 22–24 with
+/// `T0` (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:10–00:20 UTC), the other
+/// formats the same within noise.
 #[inline(always)]
 pub(super) fn prefetch_with<const NTA: bool>(bytes: &[u8], offset: usize) {
     if let Some(b) = bytes.get(offset) {
         let p: *const i8 = (b as *const u8).cast();
         // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; the
         // address is inside `bytes` anyway. SSE is part of x86-64.
+        unsafe {
+            if NTA {
+                _mm_prefetch::<_MM_HINT_NTA>(p)
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(p)
+            }
+        }
+    }
+}
+
+/// Asks for `next[start .. start + len]`, one line per 64 bytes from `start` (the line holding
+/// the range's last bytes is the next call's first, when it is not this call's).
+///
+/// `len` is a constant of the caller's format, so the loop unrolls and no line is checked
+/// against `next`'s end: a prefetch reads nothing architecturally and cannot fault, whatever
+/// the address. The one-token loops had spread `next`'s lines over the blocks with a count
+/// known only at run time, a loop with a bounds check per line, about 25 instructions per block
+/// of eight rows: on a Zen 5 (`TIER=avx2 matmul_min 1`, three alternating rounds, 2026-12-05
+/// 06:50 UTC, G weights/s) Q8_0 30.6–30.9 → 41.2, Q4_0 48.8–49.1 → 56.4–57.6, Q4_1 49.5–49.8
+/// → 54.6–55.5, IQ4_NL 34.4–35.0 → 38.5–38.7, VQ4 51.6–52.0 → 55.4–57.1; streamed from memory
+/// (`ROWS=120000`) Q8_0 31.1–31.4 → 41.8–41.9, Q4_0 48.9–49.1 → 54.9–55.1.
+#[inline(always)]
+pub(super) fn prefetch_share<const NTA: bool>(next: &[u8], start: usize, len: usize) {
+    if next.is_empty() {
+        return;
+    }
+    for line in 0..len.div_ceil(64) {
+        let p: *const i8 = next.as_ptr().wrapping_add(start + 64 * line).cast();
+        // SAFETY: a prefetch is a hint that cannot fault, for any address; SSE is part of
+        // x86-64.
         unsafe {
             if NTA {
                 _mm_prefetch::<_MM_HINT_NTA>(p)
