@@ -32,8 +32,8 @@ use super::kquant::{ChunkScaled, Mins, ScaleLanes, GROUPS};
 use super::kquant_wide::blocks_of;
 use super::lanes8::{dot4, finish, magnitudes, sums_pair_halves};
 use super::rows8::{
-    accumulate, accumulate_mins16, act_quad, prefetch, prefetch_head, rows_ahead, rows_of,
-    transpose_quads, write_lanes, Acc, GROUP,
+    accumulate, accumulate_mins16, act_quad, prefetch, prefetch_head, prefetch_share, rows_ahead,
+    rows_of, transpose_quads, write_lanes, Acc, GROUP,
 };
 use super::segmented::half_sum;
 use super::{sum_lanes8_halves, BlockQ8Act, QK8};
@@ -230,15 +230,11 @@ fn group_one_token<F: ChunkScaled>(
         min: [zero; 2],
     };
     let blocks = rows[0].len() / F::BYTES;
-    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        let lines = b * lines_per_block..(b + 1) * lines_per_block;
+        prefetch_share::<false>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
         if F::PAIR_HALVES && F::OFFSET == 0 && !F::SUB16 {
             // Groups 2j, 2j + 1 through one reduction, the same integer sums and float chains.
             let supers = blocks_of(rows, b, F::BYTES);
-            for line in lines {
-                prefetch(next, line * 64);
-            }
             chunk_lanes::<F>(&supers, &mut seg.scales, &mut seg.lanes);
             for j in 0..GROUPS / 2 {
                 let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
@@ -253,7 +249,7 @@ fn group_one_token<F: ChunkScaled>(
             }
             continue;
         }
-        seg.load::<F>(rows, b, next, lines);
+        seg.load::<F>(rows, b, next, 0..0);
         for g in 0..GROUPS {
             let a = &x[b * GROUPS + g];
             let sub = ScaleLanes::halves(&seg.scales.scales, g);

@@ -30,8 +30,9 @@
 use super::kquant::KQuant;
 use super::kquant::{ChunkScaled, Mins, ScaleLanes, GROUPS};
 use super::rows8::{
-    accumulate, accumulate_mins16, chunk_sums, join_acts, prefetch, prefetch_head, quarter_sums,
-    rows_ahead, rows_of, sums_one_token_pair, transpose_quads, write_lanes, Acc, GROUP,
+    accumulate, accumulate_mins16, chunk_sums, join_acts, prefetch, prefetch_head, prefetch_share,
+    quarter_sums, rows_ahead, rows_of, sums_one_token_pair, transpose_quads, write_lanes, Acc,
+    GROUP,
 };
 use super::segmented::{group_tile, Scratch, Segment, Segmented, WIDE};
 use super::{join_i, BlockQ8Act, QK8};
@@ -183,12 +184,9 @@ fn group_one_token<F: ChunkScaled>(rows: &[&[u8]; GROUP], next: &[u8], x: &[Bloc
         <Super<F> as Segmented>::MINS16,
     );
     let blocks = rows[0].len() / F::BYTES;
-    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     let mut sl = ScaleLanes::zero();
     for b in 0..blocks {
-        for line in b * lines_per_block..(b + 1) * lines_per_block {
-            prefetch(next, line * 64);
-        }
+        prefetch_share::<false>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
         let blocks = blocks_of(rows, b, F::BYTES);
         // wide[p][i]: row i's chunks 2p and 2p + 1, biased where signed.
         let mut wide = [[_mm512_setzero_si512(); GROUP]; GROUPS / 2];
