@@ -28,8 +28,8 @@
 
 use super::lanes8::{decode_pair_halves_of_group, finish, unoffset, GROUP};
 use super::rows8::{
-    accumulate, prefetch_head, prefetch_with, rows_ahead_by, rows_of, scales_and_mins, write_lanes,
-    Acc,
+    accumulate, prefetch_head, prefetch_share, rows_ahead_by, rows_of, scales_and_mins,
+    write_lanes, Acc,
 };
 use super::{rows8, sum_lanes8_halves, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -79,13 +79,12 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     };
     let halves = F::ELEMS / QK8;
     let blocks = rows[0].len() / F::BYTES;
-    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     // Blocks per two chunks: two of 32 weights, or one of 64.
     let step = 64 / F::ELEMS;
     let mut b = 0;
     while b + step <= blocks {
-        let (w, [(d0, m0), (d1, m1)]) =
-            decode_pair_halves_of_group::<F, true>(rows, b, next, lines_per_block);
+        prefetch_share::<true>(next, b * GROUP * F::BYTES, step * GROUP * F::BYTES);
+        let (w, [(d0, m0), (d1, m1)]) = decode_pair_halves_of_group::<F, true>(rows, b, next, 0);
         let (a0, a1) = (&x[b * halves], &x[b * halves + 1]);
         let [s0, s1] = sums_pair_halves_vnni(&w, a0, a1);
         // Exact: every product of the second chunk is a multiple of 2^HALVES_VNNI_SHIFT.
@@ -101,7 +100,8 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     }
     if b < blocks {
         // One 32-weight block: chunk `b`, even, so chain 0.
-        let (w, d, m) = rows8::decode_block_of_group::<F, true>(rows, b, next, lines_per_block);
+        prefetch_share::<true>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
+        let (w, d, m) = rows8::decode_block_of_group::<F, true>(rows, b, next, 0);
         let a = &x[b];
         let s = rows8::sums_one_token(&w[0], a, F::SIGNED);
         accumulate(&mut acc, 0, s, d, (!F::SIGNED).then_some(m), a);
@@ -120,11 +120,8 @@ fn decode_halves_512_of_group<F: Q8Format>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
-    lines_per_block: usize,
 ) -> ([[__m256i; GROUP]; 2], __m256) {
-    for line in b * lines_per_block..(b + 1) * lines_per_block {
-        prefetch_with::<true>(next, line * 64);
-    }
+    prefetch_share::<true>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [_mm_setzero_si128(); GROUP];
     for i in 0..GROUP {
@@ -156,9 +153,8 @@ fn group_one_token_halves_512<F: Q8Format>(
         min: [zero; 2],
     };
     let blocks = rows[0].len() / F::BYTES;
-    let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        let (w, d) = decode_halves_512_of_group::<F>(rows, b, next, lines_per_block);
+        let (w, d) = decode_halves_512_of_group::<F>(rows, b, next);
         let (a0, a1) = (&x[2 * b], &x[2 * b + 1]);
         let [s0, s1] = sums_pair_halves_vnni(&w, a0, a1);
         let s0 = _mm256_sub_epi32(s0, _mm256_set1_epi32(128 * a0.sum));
