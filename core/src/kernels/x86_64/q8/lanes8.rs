@@ -24,8 +24,8 @@
 
 pub(crate) use super::rows8::GROUP;
 use super::rows8::{
-    accumulate, act_quad, prefetch, prefetch_head, prefetch_share, prefetch_with, rows_ahead,
-    rows_of, scales_and_mins, transpose_quads, write_lanes, Acc,
+    accumulate, act_quad, prefetch, prefetch_head, prefetch_share, rows_ahead, rows_of,
+    scales_and_mins, transpose_quads, write_lanes, Acc,
 };
 use super::{BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
@@ -100,20 +100,15 @@ fn decode_group_block<F: Q8Format>(
 
 /// Chunks `2c` and `2c + 1` of the eight rows (32-weight formats: blocks `b = 2c` and `b + 1`
 /// by [`Q8Format::decode_pair_halves`]; 64-weight formats: block `b = c` by
-/// [`Q8Format::decode_halves`]), per half each row's vector, and both chunks' scales and mins,
-/// asking for their share of `next` meanwhile.
+/// [`Q8Format::decode_halves`]), per half each row's vector, and both chunks' scales and mins
+/// (the callers ask for the rows ahead themselves, `rows8::prefetch_share`).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) fn decode_pair_halves_of_group<F: Q8Format, const VNNI: bool>(
     rows: &[&[u8]; GROUP],
     b: usize,
-    next: &[u8],
-    lines_per_block: usize,
 ) -> ([[__m256i; GROUP]; 2], [(__m256, __m256); 2]) {
     let blocks = 64 / F::ELEMS;
-    for line in b * lines_per_block..(b + blocks) * lines_per_block {
-        prefetch_with::<VNNI>(next, line * 64);
-    }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [[_mm_setzero_si128(); GROUP]; 2];
     for i in 0..GROUP {
@@ -307,8 +302,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
         while first + step <= blocks {
             let b = first;
             prefetch_share::<false>(next, b * GROUP * F::BYTES, step * GROUP * F::BYTES);
-            let (w, [(d0, m0), (d1, m1)]) =
-                decode_pair_halves_of_group::<F, false>(rows, b, next, lines_per_block);
+            let (w, [(d0, m0), (d1, m1)]) = decode_pair_halves_of_group::<F, false>(rows, b);
             let chunk = t0 * acts_per_token + b * halves;
             let (a0, a1) = (&x[chunk], &x[chunk + 1]);
             let [s0, s1] = sums_pair_halves(&w, a0, a1, F::PAIR_QUANT_BITS);

@@ -84,7 +84,7 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     let mut b = 0;
     while b + step <= blocks {
         prefetch_share::<true>(next, b * GROUP * F::BYTES, step * GROUP * F::BYTES);
-        let (w, [(d0, m0), (d1, m1)]) = decode_pair_halves_of_group::<F, true>(rows, b, next, 0);
+        let (w, [(d0, m0), (d1, m1)]) = decode_pair_halves_of_group::<F, true>(rows, b);
         let (a0, a1) = (&x[b * halves], &x[b * halves + 1]);
         let [s0, s1] = sums_pair_halves_vnni(&w, a0, a1);
         // Exact: every product of the second chunk is a multiple of 2^HALVES_VNNI_SHIFT.
