@@ -6,9 +6,9 @@
 //!   cargo run --release -p vspec-bench --example matmul_min -- [TOKENS] [FORMAT,...]
 //!
 //! Environment: `TIER` = `scalar`, `avx2`, `avx512` or `avx512-split` (the AVX-512 tier as on a
-//! Zen 4; default: the best this CPU has, without the split), `ROWS`
-//! (default 1536; the matrix is ROWS × 576, SmolLM2's FFN shape; the 256-weight super-block
-//! formats, whose rows must hold whole super-blocks, take the transposed 576 × 1536 instead),
+//! Zen 4; default: the best this CPU has, without the split), `ROWS` and `COLS`
+//! (default 1536 × 576, SmolLM2's FFN shape; the 256-weight super-block formats, whose rows
+//! must hold whole super-blocks, take the transposed 576 × 1536 instead),
 //! `ACT=f32` to time the format's f32-activation kernel rather than the preferred one.
 
 use std::time::Instant;
@@ -29,6 +29,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1536);
+    let cols_for_blocks_of_64: usize = std::env::var("COLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(576);
     let f32_act = std::env::var("ACT").as_deref() == Ok("f32");
     let tier = std::env::var("TIER").unwrap_or_default();
     let Some(table) = tier_table(&tier) else {
@@ -40,7 +44,7 @@ fn main() {
         let (rows, cols) = if format.block_elems() == 256 {
             (576, 1536)
         } else {
-            (rows, 576)
+            (rows, cols_for_blocks_of_64)
         };
         if (!only.is_empty() && !only.iter().any(|o| o == format.name()))
             || format.row_bytes(cols, "w").is_err()
