@@ -427,6 +427,27 @@ pub(super) fn prefetch_share<const NTA: bool>(next: &[u8], start: usize, len: us
     }
 }
 
+/// Asks for lines `first .. first + count` of `next` (64 bytes each from its start), those
+/// past its end left out: callers spreading `next`'s lines over a group's blocks with a count
+/// per block rounded up, so that all of them are asked for before the group's last blocks.
+/// One bound per call, not per line, and no line checked: a prefetch cannot fault.
+#[inline(always)]
+pub(super) fn prefetch_lines<const NTA: bool>(next: &[u8], first: usize, count: usize) {
+    let end = (first + count).min(next.len().div_ceil(64));
+    for line in first..end {
+        let p: *const i8 = next.as_ptr().wrapping_add(64 * line).cast();
+        // SAFETY: a prefetch is a hint that cannot fault, for any address (these lie in
+        // `next`); SSE is part of x86-64.
+        unsafe {
+            if NTA {
+                _mm_prefetch::<_MM_HINT_NTA>(p)
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(p)
+            }
+        }
+    }
+}
+
 /// The rows [`PREFETCH_AHEAD`] groups of `width` after the group starting at row `first`, to be
 /// asked for while that group is worked on, past the end of the caller's range too: a thread
 /// pool hands a thread contiguous pieces, so those rows are usually its next call's.
