@@ -384,15 +384,21 @@ pub(super) fn prefetch(bytes: &[u8], offset: usize) {
 #[inline(always)]
 pub(super) fn prefetch_with<const NTA: bool>(bytes: &[u8], offset: usize) {
     if let Some(b) = bytes.get(offset) {
-        let p: *const i8 = (b as *const u8).cast();
-        // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault; the
-        // address is inside `bytes` anyway. SSE is part of x86-64.
-        unsafe {
-            if NTA {
-                _mm_prefetch::<_MM_HINT_NTA>(p)
-            } else {
-                _mm_prefetch::<_MM_HINT_T0>(p)
-            }
+        prefetch_address::<NTA>(b);
+    }
+}
+
+/// Asks for the cache line holding `p`, with the non-temporal hint if `NTA`.
+#[inline(always)]
+fn prefetch_address<const NTA: bool>(p: *const u8) {
+    let p: *const i8 = p.cast();
+    // SAFETY: a prefetch is a hint that reads nothing architecturally and cannot fault, for
+    // any address. SSE is part of x86-64.
+    unsafe {
+        if NTA {
+            _mm_prefetch::<_MM_HINT_NTA>(p)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(p)
         }
     }
 }
@@ -414,16 +420,7 @@ pub(super) fn prefetch_share<const NTA: bool>(next: &[u8], start: usize, len: us
         return;
     }
     for line in 0..len.div_ceil(64) {
-        let p: *const i8 = next.as_ptr().wrapping_add(start + 64 * line).cast();
-        // SAFETY: a prefetch is a hint that cannot fault, for any address; SSE is part of
-        // x86-64.
-        unsafe {
-            if NTA {
-                _mm_prefetch::<_MM_HINT_NTA>(p)
-            } else {
-                _mm_prefetch::<_MM_HINT_T0>(p)
-            }
-        }
+        prefetch_address::<NTA>(next.as_ptr().wrapping_add(start + 64 * line));
     }
 }
 
@@ -435,16 +432,7 @@ pub(super) fn prefetch_share<const NTA: bool>(next: &[u8], start: usize, len: us
 pub(super) fn prefetch_lines<const NTA: bool>(next: &[u8], first: usize, count: usize) {
     let end = (first + count).min(next.len().div_ceil(64));
     for line in first..end {
-        let p: *const i8 = next.as_ptr().wrapping_add(64 * line).cast();
-        // SAFETY: a prefetch is a hint that cannot fault, for any address (these lie in
-        // `next`); SSE is part of x86-64.
-        unsafe {
-            if NTA {
-                _mm_prefetch::<_MM_HINT_NTA>(p)
-            } else {
-                _mm_prefetch::<_MM_HINT_T0>(p)
-            }
-        }
+        prefetch_address::<NTA>(next.as_ptr().wrapping_add(64 * line));
     }
 }
 
