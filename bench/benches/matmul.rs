@@ -77,6 +77,7 @@ fn bench_kernel(
         cols,
         row_bytes: format.row_bytes(cols, "w").unwrap(),
         data: &data,
+        layout: vspec_core::model::Layout::RowMajor,
     };
     let mut group = c.benchmark_group(format!("{tier}_{}_{}", format.name(), kernel.name));
     for tokens in [1usize, 64] {

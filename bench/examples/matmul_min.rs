@@ -9,7 +9,9 @@
 //! Zen 4; default: the best this CPU has, without the split), `ROWS` and `COLS`
 //! (default 1536 × 576, SmolLM2's FFN shape; the 256-weight super-block formats, whose rows
 //! must hold whole super-blocks, take the transposed 576 × 1536 instead),
-//! `ACT=f32` to time the format's f32-activation kernel rather than the preferred one.
+//! `ACT=f32` to time the format's f32-activation kernel rather than the preferred one,
+//! `LAYOUT=rows16` to hold the trellis formats interleaved per sixteen rows where the tier reads
+//! that layout (as sessions do).
 
 use std::time::Instant;
 use vspec_bench::{random_weights, tier_table, Rng};
@@ -34,6 +36,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(576);
     let f32_act = std::env::var("ACT").as_deref() == Ok("f32");
+    let rows16 = std::env::var("LAYOUT").as_deref() == Ok("rows16");
     let tier = std::env::var("TIER").unwrap_or_default();
     let Some(table) = tier_table(&tier) else {
         eprintln!("this CPU lacks the tier '{tier}'");
@@ -51,13 +54,29 @@ fn main() {
         {
             continue;
         }
-        let data = random_weights(format, rows, cols, &mut rng);
+        let mut data = random_weights(format, rows, cols, &mut rng);
+        let mut layout = vspec_core::model::Layout::RowMajor;
+        let trellis_bits = match format {
+            Format::TQ2 => Some(2),
+            Format::TQ3 => Some(3),
+            Format::TQ4 => Some(4),
+            _ => None,
+        };
+        if let (Some(k), true) = (trellis_bits, rows16 && table.rows16(format)) {
+            if let Some(interleaved) =
+                vspec_core::quant::vspec::trellis::interleave_rows16(k, rows, cols / 64, &data)
+            {
+                data = interleaved;
+                layout = vspec_core::model::Layout::Rows16;
+            }
+        }
         let w = WeightView {
             format,
             rows,
             cols,
             row_bytes: format.row_bytes(cols, "w").unwrap(),
             data: &data,
+            layout,
         };
         let entry = if f32_act {
             table.matmul_for(format, ActKind::F32)

@@ -317,6 +317,7 @@ mod proto {
             cols,
             row_bytes: Format::TQ3.row_bytes(cols, "w").expect("whole blocks"),
             data: &data,
+            layout: vspec_core::model::Layout::RowMajor,
         };
         let tokens: usize = std::env::var("TOKENS")
             .ok()

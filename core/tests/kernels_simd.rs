@@ -174,6 +174,7 @@ fn check_matmuls(table: &KernelTable, tier: &str) {
                         cols,
                         row_bytes: format.row_bytes(cols, "w").unwrap(),
                         data: &data,
+                        layout: vspec_core::model::Layout::RowMajor,
                     };
                     // 13 and 37 tokens: whole token tiles decoded once per segment, a tile
                     // boundary (32), and tokens left over after groups of four.
@@ -359,6 +360,7 @@ fn check_ops(table: &KernelTable, tier: &str) {
                 cols,
                 row_bytes: format.row_bytes(cols, "w").unwrap(),
                 data: &data,
+                layout: vspec_core::model::Layout::RowMajor,
             };
             let (mut y, mut z) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
             (table.rms_norm.f)(&x, &w, 1e-5, &mut y);
@@ -716,4 +718,59 @@ fn avx2_tier_reads_8_bit_activations_where_it_has_a_kernel() {
         assert_eq!(t.matmul(f).unwrap().consumes(), ActKind::Q8, "{f:?}");
     }
     assert_eq!(t.matmul(Format::F32).unwrap().consumes(), ActKind::F32);
+}
+
+/// Where a table reads the trellis formats interleaved per sixteen rows (`KernelTable::rows16`),
+/// the interleaved weights give the row-major ones' bits for any token count and row split,
+/// and the embedding lookup of an interleaved row decodes the row-major row.
+#[test]
+fn interleaved_trellis_rows_match_the_row_major_kernels() {
+    let mut rng = Rng(0x1616_0016_1600_1616);
+    for (name, table) in [
+        ("avx512", avx512_table(false)),
+        ("avx512_split", avx512_table(true)),
+        ("avx2", avx2_table()),
+        ("scalar", Some(KernelTable::scalar())),
+    ] {
+        let Some(table) = table else { continue };
+        for (format, k) in [(Format::TQ2, 2), (Format::TQ3, 3), (Format::TQ4, 4)] {
+            // Only the unsplit AVX-512 tier reads the interleaved layout.
+            let reads = name == "avx512";
+            assert_eq!(table.rows16(format), reads, "{name} {format:?}");
+            if !reads {
+                continue;
+            }
+            for (rows, cols) in [(16usize, 64usize), (48, 192), (32, 576)] {
+                let data = weights(format, rows, cols, &mut rng);
+                let interleaved =
+                    vspec_core::quant::vspec::trellis::interleave_rows16(k, rows, cols / 64, &data)
+                        .unwrap();
+                let view = |data: &'static [u8], layout| WeightView {
+                    format,
+                    rows,
+                    cols,
+                    row_bytes: format.row_bytes(cols, "w").unwrap(),
+                    data,
+                    layout,
+                };
+                let row_major = view(data.leak(), vspec_core::model::Layout::RowMajor);
+                let rows16 = view(interleaved.leak(), vspec_core::model::Layout::Rows16);
+                for tokens in [1usize, 2, 3, 5, 8, 13, 37] {
+                    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
+                    let want = run(&table, &row_major, &x, tokens, ActKind::Q8, &[]);
+                    let what = format!("{name} {format:?} {rows}x{cols} tokens {tokens}");
+                    let got = run(&table, &rows16, &x, tokens, ActKind::Q8, &[]);
+                    assert_bits_eq(&got, &want, &what);
+                    let split = run(&table, &rows16, &x, tokens, ActKind::Q8, &[16]);
+                    assert_bits_eq(&split, &want, &format!("{what}, split at row 16"));
+                }
+                for r in [0, rows / 2 + 1, rows - 1] {
+                    let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+                    (table.embed.f)(&row_major, r, &mut a);
+                    (table.embed.f)(&rows16, r, &mut b);
+                    assert_bits_eq(&b, &a, &format!("{name} {format:?} embedding row {r}"));
+                }
+            }
+        }
+    }
 }

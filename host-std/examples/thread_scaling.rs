@@ -83,6 +83,7 @@ fn main() {
             cols,
             row_bytes: format.row_bytes(cols, "w").expect("whole blocks"),
             data: d,
+            layout: vspec_core::model::Layout::RowMajor,
         })
         .collect();
     let x: Vec<f32> = (0..1536).map(|_| rng.f32()).collect();

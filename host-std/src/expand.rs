@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use vspec_core::format::Format;
 use vspec_core::graph::{Graph, Role};
 use vspec_core::kernels::KernelTable;
-use vspec_core::model::WeightView;
+use vspec_core::model::{Layout, WeightView};
+use vspec_core::quant::vspec::trellis;
 use vspec_core::quant::vspec::{expand_to_q8_0, q8_0_expansion};
 
 /// Whether CPU sessions store weights in the format their kernel table prefers.
@@ -186,6 +187,109 @@ pub fn apply_to_views<'a>(
             format,
             row_bytes,
             data,
+            ..*view
+        };
+    }
+    Ok(())
+}
+
+/// Whether sessions may hold trellis weights interleaved per sixteen rows where the kernel
+/// table reads that layout (`VSPEC_INTERLEAVE`: unset or `auto`/`1` yes, `0`/`off` no, for
+/// comparisons; anything else is an error naming the variable).
+pub fn interleave_enabled() -> Result<bool> {
+    match std::env::var("VSPEC_INTERLEAVE") {
+        Err(_) => Ok(true),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" | "1" | "on" | "yes" => Ok(true),
+            "0" | "off" | "no" | "never" => Ok(false),
+            _ => Err(anyhow!(
+                "VSPEC_INTERLEAVE='{v}': expected auto, 1/on or 0/off"
+            )),
+        },
+    }
+}
+
+/// The trellis weights of `views` a session holds interleaved per sixteen rows
+/// ([`Layout::Rows16`]) with `kernels`: those whose format the table reads so
+/// ([`KernelTable::rows16`]), of whole sixteen-row groups, as the file stores them.
+pub fn interleave_planned(
+    graph: &Graph,
+    views: &[Option<WeightView<'_>>],
+    kernels: &KernelTable,
+) -> Vec<usize> {
+    graph
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.role == Role::Weight)
+        .filter_map(|(id, _)| {
+            let v = views[id].as_ref()?;
+            let fits = kernels.rows16(v.format)
+                && trellis_bits(v.format).is_some()
+                && v.layout == Layout::RowMajor
+                && v.rows % trellis::ROWS16 == 0
+                && v.cols % trellis::BLOCK_ELEMS == 0;
+            fits.then_some(id)
+        })
+        .collect()
+}
+
+/// The bits per weight of a trellis format's stream (2, 3, 4), `None` for the others.
+fn trellis_bits(format: Format) -> Option<usize> {
+    match format {
+        Format::TQ2 => Some(2),
+        Format::TQ3 => Some(3),
+        Format::TQ4 => Some(4),
+        _ => None,
+    }
+}
+
+/// The weights `picked` of `views`, interleaved (in parallel), by tensor name; `done` gets each
+/// source's bytes once its copy is made (the model frees their resident pages: the session
+/// holds the same number of bytes as the file).
+pub fn interleave_all(
+    graph: &Graph,
+    views: &[Option<WeightView<'_>>],
+    picked: &[usize],
+    done: &(dyn Fn(&[u8]) + Sync),
+) -> HashMap<String, Vec<u8>> {
+    picked
+        .par_iter()
+        .filter_map(|&id| {
+            let v = views[id].as_ref()?;
+            let k = trellis_bits(v.format)?;
+            let out = trellis::interleave_rows16(k, v.rows, v.cols / trellis::BLOCK_ELEMS, v.data)?;
+            done(v.data);
+            Some((graph.tensors[id].name.clone(), out))
+        })
+        .collect()
+}
+
+/// `views` with each weight of `picked` pointing at its interleaved bytes in `store`.
+pub fn apply_interleaved<'a>(
+    graph: &Graph,
+    views: &mut [Option<WeightView<'a>>],
+    picked: &[usize],
+    store: &'a HashMap<String, Vec<u8>>,
+) -> Result<()> {
+    for &id in picked {
+        let name = &graph.tensors[id].name;
+        let view = views[id]
+            .as_mut()
+            .ok_or_else(|| anyhow!("tensor '{name}': not bound"))?;
+        let data = store
+            .get(name)
+            .ok_or_else(|| anyhow!("tensor '{name}': no interleaved copy"))?;
+        if data.len() != view.data.len() {
+            return Err(anyhow!(
+                "tensor '{name}': {} interleaved bytes, {} expected",
+                data.len(),
+                view.data.len()
+            ));
+        }
+        *view = WeightView {
+            data,
+            layout: Layout::Rows16,
             ..*view
         };
     }

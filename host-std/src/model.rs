@@ -78,6 +78,9 @@ pub struct ModelFile {
     pub overrides: HashMap<String, OwnedTensor>,
     /// Weights rewritten for the CPU ([`crate::expand`]), made on first use, by GGUF name.
     expanded: OnceLock<HashMap<String, Vec<u8>>>,
+    /// Trellis weights interleaved per sixteen rows for the CPU ([`crate::expand::interleave_all`]),
+    /// made on first use, by GGUF name.
+    interleaved: OnceLock<HashMap<String, Vec<u8>>>,
 }
 
 /// A tensor held in memory.
@@ -163,6 +166,7 @@ impl ModelFile {
             config,
             overrides: HashMap::new(),
             expanded: OnceLock::new(),
+            interleaved: OnceLock::new(),
         })
     }
 
@@ -198,6 +202,7 @@ impl ModelFile {
             config,
             overrides: HashMap::new(),
             expanded: OnceLock::new(),
+            interleaved: OnceLock::new(),
         })
     }
 
@@ -244,6 +249,7 @@ impl ModelFile {
             config,
             overrides: HashMap::new(),
             expanded: OnceLock::new(),
+            interleaved: OnceLock::new(),
         })
     }
 
@@ -397,6 +403,16 @@ impl ModelFile {
             expand::apply_to_views(&graph, &mut views, &rewrites, store)
                 .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
             expand::apply_to_graph(&mut graph, &rewrites);
+        }
+        if self.overrides.is_empty() && expand::interleave_enabled()? {
+            let picked = expand::interleave_planned(&graph, &views, kernels);
+            if !picked.is_empty() {
+                let store = self.interleaved.get_or_init(|| {
+                    expand::interleave_all(&graph, &views, &picked, &|d| self.release(d))
+                });
+                expand::apply_interleaved(&graph, &mut views, &picked, store)
+                    .map_err(|e| anyhow!("{}: {e}", self.path.display()))?;
+            }
         }
         Ok((graph, views, rewritten))
     }

@@ -128,6 +128,7 @@ fn kernel_hashes(out: &mut BTreeMap<String, String>) {
             cols,
             row_bytes,
             data: &data,
+            layout: vspec_core::model::Layout::RowMajor,
         };
         for tokens in [1usize, 3, 7] {
             let x: Vec<f32> = (0..tokens * cols).map(|_| rng.normal()).collect();

@@ -76,7 +76,25 @@ pub fn for_each_tile(
 
 /// The scalar embedding lookup: row `row` of `w` decoded into `out` (`w.cols` values).
 pub fn embed_row_scalar(w: &crate::model::WeightView<'_>, row: usize, out: &mut [f32]) {
+    if w.layout == crate::model::Layout::Rows16 {
+        return embed_row_rows16(w, row, out);
+    }
     for_each_tile(w, row, |c0, tile| {
         out[c0..c0 + tile.len()].copy_from_slice(tile)
     });
+}
+
+/// [`embed_row_scalar`] of an interleaved trellis weight: each block of the row gathered back
+/// into its row-major bytes, then decoded by the format's own decoder.
+fn embed_row_rows16(w: &crate::model::WeightView<'_>, row: usize, out: &mut [f32]) {
+    use crate::quant::vspec::trellis;
+    let spec = w.format.spec();
+    let k = (spec.block_bytes - trellis::OFF_QS) * 8 / trellis::BLOCK_ELEMS;
+    let blocks = w.cols / trellis::BLOCK_ELEMS;
+    let mut block = [0u8; trellis::block_bytes(4)];
+    let block = &mut block[..spec.block_bytes];
+    for (b, out) in out.chunks_exact_mut(trellis::BLOCK_ELEMS).enumerate() {
+        trellis::row_block_rows16(k, w.data, blocks, row, b, block);
+        (spec.decode)(block, out);
+    }
 }

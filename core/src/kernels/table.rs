@@ -230,6 +230,9 @@ pub struct KernelTable {
     /// Per format, the format its weights run faster in after a lossless rewrite at load (see
     /// [`KernelTable::expansion`]).
     expand: [Option<Format>; FORMATS],
+    /// Per format, whether its matmul kernels read the interleaved layout (see
+    /// [`KernelTable::rows16`]).
+    rows16: [bool; FORMATS],
 }
 
 impl core::fmt::Debug for KernelTable {
@@ -288,6 +291,7 @@ impl KernelTable {
             embed: OpEntry::reference("scalar_embed", super::embed_row_scalar),
             kv_store: OpEntry::reference("scalar_kv_store", crate::kv::store_row),
             expand: [None; FORMATS],
+            rows16: [false; FORMATS],
         }
     }
 
@@ -334,6 +338,20 @@ impl KernelTable {
     /// Sets [`KernelTable::expansion`] for `format`.
     pub fn set_expansion(&mut self, format: Format, to: Option<Format>) {
         self.expand[format_index(format)] = to;
+    }
+
+    /// Whether this table's matmul kernels for `format` also read a weight in
+    /// [`crate::model::Layout::Rows16`] (the trellis formats on the AVX-512 VBMI tier), where
+    /// they run faster: a session may then hold such a weight interleaved, when its rows come in
+    /// whole groups of sixteen. Every other kernel and table reads row-major weights only.
+    #[inline]
+    pub fn rows16(&self, format: Format) -> bool {
+        self.rows16[format_index(format)]
+    }
+
+    /// Sets [`KernelTable::rows16`] for `format`.
+    pub fn set_rows16(&mut self, format: Format, on: bool) {
+        self.rows16[format_index(format)] = on;
     }
 
     /// Installs `entry` for `format` and the activation kind it consumes; `prefer` makes that

@@ -17,6 +17,17 @@ pub struct RawTensor<'a> {
     pub data: &'a [u8],
 }
 
+/// How a weight's rows lie in its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Row after row, each `row_bytes` long: as files store them.
+    RowMajor,
+    /// A trellis format (TQ2–TQ4) with each sixteen-row group's blocks interleaved byte by byte
+    /// (`quant::vspec::trellis::interleave_rows16`): the same bytes, permuted at load for the
+    /// kernels that read it (`KernelTable::rows16`); `row` does not apply.
+    Rows16,
+}
+
 /// A validated weight: `rows` rows of `cols` weights in `format`, `data` exactly that long.
 #[derive(Debug, Clone, Copy)]
 pub struct WeightView<'a> {
@@ -30,10 +41,12 @@ pub struct WeightView<'a> {
     pub row_bytes: usize,
     /// `rows * row_bytes` bytes.
     pub data: &'a [u8],
+    /// How the rows lie in `data`.
+    pub layout: Layout,
 }
 
 impl<'a> WeightView<'a> {
-    /// The bytes of row `r` (caller keeps `r < rows`).
+    /// The bytes of row `r` (caller keeps `r < rows`; the layout is [`Layout::RowMajor`]).
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
@@ -93,6 +106,7 @@ pub fn bind_weights<'a>(
             cols,
             row_bytes,
             data: raw.data,
+            layout: Layout::RowMajor,
         });
         graph.tensors[id].format = Some(raw.format);
     }

@@ -240,6 +240,7 @@ mod tests {
             cols,
             row_bytes: cols * 4,
             data: &data,
+            layout: vspec_core::model::Layout::RowMajor,
         };
         let fs = [
             Format::VQ2,

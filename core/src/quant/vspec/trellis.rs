@@ -25,6 +25,7 @@
 use crate::quant::act_q8::{isum32, BlockQ8Act, QK8};
 use crate::quant::gguf::{f16_at, put_f16, q8_0};
 use crate::quant::search;
+use alloc::vec::Vec;
 
 /// Weights per block.
 pub const BLOCK_ELEMS: usize = 64;
@@ -85,6 +86,56 @@ pub fn expand_q8_0<const K: usize>(codebook: &[i8; STATES], block: &[u8], out: &
         for (j, q) in half[2..].iter_mut().enumerate() {
             *q = codebook[state::<K>(qs, h * q8_0::BLOCK_ELEMS + j)] as u8;
         }
+    }
+}
+
+/// Rows per group of the interleaved layout (`model::Layout::Rows16`).
+pub const ROWS16: usize = 16;
+
+/// Bytes of one (group, block) of a format whose weights add `k` bits each.
+pub const fn group_block_bytes(k: usize) -> usize {
+    ROWS16 * block_bytes(k)
+}
+
+/// Rewrites `rows` rows (a multiple of [`ROWS16`]) of `blocks` row-major trellis blocks with `k`
+/// bits per weight into the interleaved layout. `None` when the sizes do not fit.
+pub fn interleave_rows16(k: usize, rows: usize, blocks: usize, data: &[u8]) -> Option<Vec<u8>> {
+    let block = block_bytes(k);
+    if !rows.is_multiple_of(ROWS16) || data.len() != rows.checked_mul(blocks)?.checked_mul(block)? {
+        return None;
+    }
+    let stream = block - OFF_QS;
+    let gb = group_block_bytes(k);
+    let mut out = alloc::vec![0u8; data.len()];
+    for (row, bytes) in data.chunks_exact(blocks * block).enumerate() {
+        let (g, r) = (row / ROWS16, row % ROWS16);
+        for (b, src) in bytes.chunks_exact(block).enumerate() {
+            let base = (g * blocks + b) * gb;
+            out[base + 2 * r..base + 2 * r + 2].copy_from_slice(&src[..2]);
+            for p in 0..stream {
+                out[base + 2 * ROWS16 + ROWS16 * p + r] = src[OFF_QS + p];
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Block `b` of row `row` of an interleaved tensor with `blocks` blocks per row, as the
+/// row-major block it came from.
+pub fn row_block_rows16(
+    k: usize,
+    data: &[u8],
+    blocks: usize,
+    row: usize,
+    b: usize,
+    out: &mut [u8],
+) {
+    let gb = group_block_bytes(k);
+    let (g, r) = (row / ROWS16, row % ROWS16);
+    let base = (g * blocks + b) * gb;
+    out[..2].copy_from_slice(&data[base + 2 * r..base + 2 * r + 2]);
+    for (p, o) in out[OFF_QS..block_bytes(k)].iter_mut().enumerate() {
+        *o = data[base + 2 * ROWS16 + ROWS16 * p + r];
     }
 }
 

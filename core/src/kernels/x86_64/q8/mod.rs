@@ -24,6 +24,7 @@ pub(crate) mod rows8;
 mod segmented;
 pub(crate) mod split512;
 mod trellis;
+pub(crate) mod trellis_rows16;
 
 use crate::quant::act_q8::{BlockQ8Act, QK8};
 use core::arch::x86_64::*;
@@ -80,6 +81,11 @@ pub(crate) trait Q8Format {
         let dec = unsafe { Self::decode_biased(block) };
         join_i(dec.w[0], dec.w[1])
     }
+
+    /// For the VBMI trellis decoders: the bits each weight adds to the stream and the codebook
+    /// biased for `vpdpbusd`, with which [`trellis_rows16`] runs the interleaved layout
+    /// (`model::Layout::Rows16`); `None` for the other formats.
+    const ROWS16: Option<(usize, &'static [i8; crate::quant::vspec::trellis::STATES])> = None;
 
     /// Whether [`Q8Format::decode_biased_halves_512`] costs no more than
     /// [`Q8Format::decode_biased_512`] (the VBMI trellis decoders gather their windows in either

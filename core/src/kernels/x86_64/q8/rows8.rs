@@ -24,7 +24,7 @@ use super::one_token::group_outputs;
 use super::segmented::{group_tile, Blocks, Scratch, WIDE};
 use super::{join_i, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
-use crate::model::WeightView;
+use crate::model::{Layout, WeightView};
 use core::arch::x86_64::*;
 use core::ops::Range;
 
@@ -509,6 +509,11 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
 ) {
     if rows.is_empty() {
         return;
+    }
+    if let (Some((k, codebook)), Layout::Rows16) = (F::ROWS16, w.layout) {
+        // SAFETY: this function's contract, passed on; the session interleaves only tensors of
+        // whole sixteen-row groups, and this tier's ranges are whole groups (`ROWS_PER_GROUP`).
+        return unsafe { super::trellis_rows16::matmul_k(k, codebook, w, x, tokens, rows, out) };
     }
     if tokens == 1 {
         // SAFETY: this function's contract, passed on.

@@ -280,6 +280,7 @@ macro_rules! vbmi_format {
             const ELEMS: usize = $twin::ELEMS;
             const BYTES: usize = $twin::BYTES;
             const SIGNED: bool = true;
+            const ROWS16: Option<(usize, &'static [i8; STATES])> = Some(($k, &biased(&$codebook)));
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi")]
             #[inline]
             unsafe fn decode(block: &[u8]) -> Decoded {
