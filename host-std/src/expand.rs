@@ -168,13 +168,7 @@ pub fn apply_to_views<'a>(
     store: &'a HashMap<String, Vec<u8>>,
 ) -> Result<()> {
     for &(id, format) in rewrites {
-        let name = &graph.tensors[id].name;
-        let view = views[id]
-            .as_mut()
-            .ok_or_else(|| anyhow!("tensor '{name}': not bound"))?;
-        let data = store
-            .get(name)
-            .ok_or_else(|| anyhow!("tensor '{name}': no {} rewrite", format.name()))?;
+        let (name, view, data) = stored(graph, views, id, store, format.name())?;
         let row_bytes = format.row_bytes(view.cols, name)?;
         if data.len() != row_bytes * view.rows {
             return Err(anyhow!(
@@ -265,6 +259,24 @@ pub fn interleave_all(
         .collect()
 }
 
+/// Weight `id`'s name, view and copy in `store` (`what` names the copy in the error).
+fn stored<'v, 'a>(
+    graph: &'v Graph,
+    views: &'v mut [Option<WeightView<'a>>],
+    id: usize,
+    store: &'a HashMap<String, Vec<u8>>,
+    what: &str,
+) -> Result<(&'v str, &'v mut WeightView<'a>, &'a [u8])> {
+    let name = &graph.tensors[id].name;
+    let view = views[id]
+        .as_mut()
+        .ok_or_else(|| anyhow!("tensor '{name}': not bound"))?;
+    let data = store
+        .get(name)
+        .ok_or_else(|| anyhow!("tensor '{name}': no {what} copy"))?;
+    Ok((name, view, data))
+}
+
 /// `views` with each weight of `picked` pointing at its interleaved bytes in `store`.
 pub fn apply_interleaved<'a>(
     graph: &Graph,
@@ -273,13 +285,7 @@ pub fn apply_interleaved<'a>(
     store: &'a HashMap<String, Vec<u8>>,
 ) -> Result<()> {
     for &id in picked {
-        let name = &graph.tensors[id].name;
-        let view = views[id]
-            .as_mut()
-            .ok_or_else(|| anyhow!("tensor '{name}': not bound"))?;
-        let data = store
-            .get(name)
-            .ok_or_else(|| anyhow!("tensor '{name}': no interleaved copy"))?;
+        let (name, view, data) = stored(graph, views, id, store, "interleaved")?;
         if data.len() != view.data.len() {
             return Err(anyhow!(
                 "tensor '{name}': {} interleaved bytes, {} expected",
