@@ -56,12 +56,7 @@ fn main() {
         }
         let mut data = random_weights(format, rows, cols, &mut rng);
         let mut layout = vspec_core::model::Layout::RowMajor;
-        let trellis_bits = match format {
-            Format::TQ2 => Some(2),
-            Format::TQ3 => Some(3),
-            Format::TQ4 => Some(4),
-            _ => None,
-        };
+        let trellis_bits = vspec_core::quant::vspec::trellis::stream_bits(format);
         if let (Some(k), true) = (trellis_bits, rows16 && table.rows16(format)) {
             if let Some(interleaved) =
                 vspec_core::quant::vspec::trellis::interleave_rows16(k, rows, cols / 64, &data)

@@ -733,7 +733,8 @@ fn interleaved_trellis_rows_match_the_row_major_kernels() {
         ("scalar", Some(KernelTable::scalar())),
     ] {
         let Some(table) = table else { continue };
-        for (format, k) in [(Format::TQ2, 2), (Format::TQ3, 3), (Format::TQ4, 4)] {
+        for format in [Format::TQ2, Format::TQ3, Format::TQ4] {
+            let k = vspec_core::quant::vspec::trellis::stream_bits(format).unwrap();
             // Only the unsplit AVX-512 tier reads the interleaved layout.
             let reads = name == "avx512";
             assert_eq!(table.rows16(format), reads, "{name} {format:?}");
@@ -745,7 +746,7 @@ fn interleaved_trellis_rows_match_the_row_major_kernels() {
                 let interleaved =
                     vspec_core::quant::vspec::trellis::interleave_rows16(k, rows, cols / 64, &data)
                         .unwrap();
-                let view = |data: &'static [u8], layout| WeightView {
+                let view = |data, layout| WeightView {
                     format,
                     rows,
                     cols,
@@ -753,8 +754,8 @@ fn interleaved_trellis_rows_match_the_row_major_kernels() {
                     data,
                     layout,
                 };
-                let row_major = view(data.leak(), vspec_core::model::Layout::RowMajor);
-                let rows16 = view(interleaved.leak(), vspec_core::model::Layout::Rows16);
+                let row_major = view(&data[..], vspec_core::model::Layout::RowMajor);
+                let rows16 = view(&interleaved[..], vspec_core::model::Layout::Rows16);
                 for tokens in [1usize, 2, 3, 5, 8, 13, 37] {
                     let x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32()).collect();
                     let want = run(&table, &row_major, &x, tokens, ActKind::Q8, &[]);

@@ -219,23 +219,13 @@ pub fn interleave_planned(
         .filter_map(|(id, _)| {
             let v = views[id].as_ref()?;
             let fits = kernels.rows16(v.format)
-                && trellis_bits(v.format).is_some()
+                && trellis::stream_bits(v.format).is_some()
                 && v.layout == Layout::RowMajor
                 && v.rows % trellis::ROWS16 == 0
                 && v.cols % trellis::BLOCK_ELEMS == 0;
             fits.then_some(id)
         })
         .collect()
-}
-
-/// The bits per weight of a trellis format's stream (2, 3, 4), `None` for the others.
-fn trellis_bits(format: Format) -> Option<usize> {
-    match format {
-        Format::TQ2 => Some(2),
-        Format::TQ3 => Some(3),
-        Format::TQ4 => Some(4),
-        _ => None,
-    }
 }
 
 /// The weights `picked` of `views`, interleaved (in parallel), by tensor name; `done` gets each
@@ -251,7 +241,7 @@ pub fn interleave_all(
         .par_iter()
         .filter_map(|&id| {
             let v = views[id].as_ref()?;
-            let k = trellis_bits(v.format)?;
+            let k = trellis::stream_bits(v.format)?;
             let out = trellis::interleave_rows16(k, v.rows, v.cols / trellis::BLOCK_ELEMS, v.data)?;
             done(v.data);
             Some((graph.tensors[id].name.clone(), out))

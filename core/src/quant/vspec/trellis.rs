@@ -89,6 +89,18 @@ pub fn expand_q8_0<const K: usize>(codebook: &[i8; STATES], block: &[u8], out: &
     }
 }
 
+/// The bits each weight of a trellis format adds to its stream (TQ2, TQ3, TQ4: 2, 3, 4); `None`
+/// for the other formats.
+pub fn stream_bits(format: crate::format::Format) -> Option<usize> {
+    use crate::format::Format;
+    match format {
+        Format::TQ2 => Some(2),
+        Format::TQ3 => Some(3),
+        Format::TQ4 => Some(4),
+        _ => None,
+    }
+}
+
 /// Rows per group of the interleaved layout (`model::Layout::Rows16`).
 pub const ROWS16: usize = 16;
 

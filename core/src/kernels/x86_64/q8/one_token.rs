@@ -80,7 +80,7 @@ pub(super) fn group_outputs<F: Q8Format, const NTA: bool>(
             // 224-227 tok/s where one share per block in step with the reads gave 199 (`vspec
             // bench -p 0 -n 128 -r 3 -t 1`, five alternating rounds, 2026-12-05 07:20 UTC);
             // the narrower formats ran as fast or faster in step.
-            if F::BYTES * 8 >= F::ELEMS * 8 {
+            if F::BYTES >= F::ELEMS {
                 prefetch_lines::<NTA>(next, b * lines_per_block, 2 * lines_per_block);
             } else {
                 prefetch_share::<NTA>(next, b * GROUP * F::BYTES, 2 * GROUP * F::BYTES);
@@ -123,7 +123,7 @@ pub(super) fn group_outputs<F: Q8Format, const NTA: bool>(
     // What is left (an odd last 32-weight block, or blocks of other widths): a chunk at a time.
     for b in b..blocks {
         prefetch_share::<NTA>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
-        let (w, d, m) = decode_block_of_group::<F, NTA>(rows, b, next, 0);
+        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, 0);
         let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;

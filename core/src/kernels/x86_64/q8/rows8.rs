@@ -281,7 +281,7 @@ fn group_tokens<F: Q8Format, const N: usize>(
     // Cache lines of the next group to ask for while this block is worked on.
     let lines_per_block = next.len().div_ceil(64).div_ceil(blocks.max(1));
     for b in 0..blocks {
-        let (w, d, m) = decode_block_of_group::<F, false>(rows, b, next, lines_per_block);
+        let (w, d, m) = decode_block_of_group::<F>(rows, b, next, lines_per_block);
         let m = (!F::SIGNED).then_some(m);
         for (h, w) in w.iter().enumerate().take(halves) {
             let chunk = b * halves + h;
@@ -305,17 +305,18 @@ fn group_tokens<F: Q8Format, const N: usize>(
 
 /// Block `b` of the eight rows, decoded: per half (32 weights), each row's bytes, then the
 /// rows' scales and mins as lanes. Asks for the block's share of `next` (the following group's
-/// rows, `lines_per_block` cache lines per block) meanwhile.
+/// rows, `lines_per_block` cache lines per block; the one-token loops pass 0 and ask for their
+/// lines themselves) meanwhile.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
-pub(super) fn decode_block_of_group<F: Q8Format, const NTA: bool>(
+pub(super) fn decode_block_of_group<F: Q8Format>(
     rows: &[&[u8]; GROUP],
     b: usize,
     next: &[u8],
     lines_per_block: usize,
 ) -> ([[__m256i; GROUP]; 2], __m256, __m256) {
     for line in b * lines_per_block..(b + 1) * lines_per_block {
-        prefetch_with::<NTA>(next, line * 64);
+        prefetch(next, line * 64);
     }
     let mut w = [[_mm256_setzero_si256(); GROUP]; 2];
     let mut heads = [_mm_setzero_si128(); GROUP];
@@ -372,23 +373,17 @@ pub(super) fn rows_of<'w, const N: usize>(
 /// 5.8 G weights/s without this against 27 with the matrix in cache.
 #[inline(always)]
 pub(super) fn prefetch(bytes: &[u8], offset: usize) {
-    prefetch_with::<false>(bytes, offset)
-}
-
-/// [`prefetch`], with `NTA` as a non-temporal hint (`prefetchnta`): the line comes to L1 without
-/// displacing what the outer caches hold. Every one-token step of this tier uses it
-/// (`one_token::matmul`, and `split512`'s paths): weights are read once per token, and on a
-/// Zen 4 the non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against 22–24 with
-/// `T0` (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:10–00:20 UTC), the other
-/// formats the same within noise.
-#[inline(always)]
-pub(super) fn prefetch_with<const NTA: bool>(bytes: &[u8], offset: usize) {
     if let Some(b) = bytes.get(offset) {
-        prefetch_address::<NTA>(b);
+        prefetch_address::<false>(b);
     }
 }
 
-/// Asks for the cache line holding `p`, with the non-temporal hint if `NTA`.
+/// Asks for the cache line holding `p`, with the non-temporal hint (`prefetchnta`) if `NTA`: the
+/// line comes to L1 without displacing what the outer caches hold. Every one-token step of this
+/// tier uses it (`one_token::matmul`, and `split512`'s paths): weights are read once per token,
+/// and on a Zen 4 the non-temporal hint streamed Q8_0 rows at 27.6–28.2 G weights/s against
+/// 22–24 with `T0` (`TIER=avx512-split ROWS=120000 matmul_min 1`, 2026-12-05 00:10–00:20 UTC),
+/// the other formats the same within noise.
 #[inline(always)]
 fn prefetch_address<const NTA: bool>(p: *const u8) {
     let p: *const i8 = p.cast();

@@ -152,8 +152,8 @@ fn fill_segment<F: Q8Format>(
     let lo: &[&[u8]; GROUP] = group[..GROUP].try_into().unwrap_or(&[&[]; GROUP]);
     let hi: &[&[u8]; GROUP] = group[GROUP..].try_into().unwrap_or(&[&[]; GROUP]);
     for b in first_block..first_block + blocks {
-        let (wl, dl, ml) = decode_block_of_group::<F, false>(lo, b, next, lines_per_block);
-        let (wh, dh, mh) = decode_block_of_group::<F, false>(hi, b, &[], 0);
+        let (wl, dl, ml) = decode_block_of_group::<F>(lo, b, next, lines_per_block);
+        let (wh, dh, mh) = decode_block_of_group::<F>(hi, b, &[], 0);
         let (d, m) = (join_ps(dl, dh), join_ps(ml, mh));
         for h in 0..halves {
             let c = (b - first_block) * halves + h;

@@ -5,7 +5,7 @@
 //! ([`Q8Format::HALVES_512`]: TQ2, TQ3, TQ4; 24.4 → 26.4 G weights/s for TQ3, the 512-bit
 //! codebook lookup being most of what is left), [`super::rows8`]'s kernel for Q8_0, IQ4_NL and
 //! NQ3, all asking for fewer rows ahead ([`groups_ahead`]) and with the non-temporal hint
-//! ([`super::rows8::prefetch_with`]); steps of more tokens stay on [`super::rows8`].
+//! (`rows8::prefetch_share`); steps of more tokens stay on [`super::rows8`].
 //!
 //! On such a CPU a 512-bit instruction costs what two 256-bit ones do, so a driver wins by
 //! spending fewer 256-bit slots per weight, not fewer instructions. This one is the AVX2 tier's
@@ -101,7 +101,7 @@ fn group_one_token<F: Q8Format>(rows: &[&[u8]; GROUP], next: &[u8], x: &[BlockQ8
     if b < blocks {
         // One 32-weight block: chunk `b`, even, so chain 0.
         prefetch_share::<true>(next, b * GROUP * F::BYTES, GROUP * F::BYTES);
-        let (w, d, m) = rows8::decode_block_of_group::<F, true>(rows, b, next, 0);
+        let (w, d, m) = rows8::decode_block_of_group::<F>(rows, b, next, 0);
         let a = &x[b];
         let s = rows8::sums_one_token(&w[0], a, F::SIGNED);
         accumulate(&mut acc, 0, s, d, (!F::SIGNED).then_some(m), a);
