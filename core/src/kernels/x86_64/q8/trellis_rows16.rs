@@ -47,6 +47,11 @@ const fn quad_layout(k: usize, q: usize) -> (usize, [u8; 64], [u8; 64], u64) {
             let pos = 4 * r + j;
             if j >= pad && j - pad < 3 {
                 index[pos] = ((j - pad) * ROWS + r) as u8;
+            }
+            // Only a quad that starts before the stream needs a byte zeroed (its pad byte, which
+            // its first window reads); any other quad's windows end by its dwords' third byte, so
+            // their fourth may hold anything, and `vpermb` needs no mask (no `vpandq` after it).
+            if pad == 0 || j >= pad {
                 mask |= 1 << pos;
             }
             control[pos] = (32 * (r % 2) + offset + k * j) as u8;
