@@ -161,14 +161,14 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
             table.set_expansion(f, None);
         }
     }
-    if !features.split_512 {
-        // `rows8::matmul` runs the trellis formats interleaved per sixteen rows as well
-        // (`q8::trellis_rows16`, no reduction tree: TQ3 55 → 89 G weights/s for one token on a
-        // Zen 5). Not where 512-bit operations are split: `split512` reads row-major blocks, and
-        // the interleaved kernel was not timed on such a CPU.
-        for f in [Format::TQ2, Format::TQ3, Format::TQ4] {
-            table.set_rows16(f, true);
-        }
+    // `rows8::matmul` (and `split512::matmul`, which hands such weights to it) runs the trellis
+    // formats interleaved per sixteen rows as well (`q8::trellis_rows16`, no reduction tree: TQ3
+    // 55 -> 92 G weights/s for one token on a Zen 5). On a CPU that splits 512-bit operations its
+    // decode costs what the row-major one costs, and the tree it leaves out is ~17 % of the
+    // row-major one-token loop's 256-bit issue slots (docs/OPTIMIZATION.md, "Interleaved rows on
+    // Zen 4"; not timed on such a CPU).
+    for f in [Format::TQ2, Format::TQ3, Format::TQ4] {
+        table.set_rows16(f, true);
     }
     if features.split_512 {
         // 512-bit operations issued as two 256-bit halves (Zen 4): one token through

@@ -33,7 +33,7 @@ use super::rows8::{
 };
 use super::{rows8, sum_lanes8_halves, BlockQ8Act, Q8Format, QK8};
 use crate::kernels::SharedOut;
-use crate::model::WeightView;
+use crate::model::{Layout, WeightView};
 use core::arch::x86_64::*;
 use core::ops::Range;
 
@@ -182,7 +182,7 @@ fn groups_ahead(row_bytes: usize) -> usize {
 /// [`group_one_token`] where `F` decodes two chunks as halves ([`Q8Format::PAIR_HALVES`]), by
 /// [`group_one_token_halves_512`] where its 512-bit decode comes in that order
 /// ([`Q8Format::HALVES_512`]), else by `rows8`'s kernel, all [`groups_ahead`] groups ahead;
-/// more tokens by [`rows8::matmul`].
+/// more tokens, and trellis weights interleaved per sixteen rows, by [`rows8::matmul`].
 ///
 /// # Safety
 /// As [`rows8::matmul`].
@@ -194,7 +194,7 @@ pub(crate) unsafe fn matmul<F: Q8Format>(
     rows: Range<usize>,
     out: &SharedOut<'_>,
 ) {
-    if tokens != 1 {
+    if tokens != 1 || (F::ROWS16.is_some() && w.layout == Layout::Rows16) {
         // SAFETY: this function's contract.
         return unsafe { rows8::matmul::<F>(w, x, tokens, rows, out) };
     }
