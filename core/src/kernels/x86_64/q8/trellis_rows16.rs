@@ -241,8 +241,15 @@ pub(crate) unsafe fn matmul_k(
 
 /// Tokens whose chains one pass over a row group keeps.
 const TILE: usize = 32;
-/// Row groups ahead of the one computed whose bytes one token asks for.
+/// Row groups ahead of the one computed whose bytes one token asks for, at most
+/// [`BYTES_AHEAD`] ahead.
 const GROUPS_AHEAD: usize = 4;
+/// How far ahead of its reads one token asks for bytes at most. Zen 4's 32 KiB L1 data cache
+/// streamed Q8_0 rows worst with 20 KiB asked for ahead (`split512::BYTES_AHEAD`, 8 KiB, from
+/// the same measurements), and four groups of 1536-column TQ4 rows are 52 KiB; on a Zen 5 4
+/// groups, 8 KiB and 16 KiB stream TQ2–TQ4 at the same rate (576 and 1536 columns,
+/// `TIER=avx512 LAYOUT=rows16 ROWS=120000|48000 matmul_min 1`, three rounds).
+const BYTES_AHEAD: usize = 8 << 10;
 
 /// Writes token `$token`'s outputs of row group `$g` (`$chains`, summed as `rows8`'s drivers
 /// finish: `(even + odd) + (min terms, zero here)`), those of rows in `$rows` only, the caller
@@ -308,7 +315,7 @@ pub(crate) unsafe fn matmul<const K: usize>(
             let mut chains = [_mm512_setzero_ps(); 2];
             for b in 0..blocks {
                 let offset = g * group_bytes + b * gb;
-                let ahead = offset + GROUPS_AHEAD * group_bytes;
+                let ahead = offset + (GROUPS_AHEAD * group_bytes).min(BYTES_AHEAD);
                 for line in 0..gb.div_ceil(64) {
                     // A hint, which cannot fault whatever the address.
                     _mm_prefetch::<_MM_HINT_NTA>(
