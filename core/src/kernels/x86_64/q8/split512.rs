@@ -1,9 +1,10 @@
 //! The AVX-512 tier's one-token matmul for CPUs that issue a 512-bit operation as two 256-bit
 //! halves (AMD Zen 4): 256-bit `vpdpbusd` pairs for the formats whose blocks decode two
 //! 32-weight chunks as halves ([`Q8Format::PAIR_HALVES`]: Q4_0, Q4_1, Q5_0, Q5_1, VQ2, VQ3,
-//! VQ4) and for the trellis formats after their 512-bit VBMI decode
+//! VQ4) and for the trellis formats held row-major after their 512-bit VBMI decode
 //! ([`Q8Format::HALVES_512`]: TQ2, TQ3, TQ4; 24.4 → 26.4 G weights/s for TQ3, the 512-bit
-//! codebook lookup being most of what is left), [`super::rows8`]'s kernel for Q8_0, IQ4_NL and
+//! codebook lookup being most of what is left; weights interleaved per sixteen rows, the
+//! default, go to [`super::trellis_rows16`] through [`super::rows8`]), [`super::rows8`]'s kernel for Q8_0, IQ4_NL and
 //! NQ3, all asking for fewer rows ahead ([`groups_ahead`]) and with the non-temporal hint
 //! (`rows8::prefetch_share`); steps of more tokens stay on [`super::rows8`].
 //!

@@ -49,8 +49,9 @@ const fn quad_layout(k: usize, q: usize) -> (usize, [u8; 64], [u8; 64], u64) {
                 index[pos] = ((j - pad) * ROWS + r) as u8;
             }
             // Only a quad that starts before the stream needs a byte zeroed (its pad byte, which
-            // its first window reads); any other quad's windows end by its dwords' third byte, so
-            // their fourth may hold anything, and `vpermb` needs no mask (no `vpandq` after it).
+            // its first windows read); any other quad's windows end by its dwords' third byte
+            // (`offset + 3K + 8 <= 24`), so their fourth may hold anything, and `vpermb` needs no
+            // mask (no `vpandq` after it).
             if pad == 0 || j >= pad {
                 mask |= 1 << pos;
             }
@@ -246,7 +247,7 @@ const TILE: usize = 32;
 const GROUPS_AHEAD: usize = 4;
 /// How far ahead of its reads one token asks for bytes at most. Zen 4's 32 KiB L1 data cache
 /// streamed Q8_0 rows worst with 20 KiB asked for ahead (`split512::BYTES_AHEAD`, 8 KiB, from
-/// the same measurements), and four groups of 1536-column TQ4 rows are 52 KiB; on a Zen 5 4
+/// the same measurements), and four groups of 1536-column TQ4 rows are 51 KiB; on a Zen 5 4
 /// groups, 8 KiB and 16 KiB stream TQ2–TQ4 at the same rate (576 and 1536 columns,
 /// `TIER=avx512 LAYOUT=rows16 ROWS=120000|48000 matmul_min 1`, three rounds).
 const BYTES_AHEAD: usize = 8 << 10;
