@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, OpKind, Role, Rows, TensorId};
-use crate::kernels::attention::{chunk_slots, fold_partials, AttnShape, AttnSpan, ATTN_CHUNK};
+use crate::kernels::attention::{chunk_slots, AttnShape, AttnSpan};
 use crate::kernels::{for_each_tile, KernelTable, MatMulKernel, Parallel, SharedOut};
 use crate::model::WeightView;
 use crate::plan::Plan;
@@ -15,14 +15,12 @@ use core::ops::Range;
 pub type MatMulObserver<'o> = dyn FnMut(&str, &str, &[f32], usize) + 'o;
 
 use crate::kernels::attention::MAX_HEAD_DIM;
-use crate::kv::{self, KvRows, KvType};
+use crate::kv;
 
+mod attend;
 mod group;
 
-/// Tokens per unit of parallel attention work in a multi-token step: small enough that a
-/// 512-token prefill yields dozens of units per GQA group to balance across threads, a multiple
-/// of the AVX2 kernel's token tile so its tiles stay full.
-const ATTN_TOKEN_CHUNK: usize = 16;
+use attend::AttnStep;
 
 /// A running model: graph, plan, bound weights, arena, KV cache and the position reached.
 pub struct Session<'a> {
@@ -399,41 +397,6 @@ impl<'a> Session<'a> {
                 head_dim,
                 scale,
             } => {
-                let (q, k, v) = (ins[0], ins[1], ins[2]);
-                let kv_type = graph.kv_type;
-                let row_bytes = kv_type.row_bytes(kv_width);
-                let layer_len = max_ctx * row_bytes;
-                let base = layer * 2 * layer_len;
-                let (kc, vc) = self.kv[base..base + 2 * layer_len].split_at_mut(layer_len);
-                // The step's new rows, split across threads by tokens (each token's rows are
-                // its own bytes): run on the calling thread alone, converting a prefill's keys
-                // and values kept the other threads waiting for ~3 % of the step.
-                let new_rows = pos0 * row_bytes..(pos0 + n) * row_bytes;
-                let (k_out, v_out) = (
-                    SharedOut::new(&mut kc[new_rows.clone()]),
-                    SharedOut::new(&mut vc[new_rows]),
-                );
-                let kv_store = kernels.kv_store.f;
-                let store = |tokens: Range<usize>| {
-                    let bytes = tokens.start * row_bytes..tokens.end * row_bytes;
-                    // SAFETY: `Parallel` hands out disjoint token ranges (and a single call owns
-                    // them all), so these bytes belong to this call alone.
-                    let (kb, vb) =
-                        unsafe { (k_out.slice_mut(bytes.clone()), v_out.slice_mut(bytes)) };
-                    for (i, t) in tokens.enumerate() {
-                        let (src, at) = (
-                            t * kv_width..(t + 1) * kv_width,
-                            i * row_bytes..(i + 1) * row_bytes,
-                        );
-                        (kv_store)(kv_type, &k[src.clone()], &mut kb[at.clone()]);
-                        (kv_store)(kv_type, &v[src], &mut vb[at]);
-                    }
-                };
-                if n > 1 {
-                    par.for_each_range(n, &store);
-                } else {
-                    store(0..n);
-                }
                 let shape = AttnShape {
                     n_heads: *n_heads,
                     n_kv_heads: *n_kv_heads,
@@ -444,52 +407,22 @@ impl<'a> Session<'a> {
                     span: AttnSpan::Whole,
                     partial_slots: chunk_slots(max_ctx),
                 };
-                let (kc, vc) = (kv_rows(kv_type, kc)?, kv_rows(kv_type, vc)?);
-                let attend = kernels.attention.f;
-                let n_chunks = (pos0 + n).div_ceil(ATTN_CHUNK);
-                if n == 1 && kernels.attention_folds_chunks && par.threads() > 1 && n_chunks > 1 {
-                    attend_by_chunks(kernels, par, &shape, n_chunks, q, kc, vc, extra, y);
-                } else {
-                    let partials = SharedOut::new(extra);
-                    let out = SharedOut::new(y);
-                    // Work units are (heads, tokens) pairs; every head's and token's result is the
-                    // same whichever way they are split. A step of several tokens is split into
-                    // whole GQA groups (so a kernel reads each K/V row once for the group) times
-                    // chunks of tokens, which are many and balance by themselves. A single token
-                    // within one chunk of positions (or under the reference kernel) is split into
-                    // one even run of heads per thread: with 3 groups over 2 threads, whole
-                    // groups would leave one thread twice the other's work.
-                    let head_units = if n > 1 {
-                        *n_kv_heads
-                    } else {
-                        par.threads().clamp(1, *n_heads)
-                    };
-                    let token_chunk = ATTN_TOKEN_CHUNK.min(n);
-                    let token_units = n.div_ceil(token_chunk);
-                    par.for_each_range(head_units * token_units, &|u| {
-                        for unit in u {
-                            // Latest tokens first: they attend to the most positions, and the pool
-                            // hands out units in order, so the costly ones start early.
-                            let tu = token_units - 1 - unit / head_units;
-                            let hu = unit % head_units;
-                            let heads = hu * n_heads / head_units..(hu + 1) * n_heads / head_units;
-                            let tokens = tu * token_chunk..((tu + 1) * token_chunk).min(n);
-                            let part = AttnShape {
-                                tokens: tokens.len(),
-                                pos0: pos0 + tokens.start,
-                                ..shape
-                            };
-                            let q_width = n_heads * head_dim;
-                            let rows = tokens.start * q_width..tokens.end * q_width;
-                            let out_part = out.sub(rows.clone());
-                            // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a
-                            // distinct (heads, tokens) pair, so calls own disjoint output columns
-                            // (the contract of `AttentionFn`, which with `Whole` leaves
-                            // `partials` untouched).
-                            unsafe { attend(&part, &q[rows], kc, vc, heads, &partials, &out_part) }
-                        }
-                    });
-                }
+                let step = AttnStep {
+                    layer: *layer,
+                    shape,
+                    kv_type: graph.kv_type,
+                    kv_width,
+                    max_ctx,
+                };
+                attend::run_attention(
+                    kernels,
+                    par,
+                    self.kv,
+                    &step,
+                    [ins[0], ins[1], ins[2]],
+                    y,
+                    extra,
+                )?;
             }
             OpKind::SwiGlu | OpKind::Add => {
                 let f = match op.kind {
@@ -511,49 +444,6 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
-}
-
-/// One token's attention over `n_chunks` chunks of positions, split across threads into
-/// (chunk, GQA group) units, chunk-major, so each thread walks consecutive positions of every
-/// group and all threads share the walk however few the groups (split by heads, 3 groups over 2
-/// threads left each thread two groups' caches). The chunk states land in `partials` and are
-/// folded in order afterwards: the same bits as one call walking every chunk.
-#[allow(clippy::too_many_arguments)]
-fn attend_by_chunks(
-    kernels: &KernelTable,
-    par: &dyn Parallel,
-    shape: &AttnShape,
-    n_chunks: usize,
-    q: &[f32],
-    kc: KvRows<'_>,
-    vc: KvRows<'_>,
-    partials: &mut [f32],
-    y: &mut [f32],
-) {
-    let (n_kv_heads, attend) = (shape.n_kv_heads, kernels.attention.f);
-    let group = shape.n_heads / n_kv_heads;
-    let states = SharedOut::new(&mut *partials);
-    par.for_each_range(n_chunks * n_kv_heads, &|units| {
-        for unit in units {
-            let (c, g) = (unit / n_kv_heads, unit % n_kv_heads);
-            let mut none: [f32; 0] = [];
-            // SAFETY: `Parallel` hands out disjoint unit ranges and each unit is a distinct
-            // (chunk, group) pair, so calls own disjoint states of the partials scratch (the
-            // contract of `AttentionFn` with `Chunks`, which leaves `out` untouched).
-            unsafe {
-                attend(
-                    &shape.chunk(c),
-                    q,
-                    kc,
-                    vc,
-                    g * group..(g + 1) * group,
-                    &states,
-                    &SharedOut::new(&mut none),
-                )
-            }
-        }
-    });
-    fold_partials(shape, n_chunks, partials, y);
 }
 
 /// Quantizes `rows` rows of `cols` activations of `x` into `q`'s 8-bit blocks, the rows split
@@ -604,16 +494,6 @@ fn for_token_rows(
         let rows = unsafe { out.slice_mut(t.start * width..t.end * width) };
         f(t, rows)
     });
-}
-
-/// Views one layer's cached K or V bytes as rows of `kv_type`.
-fn kv_rows(kv_type: KvType, bytes: &[u8]) -> Result<KvRows<'_>> {
-    let misaligned = |_| Error::invalid("kv", "cache rows are not aligned for their type");
-    Ok(match kv_type {
-        KvType::F32 => KvRows::F32(bytemuck::try_cast_slice(bytes).map_err(misaligned)?),
-        KvType::F16 => KvRows::F16(bytemuck::try_cast_slice(bytes).map_err(misaligned)?),
-        KvType::Q8_0 => KvRows::Q8_0(bytes),
-    })
 }
 
 /// Views the arena's scratch bytes as 8-bit activation blocks (4-byte aligned, whole blocks).
