@@ -28,7 +28,8 @@
 
 #[cfg(doc)]
 use super::kquant::KQuant;
-use super::kquant::{ChunkScaled, Mins, ScaleLanes, GROUPS};
+use super::kquant::{Mins, GROUPS};
+use super::kquant_scales::{ChunkScaled, ScaleLanes};
 use super::kquant_wide::blocks_of;
 use super::lanes8::{dot4, finish, magnitudes, sums_pair_halves};
 use super::rows8::{

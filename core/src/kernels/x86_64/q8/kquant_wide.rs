@@ -28,7 +28,8 @@
 
 #[cfg(doc)]
 use super::kquant::KQuant;
-use super::kquant::{ChunkScaled, Mins, ScaleLanes, GROUPS};
+use super::kquant::{Mins, GROUPS};
+use super::kquant_scales::{ChunkScaled, ScaleLanes};
 use super::rows8::{
     accumulate, accumulate_mins16, chunk_sums, join_acts, prefetch, prefetch_head, prefetch_share,
     quarter_sums, rows_ahead, rows_of, sums_one_token_pair, transpose_quads, write_lanes, Acc,

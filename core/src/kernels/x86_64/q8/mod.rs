@@ -16,6 +16,7 @@ mod affine;
 mod codebook;
 pub(crate) mod kquant;
 pub(crate) mod kquant_lanes8;
+mod kquant_scales;
 pub(crate) mod kquant_wide;
 pub(crate) mod lanes8;
 mod legacy;
