@@ -71,8 +71,10 @@ if ! "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cp
     "$PYTHON" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip
     "$PY" -m pip install -q "gguf==$GGUF_PY_VERSION" numpy
-    if ! "$PY" -m pip install -q --only-binary=:all: "llama-cpp-python==$LLAMACPP_VERSION" 2>/dev/null; then
-        say "no prebuilt wheel for this Python: building llama.cpp from the sdist (slow)"
+    # Build flags given (an AVX2-only build, say) rule out a prebuilt wheel built with others.
+    if [ -n "${LLAMACPP_CMAKE_ARGS:-}" ] ||
+        ! "$PY" -m pip install -q --only-binary=:all: "llama-cpp-python==$LLAMACPP_VERSION" 2>/dev/null; then
+        say "building llama.cpp from the sdist (slow): no prebuilt wheel, or build flags given"
         CMAKE_ARGS=${LLAMACPP_CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAVA_BUILD=OFF} \
         CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
             "$PY" -m pip install --no-cache-dir "llama-cpp-python==$LLAMACPP_VERSION"
