@@ -257,6 +257,16 @@ impl<'m> Engine<'m> {
         &self.rewritten
     }
 
+    /// How many weights this engine holds interleaved per sixteen rows
+    /// ([`vspec_core::model::Layout::Rows16`]; `VSPEC_INTERLEAVE`).
+    pub fn interleaved(&self) -> usize {
+        self.weights
+            .iter()
+            .flatten()
+            .filter(|w| w.layout == vspec_core::model::Layout::Rows16)
+            .count()
+    }
+
     /// Threads in use.
     pub fn threads(&self) -> usize {
         self.par.threads()

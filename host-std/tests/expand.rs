@@ -3,7 +3,8 @@
 //! `VSPEC_EXPAND` (a bad value is a clean error), and the line `vspec` prints when it rewrites.
 //!
 //! The model is the tiny Hugging Face Llama fixture converted with `--bits 2` (TQ2, TQ3 and TQ4
-//! matrices; `ffn_down` falls back to Q8_0).
+//! matrices; `ffn_down` falls back to Q8_0). Also the same file's trellis rows held interleaved
+//! per sixteen rows (`VSPEC_INTERLEAVE`) on the AVX-512 tiers.
 
 mod common;
 
@@ -146,6 +147,78 @@ fn rewritten_trellis_matrices_give_the_same_logits_and_plans() {
     let err = rel_err(&fast, &slow);
     println!("avx2: rewritten vs packed, rel error {err:.2e}");
     assert!(err < 1e-4, "rel error {err:.3e}");
+}
+
+/// An AVX-512 VBMI tier's table (`split_512`: the one for CPUs that split 512-bit operations),
+/// where this CPU has it.
+fn avx512_table(split_512: bool) -> Option<KernelTable> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        if avx2_table().is_some()
+            && has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("avx512vnni")
+            && has!("avx512vbmi")
+        {
+            // SAFETY: the AVX2 tier's features and all five AVX-512 ones were just detected.
+            let features =
+                unsafe { vspec_core::kernels::CpuFeatures::assume_detected(true).assume_avx512() };
+            return Some(KernelTable::select(&features.with_split_512(split_512)).0);
+        }
+    }
+    None
+}
+
+/// The trellis matrices a VBMI table reads interleaved per sixteen rows give the bits of the
+/// file's row order, on both AVX-512 tiers (split or not); `VSPEC_INTERLEAVE` is left at its
+/// default, so what decides is the table.
+#[test]
+fn interleaved_trellis_rows_give_the_same_logits_on_both_avx512_tiers() {
+    let tmp = TempDir::new("interleave");
+    let path = converted(tmp.path());
+    let model = ModelFile::open(&path).unwrap();
+    for split in [false, true] {
+        let Some(table) = avx512_table(split) else {
+            let required = std::env::var("VSPEC_REQUIRE_ISA").unwrap_or_default();
+            assert!(
+                !required.contains("avx512"),
+                "VSPEC_REQUIRE_ISA={required} but this CPU lacks AVX-512 F/BW/VL/VNNI/VBMI"
+            );
+            println!("SKIPPED(avx512): interleaved trellis rows are not checked on this CPU");
+            return;
+        };
+        let mut row_major = table.clone();
+        for f in [Format::TQ2, Format::TQ3, Format::TQ4] {
+            assert!(table.rows16(f), "split {split}: {f:?} not read interleaved");
+            row_major.set_rows16(f, false);
+        }
+        let held = |kernels: &KernelTable| {
+            Engine::build_with(
+                &model,
+                LIMITS,
+                KvType::F32,
+                1,
+                kernels.clone(),
+                Expansion::Auto,
+            )
+            .unwrap()
+            .interleaved()
+        };
+        assert!(
+            held(&table) >= 4,
+            "split {split}: too few interleaved weights"
+        );
+        assert_eq!(held(&row_major), 0);
+        let (interleaved, _) = logits(&model, table, Expansion::Auto);
+        let (file_order, _) = logits(&model, row_major, Expansion::Auto);
+        assert!(
+            interleaved == file_order,
+            "split {split}: rel error {:.3e}",
+            rel_err(&interleaved, &file_order)
+        );
+    }
 }
 
 /// `vspec ARGS` with `VSPEC_EXPAND=value`: (success, stdout, stderr).
