@@ -56,10 +56,11 @@ fn main() {
         }
         let mut data = random_weights(format, rows, cols, &mut rng);
         let mut layout = vspec_core::model::Layout::RowMajor;
-        let trellis_bits = vspec_core::quant::vspec::trellis::stream_bits(format);
+        use vspec_core::quant::vspec::trellis;
+        let trellis_bits = trellis::stream_bits(format);
         if let (Some(k), true) = (trellis_bits, rows16 && table.rows16(format)) {
             if let Some(interleaved) =
-                vspec_core::quant::vspec::trellis::interleave_rows16(k, rows, cols / 64, &data)
+                trellis::interleave_rows16(k, rows, cols / trellis::BLOCK_ELEMS, &data)
             {
                 data = interleaved;
                 layout = vspec_core::model::Layout::Rows16;

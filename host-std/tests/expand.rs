@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use vspec_bench::tier_table;
 use vspec_core::format::Format;
 use vspec_core::graph::Limits;
 use vspec_core::kernels::KernelTable;
@@ -70,17 +71,19 @@ fn converted(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-/// The AVX2 tier's table, where this CPU has it (the tier that asks for the rewrite).
-fn avx2_table() -> Option<KernelTable> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::is_x86_feature_detected as has;
-        if has!("avx2") && has!("fma") && has!("f16c") {
-            // SAFETY: the CPU reported AVX2, FMA and F16C just above.
-            let features = unsafe { vspec_core::kernels::CpuFeatures::assume_detected(true) };
-            return Some(KernelTable::select(&features).0);
-        }
+/// Tier `tier`'s table where this CPU has it, else `None` after making sure the run does not
+/// require it (`VSPEC_REQUIRE_ISA`, as CI sets) and printing what is SKIPPED.
+fn required_tier(tier: &str, skipped: &str) -> Option<KernelTable> {
+    if let Some(table) = tier_table(tier) {
+        return Some(table);
     }
+    let required = std::env::var("VSPEC_REQUIRE_ISA").unwrap_or_default();
+    let family = tier.split('-').next().unwrap_or(tier);
+    assert!(
+        !required.split(',').any(|r| r == family),
+        "VSPEC_REQUIRE_ISA={required} but this CPU lacks the {tier} tier"
+    );
+    println!("SKIPPED(no {tier}): {skipped}");
     None
 }
 
@@ -131,13 +134,8 @@ fn rewritten_trellis_matrices_give_the_same_logits_and_plans() {
     // The AVX2 tier asks for it; its logits match its packed kernels' (both quantize the same
     // activations and sum the same i8 weights per 32; measured bit-identical here, but the
     // kernels differ, so only a tolerance is promised).
-    let Some(avx2) = avx2_table() else {
-        let required = std::env::var("VSPEC_REQUIRE_ISA").unwrap_or_default();
-        assert!(
-            !required.contains("avx2"),
-            "VSPEC_REQUIRE_ISA={required} but this CPU lacks AVX2/FMA/F16C"
-        );
-        println!("SKIPPED(no AVX2): the AVX2 tier's choice is not checked on this CPU");
+    let Some(avx2) = required_tier("avx2", "the AVX2 tier's choice is not checked on this CPU")
+    else {
         return;
     };
     let (fast, r) = logits(&model, avx2.clone(), Expansion::Auto);
@@ -149,28 +147,6 @@ fn rewritten_trellis_matrices_give_the_same_logits_and_plans() {
     assert!(err < 1e-4, "rel error {err:.3e}");
 }
 
-/// An AVX-512 VBMI tier's table (`split_512`: the one for CPUs that split 512-bit operations),
-/// where this CPU has it.
-fn avx512_table(split_512: bool) -> Option<KernelTable> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::is_x86_feature_detected as has;
-        if avx2_table().is_some()
-            && has!("avx512f")
-            && has!("avx512bw")
-            && has!("avx512vl")
-            && has!("avx512vnni")
-            && has!("avx512vbmi")
-        {
-            // SAFETY: the AVX2 tier's features and all five AVX-512 ones were just detected.
-            let features =
-                unsafe { vspec_core::kernels::CpuFeatures::assume_detected(true).assume_avx512() };
-            return Some(KernelTable::select(&features.with_split_512(split_512)).0);
-        }
-    }
-    None
-}
-
 /// The trellis matrices a VBMI table reads interleaved per sixteen rows give the bits of the
 /// file's row order, on both AVX-512 tiers (split or not); `VSPEC_INTERLEAVE` is left at its
 /// default, so what decides is the table.
@@ -179,19 +155,14 @@ fn interleaved_trellis_rows_give_the_same_logits_on_both_avx512_tiers() {
     let tmp = TempDir::new("interleave");
     let path = converted(tmp.path());
     let model = ModelFile::open(&path).unwrap();
-    for split in [false, true] {
-        let Some(table) = avx512_table(split) else {
-            let required = std::env::var("VSPEC_REQUIRE_ISA").unwrap_or_default();
-            assert!(
-                !required.contains("avx512"),
-                "VSPEC_REQUIRE_ISA={required} but this CPU lacks AVX-512 F/BW/VL/VNNI/VBMI"
-            );
-            println!("SKIPPED(avx512): interleaved trellis rows are not checked on this CPU");
+    for tier in ["avx512", "avx512-split"] {
+        let Some(table) = required_tier(tier, "interleaved trellis rows are not checked here")
+        else {
             return;
         };
         let mut row_major = table.clone();
         for f in [Format::TQ2, Format::TQ3, Format::TQ4] {
-            assert!(table.rows16(f), "split {split}: {f:?} not read interleaved");
+            assert!(table.rows16(f), "{tier}: {f:?} not read interleaved");
             row_major.set_rows16(f, false);
         }
         let held = |kernels: &KernelTable| {
@@ -206,16 +177,13 @@ fn interleaved_trellis_rows_give_the_same_logits_on_both_avx512_tiers() {
             .unwrap()
             .interleaved()
         };
-        assert!(
-            held(&table) >= 4,
-            "split {split}: too few interleaved weights"
-        );
+        assert!(held(&table) >= 4, "{tier}: too few interleaved weights");
         assert_eq!(held(&row_major), 0);
         let (interleaved, _) = logits(&model, table, Expansion::Auto);
         let (file_order, _) = logits(&model, row_major, Expansion::Auto);
         assert!(
             interleaved == file_order,
-            "split {split}: rel error {:.3e}",
+            "{tier}: rel error {:.3e}",
             rel_err(&interleaved, &file_order)
         );
     }

@@ -89,9 +89,7 @@ pub fn embed_row_scalar(w: &crate::model::WeightView<'_>, row: usize, out: &mut 
 fn embed_row_rows16(w: &crate::model::WeightView<'_>, row: usize, out: &mut [f32]) {
     use crate::quant::vspec::trellis;
     let spec = w.format.spec();
-    // A trellis block is the f16 scale and `8k` stream bytes (only trellis weights are held
-    // interleaved).
-    let k = (spec.block_bytes - trellis::OFF_QS) / 8;
+    let k = trellis::stream_bits(w.format).expect("only trellis weights are held interleaved");
     let blocks = w.cols / trellis::BLOCK_ELEMS;
     let mut block = [0u8; trellis::block_bytes(4)];
     let block = &mut block[..spec.block_bytes];

@@ -174,8 +174,8 @@ pub(crate) fn install_avx512(table: &mut KernelTable, features: &CpuFeatures) {
         // 512-bit operations issued as two 256-bit halves (Zen 4): one token through
         // `q8::split512` (256-bit `vpdpbusd` pairs for the formats that decode two chunks as
         // halves, 6–30 % faster there, and for the trellis formats held row-major after their
-        // 512-bit decode, +7 %; fewer rows asked for ahead, Q8_0 +25 %), more tokens through the 512-bit path;
-        // the same bits.
+        // 512-bit decode, +7 %; fewer rows asked for ahead, Q8_0 +25 %), more tokens through the
+        // 512-bit path; the same bits.
         for (f, entry) in [
             (
                 Format::Q4_0,

@@ -4,8 +4,8 @@
 //! VQ4) and for the trellis formats held row-major after their 512-bit VBMI decode
 //! ([`Q8Format::HALVES_512`]: TQ2, TQ3, TQ4; 24.4 → 26.4 G weights/s for TQ3, the 512-bit
 //! codebook lookup being most of what is left; weights interleaved per sixteen rows, the
-//! default, go to [`super::trellis_rows16`] through [`super::rows8`]), [`super::rows8`]'s kernel for Q8_0, IQ4_NL and
-//! NQ3, all asking for fewer rows ahead ([`groups_ahead`]) and with the non-temporal hint
+//! default, go to [`super::trellis_rows16`] through [`super::rows8`]), [`super::rows8`]'s kernel
+//! for Q8_0, IQ4_NL and NQ3, all asking for fewer rows ahead ([`groups_ahead`]) and with the non-temporal hint
 //! (`rows8::prefetch_share`); steps of more tokens stay on [`super::rows8`].
 //!
 //! On such a CPU a 512-bit instruction costs what two 256-bit ones do, so a driver wins by

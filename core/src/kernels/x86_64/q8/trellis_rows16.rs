@@ -345,12 +345,9 @@ pub(crate) unsafe fn matmul<const K: usize>(
             let n = (tokens - tile).min(TILE);
             let mut chains = [[_mm512_setzero_ps(); 2]; TILE];
             for b in 0..blocks {
-                let offset = g * group_bytes + b * gb;
-                let base = w.data[offset..].as_ptr();
-                // SAFETY: the first 32 bytes of the (group, block) are the rows' scales.
-                let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(base.cast()) });
-                let last = offset + gb + 32 > w.data.len();
-                // SAFETY: as above.
+                let (base, d, last) = block_at(g * group_bytes + b * gb);
+                // SAFETY: `base` is a whole (group, block) of `w.data` (the assert above);
+                // unless `last`, at least 32 more bytes of it follow.
                 let q = unsafe {
                     if last {
                         decode_block::<K, true>(base, &table)
